@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# wrangler's [build] command: builds the worker into build/ with worker-build, using the tools
+# scripts/setup installed (worker-build would otherwise download them from GitHub).
+# Skips the build when build/ is newer than every input, so each `wrangler dev` start in the
+# tests costs nothing after the first.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$REPO_ROOT"
+
+output=build/index.js
+if [ -f "$output" ] && [ -z "$(find src Cargo.toml Cargo.lock -newer "$output" -print -quit)" ]; then
+  exit 0
+fi
+
+for tool in "$(worker_build_bin)" "$(wasm_bindgen_bin)" node_modules/.bin/wasm-opt node_modules/.bin/esbuild; do
+  if [ ! -x "$tool" ]; then
+    echo "build: $tool is missing; run scripts/setup first" >&2
+    exit 1
+  fi
+done
+
+export WASM_BINDGEN_BIN WASM_OPT_BIN ESBUILD_BIN
+WASM_BINDGEN_BIN="$(wasm_bindgen_bin)"
+WASM_OPT_BIN="$REPO_ROOT/node_modules/.bin/wasm-opt"
+ESBUILD_BIN="$REPO_ROOT/node_modules/.bin/esbuild"
+"$(worker_build_bin)" --release
+touch "$output"

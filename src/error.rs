@@ -1,0 +1,290 @@
+//! The one error type of the service, and what each variant means over HTTP.
+//!
+//! Pure: `respond.rs` turns an [`AppError`] into a `worker::Response` in exactly one place, using
+//! [`AppError::status`], [`AppError::body`] and [`AppError::retry_after_secs`].
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// Why a call to WeChat did not produce a token. Stored in the Durable Object as the account's
+/// last failure, so it is (de)serializable; it never holds a secret (see `wechat::scrub`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum UpstreamFailure {
+    /// WeChat answered with a non-zero `errcode`.
+    WeChat { errcode: i64, errmsg: String },
+    /// WeChat (or the proxy in front of it) answered with a non-2xx HTTP status.
+    HttpStatus { status: u16 },
+    /// The answer was not the JSON we expect (truncated, HTML error page, missing fields).
+    BadResponse { detail: String },
+    /// The request could not be sent or the connection failed.
+    Unreachable { detail: String },
+    /// No complete answer within the upstream timeout.
+    Timeout { after_ms: u64 },
+}
+
+impl UpstreamFailure {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::WeChat { .. } => "wechat_error",
+            Self::HttpStatus { .. } => "upstream_http_error",
+            Self::BadResponse { .. } => "upstream_bad_response",
+            Self::Unreachable { .. } => "upstream_unreachable",
+            Self::Timeout { .. } => "upstream_timeout",
+        }
+    }
+
+    fn status(&self) -> u16 {
+        match self {
+            Self::Timeout { .. } => 504,
+            _ => 502,
+        }
+    }
+
+    /// A sentence for the operator. For WeChat errors it explains the errcode where we know what
+    /// to do about it.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::WeChat { errcode, errmsg } => crate::wechat::explain_errcode(*errcode, errmsg),
+            Self::HttpStatus { status } => {
+                format!("WeChat answered with HTTP status {status} instead of a token.")
+            }
+            Self::BadResponse { detail } => {
+                format!("WeChat's answer could not be read as a token response: {detail}.")
+            }
+            Self::Unreachable { detail } => format!("WeChat could not be reached: {detail}."),
+            Self::Timeout { after_ms } => {
+                format!("WeChat did not answer within {after_ms} ms (UPSTREAM_TIMEOUT_MS).")
+            }
+        }
+    }
+
+    fn wechat_fields(&self) -> Option<(i64, &str)> {
+        match self {
+            Self::WeChat { errcode, errmsg } => Some((*errcode, errmsg)),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AppError {
+    /// A variable is missing or malformed. Names the variable, never its value.
+    Config {
+        variable: &'static str,
+        problem: String,
+    },
+    BadRequest(String),
+    Unauthorized,
+    NotFound,
+    MethodNotAllowed {
+        allow: &'static str,
+    },
+    RefreshTooSoon {
+        retry_after_secs: u64,
+    },
+    /// We called WeChat for this request and it failed.
+    Upstream(UpstreamFailure),
+    /// No valid token, and WeChat may not be called yet (it failed moments ago).
+    NoValidToken {
+        last_failure: Option<UpstreamFailure>,
+        retry_after_secs: u64,
+    },
+    Internal(String),
+}
+
+impl AppError {
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Config { .. } | Self::Internal(_) => 500,
+            Self::BadRequest(_) => 400,
+            Self::Unauthorized => 401,
+            Self::NotFound => 404,
+            Self::MethodNotAllowed { .. } => 405,
+            Self::RefreshTooSoon { .. } => 429,
+            Self::Upstream(failure) => failure.status(),
+            Self::NoValidToken { .. } => 503,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Config { .. } => "config_error",
+            Self::BadRequest(_) => "bad_request",
+            Self::Unauthorized => "unauthorized",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::RefreshTooSoon { .. } => "refresh_too_soon",
+            Self::Upstream(failure) => failure.code(),
+            Self::NoValidToken { .. } => "no_valid_token",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Self::Config { variable, problem } => {
+                format!("Configuration error: {variable} {problem}.")
+            }
+            Self::BadRequest(why) => format!("Malformed request: {why}."),
+            Self::Unauthorized => {
+                "Missing or wrong client key: send `Authorization: Bearer <client key>`.".into()
+            }
+            Self::NotFound => "No such route.".into(),
+            Self::MethodNotAllowed { allow } => format!("Method not allowed here; use {allow}."),
+            Self::RefreshTooSoon { retry_after_secs } => format!(
+                "This account's token was refreshed moments ago (MIN_REFRESH_INTERVAL_SECS); \
+                 retry in {retry_after_secs} s."
+            ),
+            Self::Upstream(failure) => failure.describe(),
+            Self::NoValidToken {
+                last_failure,
+                retry_after_secs,
+            } => {
+                let cause = last_failure
+                    .as_ref()
+                    .map(|f| format!(" Last failure: {}", f.describe()))
+                    .unwrap_or_default();
+                format!(
+                    "No valid access_token to serve; the next attempt is allowed in \
+                     {retry_after_secs} s.{cause}"
+                )
+            }
+            Self::Internal(what) => format!("Internal error: {what}."),
+        }
+    }
+
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::RefreshTooSoon { retry_after_secs }
+            | Self::NoValidToken {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
+        }
+    }
+
+    pub fn allow(&self) -> Option<&'static str> {
+        match self {
+            Self::MethodNotAllowed { allow } => Some(allow),
+            _ => None,
+        }
+    }
+
+    /// `{"error","message"}` plus `wechat_errcode`/`wechat_errmsg` when WeChat said something.
+    pub fn body(&self) -> Value {
+        let mut body = json!({ "error": self.code(), "message": self.message() });
+        let wechat = match self {
+            Self::Upstream(failure) => failure.wechat_fields(),
+            Self::NoValidToken {
+                last_failure: Some(failure),
+                ..
+            } => failure.wechat_fields(),
+            _ => None,
+        };
+        if let Some((errcode, errmsg)) = wechat {
+            body["wechat_errcode"] = json!(errcode);
+            body["wechat_errmsg"] = json!(errmsg);
+        }
+        body
+    }
+}
+
+impl From<UpstreamFailure> for AppError {
+    fn from(failure: UpstreamFailure) -> Self {
+        Self::Upstream(failure)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_contract() {
+        let cases = [
+            (AppError::BadRequest("x".into()), 400, "bad_request"),
+            (AppError::Unauthorized, 401, "unauthorized"),
+            (AppError::NotFound, 404, "not_found"),
+            (
+                AppError::MethodNotAllowed { allow: "GET" },
+                405,
+                "method_not_allowed",
+            ),
+            (
+                AppError::RefreshTooSoon {
+                    retry_after_secs: 3,
+                },
+                429,
+                "refresh_too_soon",
+            ),
+            (
+                AppError::Upstream(UpstreamFailure::HttpStatus { status: 500 }),
+                502,
+                "upstream_http_error",
+            ),
+            (
+                AppError::Upstream(UpstreamFailure::Timeout { after_ms: 10 }),
+                504,
+                "upstream_timeout",
+            ),
+            (
+                AppError::NoValidToken {
+                    last_failure: None,
+                    retry_after_secs: 1,
+                },
+                503,
+                "no_valid_token",
+            ),
+        ];
+        for (error, status, code) in cases {
+            assert_eq!(error.status(), status, "{error:?}");
+            assert_eq!(error.code(), code);
+            assert_eq!(error.body()["error"], code);
+        }
+    }
+
+    #[test]
+    fn wechat_fields_appear_only_when_wechat_spoke() {
+        let failure = UpstreamFailure::WeChat {
+            errcode: -1,
+            errmsg: "system error".into(),
+        };
+        let body = AppError::Upstream(failure.clone()).body();
+        assert_eq!(body["wechat_errcode"], -1);
+        assert_eq!(body["wechat_errmsg"], "system error");
+
+        let body = AppError::NoValidToken {
+            last_failure: Some(failure),
+            retry_after_secs: 5,
+        }
+        .body();
+        assert_eq!(body["wechat_errcode"], -1);
+
+        let body = AppError::Upstream(UpstreamFailure::HttpStatus { status: 500 }).body();
+        assert!(body.get("wechat_errcode").is_none());
+    }
+
+    #[test]
+    fn config_errors_name_the_variable() {
+        let error = AppError::Config {
+            variable: "WECHAT_APPSECRET",
+            problem: "is not set".into(),
+        };
+        assert_eq!(error.status(), 500);
+        assert!(error.message().contains("WECHAT_APPSECRET"));
+    }
+
+    #[test]
+    fn failures_round_trip_through_storage_json() {
+        let failure = UpstreamFailure::WeChat {
+            errcode: 45009,
+            errmsg: "reach max api daily quota limit".into(),
+        };
+        let stored = serde_json::to_string(&failure).unwrap();
+        assert_eq!(
+            serde_json::from_str::<UpstreamFailure>(&stored).unwrap(),
+            failure
+        );
+    }
+}

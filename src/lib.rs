@@ -1,0 +1,24 @@
+//! WeChat access_token central server (中控服务器) as a Cloudflare Worker.
+//!
+//! Pure policy, unit-tested on the host: `config`, `auth`, `token`, `wechat`, `error`,
+//! `singleflight`. Worker glue, one concern each: `router` (HTTP), `account_object` (the
+//! Durable Object that owns an account's token), `upstream` (the call to WeChat), `kv_cache`,
+//! `cron`, `respond`, `runtime` (env, clock, logs).
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod singleflight;
+pub mod token;
+pub mod wechat;
+
+mod account_object;
+mod cron;
+mod kv_cache;
+mod respond;
+mod router;
+mod runtime;
+mod upstream;
+
+pub use account_object::AccountTokenObject;

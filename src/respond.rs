@@ -1,0 +1,34 @@
+//! HTTP responses: every answer is JSON, never cached, and every error is mapped here.
+
+use crate::error::AppError;
+use serde_json::Value;
+use worker::{Headers, Response};
+
+pub fn json(status: u16, body: &Value) -> Response {
+    let headers = Headers::new();
+    // Setting a fixed, valid header on a fresh Headers object cannot fail.
+    let _ = headers.set("content-type", "application/json; charset=utf-8");
+    let _ = headers.set("cache-control", "no-store");
+    Response::from_bytes(body.to_string().into_bytes())
+        .expect("a byte body is always accepted")
+        .with_status(status)
+        .with_headers(headers)
+}
+
+/// The one place an [`AppError`] becomes an HTTP response.
+pub fn error(error: &AppError) -> Response {
+    let response = json(error.status(), &error.body());
+    if let Some(secs) = error.retry_after_secs() {
+        let _ = response
+            .headers()
+            .set("retry-after", &secs.max(1).to_string());
+    }
+    if let Some(allow) = error.allow() {
+        let _ = response.headers().set("allow", allow);
+    }
+    response
+}
+
+pub fn result(outcome: Result<Response, AppError>) -> Response {
+    outcome.unwrap_or_else(|e| error(&e))
+}

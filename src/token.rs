@@ -1,0 +1,504 @@
+//! Token freshness and the refresh policy: given what is stored and what just happened, should
+//! we serve, refresh, wait, or refuse? Pure, with "now" passed in, so every rule is unit-tested.
+
+use crate::error::UpstreamFailure;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// An access_token and when it stops being valid (unix seconds).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub access_token: String,
+    pub expires_at: u64,
+    pub refreshed_at: u64,
+}
+
+impl TokenRecord {
+    /// `requested_at` is when the upstream request was sent, so the expiry errs on the early side.
+    pub fn issued(access_token: String, expires_in: u64, requested_at: u64) -> Self {
+        Self {
+            access_token,
+            expires_at: requested_at + expires_in,
+            refreshed_at: requested_at,
+        }
+    }
+
+    pub fn is_valid(&self, now: u64) -> bool {
+        now < self.expires_at
+    }
+
+    pub fn remaining_secs(&self, now: u64) -> u64 {
+        self.expires_at.saturating_sub(now)
+    }
+
+    /// Inside the margin: still valid, but due for a refresh.
+    pub fn is_due(&self, now: u64, margin_secs: u64) -> bool {
+        self.remaining_secs(now) <= margin_secs
+    }
+
+    /// The `GET /token` answer.
+    pub fn answer(&self, appid: &str, now: u64) -> Value {
+        json!({
+            "access_token": self.access_token,
+            "expires_in": self.remaining_secs(now),
+            "expires_at": self.expires_at,
+            "appid": appid,
+        })
+    }
+}
+
+/// The last call to WeChat for an account: when it was sent and how it ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub at: u64,
+    pub failure: Option<UpstreamFailure>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefreshPolicy {
+    /// Refresh when fewer seconds than this remain.
+    pub margin_secs: u64,
+    /// No two upstream calls of one account closer than this.
+    pub min_interval_secs: u64,
+}
+
+/// Why the token is being looked at. Also the message the worker sends the Durable Object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "trigger", rename_all = "snake_case")]
+pub enum Trigger {
+    /// A client wants a token now.
+    Read,
+    /// A reader saw the token inside the margin and asked for a refresh without waiting.
+    Background,
+    /// The cron trigger.
+    Cron,
+    /// `POST /token/refresh`: WeChat rejected `stale_token`, or (None) the caller forces one.
+    Passive { stale_token: Option<String> },
+}
+
+impl Trigger {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Background => "background",
+            Self::Cron => "cron",
+            Self::Passive { .. } => "passive",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Answer with the stored token.
+    Serve,
+    /// Answer with the stored token now, and refresh it in the background.
+    ServeAndRefresh,
+    /// Call WeChat (or join the call already under way) and answer with its result.
+    Refresh,
+    /// Nothing to do (background and cron only).
+    Skip,
+    /// A forced refresh too soon after the last call: 429.
+    TooSoon { retry_after_secs: u64 },
+    /// No valid token and WeChat failed moments ago: 503 with that failure.
+    Unavailable { retry_after_secs: u64 },
+}
+
+/// The whole refresh policy. `in_flight` is true while a call to WeChat for this account is
+/// under way: whoever needs a new token then waits for that call rather than starting another.
+pub fn decide(
+    trigger: &Trigger,
+    record: Option<&TokenRecord>,
+    last_attempt: Option<&AttemptRecord>,
+    in_flight: bool,
+    now: u64,
+    policy: RefreshPolicy,
+) -> Decision {
+    let valid = record.filter(|r| r.is_valid(now));
+    let due = valid.is_none_or(|r| r.is_due(now, policy.margin_secs));
+    let wait_secs = interval_wait_secs(last_attempt, valid.is_some(), now, policy);
+
+    match trigger {
+        Trigger::Read => match (valid, due, in_flight, wait_secs) {
+            (Some(_), false, _, _) | (Some(_), true, true, _) | (Some(_), true, false, Some(_)) => {
+                Decision::Serve
+            }
+            (Some(_), true, false, None) => Decision::ServeAndRefresh,
+            (None, _, true, _) | (None, _, false, None) => Decision::Refresh,
+            (None, _, false, Some(retry_after_secs)) => Decision::Unavailable { retry_after_secs },
+        },
+        Trigger::Background | Trigger::Cron => {
+            if due && !in_flight && wait_secs.is_none() {
+                Decision::Refresh
+            } else {
+                Decision::Skip
+            }
+        }
+        Trigger::Passive { stale_token } => {
+            let already_replaced = matches!(
+                (stale_token, valid),
+                (Some(stale), Some(current)) if *stale != current.access_token
+            );
+            if already_replaced {
+                Decision::Serve
+            } else if in_flight {
+                Decision::Refresh
+            } else {
+                match wait_secs {
+                    None => Decision::Refresh,
+                    Some(retry_after_secs) if valid.is_some() => {
+                        Decision::TooSoon { retry_after_secs }
+                    }
+                    Some(retry_after_secs) => Decision::Unavailable { retry_after_secs },
+                }
+            }
+        }
+    }
+}
+
+/// Seconds until WeChat may be called again, or None if it may be called now. The first call
+/// is always allowed; so is a call when no valid token is left and the last call succeeded
+/// (WeChat issued a token shorter than the interval): holding back would only serve errors.
+fn interval_wait_secs(
+    last_attempt: Option<&AttemptRecord>,
+    have_valid_token: bool,
+    now: u64,
+    policy: RefreshPolicy,
+) -> Option<u64> {
+    let last = last_attempt?;
+    if !have_valid_token && last.failure.is_none() {
+        return None;
+    }
+    let allowed_at = last.at + policy.min_interval_secs;
+    (now < allowed_at).then(|| allowed_at - now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: RefreshPolicy = RefreshPolicy {
+        margin_secs: 900,
+        min_interval_secs: 30,
+    };
+    const T0: u64 = 1_700_000_000;
+
+    fn token(name: &str, expires_at: u64) -> TokenRecord {
+        TokenRecord {
+            access_token: name.into(),
+            expires_at,
+            refreshed_at: expires_at - 7200,
+        }
+    }
+
+    fn ok_at(at: u64) -> AttemptRecord {
+        AttemptRecord { at, failure: None }
+    }
+
+    fn failed_at(at: u64) -> AttemptRecord {
+        AttemptRecord {
+            at,
+            failure: Some(UpstreamFailure::WeChat {
+                errcode: -1,
+                errmsg: "busy".into(),
+            }),
+        }
+    }
+
+    fn passive(stale: &str) -> Trigger {
+        Trigger::Passive {
+            stale_token: Some(stale.into()),
+        }
+    }
+
+    #[test]
+    fn freshness() {
+        let record = TokenRecord::issued("A".into(), 7200, T0);
+        assert_eq!(record.expires_at, T0 + 7200);
+        assert!(record.is_valid(T0 + 7199));
+        assert!(
+            !record.is_valid(T0 + 7200),
+            "never valid at or past expires_at"
+        );
+        assert_eq!(record.remaining_secs(T0 + 7300), 0);
+        assert!(!record.is_due(T0 + 7200 - 901, 900));
+        assert!(record.is_due(T0 + 7200 - 900, 900));
+        let answer = record.answer("wx1", T0 + 200);
+        assert_eq!(answer["expires_in"], 7000);
+        assert_eq!(answer["expires_at"], T0 + 7200);
+        assert_eq!(answer["appid"], "wx1");
+    }
+
+    #[test]
+    fn first_read_fetches() {
+        assert_eq!(
+            decide(&Trigger::Read, None, None, false, T0, POLICY),
+            Decision::Refresh
+        );
+    }
+
+    #[test]
+    fn fresh_token_is_served() {
+        let record = token("A", T0 + 7000);
+        let last = ok_at(T0 - 200);
+        assert_eq!(
+            decide(
+                &Trigger::Read,
+                Some(&record),
+                Some(&last),
+                false,
+                T0,
+                POLICY
+            ),
+            Decision::Serve
+        );
+    }
+
+    #[test]
+    fn token_in_margin_is_served_and_refreshed_once() {
+        let record = token("A", T0 + 600);
+        let last = ok_at(T0 - 6600);
+        let decide_read = |in_flight| {
+            decide(
+                &Trigger::Read,
+                Some(&record),
+                Some(&last),
+                in_flight,
+                T0,
+                POLICY,
+            )
+        };
+        assert_eq!(decide_read(false), Decision::ServeAndRefresh);
+        assert_eq!(
+            decide_read(true),
+            Decision::Serve,
+            "a refresh is already under way"
+        );
+    }
+
+    #[test]
+    fn token_in_margin_is_not_refreshed_inside_the_interval() {
+        // WeChat issued a token shorter than the margin: refresh at most once per interval.
+        let record = token("A", T0 + 600);
+        let last = ok_at(T0 - 10);
+        assert_eq!(
+            decide(
+                &Trigger::Read,
+                Some(&record),
+                Some(&last),
+                false,
+                T0,
+                POLICY
+            ),
+            Decision::Serve
+        );
+        assert_eq!(
+            decide(
+                &Trigger::Cron,
+                Some(&record),
+                Some(&last),
+                false,
+                T0,
+                POLICY
+            ),
+            Decision::Skip
+        );
+    }
+
+    #[test]
+    fn expired_token_is_never_served() {
+        let record = token("A", T0);
+        let last = ok_at(T0 - 7200);
+        assert_eq!(
+            decide(
+                &Trigger::Read,
+                Some(&record),
+                Some(&last),
+                false,
+                T0,
+                POLICY
+            ),
+            Decision::Refresh
+        );
+    }
+
+    #[test]
+    fn expired_short_lived_token_is_refetched_even_inside_the_interval() {
+        let record = token("A", T0);
+        let last = ok_at(T0 - 5);
+        assert_eq!(
+            decide(
+                &Trigger::Read,
+                Some(&record),
+                Some(&last),
+                false,
+                T0,
+                POLICY
+            ),
+            Decision::Refresh
+        );
+    }
+
+    #[test]
+    fn no_token_and_a_recent_failure_is_unavailable() {
+        let last = failed_at(T0 - 10);
+        assert_eq!(
+            decide(&Trigger::Read, None, Some(&last), false, T0, POLICY),
+            Decision::Unavailable {
+                retry_after_secs: 20
+            }
+        );
+        let later = T0 + 20;
+        assert_eq!(
+            decide(&Trigger::Read, None, Some(&last), false, later, POLICY),
+            Decision::Refresh
+        );
+    }
+
+    #[test]
+    fn readers_without_a_token_join_the_call_under_way() {
+        let last = failed_at(T0 - 1);
+        assert_eq!(
+            decide(&Trigger::Read, None, Some(&last), true, T0, POLICY),
+            Decision::Refresh
+        );
+    }
+
+    #[test]
+    fn cron_refreshes_only_inside_the_margin() {
+        let last = ok_at(T0 - 100);
+        let fresh = token("A", T0 + 7100);
+        let due = token("A", T0 + 899);
+        assert_eq!(
+            decide(&Trigger::Cron, Some(&fresh), Some(&last), false, T0, POLICY),
+            Decision::Skip
+        );
+        assert_eq!(
+            decide(&Trigger::Cron, Some(&due), Some(&last), false, T0, POLICY),
+            Decision::Refresh
+        );
+        assert_eq!(
+            decide(&Trigger::Cron, None, None, false, T0, POLICY),
+            Decision::Refresh
+        );
+        assert_eq!(
+            decide(
+                &Trigger::Background,
+                Some(&due),
+                Some(&last),
+                true,
+                T0,
+                POLICY
+            ),
+            Decision::Skip
+        );
+    }
+
+    #[test]
+    fn cron_backs_off_after_a_failure() {
+        let due = token("A", T0 + 300);
+        let last = failed_at(T0 - 5);
+        assert_eq!(
+            decide(&Trigger::Cron, Some(&due), Some(&last), false, T0, POLICY),
+            Decision::Skip
+        );
+        assert_eq!(
+            decide(
+                &Trigger::Cron,
+                Some(&due),
+                Some(&last),
+                false,
+                T0 + 25,
+                POLICY
+            ),
+            Decision::Refresh
+        );
+    }
+
+    #[test]
+    fn passive_refresh_with_the_current_token_refreshes() {
+        let record = token("A", T0 + 7000);
+        let last = ok_at(T0 - 200);
+        assert_eq!(
+            decide(&passive("A"), Some(&record), Some(&last), false, T0, POLICY),
+            Decision::Refresh
+        );
+    }
+
+    #[test]
+    fn passive_refresh_with_an_old_token_serves_the_current_one() {
+        let record = token("B", T0 + 7000);
+        let last = ok_at(T0 - 1);
+        assert_eq!(
+            decide(&passive("A"), Some(&record), Some(&last), false, T0, POLICY),
+            Decision::Serve
+        );
+        assert_eq!(
+            decide(&passive("A"), Some(&record), Some(&last), true, T0, POLICY),
+            Decision::Serve
+        );
+    }
+
+    #[test]
+    fn passive_refreshes_join_the_call_under_way() {
+        let record = token("A", T0 + 7000);
+        let last = ok_at(T0 - 1);
+        assert_eq!(
+            decide(&passive("A"), Some(&record), Some(&last), true, T0, POLICY),
+            Decision::Refresh
+        );
+    }
+
+    #[test]
+    fn forced_refresh_respects_the_interval() {
+        let record = token("A", T0 + 7000);
+        let last = ok_at(T0 - 10);
+        let forced = Trigger::Passive { stale_token: None };
+        assert_eq!(
+            decide(&forced, Some(&record), Some(&last), false, T0, POLICY),
+            Decision::TooSoon {
+                retry_after_secs: 20
+            }
+        );
+        assert_eq!(
+            decide(&passive("A"), Some(&record), Some(&last), false, T0, POLICY),
+            Decision::TooSoon {
+                retry_after_secs: 20
+            }
+        );
+        assert_eq!(
+            decide(&forced, Some(&record), Some(&last), false, T0 + 20, POLICY),
+            Decision::Refresh
+        );
+        assert_eq!(
+            decide(&forced, None, None, false, T0, POLICY),
+            Decision::Refresh,
+            "first fetch"
+        );
+    }
+
+    #[test]
+    fn forced_refresh_without_a_token_after_a_failure_is_unavailable() {
+        let last = failed_at(T0 - 10);
+        let forced = Trigger::Passive { stale_token: None };
+        assert_eq!(
+            decide(&forced, None, Some(&last), false, T0, POLICY),
+            Decision::Unavailable {
+                retry_after_secs: 20
+            }
+        );
+    }
+
+    #[test]
+    fn zero_interval_never_waits() {
+        let policy = RefreshPolicy {
+            margin_secs: 900,
+            min_interval_secs: 0,
+        };
+        let record = token("A", T0 + 7000);
+        let last = failed_at(T0);
+        assert_eq!(
+            decide(&passive("A"), Some(&record), Some(&last), false, T0, policy),
+            Decision::Refresh
+        );
+    }
+}

@@ -1,0 +1,186 @@
+"""A fake WeChat API server for the end-to-end tests and the demo. Standard library only.
+
+It serves `GET /cgi-bin/token` like WeChat does: it checks grant_type, appid and secret, issues
+fresh tokens, counts every call, and can be told to fail the way WeChat fails. It listens on
+127.0.0.1 only.
+
+In tests:   fake = FakeWeChat(appid, secret).start(); fake.mode = "busy"; fake.calls; fake.stop()
+As a demo:  python3 tests/fake_wechat.py --port 9100 --appid wxdemo --secret demo-secret
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import secrets
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+# Each failure mode, as WeChat (or the network in front of it) would produce it.
+MODES = {
+    "ok",  # a fresh token
+    "busy",  # {"errcode":-1,"errmsg":"system error"}
+    "ip_not_whitelisted",  # 40164 with the caller's IP in the message
+    "quota",  # 45009 daily quota reached
+    "http_500",  # an HTML error page with status 500
+    "truncated",  # status 200, a JSON body cut short
+    "slow",  # a fresh token, after `slow_ms`
+}
+
+FAKE_EGRESS_IP = "203.0.113.7"
+
+
+class FakeWeChat:
+    def __init__(self, appid: str, secret: str, port: int = 0):
+        self.appid = appid
+        self.secret = secret
+        self.mode = "ok"
+        self.expires_in = 7200
+        self.latency_ms = 0  # added to every answer, to widen race windows in tests
+        self.slow_ms = 3000
+        self._lock = threading.Lock()
+        self._serial = itertools.count(1)
+        self.calls = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.issued: list[str] = []  # since the last reset
+        self.all_issued: list[str] = []  # ever, for the log checks
+        self.requests: list[dict] = []  # query of each call, secret included: tests only
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "FakeWeChat":
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def reset(self, mode: str = "ok", expires_in: int = 7200) -> None:
+        with self._lock:
+            self.mode = mode
+            self.expires_in = expires_in
+            self.latency_ms = 0
+            self.calls = 0
+            self.max_in_flight = 0
+            self.issued.clear()
+            self.requests.clear()
+
+    @property
+    def current_token(self) -> str | None:
+        with self._lock:
+            return self.issued[-1] if self.issued else None
+
+    def token_answer(self, query: dict[str, str]) -> tuple[int, str, str]:
+        """(status, content type, body) for one token call."""
+        if query.get("grant_type") != "client_credential":
+            return _json({"errcode": 40002, "errmsg": "invalid grant_type"})
+        if query.get("appid") != self.appid:
+            return _json({"errcode": 40013, "errmsg": "invalid appid"})
+        if query.get("secret") != self.secret:
+            return _json({"errcode": 40125, "errmsg": "invalid appsecret"})
+        mode = self.mode
+        if mode == "busy":
+            return _json({"errcode": -1, "errmsg": "system error"})
+        if mode == "ip_not_whitelisted":
+            return _json({
+                "errcode": 40164,
+                "errmsg": f"invalid ip {FAKE_EGRESS_IP} ipv6 ::ffff:{FAKE_EGRESS_IP}, "
+                "not in whitelist rid: 6620d1f0-1a2b3c4d",
+            })
+        if mode == "quota":
+            return _json({"errcode": 45009, "errmsg": "reach max api daily quota limit"})
+        if mode == "http_500":
+            return 500, "text/html", "<html><body>502 Bad Gateway</body></html>"
+        if mode == "truncated":
+            return 200, "application/json", '{"access_token":"FAKE-cut","expi'
+        if mode == "slow":
+            time.sleep(self.slow_ms / 1000)
+        with self._lock:
+            token = f"FAKE-{self.appid}-{next(self._serial):04d}-{secrets.token_hex(8)}"
+            self.issued.append(token)
+            self.all_issued.append(token)
+        return _json({"access_token": token, "expires_in": self.expires_in})
+
+    def _handler(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                url = urlsplit(self.path)
+                if url.path != "/cgi-bin/token":
+                    self._send(*_json({"errcode": 404, "errmsg": "not found"}, status=404))
+                    return
+                query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                with fake._lock:
+                    fake.calls += 1
+                    fake.requests.append(query)
+                    fake.in_flight += 1
+                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                try:
+                    if fake.latency_ms:
+                        time.sleep(fake.latency_ms / 1000)
+                    self._send(*fake.token_answer(query))
+                finally:
+                    with fake._lock:
+                        fake.in_flight -= 1
+
+            def _send(self, status: int, content_type: str, body: str) -> None:
+                data = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                try:
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the worker gave up (timeout test)
+
+            def log_message(self, *args) -> None:
+                pass  # request lines carry the secret: never print them
+
+        return Handler
+
+
+def _json(payload: dict, status: int = 200) -> tuple[int, str, str]:
+    return status, "application/json; charset=utf-8", json.dumps(payload)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--appid", required=True)
+    parser.add_argument("--secret", required=True)
+    parser.add_argument("--mode", choices=sorted(MODES), default="ok")
+    args = parser.parse_args()
+    fake = FakeWeChat(args.appid, args.secret, args.port)
+    fake.mode = args.mode
+    fake.start()
+    print(f"fake WeChat listening on {fake.base_url} (appid {args.appid})", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        fake.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Runs the built worker in `wrangler dev` (workerd, local KV and Durable Objects) and talks to
+it over HTTP on 127.0.0.1. Standard library only."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+WRANGLER = REPO / "node_modules" / ".bin" / "wrangler"
+CLIENT_KEY = "test-client-key-0123456789abcdef"
+START_TIMEOUT_SECS = 120
+
+# No proxy from the environment: every request stays on loopback.
+_http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    text: str
+
+    @property
+    def json(self):
+        return json.loads(self.text)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Worker:
+    """One `wrangler dev` process. `vars` become the worker's vars and secrets; a value of ""
+    unsets a default from wrangler.toml (the worker treats blank as unset)."""
+
+    def __init__(self, variables: dict[str, str], persist_dir: str | None = None):
+        self.variables = variables
+        self._own_dir = tempfile.TemporaryDirectory(prefix="wechat-edge-")
+        self.persist_dir = persist_dir or os.path.join(self._own_dir.name, "state")
+        self.log_path = Path(self._own_dir.name) / "wrangler.log"
+        self.port = 0
+        self._process: subprocess.Popen | None = None
+        self._log_file = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "Worker":
+        env_file = Path(self._own_dir.name) / "vars.env"
+        env_file.write_text("".join(f"{k}={json.dumps(v)}\n" for k, v in self.variables.items()))
+        self.port = free_port()
+        command = [
+            str(WRANGLER), "dev",
+            "--ip", "127.0.0.1", "--port", str(self.port),
+            "--inspector-port", str(free_port()),
+            "--persist-to", self.persist_dir,
+            # An explicit env file also keeps a developer's .dev.vars out of the tests.
+            "--env-file", str(env_file),
+            "--test-scheduled",
+            "--show-interactive-dev-session=false",
+        ]
+        self._log_file = open(self.log_path, "ab")
+        env = dict(os.environ, WRANGLER_SEND_METRICS="false", NO_COLOR="1", FORCE_COLOR="0")
+        self._process = subprocess.Popen(
+            command, cwd=REPO, stdin=subprocess.DEVNULL, stdout=self._log_file,
+            stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+        deadline = time.monotonic() + START_TIMEOUT_SECS
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"wrangler dev exited early:\n{self.log()}")
+            try:
+                if self.request("GET", "/healthz", key=None).status == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"wrangler dev did not become ready:\n{self.log()}")
+
+    def stop(self) -> None:
+        """Stops wrangler and the workerd processes it started (same process group)."""
+        if self._process and self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGTERM)
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        if self._process:
+            try:
+                os.killpg(self._process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._process.wait()
+            self._process = None
+        if self._log_file:
+            self._log_file.close()
+            self._log_file = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def cleanup(self) -> None:
+        self.stop()
+        self._own_dir.cleanup()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def json_log_events(self) -> list[dict]:
+        """The worker's structured log lines (one JSON object per line)."""
+        events = []
+        for line in self.log().splitlines():
+            start = line.find("{\"event\"")
+            if start >= 0:
+                try:
+                    events.append(json.loads(line[start:]))
+                except json.JSONDecodeError:
+                    pass
+        return events
+
+    def request(self, method: str, path: str, key: str | None = CLIENT_KEY,
+                body: str | bytes | None = None, headers: dict | None = None,
+                timeout: float = 30) -> Reply:
+        all_headers = dict(headers or {})
+        if key is not None:
+            all_headers.setdefault("Authorization", f"Bearer {key}")
+        data = body.encode() if isinstance(body, str) else body
+        req = urllib.request.Request(self.base_url + path, data=data, method=method,
+                                     headers=all_headers)
+        try:
+            with _http.open(req, timeout=timeout) as resp:
+                return Reply(resp.status, {k.lower(): v for k, v in resp.headers.items()},
+                             resp.read().decode())
+        except urllib.error.HTTPError as err:
+            return Reply(err.code, {k.lower(): v for k, v in err.headers.items()},
+                         err.read().decode())
+
+    def get_token(self, **kwargs) -> Reply:
+        return self.request("GET", "/token", **kwargs)
+
+    def refresh(self, stale_token: str | None = None, **kwargs) -> Reply:
+        body = json.dumps({"stale_token": stale_token}) if stale_token else None
+        return self.request("POST", "/token/refresh", body=body, **kwargs)
+
+    def fire_cron(self) -> Reply:
+        return self.request("GET", "/__scheduled?cron=*/5+*+*+*+*", key=None)
+
+
+def burst(count: int, call) -> list:
+    """Runs `call()` from `count` threads released at the same moment."""
+    barrier = threading.Barrier(count)
+
+    def run(_):
+        barrier.wait()
+        return call()
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(run, range(count)))
+
+
+def wait_for(predicate, timeout: float = 10, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
