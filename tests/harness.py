@@ -127,12 +127,15 @@ class Worker:
         """The worker's structured log lines (one JSON object per line)."""
         events = []
         for line in self.log().splitlines():
-            start = line.find("{\"event\"")
-            if start >= 0:
-                try:
-                    events.append(json.loads(line[start:]))
-                except json.JSONDecodeError:
-                    pass
+            start = line.find("{")
+            if start < 0:
+                continue
+            try:
+                event = json.loads(line[start:])
+            except json.JSONDecodeError:
+                continue
+            if isinstance(event, dict) and "event" in event:
+                events.append(event)
         return events
 
     def request(self, method: str, path: str, key: str | None = CLIENT_KEY,

@@ -1,0 +1,50 @@
+"""Configuration errors: clear, naming the variable, never its value; fail closed."""
+
+from harness import CLIENT_KEY
+from test_api import assert_error
+
+
+def test_without_client_keys_every_token_request_is_refused(start_worker, fake):
+    worker = start_worker(CLIENT_KEYS="")
+    for reply in (worker.get_token(), worker.refresh(), worker.get_token(key="anything-at-all-0123")):
+        body = assert_error(reply, 500, "config_error")
+        assert "CLIENT_KEYS" in body["message"]
+    assert worker.request("GET", "/healthz", key=None).json == {"ok": True}
+    assert fake.calls == 0
+
+
+def test_a_missing_secret_is_named(start_worker, fake):
+    worker = start_worker(WECHAT_APPSECRET="")
+    body = assert_error(worker.get_token(), 500, "config_error")
+    assert "WECHAT_APPSECRET" in body["message"]
+    # Authentication comes first: a caller without a key learns nothing about the setup.
+    assert_error(worker.get_token(key=None), 401, "unauthorized")
+    assert fake.calls == 0
+
+
+def test_invalid_numbers_are_named_not_echoed(start_worker, fake):
+    worker = start_worker(REFRESH_MARGIN_SECS="not-a-number")
+    for reply in (worker.get_token(), worker.refresh()):
+        body = assert_error(reply, 500, "config_error")
+        assert "REFRESH_MARGIN_SECS" in body["message"]
+        assert "not-a-number" not in reply.text
+    assert worker.fire_cron().status == 200
+    assert fake.calls == 0
+
+
+def test_a_wrong_secret_is_reported_without_echoing_it(start_worker, fake):
+    wrong = "fake-secret-wrong-0123456789"
+    worker = start_worker(WECHAT_APPSECRET=wrong, MIN_REFRESH_INTERVAL_SECS="0")
+    reply = worker.get_token()
+    body = assert_error(reply, 502, "wechat_error")
+    assert body["wechat_errcode"] == 40125
+    assert "WECHAT_APPSECRET" in body["message"]
+    assert wrong not in reply.text
+    assert fake.calls == 1
+
+
+def test_client_keys_may_list_several(start_worker, fake):
+    worker = start_worker(CLIENT_KEYS=f" other-key-0123456789abcdef , {CLIENT_KEY} ")
+    assert worker.get_token(key="other-key-0123456789abcdef").status == 200
+    assert worker.get_token().status == 200
+    assert fake.calls == 1
