@@ -31,10 +31,12 @@ pub async fn write(
     record: &TokenRecord,
     now: u64,
 ) -> worker::Result<()> {
+    let store = env.kv(KV_BINDING)?;
     if record.expires_at < now + KV_MIN_TTL_SECS {
+        // Too short-lived to cache, but the entry it replaces must not be served any more.
+        store.delete(&key(account_id)).await?;
         return Ok(());
     }
-    let store = env.kv(KV_BINDING)?;
     store
         .put(&key(account_id), serde_json::to_string(record)?)?
         .expiration(record.expires_at)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 WRANGLER = REPO / "node_modules" / ".bin" / "wrangler"
 CLIENT_KEY = "test-client-key-0123456789abcdef"
 START_TIMEOUT_SECS = 120
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 # No proxy from the environment: every request stays on loopback.
 _http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -126,8 +128,9 @@ class Worker:
     def json_log_events(self) -> list[dict]:
         """The worker's structured log lines (one JSON object per line)."""
         events = []
-        for line in self.log().splitlines():
+        for line in ANSI_ESCAPE.sub("", self.log()).splitlines():
             start = line.find("{")
+
             if start < 0:
                 continue
             try:

@@ -133,6 +133,30 @@ class TestCronAndBackground:
         assert wait_for(lambda: worker.get_token().json["access_token"] == fake.current_token)
         assert fake.calls == 2
 
+    def test_a_token_too_short_for_kv_is_served_and_refreshed_by_the_object(self, worker, fake):
+        # 50 s is under KV's 60 s minimum: the read misses KV and the object answers itself.
+        time.sleep(1.1)
+        fake.expires_in = 50
+        due = assert_token_answer(worker.refresh(), fake)["access_token"]
+        fake.expires_in = 7200
+        time.sleep(1.1)
+        assert_token_answer(worker.get_token(), fake, due)
+        assert wait_for(lambda: fake.calls == 2 and fake.in_flight == 0)
+        assert_token_answer(worker.get_token(), fake, fake.current_token)
+
+    def test_cron_logs_a_failed_refresh_and_the_token_is_still_served(self, worker, fake):
+        time.sleep(1.1)
+        fake.expires_in = 600
+        due = assert_token_answer(worker.refresh(), fake)["access_token"]
+        fake.mode = "busy"
+        time.sleep(1.1)
+        event = self.fire_cron_and_settle(worker)
+        assert event["status"] == 502
+        assert event["outcome"] == "wechat_error"
+        assert fake.calls == 2
+        fake.mode = "ok"
+        assert_token_answer(worker.request("GET", "/token"), fake, due)
+
 
 def test_the_token_survives_a_restart(start_worker, fake, tmp_path):
     worker = start_worker(persist_dir=str(tmp_path / "state"))
