@@ -23,6 +23,9 @@ pub fn error(error: &AppError) -> Response {
             .headers()
             .set("retry-after", &secs.max(1).to_string());
     }
+    if *error == AppError::Unauthorized {
+        let _ = response.headers().set("www-authenticate", "Bearer");
+    }
     if let Some(allow) = error.allow() {
         let _ = response.headers().set("allow", allow);
     }

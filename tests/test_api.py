@@ -71,6 +71,7 @@ class TestWithDefaults:
         for path, method in [("/token", "GET"), ("/token/refresh", "POST")]:
             reply = worker.request(method, path, key=None, headers=headers)
             assert_error(reply, 401, "unauthorized")
+            assert reply.headers["www-authenticate"] == "Bearer"
         assert fake.calls == 0
 
     def test_cold_burst_makes_one_upstream_call(self, worker, fake):
