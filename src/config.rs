@@ -1,109 +1,106 @@
 //! Configuration from the worker's vars and secrets. Pure: it reads through a lookup function,
-//! so `env.rs` passes the worker's `Env` and the tests pass a map.
+//! so `runtime.rs` passes the worker's `Env` and the tests pass a map.
 //!
 //! Errors name the variable and what is wrong with it, never its value.
 
+use crate::accounts::{self, Account, TokenApi};
 use crate::auth::ClientKeys;
 use crate::error::AppError;
-use crate::token::RefreshPolicy;
+use crate::token::{ForceLimits, RefreshPolicy};
 
 pub const DEFAULT_API_BASE: &str = "https://api.weixin.qq.com";
+pub const DEFAULT_WECOM_API_BASE: &str = "https://qyapi.weixin.qq.com";
 const DEFAULT_MARGIN_SECS: u64 = 900;
 const DEFAULT_MIN_INTERVAL_SECS: u64 = 30;
 const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 10_000;
-
-/// One WeChat account whose token this server keeps.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Account {
-    /// Names the account's Durable Object and KV entry.
-    pub id: String,
-    pub appid: String,
-    pub secret: String,
-}
-
-impl std::fmt::Debug for Account {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Account")
-            .field("id", &self.id)
-            .field("appid", &self.appid)
-            .field("secret", &"[redacted]")
-            .finish()
-    }
-}
+/// WeChat's own limits on stable_token's force_refresh mode.
+const DEFAULT_FORCE_SPACING_SECS: u64 = 30;
+const DEFAULT_FORCE_DAILY_LIMIT: u64 = 20;
 
 /// Everything but the client keys, which are read separately so that authentication comes
 /// before any other configuration check (an unauthenticated caller learns nothing else).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
-    pub account: Account,
+    pub accounts: Vec<Account>,
+    /// The account a request without `?account=` means: `WECHAT_APPID`'s, or the only one.
+    pub default_account: Option<String>,
     pub api_base: String,
+    pub wecom_api_base: String,
     pub refresh: RefreshPolicy,
+    pub stable_force: ForceLimits,
     pub upstream_timeout_ms: u64,
 }
 
-pub fn client_keys(lookup: &impl Fn(&str) -> Option<String>) -> Result<ClientKeys, AppError> {
-    let keys: Vec<String> = lookup("CLIENT_KEYS")
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|key| !key.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if keys.is_empty() {
-        return Err(config_error(
-            "CLIENT_KEYS",
-            "lists no key, so every token request is refused; set it with `wrangler secret put \
-             CLIENT_KEYS`",
-        ));
+impl Settings {
+    /// The account a request names (`None`: the default one).
+    pub fn account(&self, requested: Option<&str>) -> Result<&Account, AppError> {
+        let id = match requested {
+            Some(id) => id,
+            None => self.default_account.as_deref().ok_or_else(|| {
+                AppError::BadRequest(
+                    "several accounts are configured: name one with ?account=<id>".into(),
+                )
+            })?,
+        };
+        self.accounts
+            .iter()
+            .find(|account| account.id == id)
+            .ok_or(AppError::UnknownAccount)
     }
-    Ok(ClientKeys::new(keys))
+}
+
+pub fn client_keys(lookup: &impl Fn(&str) -> Option<String>) -> Result<ClientKeys, AppError> {
+    ClientKeys::parse(present(lookup, "CLIENT_KEYS").as_deref())
 }
 
 pub fn settings(lookup: &impl Fn(&str) -> Option<String>) -> Result<Settings, AppError> {
-    let appid = required(lookup, "WECHAT_APPID")?;
-    if !appid
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        return Err(config_error(
-            "WECHAT_APPID",
-            "may hold only letters, digits, '_' and '-'",
-        ));
-    }
-    let secret = required(lookup, "WECHAT_APPSECRET")?;
-    let api_base = api_base(lookup("WECHAT_API_BASE"))?;
-    let refresh = RefreshPolicy {
-        margin_secs: number(lookup, "REFRESH_MARGIN_SECS", DEFAULT_MARGIN_SECS, 0..=7200)?,
-        min_interval_secs: number(
-            lookup,
-            "MIN_REFRESH_INTERVAL_SECS",
-            DEFAULT_MIN_INTERVAL_SECS,
-            0..=3600,
-        )?,
-    };
-    let upstream_timeout_ms = number(
-        lookup,
-        "UPSTREAM_TIMEOUT_MS",
-        DEFAULT_UPSTREAM_TIMEOUT_MS,
-        100..=60_000,
+    let default_api = TokenApi::parse_default(present(lookup, "WECHAT_TOKEN_API").as_deref())?;
+    let shorthand_appid = present(lookup, "WECHAT_APPID");
+    let accounts = accounts::parse(
+        (shorthand_appid.clone(), present(lookup, "WECHAT_APPSECRET")),
+        present(lookup, "WECHAT_ACCOUNTS").as_deref(),
+        default_api,
     )?;
+    let default_account = match (shorthand_appid, accounts.as_slice()) {
+        (Some(appid), _) => Some(appid),
+        (None, [only]) => Some(only.id.clone()),
+        (None, _) => None,
+    };
     Ok(Settings {
-        account: Account {
-            id: appid.clone(),
-            appid,
-            secret,
+        default_account,
+        accounts,
+        api_base: origin(lookup, "WECHAT_API_BASE", DEFAULT_API_BASE)?,
+        wecom_api_base: origin(lookup, "WECOM_API_BASE", DEFAULT_WECOM_API_BASE)?,
+        refresh: RefreshPolicy {
+            margin_secs: number(lookup, "REFRESH_MARGIN_SECS", DEFAULT_MARGIN_SECS, 0..=7200)?,
+            min_interval_secs: number(
+                lookup,
+                "MIN_REFRESH_INTERVAL_SECS",
+                DEFAULT_MIN_INTERVAL_SECS,
+                0..=3600,
+            )?,
         },
-        api_base,
-        refresh,
-        upstream_timeout_ms,
+        stable_force: ForceLimits {
+            spacing_secs: number(
+                lookup,
+                "STABLE_FORCE_SPACING_SECS",
+                DEFAULT_FORCE_SPACING_SECS,
+                0..=3600,
+            )?,
+            daily_limit: number(
+                lookup,
+                "STABLE_FORCE_DAILY_LIMIT",
+                DEFAULT_FORCE_DAILY_LIMIT,
+                0..=1000,
+            )?,
+        },
+        upstream_timeout_ms: number(
+            lookup,
+            "UPSTREAM_TIMEOUT_MS",
+            DEFAULT_UPSTREAM_TIMEOUT_MS,
+            100..=60_000,
+        )?,
     })
-}
-
-fn config_error(variable: &'static str, problem: &str) -> AppError {
-    AppError::Config {
-        variable,
-        problem: problem.to_owned(),
-    }
 }
 
 /// Unset and blank are the same: `wrangler dev --var NAME:` yields an empty string.
@@ -111,13 +108,6 @@ fn present(lookup: &impl Fn(&str) -> Option<String>, name: &str) -> Option<Strin
     lookup(name)
         .map(|v| v.trim().to_owned())
         .filter(|v| !v.is_empty())
-}
-
-fn required(
-    lookup: &impl Fn(&str) -> Option<String>,
-    name: &'static str,
-) -> Result<String, AppError> {
-    present(lookup, name).ok_or_else(|| config_error(name, "is not set"))
 }
 
 fn number(
@@ -142,21 +132,22 @@ fn number(
         })
 }
 
-fn api_base(value: Option<String>) -> Result<String, AppError> {
-    let base = value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-    let base = base
-        .as_deref()
-        .unwrap_or(DEFAULT_API_BASE)
-        .trim_end_matches('/');
+fn origin(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: &str,
+) -> Result<String, AppError> {
+    let value = present(lookup, name);
+    let base = value.as_deref().unwrap_or(default).trim_end_matches('/');
     let host = base
         .strip_prefix("https://")
         .or_else(|| base.strip_prefix("http://"));
     match host {
         Some(host) if !host.is_empty() && !host.contains(['?', '#', ' ']) => Ok(base.to_owned()),
-        _ => Err(config_error(
-            "WECHAT_API_BASE",
-            "must be an http:// or https:// origin such as https://api.weixin.qq.com",
-        )),
+        _ => Err(AppError::Config {
+            variable: name,
+            problem: format!("must be an http:// or https:// origin such as {default}"),
+        }),
     }
 }
 
@@ -178,14 +169,26 @@ mod tests {
     #[test]
     fn defaults() {
         let settings = settings(&env(MINIMAL)).unwrap();
-        assert_eq!(settings.account.appid, "wx0123");
-        assert_eq!(settings.account.id, "wx0123");
+        assert_eq!(settings.accounts.len(), 1);
+        assert_eq!(settings.account(None).unwrap().appid, "wx0123");
+        assert_eq!(
+            settings.account(Some("wx0123")).unwrap().api,
+            TokenApi::Classic
+        );
         assert_eq!(settings.api_base, DEFAULT_API_BASE);
+        assert_eq!(settings.wecom_api_base, DEFAULT_WECOM_API_BASE);
         assert_eq!(
             settings.refresh,
             RefreshPolicy {
                 margin_secs: 900,
                 min_interval_secs: 30
+            }
+        );
+        assert_eq!(
+            settings.stable_force,
+            ForceLimits {
+                spacing_secs: 30,
+                daily_limit: 20
             }
         );
         assert_eq!(settings.upstream_timeout_ms, 10_000);
@@ -196,12 +199,18 @@ mod tests {
         let mut pairs = MINIMAL.to_vec();
         pairs.extend([
             ("WECHAT_API_BASE", "http://127.0.0.1:9000/"),
+            ("WECOM_API_BASE", "http://127.0.0.1:9001"),
+            ("WECHAT_TOKEN_API", "stable"),
             ("REFRESH_MARGIN_SECS", "60"),
             ("MIN_REFRESH_INTERVAL_SECS", "0"),
+            ("STABLE_FORCE_SPACING_SECS", "0"),
+            ("STABLE_FORCE_DAILY_LIMIT", "3"),
             ("UPSTREAM_TIMEOUT_MS", "1500"),
         ]);
         let settings = settings(&env(&pairs)).unwrap();
         assert_eq!(settings.api_base, "http://127.0.0.1:9000");
+        assert_eq!(settings.wecom_api_base, "http://127.0.0.1:9001");
+        assert_eq!(settings.accounts[0].api, TokenApi::Stable);
         assert_eq!(
             settings.refresh,
             RefreshPolicy {
@@ -209,7 +218,38 @@ mod tests {
                 min_interval_secs: 0
             }
         );
+        assert_eq!(
+            settings.stable_force,
+            ForceLimits {
+                spacing_secs: 0,
+                daily_limit: 3
+            }
+        );
         assert_eq!(settings.upstream_timeout_ms, 1500);
+    }
+
+    #[test]
+    fn choosing_the_account() {
+        let accounts = r#"[{"appid":"wxA","secret":"a"},{"id":"corp","kind":"wecom","appid":"ww1","secret":"b"}]"#;
+        let several = settings(&env(&[("WECHAT_ACCOUNTS", accounts)])).unwrap();
+        assert!(matches!(
+            several.account(None),
+            Err(AppError::BadRequest(_))
+        ));
+        assert_eq!(several.account(Some("corp")).unwrap().appid, "ww1");
+        assert_eq!(several.account(Some("nope")), Err(AppError::UnknownAccount));
+
+        let mut pairs = MINIMAL.to_vec();
+        pairs.push(("WECHAT_ACCOUNTS", accounts));
+        let with_shorthand = settings(&env(&pairs)).unwrap();
+        assert_eq!(with_shorthand.account(None).unwrap().id, "wx0123");
+
+        let one = settings(&env(&[(
+            "WECHAT_ACCOUNTS",
+            r#"[{"appid":"wxA","secret":"a"}]"#,
+        )]))
+        .unwrap();
+        assert_eq!(one.account(None).unwrap().id, "wxA");
     }
 
     fn error_variable(result: Result<Settings, AppError>) -> &'static str {
@@ -229,6 +269,7 @@ mod tests {
             error_variable(settings(&env(&[("WECHAT_APPID", "wx")]))),
             "WECHAT_APPSECRET"
         );
+        assert_eq!(error_variable(settings(&env(&[]))), "WECHAT_ACCOUNTS");
         assert_eq!(
             error_variable(settings(&env(&[
                 ("WECHAT_APPID", "wx 1"),
@@ -241,9 +282,12 @@ mod tests {
             ("REFRESH_MARGIN_SECS", "ten"),
             ("REFRESH_MARGIN_SECS", "7201"),
             ("MIN_REFRESH_INTERVAL_SECS", "1.5"),
+            ("STABLE_FORCE_DAILY_LIMIT", "lots"),
             ("UPSTREAM_TIMEOUT_MS", "5"),
             ("WECHAT_API_BASE", "ftp://example.com"),
             ("WECHAT_API_BASE", "http://?q"),
+            ("WECOM_API_BASE", "wecom.example.com"),
+            ("WECHAT_TOKEN_API", "modern"),
         ] {
             let mut pairs = MINIMAL.to_vec();
             pairs.push((name, bad));
@@ -261,21 +305,5 @@ mod tests {
     fn secret_never_appears_in_debug_output() {
         let settings = settings(&env(MINIMAL)).unwrap();
         assert!(!format!("{settings:?}").contains("s3cret"));
-    }
-
-    #[test]
-    fn client_keys_fail_closed() {
-        for value in [None, Some(""), Some(" , ,")] {
-            let lookup = move |_: &str| value.map(str::to_owned);
-            assert!(matches!(
-                client_keys(&lookup),
-                Err(AppError::Config {
-                    variable: "CLIENT_KEYS",
-                    ..
-                })
-            ));
-        }
-        let keys = client_keys(&env(&[("CLIENT_KEYS", " alpha-key , beta-key ")])).unwrap();
-        assert!(keys.authorize(Some("Bearer beta-key")).is_ok());
     }
 }

@@ -1,9 +1,11 @@
 //! The cron trigger: refresh every account whose token is inside the margin.
 //!
-//! The scheduled macro discards returned errors, so every failure is logged here.
+//! Accounts are visited concurrently and each outcome is logged on its own, so one failing
+//! account neither stops nor delays the others. The scheduled macro discards returned errors,
+//! so every failure is logged here.
 
 use crate::account_object;
-use crate::runtime::{self, log_error, log_event};
+use crate::runtime::{self, join_all, log_error, log_event};
 use crate::token::Trigger;
 use serde_json::{json, Value};
 use worker::{event, Env, ScheduleContext, ScheduledEvent};
@@ -18,14 +20,21 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
             return;
         }
     };
-    let account = &settings.account;
-    match account_object::ask(&env, &account.id, &Trigger::Cron).await {
+    let visits = settings
+        .accounts
+        .iter()
+        .map(|account| refresh_if_due(&env, &account.id));
+    join_all(visits.collect()).await;
+}
+
+async fn refresh_if_due(env: &Env, account_id: &str) {
+    match account_object::ask(env, account_id, Trigger::Cron).await {
         Ok(mut response) => {
             // Cron answers carry an outcome or an error, never a token.
             let body: Value = response.json().await.unwrap_or(Value::Null);
             let fields = json!({
                 "event": "cron",
-                "account": account.id,
+                "account": account_id,
                 "status": response.status_code(),
                 "outcome": body.get("outcome").or(body.get("error")),
                 "message": body.get("message"),
@@ -37,7 +46,7 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
             }
         }
         Err(e) => log_error(
-            json!({ "event": "cron", "account": account.id, "outcome": e.code(), "message": e.message() }),
+            json!({ "event": "cron", "account": account_id, "outcome": e.code(), "message": e.message() }),
         ),
     }
 }

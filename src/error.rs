@@ -67,6 +67,45 @@ impl UpstreamFailure {
     }
 }
 
+/// Which limit a refresh ran into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TooSoonReason {
+    /// `MIN_REFRESH_INTERVAL_SECS` since the account's last upstream call.
+    MinInterval,
+    /// stable_token's forced refreshes must be `STABLE_FORCE_SPACING_SECS` apart.
+    ForceSpacing,
+    /// stable_token allows `STABLE_FORCE_DAILY_LIMIT` forced refreshes per Beijing day.
+    ForceDailyLimit,
+}
+
+impl TooSoonReason {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::MinInterval => "min_interval",
+            Self::ForceSpacing => "force_spacing",
+            Self::ForceDailyLimit => "force_daily_limit",
+        }
+    }
+
+    fn explain(self, retry_after_secs: u64) -> String {
+        match self {
+            Self::MinInterval => format!(
+                "This account's token was refreshed moments ago (MIN_REFRESH_INTERVAL_SECS); \
+                 retry in {retry_after_secs} s."
+            ),
+            Self::ForceSpacing => format!(
+                "WeChat allows stable_token forced refreshes only some time apart \
+                 (STABLE_FORCE_SPACING_SECS); retry in {retry_after_secs} s."
+            ),
+            Self::ForceDailyLimit => format!(
+                "This account used all of today's stable_token forced refreshes (WeChat allows \
+                 STABLE_FORCE_DAILY_LIMIT a day); the count resets at midnight Beijing time, in \
+                 {retry_after_secs} s."
+            ),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AppError {
     /// A variable is missing or malformed. Names the variable, never its value.
@@ -76,12 +115,16 @@ pub enum AppError {
     },
     BadRequest(String),
     Unauthorized,
+    /// The client key is limited to other accounts.
+    ForbiddenAccount,
     NotFound,
+    UnknownAccount,
     MethodNotAllowed {
         allow: &'static str,
     },
     RefreshTooSoon {
         retry_after_secs: u64,
+        reason: TooSoonReason,
     },
     /// We called WeChat for this request and it failed.
     Upstream(UpstreamFailure),
@@ -99,7 +142,8 @@ impl AppError {
             Self::Config { .. } | Self::Internal(_) => 500,
             Self::BadRequest(_) => 400,
             Self::Unauthorized => 401,
-            Self::NotFound => 404,
+            Self::ForbiddenAccount => 403,
+            Self::NotFound | Self::UnknownAccount => 404,
             Self::MethodNotAllowed { .. } => 405,
             Self::RefreshTooSoon { .. } => 429,
             Self::Upstream(failure) => failure.status(),
@@ -112,7 +156,9 @@ impl AppError {
             Self::Config { .. } => "config_error",
             Self::BadRequest(_) => "bad_request",
             Self::Unauthorized => "unauthorized",
+            Self::ForbiddenAccount => "forbidden_account",
             Self::NotFound => "not_found",
+            Self::UnknownAccount => "unknown_account",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::RefreshTooSoon { .. } => "refresh_too_soon",
             Self::Upstream(failure) => failure.code(),
@@ -130,12 +176,14 @@ impl AppError {
             Self::Unauthorized => {
                 "Missing or wrong client key: send `Authorization: Bearer <client key>`.".into()
             }
+            Self::ForbiddenAccount => "This client key is not allowed to read that account.".into(),
             Self::NotFound => "No such route.".into(),
+            Self::UnknownAccount => "No account with that id is configured.".into(),
             Self::MethodNotAllowed { allow } => format!("Method not allowed here; use {allow}."),
-            Self::RefreshTooSoon { retry_after_secs } => format!(
-                "This account's token was refreshed moments ago (MIN_REFRESH_INTERVAL_SECS); \
-                 retry in {retry_after_secs} s."
-            ),
+            Self::RefreshTooSoon {
+                retry_after_secs,
+                reason,
+            } => reason.explain(*retry_after_secs),
             Self::Upstream(failure) => failure.describe(),
             Self::NoValidToken {
                 last_failure,
@@ -156,7 +204,9 @@ impl AppError {
 
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            Self::RefreshTooSoon { retry_after_secs }
+            Self::RefreshTooSoon {
+                retry_after_secs, ..
+            }
             | Self::NoValidToken {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
@@ -186,6 +236,9 @@ impl AppError {
             body["wechat_errcode"] = json!(errcode);
             body["wechat_errmsg"] = json!(errmsg);
         }
+        if let Self::RefreshTooSoon { reason, .. } = self {
+            body["reason"] = json!(reason.code());
+        }
         body
     }
 }
@@ -211,9 +264,12 @@ mod tests {
                 405,
                 "method_not_allowed",
             ),
+            (AppError::ForbiddenAccount, 403, "forbidden_account"),
+            (AppError::UnknownAccount, 404, "unknown_account"),
             (
                 AppError::RefreshTooSoon {
                     retry_after_secs: 3,
+                    reason: TooSoonReason::ForceDailyLimit,
                 },
                 429,
                 "refresh_too_soon",

@@ -5,10 +5,12 @@
 //! Durable Object that owns an account's token), `upstream` (the call to WeChat), `kv_cache`,
 //! `cron`, `respond`, `runtime` (env, clock, logs).
 
+pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod quota;
 pub mod singleflight;
 pub mod token;
 pub mod wechat;

@@ -4,6 +4,10 @@
 use crate::config::{self, Settings};
 use crate::error::AppError;
 use serde_json::Value;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::task::Poll;
+
 use worker::{console_error, console_log, Date, Env};
 
 /// Binding names in wrangler.toml.
@@ -38,4 +42,26 @@ pub fn log_error(fields: Value) {
 
 pub fn internal(what: &str, error: impl std::fmt::Display) -> AppError {
     AppError::Internal(format!("{what}: {error}"))
+}
+
+/// Runs the futures concurrently and returns when all are done.
+pub async fn join_all<F: Future<Output = ()>>(futures: Vec<F>) {
+    let mut running: Vec<Option<Pin<Box<F>>>> =
+        futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    poll_fn(|cx| {
+        for slot in running.iter_mut() {
+            if slot
+                .as_mut()
+                .is_some_and(|f| f.as_mut().poll(cx).is_ready())
+            {
+                *slot = None;
+            }
+        }
+        if running.iter().all(Option::is_none) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
 }

@@ -1,7 +1,8 @@
 //! Token freshness and the refresh policy: given what is stored and what just happened, should
 //! we serve, refresh, wait, or refuse? Pure, with "now" passed in, so every rule is unit-tested.
 
-use crate::error::UpstreamFailure;
+use crate::error::{TooSoonReason, UpstreamFailure};
+pub use crate::quota::{ForceLimits, ForceLog};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -37,12 +38,13 @@ impl TokenRecord {
     }
 
     /// The `GET /token` answer.
-    pub fn answer(&self, appid: &str, now: u64) -> Value {
+    pub fn answer(&self, account_id: &str, appid: &str, now: u64) -> Value {
         json!({
             "access_token": self.access_token,
             "expires_in": self.remaining_secs(now),
             "expires_at": self.expires_at,
             "appid": appid,
+            "account": account_id,
         })
     }
 }
@@ -93,29 +95,39 @@ pub enum Decision {
     Serve,
     /// Answer with the stored token now, and refresh it in the background.
     ServeAndRefresh,
-    /// Call WeChat (or join the call already under way) and answer with its result.
-    Refresh,
+    /// Call WeChat (or join the call already under way) and answer with its result. `force`:
+    /// ask stable_token for a new token rather than the current one.
+    Refresh { force: bool },
     /// Nothing to do (background and cron only).
     Skip,
-    /// A forced refresh too soon after the last call: 429.
-    TooSoon { retry_after_secs: u64 },
+    /// A forced refresh too soon after the last call, or over stable_token's limits: 429.
+    TooSoon {
+        retry_after_secs: u64,
+        reason: TooSoonReason,
+    },
     /// No valid token and WeChat failed moments ago: 503 with that failure.
     Unavailable { retry_after_secs: u64 },
 }
 
-/// The whole refresh policy. `in_flight` is true while a call to WeChat for this account is
-/// under way: whoever needs a new token then waits for that call rather than starting another.
-pub fn decide(
-    trigger: &Trigger,
-    record: Option<&TokenRecord>,
-    last_attempt: Option<&AttemptRecord>,
-    in_flight: bool,
-    now: u64,
-    policy: RefreshPolicy,
-) -> Decision {
-    let valid = record.filter(|r| r.is_valid(now));
+/// What the account's Durable Object knows when a request arrives.
+#[derive(Clone, Copy, Debug)]
+pub struct Observed<'a> {
+    pub record: Option<&'a TokenRecord>,
+    pub last_attempt: Option<&'a AttemptRecord>,
+    /// A call to WeChat for this account is under way: whoever needs a new token waits for it
+    /// rather than starting another.
+    pub in_flight: bool,
+    /// For stable_token accounts: the forced refreshes so far and WeChat's limits on them.
+    pub forced: Option<(&'a ForceLog, ForceLimits)>,
+}
+
+/// The whole refresh policy.
+pub fn decide(trigger: &Trigger, observed: &Observed, now: u64, policy: RefreshPolicy) -> Decision {
+    let in_flight = observed.in_flight;
+    let valid = observed.record.filter(|r| r.is_valid(now));
     let due = valid.is_none_or(|r| r.is_due(now, policy.margin_secs));
-    let wait_secs = interval_wait_secs(last_attempt, valid.is_some(), now, policy);
+    let wait_secs = interval_wait_secs(observed.last_attempt, valid.is_some(), now, policy);
+    let refresh = Decision::Refresh { force: false };
 
     match trigger {
         Trigger::Read => match (valid, due, in_flight, wait_secs) {
@@ -123,33 +135,44 @@ pub fn decide(
                 Decision::Serve
             }
             (Some(_), true, false, None) => Decision::ServeAndRefresh,
-            (None, _, true, _) | (None, _, false, None) => Decision::Refresh,
+            (None, _, true, _) | (None, _, false, None) => refresh,
             (None, _, false, Some(retry_after_secs)) => Decision::Unavailable { retry_after_secs },
         },
         Trigger::Background | Trigger::Cron => {
             if due && !in_flight && wait_secs.is_none() {
-                Decision::Refresh
+                refresh
             } else {
                 Decision::Skip
             }
         }
         Trigger::Passive { stale_token } => {
-            let already_replaced = matches!(
-                (stale_token, valid),
-                (Some(stale), Some(current)) if *stale != current.access_token
-            );
-            if already_replaced {
-                Decision::Serve
-            } else if in_flight {
-                Decision::Refresh
-            } else {
-                match wait_secs {
-                    None => Decision::Refresh,
-                    Some(retry_after_secs) if valid.is_some() => {
-                        Decision::TooSoon { retry_after_secs }
-                    }
-                    Some(retry_after_secs) => Decision::Unavailable { retry_after_secs },
+            let stale_is_current = |current: &TokenRecord| match stale_token {
+                Some(stale) => *stale == current.access_token,
+                None => false,
+            };
+            match (valid, wait_secs) {
+                (Some(current), _) if stale_token.is_some() && !stale_is_current(current) => {
+                    Decision::Serve
                 }
+                _ if in_flight => refresh,
+                (Some(_), Some(retry_after_secs)) => Decision::TooSoon {
+                    retry_after_secs,
+                    reason: TooSoonReason::MinInterval,
+                },
+                (None, Some(retry_after_secs)) => Decision::Unavailable { retry_after_secs },
+                // stable_token hands out the current token unless forced, and WeChat limits
+                // forcing: force only when the caller proves the current token was rejected.
+                (Some(current), None) if stale_is_current(current) => match observed.forced {
+                    Some((log, limits)) => match log.check(now, limits) {
+                        Ok(()) => Decision::Refresh { force: true },
+                        Err((retry_after_secs, reason)) => Decision::TooSoon {
+                            retry_after_secs,
+                            reason,
+                        },
+                    },
+                    None => refresh,
+                },
+                (_, None) => refresh,
             }
         }
     }
@@ -175,6 +198,33 @@ fn interval_wait_secs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `decide` for a classic (non-stable) account.
+    fn decide(
+        trigger: &Trigger,
+        record: Option<&TokenRecord>,
+        last_attempt: Option<&AttemptRecord>,
+        in_flight: bool,
+        now: u64,
+        policy: RefreshPolicy,
+    ) -> Decision {
+        let observed = Observed {
+            record,
+            last_attempt,
+            in_flight,
+            forced: None,
+        };
+        super::decide(trigger, &observed, now, policy)
+    }
+
+    const REFRESH: Decision = Decision::Refresh { force: false };
+
+    fn too_soon(retry_after_secs: u64) -> Decision {
+        Decision::TooSoon {
+            retry_after_secs,
+            reason: TooSoonReason::MinInterval,
+        }
+    }
 
     const POLICY: RefreshPolicy = RefreshPolicy {
         margin_secs: 900,
@@ -222,7 +272,8 @@ mod tests {
         assert_eq!(record.remaining_secs(T0 + 7300), 0);
         assert!(!record.is_due(T0 + 7200 - 901, 900));
         assert!(record.is_due(T0 + 7200 - 900, 900));
-        let answer = record.answer("wx1", T0 + 200);
+        let answer = record.answer("main", "wx1", T0 + 200);
+        assert_eq!(answer["account"], "main");
         assert_eq!(answer["expires_in"], 7000);
         assert_eq!(answer["expires_at"], T0 + 7200);
         assert_eq!(answer["appid"], "wx1");
@@ -232,7 +283,7 @@ mod tests {
     fn first_read_fetches() {
         assert_eq!(
             decide(&Trigger::Read, None, None, false, T0, POLICY),
-            Decision::Refresh
+            REFRESH
         );
     }
 
@@ -317,7 +368,7 @@ mod tests {
                 T0,
                 POLICY
             ),
-            Decision::Refresh
+            REFRESH
         );
     }
 
@@ -334,7 +385,7 @@ mod tests {
                 T0,
                 POLICY
             ),
-            Decision::Refresh
+            REFRESH
         );
     }
 
@@ -350,7 +401,7 @@ mod tests {
         let later = T0 + 20;
         assert_eq!(
             decide(&Trigger::Read, None, Some(&last), false, later, POLICY),
-            Decision::Refresh
+            REFRESH
         );
     }
 
@@ -359,7 +410,7 @@ mod tests {
         let last = failed_at(T0 - 1);
         assert_eq!(
             decide(&Trigger::Read, None, Some(&last), true, T0, POLICY),
-            Decision::Refresh
+            REFRESH
         );
     }
 
@@ -374,11 +425,11 @@ mod tests {
         );
         assert_eq!(
             decide(&Trigger::Cron, Some(&due), Some(&last), false, T0, POLICY),
-            Decision::Refresh
+            REFRESH
         );
         assert_eq!(
             decide(&Trigger::Cron, None, None, false, T0, POLICY),
-            Decision::Refresh
+            REFRESH
         );
         assert_eq!(
             decide(
@@ -410,7 +461,7 @@ mod tests {
                 T0 + 25,
                 POLICY
             ),
-            Decision::Refresh
+            REFRESH
         );
     }
 
@@ -420,7 +471,7 @@ mod tests {
         let last = ok_at(T0 - 200);
         assert_eq!(
             decide(&passive("A"), Some(&record), Some(&last), false, T0, POLICY),
-            Decision::Refresh
+            REFRESH
         );
     }
 
@@ -444,7 +495,7 @@ mod tests {
         let last = ok_at(T0 - 1);
         assert_eq!(
             decide(&passive("A"), Some(&record), Some(&last), true, T0, POLICY),
-            Decision::Refresh
+            REFRESH
         );
     }
 
@@ -455,23 +506,19 @@ mod tests {
         let forced = Trigger::Passive { stale_token: None };
         assert_eq!(
             decide(&forced, Some(&record), Some(&last), false, T0, POLICY),
-            Decision::TooSoon {
-                retry_after_secs: 20
-            }
+            too_soon(20)
         );
         assert_eq!(
             decide(&passive("A"), Some(&record), Some(&last), false, T0, POLICY),
-            Decision::TooSoon {
-                retry_after_secs: 20
-            }
+            too_soon(20)
         );
         assert_eq!(
             decide(&forced, Some(&record), Some(&last), false, T0 + 20, POLICY),
-            Decision::Refresh
+            REFRESH
         );
         assert_eq!(
             decide(&forced, None, None, false, T0, POLICY),
-            Decision::Refresh,
+            REFRESH,
             "first fetch"
         );
     }
@@ -498,7 +545,7 @@ mod tests {
         let last = failed_at(T0);
         assert_eq!(
             decide(&passive("A"), Some(&record), Some(&last), false, T0, policy),
-            Decision::Refresh
+            REFRESH
         );
     }
 }

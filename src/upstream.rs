@@ -1,18 +1,24 @@
-//! The call to WeChat's token endpoint, bounded by `UPSTREAM_TIMEOUT_MS`.
+//! The call to WeChat's (or WeCom's) token endpoint, bounded by `UPSTREAM_TIMEOUT_MS`.
 
+use crate::accounts::Account;
 use crate::config::Settings;
 use crate::error::UpstreamFailure;
-use crate::wechat::{self, IssuedToken};
+use crate::wechat::{self, HttpMethod, IssuedToken};
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
-use worker::{AbortController, Delay, Fetch, Method, Request};
+use wasm_bindgen::JsValue;
+use worker::{AbortController, Delay, Fetch, Headers, Method, Request, RequestInit};
 
-pub async fn fetch_token(settings: &Settings) -> Result<IssuedToken, UpstreamFailure> {
-    let secret = settings.account.secret.as_str();
+pub async fn fetch_token(
+    settings: &Settings,
+    account: &Account,
+    force: bool,
+) -> Result<IssuedToken, UpstreamFailure> {
+    let secret = account.secret.as_str();
     // Carries the secret: it goes to fetch and nowhere else (no log, no error message).
-    let url = wechat::token_url(&settings.api_base, &settings.account.appid, secret);
+    let spec = wechat::token_request(account, &settings.api_base, &settings.wecom_api_base, force);
     let unreachable = |error: worker::Error| UpstreamFailure::Unreachable {
         detail: wechat::scrub(&error.to_string(), secret),
     };
@@ -20,7 +26,16 @@ pub async fn fetch_token(settings: &Settings) -> Result<IssuedToken, UpstreamFai
     let controller = AbortController::default();
     let signal = controller.signal();
     let call = async {
-        let request = Request::new(&url, Method::Get).map_err(unreachable)?;
+        let mut init = RequestInit::new();
+        if spec.method == HttpMethod::Post {
+            let headers = Headers::new();
+            headers
+                .set("content-type", "application/json")
+                .map_err(unreachable)?;
+            init.with_method(Method::Post).with_headers(headers);
+        }
+        init.with_body(spec.body.as_deref().map(JsValue::from_str));
+        let request = Request::new_with_init(&spec.url, &init).map_err(unreachable)?;
         let mut response = Fetch::Request(request)
             .send_with_signal(&signal)
             .await

@@ -2,8 +2,9 @@
 //!
 //! Pure: `upstream.rs` sends the request and hands the HTTP status and body back here.
 
+use crate::accounts::{Account, TokenApi};
 use crate::error::UpstreamFailure;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// A token as WeChat issued it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -12,13 +13,66 @@ pub struct IssuedToken {
     pub expires_in: u64,
 }
 
-/// `GET {base}/cgi-bin/token?...`. The URL carries the appsecret: it must never be logged.
-pub fn token_url(api_base: &str, appid: &str, secret: &str) -> String {
-    format!(
-        "{api_base}/cgi-bin/token?grant_type=client_credential&appid={}&secret={}",
-        percent_encode(appid),
-        percent_encode(secret)
-    )
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpMethod {
+    Get,
+    Post,
+}
+
+/// The request that fetches an account's token. It carries the secret, in the URL or the
+/// body: it goes to `fetch` and nowhere else.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRequest {
+    pub method: HttpMethod,
+    pub url: String,
+    /// JSON, for POST.
+    pub body: Option<String>,
+}
+
+/// `force`: stable_token's `force_refresh` (ignored by the other APIs, which always issue a
+/// new token).
+pub fn token_request(
+    account: &Account,
+    api_base: &str,
+    wecom_api_base: &str,
+    force: bool,
+) -> TokenRequest {
+    let (appid, secret) = (
+        percent_encode(&account.appid),
+        percent_encode(&account.secret),
+    );
+    match account.api {
+        TokenApi::Classic => TokenRequest {
+            method: HttpMethod::Get,
+            url: format!(
+                "{api_base}/cgi-bin/token?grant_type=client_credential&appid={appid}&secret={secret}"
+            ),
+            body: None,
+        },
+        TokenApi::Stable => TokenRequest {
+            method: HttpMethod::Post,
+            url: format!("{api_base}/cgi-bin/stable_token"),
+            body: Some(
+                json!({
+                    "grant_type": "client_credential",
+                    "appid": account.appid,
+                    "secret": account.secret,
+                    "force_refresh": force,
+                })
+                .to_string(),
+            ),
+        },
+        TokenApi::WeCom => TokenRequest {
+            method: HttpMethod::Get,
+            url: format!("{wecom_api_base}/cgi-bin/gettoken?corpid={appid}&corpsecret={secret}"),
+            body: None,
+        },
+    }
+}
+
+/// WeChat's and WeCom's "this access_token is not (or no longer) valid" codes.
+pub fn is_token_rejected(errcode: i64) -> bool {
+    matches!(errcode, 40001 | 40014 | 42001)
 }
 
 /// Reads WeChat's answer to a token request. `secret` is only used to scrub it from anything
@@ -74,13 +128,15 @@ pub fn explain_errcode(errcode: i64, errmsg: &str) -> String {
                  WECHAT_API_BASE at it; Cloudflare's egress addresses are shared and change."
             )
         }
-        40013 => "WeChat rejected the appid (errcode 40013): check WECHAT_APPID.".into(),
+        40013 => "WeChat rejected the appid or corpid (errcode 40013): check the account's \
+                  appid in WECHAT_APPID or WECHAT_ACCOUNTS."
+            .into(),
         40001 | 40125 => format!(
-            "WeChat rejected the credentials (errcode {errcode}): check WECHAT_APPSECRET \
-             against the platform's current AppSecret."
+            "WeChat rejected the credentials (errcode {errcode}): check the account's secret \
+             (WECHAT_APPSECRET or WECHAT_ACCOUNTS) against the platform's current one."
         ),
         40243 => "The account's AppSecret is frozen (errcode 40243): unfreeze or reset it in \
-                  the platform, then update WECHAT_APPSECRET."
+                  the platform, then update the configured secret."
             .into(),
         45009 => "The account reached WeChat's daily quota for this API (errcode 45009); it \
                   resets at midnight Beijing time."
@@ -128,13 +184,65 @@ mod tests {
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
+    fn account(api: TokenApi) -> Account {
+        Account {
+            id: "main".into(),
+            kind: crate::accounts::AccountKind::OfficialAccount,
+            appid: "wx123".into(),
+            secret: "s e&c".into(),
+            api,
+        }
+    }
+
+    const BASE: &str = "https://api.weixin.qq.com";
+    const WECOM: &str = "https://qyapi.weixin.qq.com";
+
     #[test]
-    fn url_encodes_credentials() {
-        let url = token_url("https://api.weixin.qq.com", "wx123", "s e&c");
+    fn classic_request_encodes_credentials_in_the_query() {
+        let request = token_request(&account(TokenApi::Classic), BASE, WECOM, true);
+        assert_eq!(request.method, HttpMethod::Get);
         assert_eq!(
-            url,
+            request.url,
             "https://api.weixin.qq.com/cgi-bin/token?grant_type=client_credential&appid=wx123&secret=s%20e%26c"
         );
+        assert_eq!(request.body, None);
+    }
+
+    #[test]
+    fn stable_request_posts_json_with_the_force_flag() {
+        for force in [false, true] {
+            let request = token_request(&account(TokenApi::Stable), BASE, WECOM, force);
+            assert_eq!(request.method, HttpMethod::Post);
+            assert_eq!(
+                request.url,
+                "https://api.weixin.qq.com/cgi-bin/stable_token"
+            );
+            let body: Value = serde_json::from_str(request.body.as_deref().unwrap()).unwrap();
+            assert_eq!(
+                body,
+                json!({"grant_type": "client_credential", "appid": "wx123", "secret": "s e&c", "force_refresh": force})
+            );
+        }
+    }
+
+    #[test]
+    fn wecom_request_uses_corpid_and_corpsecret() {
+        let request = token_request(&account(TokenApi::WeCom), BASE, WECOM, false);
+        assert_eq!(request.method, HttpMethod::Get);
+        assert_eq!(
+            request.url,
+            "https://qyapi.weixin.qq.com/cgi-bin/gettoken?corpid=wx123&corpsecret=s%20e%26c"
+        );
+    }
+
+    #[test]
+    fn rejected_token_codes() {
+        for code in [40001, 40014, 42001] {
+            assert!(is_token_rejected(code));
+        }
+        for code in [0, -1, 40013, 40125, 45009] {
+            assert!(!is_token_rejected(code));
+        }
     }
 
     #[test]

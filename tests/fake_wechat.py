@@ -1,8 +1,11 @@
 """A fake WeChat API server for the end-to-end tests and the demo. Standard library only.
 
-It serves `GET /cgi-bin/token` like WeChat does: it checks grant_type, appid and secret, issues
-fresh tokens, counts every call, and can be told to fail the way WeChat fails. It listens on
-127.0.0.1 only.
+It answers WeChat's token endpoints the way WeChat does, for any number of apps:
+  GET  /cgi-bin/token?grant_type=client_credential&appid=..&secret=..   (classic)
+  POST /cgi-bin/stable_token {"grant_type","appid","secret","force_refresh"}
+  GET  /cgi-bin/gettoken?corpid=..&corpsecret=..                      (WeCom)
+It checks the credentials, issues fresh tokens, counts every call per account, and can be told
+to fail the way WeChat fails. It listens on 127.0.0.1 only.
 
 In tests:   fake = FakeWeChat(appid, secret).start(); fake.mode = "busy"; fake.calls; fake.stop()
 As a demo:  python3 tests/fake_wechat.py --port 9100 --appid wxdemo --secret demo-secret
@@ -16,6 +19,7 @@ import json
 import secrets
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -31,24 +35,33 @@ MODES = {
 }
 
 FAKE_EGRESS_IP = "203.0.113.7"
+# stable_token's normal mode hands out the current token until this close to its expiry.
+STABLE_RENEW_BEFORE_SECS = 300
 
 
 class FakeWeChat:
     def __init__(self, appid: str, secret: str, port: int = 0):
         self.appid = appid
         self.secret = secret
+        self.apps: dict[str, str] = {appid: secret}  # appid or corpid -> secret
         self.mode = "ok"
+        self.modes: dict[str, str] = {}  # per-account override of `mode`
         self.expires_in = 7200
         self.latency_ms = 0  # added to every answer, to widen race windows in tests
         self.slow_ms = 3000
         self._lock = threading.Lock()
         self._serial = itertools.count(1)
         self.calls = 0
+        self.calls_by: Counter[str] = Counter()
         self.in_flight = 0
         self.max_in_flight = 0
+        self.max_in_flight_by: Counter[str] = Counter()
+        self._in_flight_by: Counter[str] = Counter()
         self.issued: list[str] = []  # since the last reset
+        self.issued_by: dict[str, list[str]] = {}
         self.all_issued: list[str] = []  # ever, for the log checks
-        self.requests: list[dict] = []  # query of each call, secret included: tests only
+        self.requests: list[dict] = []  # each call's parameters, secret included: tests only
+        self._stable: dict[str, tuple[str, float]] = {}  # appid -> (token, expires_at)
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -72,14 +85,22 @@ class FakeWeChat:
         if self._thread:
             self._thread.join(timeout=5)
 
+    def add_app(self, appid: str, secret: str) -> None:
+        """Another official account, mini program, or WeCom app (corpid + its secret)."""
+        self.apps[appid] = secret
+
     def reset(self, mode: str = "ok", expires_in: int = 7200) -> None:
         with self._lock:
             self.mode = mode
+            self.modes.clear()
             self.expires_in = expires_in
             self.latency_ms = 0
             self.calls = 0
+            self.calls_by.clear()
             self.max_in_flight = 0
+            self.max_in_flight_by.clear()
             self.issued.clear()
+            self.issued_by.clear()
             self.requests.clear()
 
     @property
@@ -87,15 +108,44 @@ class FakeWeChat:
         with self._lock:
             return self.issued[-1] if self.issued else None
 
-    def token_answer(self, query: dict[str, str]) -> tuple[int, str, str]:
-        """(status, content type, body) for one token call."""
+    def current_token_for(self, appid: str) -> str | None:
+        with self._lock:
+            tokens = self.issued_by.get(appid)
+            return tokens[-1] if tokens else None
+
+    def calls_for(self, appid: str) -> int:
+        with self._lock:
+            return self.calls_by[appid]
+
+    # Endpoints: each returns (status, content type, body).
+
+    def classic_token(self, query: dict[str, str]):
         if query.get("grant_type") != "client_credential":
             return _json({"errcode": 40002, "errmsg": "invalid grant_type"})
-        if query.get("appid") != self.appid:
+        return self._issue(query.get("appid"), query.get("secret"), bad_secret=40125)
+
+    def stable_token(self, body: dict):
+        if body.get("grant_type") != "client_credential":
+            return _json({"errcode": 40002, "errmsg": "invalid grant_type"})
+        appid = body.get("appid")
+        force = body.get("force_refresh") is True
+        return self._issue(appid, body.get("secret"), bad_secret=40125, stable=not force)
+
+    def wecom_token(self, query: dict[str, str]):
+        answer = self._issue(query.get("corpid"), query.get("corpsecret"), bad_secret=40001)
+        status, content_type, text = answer
+        if status == 200 and content_type.startswith("application/json"):
+            payload = json.loads(text)
+            if "access_token" in payload:  # WeCom says errcode 0 on success
+                return _json({"errcode": 0, "errmsg": "ok", **payload})
+        return answer
+
+    def _issue(self, appid, secret, bad_secret: int, stable: bool = False):
+        if appid not in self.apps:
             return _json({"errcode": 40013, "errmsg": "invalid appid"})
-        if query.get("secret") != self.secret:
-            return _json({"errcode": 40125, "errmsg": "invalid appsecret"})
-        mode = self.mode
+        if secret != self.apps[appid]:
+            return _json({"errcode": bad_secret, "errmsg": "invalid appsecret"})
+        mode = self.modes.get(appid, self.mode)
         if mode == "busy":
             return _json({"errcode": -1, "errmsg": "system error"})
         if mode == "ip_not_whitelisted":
@@ -113,8 +163,14 @@ class FakeWeChat:
         if mode == "slow":
             time.sleep(self.slow_ms / 1000)
         with self._lock:
-            token = f"FAKE-{self.appid}-{next(self._serial):04d}-{secrets.token_hex(8)}"
+            now = time.time()
+            current = self._stable.get(appid)
+            if stable and current and current[1] - now > STABLE_RENEW_BEFORE_SECS:
+                return _json({"access_token": current[0], "expires_in": int(current[1] - now)})
+            token = f"FAKE-{appid}-{next(self._serial):04d}-{secrets.token_hex(8)}"
+            self._stable[appid] = (token, now + self.expires_in)
             self.issued.append(token)
+            self.issued_by.setdefault(appid, []).append(token)
             self.all_issued.append(token)
         return _json({"access_token": token, "expires_in": self.expires_in})
 
@@ -126,22 +182,47 @@ class FakeWeChat:
 
             def do_GET(self):  # noqa: N802 (http.server's naming)
                 url = urlsplit(self.path)
-                if url.path != "/cgi-bin/token":
+                query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                if url.path == "/cgi-bin/token":
+                    self._serve("token", query, query.get("appid"), fake.classic_token)
+                elif url.path == "/cgi-bin/gettoken":
+                    self._serve("gettoken", query, query.get("corpid"), fake.wecom_token)
+                else:
+                    self._send(*_json({"errcode": 404, "errmsg": "not found"}, status=404))
+
+            def do_POST(self):  # noqa: N802
+                url = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                if url.path != "/cgi-bin/stable_token":
                     self._send(*_json({"errcode": 404, "errmsg": "not found"}, status=404))
                     return
-                query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    self._send(*_json({"errcode": 47001, "errmsg": "data format error"}))
+                    return
+                self._serve("stable_token", body, body.get("appid"), fake.stable_token)
+
+            def _serve(self, endpoint: str, params: dict, account, answer) -> None:
+                account = str(account)
                 with fake._lock:
                     fake.calls += 1
-                    fake.requests.append(query)
+                    fake.calls_by[account] += 1
+                    fake.requests.append({"endpoint": endpoint, **params})
                     fake.in_flight += 1
+                    fake._in_flight_by[account] += 1
                     fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                    fake.max_in_flight_by[account] = max(
+                        fake.max_in_flight_by[account], fake._in_flight_by[account])
                 try:
                     if fake.latency_ms:
                         time.sleep(fake.latency_ms / 1000)
-                    self._send(*fake.token_answer(query))
+                    self._send(*answer(params))
                 finally:
                     with fake._lock:
                         fake.in_flight -= 1
+                        fake._in_flight_by[account] -= 1
 
             def _send(self, status: int, content_type: str, body: str) -> None:
                 data = body.encode()

@@ -8,11 +8,13 @@ import pytest
 from harness import CLIENT_KEY, burst
 
 
-def assert_token_answer(reply, fake, token=None):
+def assert_token_answer(reply, fake, token=None, appid=None, account=None):
+    """A 200 token answer; `appid` defaults to the fake's main app, `account` to the appid."""
     assert reply.status == 200, reply.text
     body = reply.json
-    assert set(body) == {"access_token", "expires_in", "expires_at", "appid"}
-    assert body["appid"] == fake.appid
+    assert set(body) == {"access_token", "expires_in", "expires_at", "appid", "account"}
+    assert body["appid"] == (appid or fake.appid)
+    assert body["account"] == (account or body["appid"])
     assert body["access_token"] in fake.all_issued
     if token is not None:
         assert body["access_token"] == token
@@ -141,5 +143,7 @@ class TestPassiveRefresh:
     def test_the_upstream_request_carries_the_configured_credentials(self, worker, fake):
         worker.refresh()
         assert fake.requests == [{
+            "endpoint": "token",
             "grant_type": "client_credential", "appid": fake.appid, "secret": fake.secret,
         }]
+

@@ -1,0 +1,421 @@
+//! The accounts this server keeps tokens for: `WECHAT_ACCOUNTS` (a JSON array) and the
+//! one-account shorthand `WECHAT_APPID` + `WECHAT_APPSECRET`. Pure.
+//!
+//! Entries are validated field by field rather than through serde's derive, whose messages can
+//! quote the offending value (a misplaced secret, say). Errors name the entry, never a value
+//! other than its id.
+
+use crate::error::AppError;
+use serde_json::{Map, Value};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccountKind {
+    OfficialAccount,
+    MiniProgram,
+    WeCom,
+}
+
+impl AccountKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OfficialAccount => "official_account",
+            Self::MiniProgram => "mini_program",
+            Self::WeCom => "wecom",
+        }
+    }
+}
+
+/// Which WeChat endpoint issues the account's token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenApi {
+    /// `GET /cgi-bin/token`
+    Classic,
+    /// `POST /cgi-bin/stable_token`
+    Stable,
+    /// WeCom's `GET /cgi-bin/gettoken`
+    WeCom,
+}
+
+impl TokenApi {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Stable => "stable",
+            Self::WeCom => "wecom",
+        }
+    }
+
+    /// `WECHAT_TOKEN_API`: the default for official accounts and mini programs.
+    pub fn parse_default(value: Option<&str>) -> Result<Self, AppError> {
+        match value {
+            None | Some("classic") => Ok(Self::Classic),
+            Some("stable") => Ok(Self::Stable),
+            Some(_) => Err(AppError::Config {
+                variable: "WECHAT_TOKEN_API",
+                problem: "must be classic or stable".into(),
+            }),
+        }
+    }
+}
+
+/// One WeChat account whose token this server keeps.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Names the account in requests (`?account=`), its Durable Object and its KV entry.
+    pub id: String,
+    pub kind: AccountKind,
+    /// The appid, or the corpid for WeCom.
+    pub appid: String,
+    pub secret: String,
+    pub api: TokenApi,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("appid", &self.appid)
+            .field("secret", &"[redacted]")
+            .field("api", &self.api)
+            .finish()
+    }
+}
+
+const FIELDS: [&str; 5] = ["id", "kind", "appid", "secret", "api"];
+
+/// All configured accounts, shorthand first. `shorthand` is (`WECHAT_APPID`, `WECHAT_APPSECRET`)
+/// as set; `accounts_json` is `WECHAT_ACCOUNTS`.
+pub fn parse(
+    shorthand: (Option<String>, Option<String>),
+    accounts_json: Option<&str>,
+    default_api: TokenApi,
+) -> Result<Vec<Account>, AppError> {
+    let mut accounts = Vec::new();
+    match shorthand {
+        (Some(appid), Some(secret)) => {
+            if !is_identifier(&appid) {
+                return Err(config(
+                    "WECHAT_APPID",
+                    "may hold only letters, digits, '_' and '-'".into(),
+                ));
+            }
+            accounts.push(Account {
+                id: appid.clone(),
+                kind: AccountKind::OfficialAccount,
+                appid,
+                secret,
+                api: default_api,
+            });
+        }
+        (Some(_), None) => {
+            return Err(config(
+                "WECHAT_APPSECRET",
+                "is not set (WECHAT_APPID is)".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(config(
+                "WECHAT_APPID",
+                "is not set (WECHAT_APPSECRET is)".into(),
+            ))
+        }
+        (None, None) => {}
+    }
+
+    if let Some(text) = accounts_json {
+        let entries = match serde_json::from_str::<Value>(text) {
+            Ok(Value::Array(entries)) => entries,
+            _ => {
+                return Err(config(
+                    "WECHAT_ACCOUNTS",
+                    "must be a JSON array of accounts such as [{\"kind\":\"official_account\",\
+                     \"appid\":\"wx…\",\"secret\":\"…\"}]"
+                        .into(),
+                ))
+            }
+        };
+        for (index, entry) in entries.iter().enumerate() {
+            accounts.push(parse_entry(index + 1, entry, default_api)?);
+        }
+    }
+
+    if accounts.is_empty() {
+        return Err(config(
+            "WECHAT_ACCOUNTS",
+            "and WECHAT_APPID are both unset: configure at least one account".into(),
+        ));
+    }
+    for (index, account) in accounts.iter().enumerate() {
+        if accounts[..index]
+            .iter()
+            .any(|earlier| earlier.id == account.id)
+        {
+            return Err(config(
+                "WECHAT_ACCOUNTS",
+                format!(
+                    "names the account id \"{}\" twice (ids default to the appid or corpid; \
+                     give each account a distinct \"id\")",
+                    account.id
+                ),
+            ));
+        }
+    }
+    Ok(accounts)
+}
+
+fn parse_entry(position: usize, entry: &Value, default_api: TokenApi) -> Result<Account, AppError> {
+    let fail = |problem: &str| config("WECHAT_ACCOUNTS", format!("entry {position} {problem}"));
+    let object: &Map<String, Value> = entry
+        .as_object()
+        .ok_or_else(|| fail("is not a JSON object"))?;
+    if let Some(unknown) = object.keys().find(|key| !FIELDS.contains(&key.as_str())) {
+        // Field names are ours to show; values are not.
+        return Err(fail(&format!(
+            "has an unknown field \"{}\" (fields: {})",
+            truncate(unknown),
+            FIELDS.join(", ")
+        )));
+    }
+    let text = |field: &str| -> Result<Option<&str>, AppError> {
+        match object.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.trim())),
+            Some(_) => Err(fail(&format!(
+                "has a \"{field}\" that is not a non-empty string"
+            ))),
+        }
+    };
+
+    let kind = match text("kind")? {
+        None | Some("official_account") => AccountKind::OfficialAccount,
+        Some("mini_program") => AccountKind::MiniProgram,
+        Some("wecom") => AccountKind::WeCom,
+        Some(_) => {
+            return Err(fail(
+                "has an unknown kind (official_account, mini_program or wecom)",
+            ))
+        }
+    };
+    let appid = text("appid")?.ok_or_else(|| fail("has no \"appid\" (the corpid for wecom)"))?;
+    if !is_identifier(appid) {
+        return Err(fail(
+            "has an \"appid\" with characters other than letters, digits, '_' and '-'",
+        ));
+    }
+    let id = text("id")?.unwrap_or(appid);
+    if !is_identifier(id) {
+        return Err(fail(
+            "has an \"id\" with characters other than letters, digits, '_' and '-'",
+        ));
+    }
+    let fail = |problem: &str| {
+        config(
+            "WECHAT_ACCOUNTS",
+            format!("entry {position} (id \"{id}\") {problem}"),
+        )
+    };
+    let secret =
+        text("secret").map_err(|_| fail("has a \"secret\" that is not a non-empty string"))?;
+    let secret = secret.ok_or_else(|| fail("has no \"secret\""))?;
+    let api = match (kind, text("api")?) {
+        (AccountKind::WeCom, None) => TokenApi::WeCom,
+        (AccountKind::WeCom, Some(_)) => {
+            return Err(fail(
+                "sets \"api\", which applies only to official_account and mini_program",
+            ))
+        }
+        (_, None) => default_api,
+        (_, Some("classic")) => TokenApi::Classic,
+        (_, Some("stable")) => TokenApi::Stable,
+        (_, Some(_)) => return Err(fail("has an unknown \"api\" (classic or stable)")),
+    };
+    Ok(Account {
+        id: id.to_owned(),
+        kind,
+        appid: appid.to_owned(),
+        secret: secret.to_owned(),
+        api,
+    })
+}
+
+/// Ids and appids travel in URLs, KV keys and logs: keep them plain.
+pub fn is_identifier(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(32).collect()
+}
+
+fn config(variable: &'static str, problem: String) -> AppError {
+    AppError::Config { variable, problem }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef-not-for-messages";
+
+    fn parse_json(json: &str) -> Result<Vec<Account>, AppError> {
+        parse((None, None), Some(json), TokenApi::Classic)
+    }
+
+    fn problem(result: Result<Vec<Account>, AppError>) -> String {
+        match result {
+            Err(AppError::Config { variable, problem }) => format!("{variable} {problem}"),
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn shorthand_is_one_official_account() {
+        let accounts = parse(
+            (Some("wx1".into()), Some(SECRET.into())),
+            None,
+            TokenApi::Stable,
+        )
+        .unwrap();
+        assert_eq!(accounts.len(), 1);
+        assert_eq!(accounts[0].id, "wx1");
+        assert_eq!(accounts[0].kind, AccountKind::OfficialAccount);
+        assert_eq!(accounts[0].api, TokenApi::Stable);
+    }
+
+    #[test]
+    fn shorthand_needs_both_halves() {
+        assert!(
+            problem(parse((Some("wx1".into()), None), None, TokenApi::Classic))
+                .starts_with("WECHAT_APPSECRET")
+        );
+        assert!(
+            problem(parse((None, Some(SECRET.into())), None, TokenApi::Classic))
+                .starts_with("WECHAT_APPID")
+        );
+        assert!(
+            problem(parse((None, None), None, TokenApi::Classic)).contains("at least one account")
+        );
+    }
+
+    #[test]
+    fn entries_of_every_kind() {
+        let json = format!(
+            r#"[{{"kind":"official_account","appid":"wxA","secret":"{SECRET}","api":"stable"}},
+               {{"id":"shop","kind":"mini_program","appid":"wxB","secret":"{SECRET}"}},
+               {{"id":"hr-app","kind":"wecom","appid":"ww123","secret":"{SECRET}"}},
+               {{"appid":"wxC","secret":"{SECRET}"}}]"#
+        );
+        let accounts = parse(
+            (Some("wx0".into()), Some(SECRET.into())),
+            Some(&json),
+            TokenApi::Classic,
+        )
+        .unwrap();
+        let summary: Vec<_> = accounts
+            .iter()
+            .map(|a| (a.id.as_str(), a.kind, a.api))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("wx0", AccountKind::OfficialAccount, TokenApi::Classic),
+                ("wxA", AccountKind::OfficialAccount, TokenApi::Stable),
+                ("shop", AccountKind::MiniProgram, TokenApi::Classic),
+                ("hr-app", AccountKind::WeCom, TokenApi::WeCom),
+                ("wxC", AccountKind::OfficialAccount, TokenApi::Classic),
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_entries_are_named_and_never_echo_the_secret() {
+        let cases = [
+            (
+                format!(r#"{{"appid":"wx1","secret":"{SECRET}"}}"#),
+                "JSON array",
+            ),
+            ("[1]".to_string(), "entry 1 is not a JSON object"),
+            (
+                format!(r#"[{{"secret":"{SECRET}"}}]"#),
+                "entry 1 has no \"appid\"",
+            ),
+            (
+                r#"[{"appid":"wx1"}]"#.to_string(),
+                "entry 1 (id \"wx1\") has no \"secret\"",
+            ),
+            (
+                format!(r#"[{{"appid":"wx1","secret":["{SECRET}"]}}]"#),
+                "\"secret\" that is not",
+            ),
+            (
+                format!(r#"[{{"appid":"wx1","secret":"x","kind":"{SECRET}"}}]"#),
+                "unknown kind",
+            ),
+            (
+                format!(r#"[{{"appid":"wx1","secret":"x","api":"{SECRET}"}}]"#),
+                "unknown \"api\"",
+            ),
+            (
+                format!(r#"[{{"appid":"wx1","secret":"x","secert":"{SECRET}"}}]"#),
+                "unknown field \"secert\"",
+            ),
+            (
+                format!(r#"[{{"appid":"ww1","kind":"wecom","secret":"{SECRET}","api":"stable"}}]"#),
+                "applies only",
+            ),
+            (
+                format!(r#"[{{"appid":"{SECRET} x","secret":"s"}}]"#),
+                "entry 1 has an \"appid\"",
+            ),
+            (
+                format!(
+                    r#"[{{"appid":"wx1","secret":"{SECRET}"}},{{"appid":"wx1","secret":"{SECRET}"}}]"#
+                ),
+                "\"wx1\" twice",
+            ),
+        ];
+        for (json, expected) in cases {
+            let text = problem(parse_json(&json));
+            assert!(text.starts_with("WECHAT_ACCOUNTS"), "{text}");
+            assert!(text.contains(expected), "{json}: {text}");
+            assert!(!text.contains(SECRET), "echoed the secret: {text}");
+        }
+    }
+
+    #[test]
+    fn shorthand_and_entries_share_the_id_space() {
+        let json = format!(r#"[{{"appid":"wx1","secret":"{SECRET}"}}]"#);
+        let text = problem(parse(
+            (Some("wx1".into()), Some(SECRET.into())),
+            Some(&json),
+            TokenApi::Classic,
+        ));
+        assert!(text.contains("twice"));
+    }
+
+    #[test]
+    fn default_api_values() {
+        assert_eq!(TokenApi::parse_default(None), Ok(TokenApi::Classic));
+        assert_eq!(
+            TokenApi::parse_default(Some("stable")),
+            Ok(TokenApi::Stable)
+        );
+        assert!(TokenApi::parse_default(Some("wecom")).is_err());
+    }
+
+    #[test]
+    fn debug_never_prints_the_secret() {
+        let accounts = parse(
+            (Some("wx1".into()), Some(SECRET.into())),
+            None,
+            TokenApi::Classic,
+        )
+        .unwrap();
+        assert!(!format!("{accounts:?}").contains(SECRET));
+    }
+}
