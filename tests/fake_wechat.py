@@ -102,6 +102,8 @@ class FakeWeChat:
             self.issued.clear()
             self.issued_by.clear()
             self.requests.clear()
+            self._stable.clear()
+
 
     @property
     def current_token(self) -> str | None:

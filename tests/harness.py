@@ -39,7 +39,15 @@ class Reply:
         return json.loads(self.text)
 
 
+def dotenv_literal(value: str) -> str:
+    """Single-quoted dotenv values are taken literally (JSON's quotes and backslashes too)."""
+    if "'" in value or "\n" in value:
+        raise ValueError("a test variable cannot hold a single quote or a newline")
+    return f"'{value}'"
+
+
 def free_port() -> int:
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -64,7 +72,7 @@ class Worker:
 
     def start(self) -> "Worker":
         env_file = Path(self._own_dir.name) / "vars.env"
-        env_file.write_text("".join(f"{k}={json.dumps(v)}\n" for k, v in self.variables.items()))
+        env_file.write_text("".join(f"{k}={dotenv_literal(v)}\n" for k, v in self.variables.items()))
         self.port = free_port()
         command = [
             str(WRANGLER), "dev",
