@@ -1,0 +1,158 @@
+use super::*;
+
+const SECRET: &str = "0123456789abcdef-not-for-messages";
+
+fn parse_json(json: &str) -> Result<Vec<Account>, AppError> {
+    parse((None, None), Some(json), TokenApi::Classic)
+}
+
+fn problem(result: Result<Vec<Account>, AppError>) -> String {
+    match result {
+        Err(AppError::Config { variable, problem }) => format!("{variable} {problem}"),
+        other => panic!("expected a config error, got {other:?}"),
+    }
+}
+
+#[test]
+fn shorthand_is_one_official_account() {
+    let accounts = parse(
+        (Some("wx1".into()), Some(SECRET.into())),
+        None,
+        TokenApi::Stable,
+    )
+    .unwrap();
+    assert_eq!(accounts.len(), 1);
+    assert_eq!(accounts[0].id, "wx1");
+    assert_eq!(accounts[0].kind, AccountKind::OfficialAccount);
+    assert_eq!(accounts[0].api, TokenApi::Stable);
+}
+
+#[test]
+fn shorthand_needs_both_halves() {
+    assert!(
+        problem(parse((Some("wx1".into()), None), None, TokenApi::Classic))
+            .starts_with("WECHAT_APPSECRET")
+    );
+    assert!(
+        problem(parse((None, Some(SECRET.into())), None, TokenApi::Classic))
+            .starts_with("WECHAT_APPID")
+    );
+    assert!(problem(parse((None, None), None, TokenApi::Classic)).contains("at least one account"));
+}
+
+#[test]
+fn entries_of_every_kind() {
+    let json = format!(
+        r#"[{{"kind":"official_account","appid":"wxA","secret":"{SECRET}","api":"stable"}},
+           {{"id":"shop","kind":"mini_program","appid":"wxB","secret":"{SECRET}"}},
+           {{"id":"hr-app","kind":"wecom","appid":"ww123","secret":"{SECRET}"}},
+           {{"appid":"wxC","secret":"{SECRET}"}}]"#
+    );
+    let accounts = parse(
+        (Some("wx0".into()), Some(SECRET.into())),
+        Some(&json),
+        TokenApi::Classic,
+    )
+    .unwrap();
+    let summary: Vec<_> = accounts
+        .iter()
+        .map(|a| (a.id.as_str(), a.kind, a.api))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("wx0", AccountKind::OfficialAccount, TokenApi::Classic),
+            ("wxA", AccountKind::OfficialAccount, TokenApi::Stable),
+            ("shop", AccountKind::MiniProgram, TokenApi::Classic),
+            ("hr-app", AccountKind::WeCom, TokenApi::WeCom),
+            ("wxC", AccountKind::OfficialAccount, TokenApi::Classic),
+        ]
+    );
+}
+
+#[test]
+fn malformed_entries_are_named_and_never_echo_the_secret() {
+    let cases = [
+        (
+            format!(r#"{{"appid":"wx1","secret":"{SECRET}"}}"#),
+            "JSON array",
+        ),
+        ("[1]".to_string(), "entry 1 is not a JSON object"),
+        (
+            format!(r#"[{{"secret":"{SECRET}"}}]"#),
+            "entry 1 has no \"appid\"",
+        ),
+        (
+            r#"[{"appid":"wx1"}]"#.to_string(),
+            "entry 1 (id \"wx1\") has no \"secret\"",
+        ),
+        (
+            format!(r#"[{{"appid":"wx1","secret":["{SECRET}"]}}]"#),
+            "\"secret\" that is not",
+        ),
+        (
+            format!(r#"[{{"appid":"wx1","secret":"x","kind":"{SECRET}"}}]"#),
+            "unknown kind",
+        ),
+        (
+            format!(r#"[{{"appid":"wx1","secret":"x","api":"{SECRET}"}}]"#),
+            "unknown \"api\"",
+        ),
+        (
+            format!(r#"[{{"appid":"wx1","secret":"x","secert":"{SECRET}"}}]"#),
+            "unknown field \"secert\"",
+        ),
+        (
+            format!(r#"[{{"appid":"ww1","kind":"wecom","secret":"{SECRET}","api":"stable"}}]"#),
+            "applies only",
+        ),
+        (
+            format!(r#"[{{"appid":"{SECRET} x","secret":"s"}}]"#),
+            "entry 1 has an \"appid\"",
+        ),
+        (
+            format!(
+                r#"[{{"appid":"wx1","secret":"{SECRET}"}},{{"appid":"wx1","secret":"{SECRET}"}}]"#
+            ),
+            "\"wx1\" twice",
+        ),
+    ];
+    for (json, expected) in cases {
+        let text = problem(parse_json(&json));
+        assert!(text.starts_with("WECHAT_ACCOUNTS"), "{text}");
+        assert!(text.contains(expected), "{json}: {text}");
+        assert!(!text.contains(SECRET), "echoed the secret: {text}");
+    }
+}
+
+#[test]
+fn shorthand_and_entries_share_the_id_space() {
+    let json = format!(r#"[{{"appid":"wx1","secret":"{SECRET}"}}]"#);
+    let text = problem(parse(
+        (Some("wx1".into()), Some(SECRET.into())),
+        Some(&json),
+        TokenApi::Classic,
+    ));
+    assert!(text.contains("twice"));
+}
+
+#[test]
+fn default_api_values() {
+    assert_eq!(TokenApi::parse_default(None), Ok(TokenApi::Classic));
+    assert_eq!(
+        TokenApi::parse_default(Some("stable")),
+        Ok(TokenApi::Stable)
+    );
+    assert!(TokenApi::parse_default(Some("wecom")).is_err());
+}
+
+#[test]
+fn debug_never_prints_the_secret() {
+    let accounts = parse(
+        (Some("wx1".into()), Some(SECRET.into())),
+        None,
+        TokenApi::Classic,
+    )
+    .unwrap();
+    assert!(!format!("{accounts:?}").contains(SECRET));
+}

@@ -1,0 +1,351 @@
+use super::*;
+
+/// `decide` for a classic (non-stable) account.
+fn decide(
+    trigger: &Trigger,
+    record: Option<&TokenRecord>,
+    last_attempt: Option<&AttemptRecord>,
+    in_flight: bool,
+    now: u64,
+    policy: RefreshPolicy,
+) -> Decision {
+    let observed = Observed {
+        record,
+        last_attempt,
+        in_flight,
+        forced: None,
+    };
+    super::decide(trigger, &observed, now, policy)
+}
+
+const REFRESH: Decision = Decision::Refresh { force: false };
+
+fn too_soon(retry_after_secs: u64) -> Decision {
+    Decision::TooSoon {
+        retry_after_secs,
+        reason: TooSoonReason::MinInterval,
+    }
+}
+
+const POLICY: RefreshPolicy = RefreshPolicy {
+    margin_secs: 900,
+    min_interval_secs: 30,
+};
+const T0: u64 = 1_700_000_000;
+
+fn token(name: &str, expires_at: u64) -> TokenRecord {
+    TokenRecord {
+        access_token: name.into(),
+        expires_at,
+        refreshed_at: expires_at - 7200,
+    }
+}
+
+fn ok_at(at: u64) -> AttemptRecord {
+    AttemptRecord { at, failure: None }
+}
+
+fn failed_at(at: u64) -> AttemptRecord {
+    AttemptRecord {
+        at,
+        failure: Some(UpstreamFailure::WeChat {
+            errcode: -1,
+            errmsg: "busy".into(),
+        }),
+    }
+}
+
+fn passive(stale: &str) -> Trigger {
+    Trigger::Passive {
+        stale_token: Some(stale.into()),
+    }
+}
+
+#[test]
+fn freshness() {
+    let record = TokenRecord::issued("A".into(), 7200, T0);
+    assert_eq!(record.expires_at, T0 + 7200);
+    assert!(record.is_valid(T0 + 7199));
+    assert!(
+        !record.is_valid(T0 + 7200),
+        "never valid at or past expires_at"
+    );
+    assert_eq!(record.remaining_secs(T0 + 7300), 0);
+    assert!(!record.is_due(T0 + 7200 - 901, 900));
+    assert!(record.is_due(T0 + 7200 - 900, 900));
+    let answer = record.answer("main", "wx1", T0 + 200);
+    assert_eq!(answer["account"], "main");
+    assert_eq!(answer["expires_in"], 7000);
+    assert_eq!(answer["expires_at"], T0 + 7200);
+    assert_eq!(answer["appid"], "wx1");
+}
+
+#[test]
+fn first_read_fetches() {
+    assert_eq!(
+        decide(&Trigger::Read, None, None, false, T0, POLICY),
+        REFRESH
+    );
+}
+
+#[test]
+fn fresh_token_is_served() {
+    let record = token("A", T0 + 7000);
+    let last = ok_at(T0 - 200);
+    assert_eq!(
+        decide(
+            &Trigger::Read,
+            Some(&record),
+            Some(&last),
+            false,
+            T0,
+            POLICY
+        ),
+        Decision::Serve
+    );
+}
+
+#[test]
+fn token_in_margin_is_served_and_refreshed_once() {
+    let record = token("A", T0 + 600);
+    let last = ok_at(T0 - 6600);
+    let decide_read = |in_flight| {
+        decide(
+            &Trigger::Read,
+            Some(&record),
+            Some(&last),
+            in_flight,
+            T0,
+            POLICY,
+        )
+    };
+    assert_eq!(decide_read(false), Decision::ServeAndRefresh);
+    assert_eq!(
+        decide_read(true),
+        Decision::Serve,
+        "a refresh is already under way"
+    );
+}
+
+#[test]
+fn token_in_margin_is_not_refreshed_inside_the_interval() {
+    // WeChat issued a token shorter than the margin: refresh at most once per interval.
+    let record = token("A", T0 + 600);
+    let last = ok_at(T0 - 10);
+    assert_eq!(
+        decide(
+            &Trigger::Read,
+            Some(&record),
+            Some(&last),
+            false,
+            T0,
+            POLICY
+        ),
+        Decision::Serve
+    );
+    assert_eq!(
+        decide(
+            &Trigger::Cron,
+            Some(&record),
+            Some(&last),
+            false,
+            T0,
+            POLICY
+        ),
+        Decision::Skip
+    );
+}
+
+#[test]
+fn expired_token_is_never_served() {
+    let record = token("A", T0);
+    let last = ok_at(T0 - 7200);
+    assert_eq!(
+        decide(
+            &Trigger::Read,
+            Some(&record),
+            Some(&last),
+            false,
+            T0,
+            POLICY
+        ),
+        REFRESH
+    );
+}
+
+#[test]
+fn expired_short_lived_token_is_refetched_even_inside_the_interval() {
+    let record = token("A", T0);
+    let last = ok_at(T0 - 5);
+    assert_eq!(
+        decide(
+            &Trigger::Read,
+            Some(&record),
+            Some(&last),
+            false,
+            T0,
+            POLICY
+        ),
+        REFRESH
+    );
+}
+
+#[test]
+fn no_token_and_a_recent_failure_is_unavailable() {
+    let last = failed_at(T0 - 10);
+    assert_eq!(
+        decide(&Trigger::Read, None, Some(&last), false, T0, POLICY),
+        Decision::Unavailable {
+            retry_after_secs: 20
+        }
+    );
+    let later = T0 + 20;
+    assert_eq!(
+        decide(&Trigger::Read, None, Some(&last), false, later, POLICY),
+        REFRESH
+    );
+}
+
+#[test]
+fn readers_without_a_token_join_the_call_under_way() {
+    let last = failed_at(T0 - 1);
+    assert_eq!(
+        decide(&Trigger::Read, None, Some(&last), true, T0, POLICY),
+        REFRESH
+    );
+}
+
+#[test]
+fn cron_refreshes_only_inside_the_margin() {
+    let last = ok_at(T0 - 100);
+    let fresh = token("A", T0 + 7100);
+    let due = token("A", T0 + 899);
+    assert_eq!(
+        decide(&Trigger::Cron, Some(&fresh), Some(&last), false, T0, POLICY),
+        Decision::Skip
+    );
+    assert_eq!(
+        decide(&Trigger::Cron, Some(&due), Some(&last), false, T0, POLICY),
+        REFRESH
+    );
+    assert_eq!(
+        decide(&Trigger::Cron, None, None, false, T0, POLICY),
+        REFRESH
+    );
+    assert_eq!(
+        decide(
+            &Trigger::Background,
+            Some(&due),
+            Some(&last),
+            true,
+            T0,
+            POLICY
+        ),
+        Decision::Skip
+    );
+}
+
+#[test]
+fn cron_backs_off_after_a_failure() {
+    let due = token("A", T0 + 300);
+    let last = failed_at(T0 - 5);
+    assert_eq!(
+        decide(&Trigger::Cron, Some(&due), Some(&last), false, T0, POLICY),
+        Decision::Skip
+    );
+    assert_eq!(
+        decide(
+            &Trigger::Cron,
+            Some(&due),
+            Some(&last),
+            false,
+            T0 + 25,
+            POLICY
+        ),
+        REFRESH
+    );
+}
+
+#[test]
+fn passive_refresh_with_the_current_token_refreshes() {
+    let record = token("A", T0 + 7000);
+    let last = ok_at(T0 - 200);
+    assert_eq!(
+        decide(&passive("A"), Some(&record), Some(&last), false, T0, POLICY),
+        REFRESH
+    );
+}
+
+#[test]
+fn passive_refresh_with_an_old_token_serves_the_current_one() {
+    let record = token("B", T0 + 7000);
+    let last = ok_at(T0 - 1);
+    assert_eq!(
+        decide(&passive("A"), Some(&record), Some(&last), false, T0, POLICY),
+        Decision::Serve
+    );
+    assert_eq!(
+        decide(&passive("A"), Some(&record), Some(&last), true, T0, POLICY),
+        Decision::Serve
+    );
+}
+
+#[test]
+fn passive_refreshes_join_the_call_under_way() {
+    let record = token("A", T0 + 7000);
+    let last = ok_at(T0 - 1);
+    assert_eq!(
+        decide(&passive("A"), Some(&record), Some(&last), true, T0, POLICY),
+        REFRESH
+    );
+}
+
+#[test]
+fn forced_refresh_respects_the_interval() {
+    let record = token("A", T0 + 7000);
+    let last = ok_at(T0 - 10);
+    let forced = Trigger::Passive { stale_token: None };
+    assert_eq!(
+        decide(&forced, Some(&record), Some(&last), false, T0, POLICY),
+        too_soon(20)
+    );
+    assert_eq!(
+        decide(&passive("A"), Some(&record), Some(&last), false, T0, POLICY),
+        too_soon(20)
+    );
+    assert_eq!(
+        decide(&forced, Some(&record), Some(&last), false, T0 + 20, POLICY),
+        REFRESH
+    );
+    assert_eq!(
+        decide(&forced, None, None, false, T0, POLICY),
+        REFRESH,
+        "first fetch"
+    );
+}
+
+#[test]
+fn forced_refresh_without_a_token_after_a_failure_is_unavailable() {
+    let last = failed_at(T0 - 10);
+    let forced = Trigger::Passive { stale_token: None };
+    assert_eq!(
+        decide(&forced, None, Some(&last), false, T0, POLICY),
+        Decision::Unavailable {
+            retry_after_secs: 20
+        }
+    );
+}
+
+#[test]
+fn zero_interval_never_waits() {
+    let policy = RefreshPolicy {
+        margin_secs: 900,
+        min_interval_secs: 0,
+    };
+    let record = token("A", T0 + 7000);
+    let last = failed_at(T0);
+    assert_eq!(
+        decide(&passive("A"), Some(&record), Some(&last), false, T0, policy),
+        REFRESH
+    );
+}
