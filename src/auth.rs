@@ -91,8 +91,13 @@ impl ClientKeys {
     /// Accepts the request if its `Authorization` header carries one of the keys. Every key is
     /// compared in full, so the time taken says nothing about which key came close.
     pub fn authorize(&self, authorization: Option<&str>) -> Result<Grant<'_>, AppError> {
-        let presented = authorization
-            .and_then(bearer_token)
+        self.authorize_key(authorization.and_then(bearer_token))
+    }
+
+    /// As [`Self::authorize`], for a key that came some other way (the `secret` an SDK sends).
+    pub fn authorize_key(&self, presented: Option<&str>) -> Result<Grant<'_>, AppError> {
+        let presented = presented
+            .filter(|key| !key.is_empty())
             .ok_or(AppError::Unauthorized)?;
         let mut matched = None;
         for candidate in &self.0 {
@@ -108,7 +113,7 @@ impl ClientKeys {
     }
 }
 
-fn bearer_token(header: &str) -> Option<&str> {
+pub fn bearer_token(header: &str) -> Option<&str> {
     let (scheme, token) = header.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)

@@ -49,6 +49,24 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// The account an SDK names with `appid`: an account id, or else the appid of exactly one
+    /// account.
+    pub fn account_for_sdk(&self, appid: Option<&str>) -> Result<&Account, AppError> {
+        let appid = appid
+            .filter(|a| !a.is_empty())
+            .ok_or(AppError::UnknownAccount)?;
+        if let Some(account) = self.accounts.iter().find(|a| a.id == appid) {
+            return Ok(account);
+        }
+        let mut matching = self.accounts.iter().filter(|a| a.appid == appid);
+        match (matching.next(), matching.next()) {
+            (Some(account), None) => Ok(account),
+            _ => Err(AppError::UnknownAccount),
+        }
+    }
+}
+
 pub fn client_keys(lookup: &impl Fn(&str) -> Option<String>) -> Result<ClientKeys, AppError> {
     ClientKeys::parse(present(lookup, "CLIENT_KEYS").as_deref())
 }

@@ -1,4 +1,4 @@
-//! The cron trigger: refresh every account whose token is inside the margin.
+//! The cron trigger: refresh every account's token, and the tickets it uses, inside the margin.
 //!
 //! Accounts are visited concurrently and each outcome is logged on its own, so one failing
 //! account neither stops nor delays the others. The scheduled macro discards returned errors,
@@ -6,7 +6,6 @@
 
 use crate::account_object;
 use crate::runtime::{self, join_all, log_error, log_event};
-use crate::token::Trigger;
 use serde_json::{json, Value};
 use worker::{event, Env, ScheduleContext, ScheduledEvent};
 
@@ -23,30 +22,29 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     let visits = settings
         .accounts
         .iter()
-        .map(|account| refresh_if_due(&env, &account.id));
+        .map(|account| visit(&env, &account.id));
     join_all(visits.collect()).await;
 }
 
-async fn refresh_if_due(env: &Env, account_id: &str) {
-    match account_object::ask(env, account_id, Trigger::Cron).await {
-        Ok(mut response) => {
-            // Cron answers carry an outcome or an error, never a token.
-            let body: Value = response.json().await.unwrap_or(Value::Null);
-            let fields = json!({
-                "event": "cron",
-                "account": account_id,
-                "status": response.status_code(),
-                "outcome": body.get("outcome").or(body.get("error")),
-                "message": body.get("message"),
-            });
-            if response.status_code() == 200 {
-                log_event(fields);
-            } else {
-                log_error(fields);
-            }
-        }
-        Err(e) => log_error(
-            json!({ "event": "cron", "account": account_id, "outcome": e.code(), "message": e.message() }),
-        ),
+async fn visit(env: &Env, account_id: &str) {
+    let summary = account_object::cron(env, account_id).await.unwrap_or_else(|e| {
+        json!({ "token": { "status": e.status(), "outcome": e.code(), "message": e.message() } })
+    });
+    let token = &summary["token"];
+    let tickets = summary.get("tickets").cloned().unwrap_or(json!({}));
+    let failed = |outcome: &Value| outcome["status"] != json!(200);
+    let fields = json!({
+        "event": "cron",
+        "account": account_id,
+        "status": token["status"],
+        "outcome": token["outcome"],
+        "message": token.get("message"),
+        "tickets": tickets,
+    });
+    let any_ticket_failed = tickets.as_object().is_some_and(|t| t.values().any(failed));
+    if failed(token) || any_ticket_failed {
+        log_error(fields);
+    } else {
+        log_event(fields);
     }
 }

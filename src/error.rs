@@ -134,12 +134,19 @@ pub enum AppError {
         retry_after_secs: u64,
     },
     Internal(String),
+    /// An error the account's Durable Object already answered with, passed on unchanged.
+    Relayed {
+        status: u16,
+        body: Value,
+        retry_after_secs: Option<u64>,
+    },
 }
 
 impl AppError {
     pub fn status(&self) -> u16 {
         match self {
             Self::Config { .. } | Self::Internal(_) => 500,
+            Self::Relayed { status, .. } => *status,
             Self::BadRequest(_) => 400,
             Self::Unauthorized => 401,
             Self::ForbiddenAccount => 403,
@@ -151,8 +158,12 @@ impl AppError {
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> &str {
         match self {
+            Self::Relayed { body, .. } => body
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("internal_error"),
             Self::Config { .. } => "config_error",
             Self::BadRequest(_) => "bad_request",
             Self::Unauthorized => "unauthorized",
@@ -199,6 +210,11 @@ impl AppError {
                 )
             }
             Self::Internal(what) => format!("Internal error: {what}."),
+            Self::Relayed { body, .. } => body
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
         }
     }
 
@@ -210,6 +226,9 @@ impl AppError {
             | Self::NoValidToken {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
+            Self::Relayed {
+                retry_after_secs, ..
+            } => *retry_after_secs,
             _ => None,
         }
     }
@@ -223,6 +242,9 @@ impl AppError {
 
     /// `{"error","message"}` plus `wechat_errcode`/`wechat_errmsg` when WeChat said something.
     pub fn body(&self) -> Value {
+        if let Self::Relayed { body, .. } = self {
+            return body.clone();
+        }
         let mut body = json!({ "error": self.code(), "message": self.message() });
         let wechat = match self {
             Self::Upstream(failure) => failure.wechat_fields(),
@@ -241,6 +263,26 @@ impl AppError {
         }
         body
     }
+}
+
+/// The same error in WeChat's own shape, `{"errcode","errmsg"}`, for the WeChat-compatible
+/// endpoints: what WeChat said if it said something, else the nearest WeChat code.
+pub fn wechat_shape(error_body: &Value) -> Value {
+    if let Some(errcode) = error_body.get("wechat_errcode") {
+        return json!({ "errcode": errcode, "errmsg": error_body["wechat_errmsg"] });
+    }
+    let message = error_body
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let (errcode, errmsg) = match error_body.get("error").and_then(Value::as_str) {
+        Some("unauthorized" | "forbidden_account") => (40125, "invalid appsecret".to_owned()),
+        Some("unknown_account") => (40013, "invalid appid".to_owned()),
+        Some("refresh_too_soon") => (45009, format!("reach max api daily quota limit: {message}")),
+        Some("bad_request") => (40097, format!("invalid args: {message}")),
+        _ => (-1, format!("system error: {message}")),
+    };
+    json!({ "errcode": errcode, "errmsg": errmsg })
 }
 
 impl From<UpstreamFailure> for AppError {
@@ -342,5 +384,54 @@ mod tests {
             serde_json::from_str::<UpstreamFailure>(&stored).unwrap(),
             failure
         );
+    }
+
+    #[test]
+    fn relayed_errors_keep_status_body_and_retry_after() {
+        let original = AppError::RefreshTooSoon {
+            retry_after_secs: 7,
+            reason: TooSoonReason::MinInterval,
+        };
+        let relayed = AppError::Relayed {
+            status: 429,
+            body: original.body(),
+            retry_after_secs: Some(7),
+        };
+        assert_eq!(relayed.status(), 429);
+        assert_eq!(relayed.code(), "refresh_too_soon");
+        assert_eq!(relayed.body(), original.body());
+        assert_eq!(relayed.retry_after_secs(), Some(7));
+        assert_eq!(relayed.message(), original.message());
+    }
+
+    #[test]
+    fn wechat_shapes() {
+        let wechat = AppError::Upstream(UpstreamFailure::WeChat {
+            errcode: 40164,
+            errmsg: "invalid ip".into(),
+        });
+        assert_eq!(
+            wechat_shape(&wechat.body()),
+            json!({"errcode": 40164, "errmsg": "invalid ip"})
+        );
+        assert_eq!(
+            wechat_shape(&AppError::Unauthorized.body())["errcode"],
+            40125
+        );
+        assert_eq!(
+            wechat_shape(&AppError::ForbiddenAccount.body())["errcode"],
+            40125
+        );
+        assert_eq!(
+            wechat_shape(&AppError::UnknownAccount.body())["errcode"],
+            40013
+        );
+        let too_soon = AppError::RefreshTooSoon {
+            retry_after_secs: 7,
+            reason: TooSoonReason::ForceDailyLimit,
+        };
+        assert_eq!(wechat_shape(&too_soon.body())["errcode"], 45009);
+        let timeout = AppError::Upstream(UpstreamFailure::Timeout { after_ms: 10 });
+        assert_eq!(wechat_shape(&timeout.body())["errcode"], -1);
     }
 }

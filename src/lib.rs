@@ -10,14 +10,17 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod jssdk;
 pub mod quota;
 pub mod singleflight;
 pub mod token;
 pub mod wechat;
 
 mod account_object;
+mod compat;
 mod cron;
 mod kv_cache;
+mod refresher;
 mod respond;
 mod router;
 mod runtime;

@@ -1,15 +1,19 @@
-//! The worker's HTTP entry point: routing, authentication, account selection and the KV fast
-//! path.
+//! The worker's HTTP entry point: routing, authentication, account selection, and the KV
+//! read-through shared by tokens and tickets.
 
 use crate::account_object;
 use crate::accounts::Account;
 use crate::api;
+use crate::compat;
 use crate::config::{self, Settings};
 use crate::error::AppError;
+use crate::jssdk::{self, TicketKind, TicketRecord};
 use crate::kv_cache;
+use crate::refresher::Acquired;
 use crate::respond;
 use crate::runtime::{self, log_error, now_secs};
-use crate::token::Trigger;
+use crate::token::{Credential, TokenRecord, Trigger};
+use serde::de::DeserializeOwned;
 use serde_json::json;
 use worker::{event, Context, Env, Method, Request, Response};
 
@@ -21,87 +25,237 @@ async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<Respo
 
 async fn route(request: Request, env: &Env, ctx: &Context) -> Result<Response, AppError> {
     let method = request.method();
-    match request.path().as_str() {
-        "/healthz" => match method {
-            Method::Get => Ok(respond::json(200, &json!({ "ok": true }))),
-            _ => Err(AppError::MethodNotAllowed { allow: "GET" }),
-        },
-        "/token" => match method {
-            Method::Get => get_token(&request, env, ctx).await,
-            _ => Err(AppError::MethodNotAllowed { allow: "GET" }),
-        },
-        "/token/refresh" => match method {
-            Method::Post => refresh_token(request, env).await,
-            _ => Err(AppError::MethodNotAllowed { allow: "POST" }),
-        },
+    let path = request.path();
+    let allow = |allowed: Method, name: &'static str| {
+        if method == allowed {
+            Ok(())
+        } else {
+            Err(AppError::MethodNotAllowed { allow: name })
+        }
+    };
+    match path.as_str() {
+        "/healthz" => {
+            allow(Method::Get, "GET").map(|()| respond::json(200, &json!({ "ok": true })))
+        }
+        "/token" => {
+            allow(Method::Get, "GET")?;
+            get_token(&request, env, ctx).await
+        }
+        "/token/refresh" => {
+            allow(Method::Post, "POST")?;
+            refresh_token(request, env).await
+        }
+        "/ticket" => {
+            allow(Method::Get, "GET")?;
+            get_ticket(&request, env, ctx).await
+        }
+        "/jssdk/signature" => {
+            allow(Method::Get, "GET")?;
+            get_signature(&request, env, ctx).await
+        }
+        "/cgi-bin/token" | "/cgi-bin/ticket/getticket" => {
+            allow(Method::Get, "GET")?;
+            Ok(compat::answer(&path, request, env, ctx).await)
+        }
+        "/cgi-bin/stable_token" => {
+            allow(Method::Post, "POST")?;
+            Ok(compat::answer(&path, request, env, ctx).await)
+        }
         _ => Err(AppError::NotFound),
     }
 }
 
-/// Authenticates the caller, then resolves the account it asks for (`?account=`, alias
-/// `?appid=`) and checks the key may read it. A scoped key asking for an account outside its
-/// list gets 403 whether or not the account exists.
-fn authorized_account(request: &Request, env: &Env) -> Result<(Settings, Account), AppError> {
+/// The query's name/value pairs.
+pub fn query(request: &Request) -> Result<Vec<(String, String)>, AppError> {
+    let url = request
+        .url()
+        .map_err(|_| AppError::BadRequest("unreadable URL".into()))?;
+    Ok(url
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect())
+}
+
+pub fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Authenticates `key`, then resolves the account asked for and checks the key may read it.
+/// A scoped key asking for an account outside its list gets 403 whether or not it exists.
+pub fn authorized_account(
+    env: &Env,
+    key: Option<&str>,
+    requested: Option<&str>,
+) -> Result<(Settings, Account), AppError> {
     let keys = config::client_keys(&runtime::lookup(env))?;
-    let header = request.headers().get("authorization").ok().flatten();
-    let grant = keys.authorize(header.as_deref())?;
-    let requested = requested_account(request)?;
-    if let Some(id) = &requested {
+    let grant = keys.authorize_key(key)?;
+    if let Some(id) = requested {
         grant.check(id)?;
     }
     let settings = runtime::settings(env)?;
-    let account = settings.account(requested.as_deref())?.clone();
+    let account = settings.account(requested)?.clone();
     grant.check(&account.id)?;
     Ok((settings, account))
 }
 
-fn requested_account(request: &Request) -> Result<Option<String>, AppError> {
-    let url = request
-        .url()
-        .map_err(|_| AppError::BadRequest("unreadable URL".into()))?;
-    let mut named = url
-        .query_pairs()
-        .filter(|(name, _)| name == "account" || name == "appid")
-        .map(|(_, value)| value.into_owned());
-    match (named.next(), named.next()) {
-        (None, _) => Ok(None),
-        (Some(id), None) if !id.is_empty() => Ok(Some(id)),
-        (Some(_), None) => Err(AppError::BadRequest("?account= is empty".into())),
-        (Some(_), Some(_)) => Err(AppError::BadRequest("name one account, once".into())),
+/// An authenticated request for one account.
+struct Caller {
+    settings: Settings,
+    account: Account,
+    query: Vec<(String, String)>,
+}
+
+/// `Authorization: Bearer <key>` and `?account=` (alias `?appid=`).
+fn authorized(request: &Request, env: &Env) -> Result<Caller, AppError> {
+    let header = request.headers().get("authorization").ok().flatten();
+    let pairs = query(request)?;
+    let mut named = pairs
+        .iter()
+        .filter(|(k, _)| k == "account" || k == "appid")
+        .map(|(_, v)| v.as_str());
+    let requested = match (named.next(), named.next()) {
+        (None, _) => None,
+        (Some(id), None) if !id.is_empty() => Some(id),
+        (Some(_), None) => return Err(AppError::BadRequest("?account= is empty".into())),
+        (Some(_), Some(_)) => return Err(AppError::BadRequest("name one account, once".into())),
+    };
+    let (settings, account) = authorized_account(
+        env,
+        header.as_deref().and_then(crate::auth::bearer_token),
+        requested,
+    )?;
+    Ok(Caller {
+        settings,
+        account,
+        query: pairs,
+    })
+}
+
+/// A token or a ticket, as the read-through below fetches it.
+pub trait Readable: Credential + DeserializeOwned + 'static {
+    type Kind: Copy + 'static;
+    fn kv_key(account_id: &str, kind: Self::Kind) -> String;
+    async fn ask(
+        env: &Env,
+        account_id: &str,
+        kind: Self::Kind,
+        trigger: Trigger,
+    ) -> Result<Acquired<Self>, AppError>;
+}
+
+impl Readable for TokenRecord {
+    type Kind = ();
+    fn kv_key(account_id: &str, (): ()) -> String {
+        kv_cache::token_key(account_id)
+    }
+    async fn ask(
+        env: &Env,
+        account_id: &str,
+        (): (),
+        trigger: Trigger,
+    ) -> Result<Acquired<Self>, AppError> {
+        account_object::token(env, account_id, trigger).await
     }
 }
 
-/// Served from KV when the cached token is valid; a token inside the margin is still served at
-/// once while the Durable Object refreshes it in the background. A miss goes to the object.
-async fn get_token(request: &Request, env: &Env, ctx: &Context) -> Result<Response, AppError> {
-    let (settings, account) = authorized_account(request, env)?;
+impl Readable for TicketRecord {
+    type Kind = TicketKind;
+    fn kv_key(account_id: &str, kind: TicketKind) -> String {
+        kv_cache::ticket_key(account_id, kind)
+    }
+    async fn ask(
+        env: &Env,
+        account_id: &str,
+        kind: TicketKind,
+        trigger: Trigger,
+    ) -> Result<Acquired<Self>, AppError> {
+        account_object::ticket(env, account_id, kind, trigger).await
+    }
+}
+
+/// Served from KV when the cached record is valid; a record inside the margin is still served
+/// at once while the Durable Object refreshes it in the background. A miss goes to the object.
+pub async fn read<R: Readable>(
+    env: &Env,
+    ctx: &Context,
+    settings: &Settings,
+    account: &Account,
+    kind: R::Kind,
+) -> Result<R, AppError> {
     let now = now_secs();
-    let Some(cached) = kv_cache::read(env, &account.id)
-        .await
-        .filter(|r| r.is_valid(now))
-    else {
-        return account_object::ask(env, &account.id, Trigger::Read).await;
+    let cached = kv_cache::read::<R>(env, &R::kv_key(&account.id, kind)).await;
+    let Some(cached) = cached.filter(|r| r.is_valid(now)) else {
+        let acquired = R::ask(env, &account.id, kind, Trigger::Read).await?;
+        return acquired
+            .record()
+            .ok_or_else(|| runtime::internal("policy", "a read got nothing"));
     };
     if cached.is_due(now, settings.refresh.margin_secs) {
         let (env, id) = (env.clone(), account.id.clone());
         ctx.wait_until(async move {
-            if let Err(e) = account_object::ask(&env, &id, Trigger::Background).await {
+            if let Err(e) = R::ask(&env, &id, kind, Trigger::Background).await {
                 log_error(json!({ "event": "background_refresh_failed", "account": id, "message": e.message() }));
             }
         });
     }
+    Ok(cached)
+}
+
+async fn get_token(request: &Request, env: &Env, ctx: &Context) -> Result<Response, AppError> {
+    let Caller {
+        settings, account, ..
+    } = authorized(request, env)?;
+    let record = read::<TokenRecord>(env, ctx, &settings, &account, ()).await?;
     Ok(respond::json(
         200,
-        &cached.answer(&account.id, &account.appid, now),
+        &record.answer(&account.id, &account.appid, now_secs()),
     ))
 }
 
 async fn refresh_token(mut request: Request, env: &Env) -> Result<Response, AppError> {
-    let (_, account) = authorized_account(&request, env)?;
+    let Caller { account, .. } = authorized(&request, env)?;
     let body = request
         .text()
         .await
         .map_err(|_| AppError::BadRequest("unreadable body".into()))?;
     let stale_token = api::passive_refresh_body(&body)?;
-    account_object::ask(env, &account.id, Trigger::Passive { stale_token }).await
+    let acquired =
+        account_object::token(env, &account.id, Trigger::Passive { stale_token }).await?;
+    let record = acquired
+        .record()
+        .ok_or_else(|| runtime::internal("policy", "a refresh got nothing"))?;
+    Ok(respond::json(
+        200,
+        &record.answer(&account.id, &account.appid, now_secs()),
+    ))
+}
+
+async fn get_ticket(request: &Request, env: &Env, ctx: &Context) -> Result<Response, AppError> {
+    let Caller {
+        settings,
+        account,
+        query: pairs,
+    } = authorized(request, env)?;
+    let kind = TicketKind::parse(param(&pairs, "type"), account.kind)?;
+    let record = read::<TicketRecord>(env, ctx, &settings, &account, kind).await?;
+    Ok(respond::json(
+        200,
+        &record.answer(kind, &account.id, now_secs()),
+    ))
+}
+
+async fn get_signature(request: &Request, env: &Env, ctx: &Context) -> Result<Response, AppError> {
+    let Caller {
+        settings,
+        account,
+        query: pairs,
+    } = authorized(request, env)?;
+    let url = jssdk::page_url(param(&pairs, "url"))?;
+    let ticket = read::<TicketRecord>(env, ctx, &settings, &account, TicketKind::Jsapi).await?;
+    let nonce = jssdk::nonce_from(&runtime::random_bytes::<16>());
+    let answer = jssdk::signature_answer(&account.appid, &ticket.ticket, &nonce, now_secs(), url);
+    Ok(respond::json(200, &answer))
 }

@@ -44,24 +44,37 @@ pub fn internal(what: &str, error: impl std::fmt::Display) -> AppError {
     AppError::Internal(format!("{what}: {error}"))
 }
 
-/// Runs the futures concurrently and returns when all are done.
-pub async fn join_all<F: Future<Output = ()>>(futures: Vec<F>) {
-    let mut running: Vec<Option<Pin<Box<F>>>> =
-        futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+/// Runs the futures concurrently; their outputs in the same order.
+pub async fn join_all<T, F: Future<Output = T>>(futures: Vec<F>) -> Vec<T> {
+    let mut running: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<T>> = running.iter().map(|_| None).collect();
     poll_fn(|cx| {
-        for slot in running.iter_mut() {
-            if slot
-                .as_mut()
-                .is_some_and(|f| f.as_mut().poll(cx).is_ready())
-            {
-                *slot = None;
+        for (future, output) in running.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                if let Poll::Ready(value) = future.as_mut().poll(cx) {
+                    *output = Some(value);
+                }
             }
         }
-        if running.iter().all(Option::is_none) {
+        if outputs.iter().all(Option::is_some) {
             Poll::Ready(())
         } else {
             Poll::Pending
         }
     })
-    .await
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
+#[wasm_bindgen::prelude::wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = crypto, js_name = getRandomValues)]
+    fn get_random_values(buffer: &mut [u8]);
+}
+
+/// Bytes from the runtime's cryptographic random source.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    get_random_values(&mut bytes);
+    bytes
 }

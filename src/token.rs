@@ -1,10 +1,34 @@
-//! Token freshness and the refresh policy: given what is stored and what just happened, should
-//! we serve, refresh, wait, or refuse? Pure, with "now" passed in, so every rule is unit-tested.
+//! Freshness and the refresh policy of access_tokens (and, through [`Credential`], of JS-SDK
+//! tickets): given what is stored and what just happened, should we serve, refresh, wait, or
+//! refuse? Pure, with "now" passed in, so every rule is unit-tested.
 
 use crate::error::{TooSoonReason, UpstreamFailure};
 pub use crate::quota::{ForceLimits, ForceLog};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+
+/// WeChat keeps a replaced access_token working this long after the new one is issued.
+pub const REPLACED_TOKEN_GRACE_SECS: u64 = 300;
+
+/// Something WeChat issues for a limited time: an access_token or a ticket.
+pub trait Credential: Clone {
+    fn value(&self) -> &str;
+    /// Unix seconds; never served at or after this.
+    fn expires_at(&self) -> u64;
+
+    fn is_valid(&self, now: u64) -> bool {
+        now < self.expires_at()
+    }
+
+    fn remaining_secs(&self, now: u64) -> u64 {
+        self.expires_at().saturating_sub(now)
+    }
+
+    /// Inside the margin: still valid, but due for a refresh.
+    fn is_due(&self, now: u64, margin_secs: u64) -> bool {
+        self.remaining_secs(now) <= margin_secs
+    }
+}
 
 /// An access_token and when it stops being valid (unix seconds).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -12,6 +36,24 @@ pub struct TokenRecord {
     pub access_token: String,
     pub expires_at: u64,
     pub refreshed_at: u64,
+    /// The token this one replaced, still accepted by WeChat for a few minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<ReplacedToken>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplacedToken {
+    pub access_token: String,
+    pub replaced_at: u64,
+}
+
+impl Credential for TokenRecord {
+    fn value(&self) -> &str {
+        &self.access_token
+    }
+    fn expires_at(&self) -> u64 {
+        self.expires_at
+    }
 }
 
 impl TokenRecord {
@@ -21,20 +63,33 @@ impl TokenRecord {
             access_token,
             expires_at: requested_at + expires_in,
             refreshed_at: requested_at,
+            previous: None,
         }
     }
 
-    pub fn is_valid(&self, now: u64) -> bool {
-        now < self.expires_at
+    /// This record, noting `before` as the token it replaced when the token changed (stable_token
+    /// may hand out the same token again, with a new expiry).
+    pub fn replacing(mut self, before: Option<&TokenRecord>, now: u64) -> Self {
+        if let Some(before) = before {
+            self.previous = if before.access_token == self.access_token {
+                before.previous.clone()
+            } else {
+                Some(ReplacedToken {
+                    access_token: before.access_token.clone(),
+                    replaced_at: now,
+                })
+            };
+        }
+        self
     }
 
-    pub fn remaining_secs(&self, now: u64) -> u64 {
-        self.expires_at.saturating_sub(now)
-    }
-
-    /// Inside the margin: still valid, but due for a refresh.
-    pub fn is_due(&self, now: u64, margin_secs: u64) -> bool {
-        self.remaining_secs(now) <= margin_secs
+    /// Whether `token` is this account's current token, or the one it replaced moments ago.
+    pub fn accepts(&self, token: &str, now: u64) -> bool {
+        let current = self.is_valid(now) && self.access_token == token;
+        let replaced = self.previous.as_ref().is_some_and(|p| {
+            p.access_token == token && now < p.replaced_at + REPLACED_TOKEN_GRACE_SECS
+        });
+        current || replaced
     }
 
     /// The `GET /token` answer.
@@ -76,6 +131,9 @@ pub enum Trigger {
     Cron,
     /// `POST /token/refresh`: WeChat rejected `stale_token`, or (None) the caller forces one.
     Passive { stale_token: Option<String> },
+    /// An SDK asked for a new token (stable_token's `force_refresh`): as a passive refresh
+    /// naming the current token.
+    Force,
 }
 
 impl Trigger {
@@ -84,7 +142,7 @@ impl Trigger {
             Self::Read => "read",
             Self::Background => "background",
             Self::Cron => "cron",
-            Self::Passive { .. } => "passive",
+            Self::Passive { .. } | Self::Force => "passive",
         }
     }
 }
@@ -109,10 +167,10 @@ pub enum Decision {
     Unavailable { retry_after_secs: u64 },
 }
 
-/// What the account's Durable Object knows when a request arrives.
+/// What the account's Durable Object knows about a credential when a request arrives.
 #[derive(Clone, Copy, Debug)]
-pub struct Observed<'a> {
-    pub record: Option<&'a TokenRecord>,
+pub struct Observed<'a, R> {
+    pub record: Option<&'a R>,
     pub last_attempt: Option<&'a AttemptRecord>,
     /// A call to WeChat for this account is under way: whoever needs a new token waits for it
     /// rather than starting another.
@@ -122,7 +180,12 @@ pub struct Observed<'a> {
 }
 
 /// The whole refresh policy.
-pub fn decide(trigger: &Trigger, observed: &Observed, now: u64, policy: RefreshPolicy) -> Decision {
+pub fn decide<R: Credential>(
+    trigger: &Trigger,
+    observed: &Observed<R>,
+    now: u64,
+    policy: RefreshPolicy,
+) -> Decision {
     let in_flight = observed.in_flight;
     let valid = observed.record.filter(|r| r.is_valid(now));
     let due = valid.is_none_or(|r| r.is_due(now, policy.margin_secs));
@@ -145,11 +208,12 @@ pub fn decide(trigger: &Trigger, observed: &Observed, now: u64, policy: RefreshP
                 Decision::Skip
             }
         }
-        Trigger::Passive { stale_token } => {
-            let stale_is_current = |current: &TokenRecord| match stale_token {
-                Some(stale) => *stale == current.access_token,
-                None => false,
+        Trigger::Passive { .. } | Trigger::Force => {
+            let stale_token = match trigger {
+                Trigger::Passive { stale_token } => stale_token.as_deref(),
+                _ => valid.map(Credential::value),
             };
+            let stale_is_current = |current: &R| stale_token == Some(current.value());
             match (valid, wait_secs) {
                 (Some(current), _) if stale_token.is_some() && !stale_is_current(current) => {
                     Decision::Serve

@@ -1,9 +1,10 @@
-//! The call to WeChat's (or WeCom's) token endpoint, bounded by `UPSTREAM_TIMEOUT_MS`.
+//! Calls to WeChat (or WeCom) for tokens and tickets, bounded by `UPSTREAM_TIMEOUT_MS`.
 
 use crate::accounts::Account;
 use crate::config::Settings;
 use crate::error::UpstreamFailure;
-use crate::wechat::{self, HttpMethod, IssuedToken};
+use crate::jssdk::TicketKind;
+use crate::wechat::{self, HttpMethod, Issued};
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::task::Poll;
@@ -15,34 +16,69 @@ pub async fn fetch_token(
     settings: &Settings,
     account: &Account,
     force: bool,
-) -> Result<IssuedToken, UpstreamFailure> {
+) -> Result<Issued, UpstreamFailure> {
     let secret = account.secret.as_str();
     // Carries the secret: it goes to fetch and nowhere else (no log, no error message).
     let spec = wechat::token_request(account, &settings.api_base, &settings.wecom_api_base, force);
-    let unreachable = |error: worker::Error| UpstreamFailure::Unreachable {
-        detail: wechat::scrub(&error.to_string(), secret),
-    };
+    let (status, body) = send(
+        spec.method,
+        &spec.url,
+        spec.body.as_deref(),
+        secret,
+        settings,
+    )
+    .await?;
+    wechat::parse_token_response(status, &body, secret)
+}
 
+pub async fn fetch_ticket(
+    settings: &Settings,
+    account: &Account,
+    kind: TicketKind,
+    access_token: &str,
+) -> Result<Issued, UpstreamFailure> {
+    let url = wechat::ticket_url(
+        account,
+        &settings.api_base,
+        &settings.wecom_api_base,
+        kind,
+        access_token,
+    );
+    let (status, body) = send(HttpMethod::Get, &url, None, access_token, settings).await?;
+    wechat::parse_ticket_response(status, &body, access_token)
+}
+
+/// Sends one request; returns the status and the whole body, or why not. `sensitive` (the
+/// secret or token the request carries) is scrubbed from any error text.
+async fn send(
+    method: HttpMethod,
+    url: &str,
+    json_body: Option<&str>,
+    sensitive: &str,
+    settings: &Settings,
+) -> Result<(u16, String), UpstreamFailure> {
+    let unreachable = |error: worker::Error| UpstreamFailure::Unreachable {
+        detail: wechat::scrub(&error.to_string(), sensitive),
+    };
     let controller = AbortController::default();
     let signal = controller.signal();
     let call = async {
         let mut init = RequestInit::new();
-        if spec.method == HttpMethod::Post {
+        if method == HttpMethod::Post {
             let headers = Headers::new();
             headers
                 .set("content-type", "application/json")
                 .map_err(unreachable)?;
             init.with_method(Method::Post).with_headers(headers);
         }
-        init.with_body(spec.body.as_deref().map(JsValue::from_str));
-        let request = Request::new_with_init(&spec.url, &init).map_err(unreachable)?;
+        init.with_body(json_body.map(JsValue::from_str));
+        let request = Request::new_with_init(url, &init).map_err(unreachable)?;
         let mut response = Fetch::Request(request)
             .send_with_signal(&signal)
             .await
             .map_err(unreachable)?;
-        let status = response.status_code();
         let body = response.text().await.map_err(unreachable)?;
-        wechat::parse_token_response(status, &body, secret)
+        Ok((response.status_code(), body))
     };
 
     let budget = Duration::from_millis(settings.upstream_timeout_ms);

@@ -4,12 +4,13 @@
 
 use crate::accounts::{Account, TokenApi};
 use crate::error::UpstreamFailure;
+use crate::jssdk::TicketKind;
 use serde_json::{json, Value};
 
-/// A token as WeChat issued it.
+/// A token or ticket as WeChat issued it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IssuedToken {
-    pub access_token: String,
+pub struct Issued {
+    pub value: String,
     pub expires_in: u64,
 }
 
@@ -70,6 +71,26 @@ pub fn token_request(
     }
 }
 
+/// The request for a JS-SDK ticket. Its URL carries the access_token: never log it.
+pub fn ticket_url(
+    account: &Account,
+    api_base: &str,
+    wecom_api_base: &str,
+    kind: TicketKind,
+    access_token: &str,
+) -> String {
+    let token = percent_encode(access_token);
+    match account.api {
+        TokenApi::WeCom => {
+            format!("{wecom_api_base}/cgi-bin/get_jsapi_ticket?access_token={token}")
+        }
+        TokenApi::Classic | TokenApi::Stable => format!(
+            "{api_base}/cgi-bin/ticket/getticket?access_token={token}&type={}",
+            kind.name()
+        ),
+    }
+}
+
 /// WeChat's and WeCom's "this access_token is not (or no longer) valid" codes.
 pub fn is_token_rejected(errcode: i64) -> bool {
     matches!(errcode, 40001 | 40014 | 42001)
@@ -81,7 +102,26 @@ pub fn parse_token_response(
     http_status: u16,
     body: &str,
     secret: &str,
-) -> Result<IssuedToken, UpstreamFailure> {
+) -> Result<Issued, UpstreamFailure> {
+    parse_issued(http_status, body, "access_token", secret)
+}
+
+/// Reads WeChat's answer to a ticket request; `access_token` (in the request URL) is scrubbed
+/// likewise.
+pub fn parse_ticket_response(
+    http_status: u16,
+    body: &str,
+    access_token: &str,
+) -> Result<Issued, UpstreamFailure> {
+    parse_issued(http_status, body, "ticket", access_token)
+}
+
+fn parse_issued(
+    http_status: u16,
+    body: &str,
+    field: &str,
+    sensitive: &str,
+) -> Result<Issued, UpstreamFailure> {
     if !(200..300).contains(&http_status) {
         return Err(UpstreamFailure::HttpStatus {
             status: http_status,
@@ -95,21 +135,18 @@ pub fn parse_token_response(
         let errmsg = json.get("errmsg").and_then(Value::as_str).unwrap_or("");
         return Err(UpstreamFailure::WeChat {
             errcode,
-            errmsg: scrub(errmsg, secret),
+            errmsg: scrub(errmsg, sensitive),
         });
     }
-    let access_token = json
-        .get("access_token")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let value = json.get(field).and_then(Value::as_str).unwrap_or("");
     let expires_in = json.get("expires_in").and_then(Value::as_u64).unwrap_or(0);
-    if access_token.is_empty() || expires_in == 0 {
+    if value.is_empty() || expires_in == 0 {
         return Err(UpstreamFailure::BadResponse {
-            detail: "access_token or expires_in is missing".into(),
+            detail: format!("{field} or expires_in is missing"),
         });
     }
-    Ok(IssuedToken {
-        access_token: access_token.to_owned(),
+    Ok(Issued {
+        value: value.to_owned(),
         expires_in,
     })
 }
@@ -179,135 +216,4 @@ fn percent_encode(value: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SECRET: &str = "0123456789abcdef0123456789abcdef";
-
-    fn account(api: TokenApi) -> Account {
-        Account {
-            id: "main".into(),
-            kind: crate::accounts::AccountKind::OfficialAccount,
-            appid: "wx123".into(),
-            secret: "s e&c".into(),
-            api,
-        }
-    }
-
-    const BASE: &str = "https://api.weixin.qq.com";
-    const WECOM: &str = "https://qyapi.weixin.qq.com";
-
-    #[test]
-    fn classic_request_encodes_credentials_in_the_query() {
-        let request = token_request(&account(TokenApi::Classic), BASE, WECOM, true);
-        assert_eq!(request.method, HttpMethod::Get);
-        assert_eq!(
-            request.url,
-            "https://api.weixin.qq.com/cgi-bin/token?grant_type=client_credential&appid=wx123&secret=s%20e%26c"
-        );
-        assert_eq!(request.body, None);
-    }
-
-    #[test]
-    fn stable_request_posts_json_with_the_force_flag() {
-        for force in [false, true] {
-            let request = token_request(&account(TokenApi::Stable), BASE, WECOM, force);
-            assert_eq!(request.method, HttpMethod::Post);
-            assert_eq!(
-                request.url,
-                "https://api.weixin.qq.com/cgi-bin/stable_token"
-            );
-            let body: Value = serde_json::from_str(request.body.as_deref().unwrap()).unwrap();
-            assert_eq!(
-                body,
-                json!({"grant_type": "client_credential", "appid": "wx123", "secret": "s e&c", "force_refresh": force})
-            );
-        }
-    }
-
-    #[test]
-    fn wecom_request_uses_corpid_and_corpsecret() {
-        let request = token_request(&account(TokenApi::WeCom), BASE, WECOM, false);
-        assert_eq!(request.method, HttpMethod::Get);
-        assert_eq!(
-            request.url,
-            "https://qyapi.weixin.qq.com/cgi-bin/gettoken?corpid=wx123&corpsecret=s%20e%26c"
-        );
-    }
-
-    #[test]
-    fn rejected_token_codes() {
-        for code in [40001, 40014, 42001] {
-            assert!(is_token_rejected(code));
-        }
-        for code in [0, -1, 40013, 40125, 45009] {
-            assert!(!is_token_rejected(code));
-        }
-    }
-
-    #[test]
-    fn parses_a_token() {
-        let token = parse_token_response(200, r#"{"access_token":"AT","expires_in":7200}"#, SECRET);
-        assert_eq!(
-            token,
-            Ok(IssuedToken {
-                access_token: "AT".into(),
-                expires_in: 7200
-            })
-        );
-    }
-
-    #[test]
-    fn errcode_zero_with_a_token_is_success() {
-        let body = r#"{"errcode":0,"errmsg":"ok","access_token":"AT","expires_in":7200}"#;
-        assert!(parse_token_response(200, body, SECRET).is_ok());
-    }
-
-    #[test]
-    fn classifies_failures() {
-        assert_eq!(
-            parse_token_response(500, "oops", SECRET),
-            Err(UpstreamFailure::HttpStatus { status: 500 })
-        );
-        assert!(matches!(
-            parse_token_response(200, r#"{"access_token":"AT","exp"#, SECRET),
-            Err(UpstreamFailure::BadResponse { .. })
-        ));
-        assert!(matches!(
-            parse_token_response(200, r#"{"expires_in":7200}"#, SECRET),
-            Err(UpstreamFailure::BadResponse { .. })
-        ));
-        assert_eq!(
-            parse_token_response(200, r#"{"errcode":-1,"errmsg":"system error"}"#, SECRET),
-            Err(UpstreamFailure::WeChat {
-                errcode: -1,
-                errmsg: "system error".into()
-            })
-        );
-    }
-
-    #[test]
-    fn never_keeps_the_secret_from_an_errmsg() {
-        let body = r#"{"errcode":40125,"errmsg":"invalid appsecret TOPSECRET"}"#;
-        let Err(UpstreamFailure::WeChat { errmsg, .. }) =
-            parse_token_response(200, body, "TOPSECRET")
-        else {
-            panic!("expected a WeChat error");
-        };
-        assert!(!errmsg.contains("TOPSECRET"));
-    }
-
-    #[test]
-    fn explains_the_ip_whitelist_error_with_the_ip() {
-        let errmsg = "invalid ip 203.0.113.9 ipv6 ::ffff:203.0.113.9, not in whitelist rid: 1";
-        assert_eq!(reported_ip(errmsg), Some("203.0.113.9"));
-        let text = explain_errcode(40164, errmsg);
-        assert!(text.contains("203.0.113.9"));
-        assert!(text.contains("WECHAT_API_BASE"));
-        assert_eq!(
-            reported_ip("invalid ip 198.51.100.1, not in whitelist"),
-            Some("198.51.100.1")
-        );
-        assert_eq!(reported_ip("something else"), None);
-    }
-}
+mod tests;

@@ -36,8 +36,10 @@ const T0: u64 = 1_700_000_000;
 fn token(name: &str, expires_at: u64) -> TokenRecord {
     TokenRecord {
         access_token: name.into(),
+
         expires_at,
         refreshed_at: expires_at - 7200,
+        previous: None,
     }
 }
 
@@ -348,4 +350,106 @@ fn zero_interval_never_waits() {
         decide(&passive("A"), Some(&record), Some(&last), false, T0, policy),
         REFRESH
     );
+}
+
+#[test]
+fn force_treats_the_current_token_as_rejected() {
+    let record = token("A", T0 + 7000);
+    let last = ok_at(T0 - 200);
+    assert_eq!(
+        decide(
+            &Trigger::Force,
+            Some(&record),
+            Some(&last),
+            false,
+            T0,
+            POLICY
+        ),
+        REFRESH
+    );
+    let recent = ok_at(T0 - 10);
+    assert_eq!(
+        decide(
+            &Trigger::Force,
+            Some(&record),
+            Some(&recent),
+            false,
+            T0,
+            POLICY
+        ),
+        too_soon(20)
+    );
+    let stable = Observed {
+        record: Some(&record),
+        last_attempt: Some(&last),
+        in_flight: false,
+        forced: Some((
+            &ForceLog::default(),
+            ForceLimits {
+                spacing_secs: 30,
+                daily_limit: 20,
+            },
+        )),
+    };
+    assert_eq!(
+        super::decide(&Trigger::Force, &stable, T0, POLICY),
+        Decision::Refresh { force: true }
+    );
+}
+
+fn stable<'a>(
+    record: &'a TokenRecord,
+    last: &'a AttemptRecord,
+    log: &'a ForceLog,
+) -> Observed<'a, TokenRecord> {
+    let limits = ForceLimits {
+        spacing_secs: 30,
+        daily_limit: 20,
+    };
+    Observed {
+        record: Some(record),
+        last_attempt: Some(last),
+        in_flight: false,
+        forced: Some((log, limits)),
+    }
+}
+
+#[test]
+fn stable_accounts_force_only_for_the_current_token_and_within_limits() {
+    let record = token("A", T0 + 7000);
+    let last = ok_at(T0 - 200);
+    let mut log = ForceLog::default();
+    let forced = Decision::Refresh { force: true };
+    assert_eq!(
+        super::decide(&passive("A"), &stable(&record, &last, &log), T0, POLICY),
+        forced
+    );
+    // Forcing without naming the rejected token is a normal fetch.
+    let unnamed = Trigger::Passive { stale_token: None };
+    assert_eq!(
+        super::decide(&unnamed, &stable(&record, &last, &log), T0, POLICY),
+        REFRESH
+    );
+    log.record(T0 - 10);
+    assert_eq!(
+        super::decide(&passive("A"), &stable(&record, &last, &log), T0, POLICY),
+        Decision::TooSoon {
+            retry_after_secs: 20,
+            reason: TooSoonReason::ForceSpacing
+        }
+    );
+}
+
+#[test]
+fn a_replaced_token_is_accepted_for_five_minutes() {
+    let old = TokenRecord::issued("OLD".into(), 7200, T0 - 7000);
+    let new = TokenRecord::issued("NEW".into(), 7200, T0).replacing(Some(&old), T0);
+    assert!(new.accepts("NEW", T0 + 10));
+    assert!(new.accepts("OLD", T0 + 299));
+    assert!(!new.accepts("OLD", T0 + 300));
+    assert!(!new.accepts("OTHER", T0));
+    assert!(!new.accepts("NEW", T0 + 7200), "never once expired");
+    // stable_token handing out the same token again keeps the earlier replacement.
+    let same = TokenRecord::issued("NEW".into(), 7000, T0 + 200).replacing(Some(&new), T0 + 200);
+    assert_eq!(same.previous, new.previous);
 }
