@@ -4,6 +4,7 @@ import pytest
 
 from fake_wechat import FakeWeChat
 from harness import CLIENT_KEY, Worker
+from setups import EXTRA_APPS
 
 APPID = "wxfake0123456789ab"
 APPSECRET = "fake-secret-" + secrets.token_hex(10)
@@ -22,6 +23,9 @@ def default_vars(fake: FakeWeChat) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def fake():
     server = FakeWeChat(APPID, APPSECRET).start()
+    for appid, secret in EXTRA_APPS:
+        server.add_app(appid, secret)
+
     yield server
     server.stop()
 
@@ -40,6 +44,9 @@ def assert_log_keeps_secrets(worker: Worker, fake: FakeWeChat) -> None:
             assert value not in log, "a configured secret appeared in the worker's log"
     for token in fake.all_issued:
         assert token not in log, "an access_token appeared in the worker's log"
+    for ticket in fake.tickets_issued:
+        assert ticket not in log, "a ticket appeared in the worker's log"
+
     assert CLIENT_KEY not in log, "a client key appeared in the worker's log"
 
 

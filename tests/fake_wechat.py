@@ -4,6 +4,8 @@ It answers WeChat's token endpoints the way WeChat does, for any number of apps:
   GET  /cgi-bin/token?grant_type=client_credential&appid=..&secret=..   (classic)
   POST /cgi-bin/stable_token {"grant_type","appid","secret","force_refresh"}
   GET  /cgi-bin/gettoken?corpid=..&corpsecret=..                      (WeCom)
+  GET  /cgi-bin/ticket/getticket?access_token=..&type=jsapi|wx_card      (JS-SDK tickets)
+  GET  /cgi-bin/get_jsapi_ticket?access_token=..                        (WeCom's)
 It checks the credentials, issues fresh tokens, counts every call per account, and can be told
 to fail the way WeChat fails. It listens on 127.0.0.1 only.
 
@@ -62,6 +64,12 @@ class FakeWeChat:
         self.all_issued: list[str] = []  # ever, for the log checks
         self.requests: list[dict] = []  # each call's parameters, secret included: tests only
         self._stable: dict[str, tuple[str, float]] = {}  # appid -> (token, expires_at)
+        self._tokens: dict[str, tuple[str, float]] = {}  # token -> (appid, expires_at)
+        self.revoked: set[str] = set()  # tokens getticket answers with 40001
+        self.ticket_mode = "ok"  # or "busy"
+        self.ticket_expires_in = 7200
+        self.ticket_calls: Counter[tuple[str, str]] = Counter()  # (appid, type) -> calls
+        self.tickets_issued: list[str] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -103,6 +111,10 @@ class FakeWeChat:
             self.issued_by.clear()
             self.requests.clear()
             self._stable.clear()
+            self.revoked.clear()
+            self.ticket_mode = "ok"
+            self.ticket_expires_in = 7200
+            self.ticket_calls.clear()
 
 
     @property
@@ -142,6 +154,29 @@ class FakeWeChat:
                 return _json({"errcode": 0, "errmsg": "ok", **payload})
         return answer
 
+    def ticket(self, query: dict[str, str], wecom: bool = False):
+        token = query.get("access_token", "")
+        kind = "jsapi" if wecom else query.get("type", "")
+        with self._lock:
+            appid, expires_at = self._tokens.get(token, (None, 0))
+            self.ticket_calls[(str(appid), kind)] += 1
+        if appid is None or expires_at <= time.time() or token in self.revoked:
+            return _json({"errcode": 40001, "errmsg": "invalid credential, access_token is "
+                          "invalid or not latest"})
+        if kind not in ("jsapi", "wx_card"):
+            return _json({"errcode": 40097, "errmsg": "invalid args"})
+        if self.ticket_mode == "busy":
+            return _json({"errcode": -1, "errmsg": "system error"})
+        with self._lock:
+            ticket = f"TICKET-{appid}-{kind}-{next(self._serial):04d}-{secrets.token_hex(8)}"
+            self.tickets_issued.append(ticket)
+        return _json({"errcode": 0, "errmsg": "ok", "ticket": ticket,
+                      "expires_in": self.ticket_expires_in})
+
+    def ticket_calls_for(self, appid: str, kind: str = "jsapi") -> int:
+        with self._lock:
+            return self.ticket_calls[(appid, kind)]
+
     def _issue(self, appid, secret, bad_secret: int, stable: bool = False):
         if appid not in self.apps:
             return _json({"errcode": 40013, "errmsg": "invalid appid"})
@@ -171,6 +206,7 @@ class FakeWeChat:
                 return _json({"access_token": current[0], "expires_in": int(current[1] - now)})
             token = f"FAKE-{appid}-{next(self._serial):04d}-{secrets.token_hex(8)}"
             self._stable[appid] = (token, now + self.expires_in)
+            self._tokens[token] = (appid, now + self.expires_in)
             self.issued.append(token)
             self.issued_by.setdefault(appid, []).append(token)
             self.all_issued.append(token)
@@ -189,6 +225,10 @@ class FakeWeChat:
                     self._serve("token", query, query.get("appid"), fake.classic_token)
                 elif url.path == "/cgi-bin/gettoken":
                     self._serve("gettoken", query, query.get("corpid"), fake.wecom_token)
+                elif url.path == "/cgi-bin/ticket/getticket":
+                    self._send(*fake.ticket(query))
+                elif url.path == "/cgi-bin/get_jsapi_ticket":
+                    self._send(*fake.ticket(query, wecom=True))
                 else:
                     self._send(*_json({"errcode": 404, "errmsg": "not found"}, status=404))
 

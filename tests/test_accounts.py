@@ -8,39 +8,8 @@ import time
 import pytest
 
 from harness import CLIENT_KEY, burst, wait_for
+from setups import CORP, SCOPED_KEY, SECOND, STABLE, accounts_json, several
 from test_api import assert_error, assert_token_answer
-
-SECOND = ("wxsecond0000000000", "fake-secret-second-0123456789")
-CORP = ("wwcorp000000000000", "fake-secret-corp-app-0123456789")
-STABLE = ("wxstable0000000000", "fake-secret-stable-0123456789")
-SCOPED_KEY = "scoped-client-key-0123456789"
-
-
-def accounts_json(*extra):
-    return json.dumps([
-        {"id": "second", "kind": "official_account", "appid": SECOND[0], "secret": SECOND[1]},
-        {"id": "corp-app", "kind": "wecom", "appid": CORP[0], "secret": CORP[1]},
-        {"id": "shop", "kind": "mini_program", "appid": STABLE[0], "secret": STABLE[1],
-         "api": "stable"},
-        *extra,
-    ])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def apps(fake):
-    for appid, secret in (SECOND, CORP, STABLE):
-        fake.add_app(appid, secret)
-
-
-def several(fake, **overrides):
-    """Vars for a worker serving the fake's main app (the default) and the three above."""
-    return {
-        "WECHAT_ACCOUNTS": accounts_json(),
-        "WECOM_API_BASE": fake.base_url,
-        "CLIENT_KEYS": f"{CLIENT_KEY},{SCOPED_KEY}@second+corp-app",
-        **overrides,
-    }
-
 
 def token_for(worker, account=None, **kwargs):
     path = "/token" if account is None else f"/token?account={account}"
