@@ -97,6 +97,15 @@ class TestCronAndBackground:
         return self.cron_events(worker)[-1]
 
     @staticmethod
+    def force_a_token_living(worker, fake, expires_in):
+        """After the 1 s interval, a forced refresh to a token that lives `expires_in` s."""
+        time.sleep(1.1)
+        fake.expires_in = expires_in
+        token = assert_token_answer(worker.refresh(), fake)["access_token"]
+        fake.expires_in = 7200
+        return token
+
+    @staticmethod
     def cron_events(worker):
         return [e for e in worker.json_log_events() if e["event"] == "cron"]
 
@@ -106,10 +115,7 @@ class TestCronAndBackground:
         assert fake.calls == 1
 
     def test_cron_refreshes_inside_the_margin(self, worker, fake):
-        time.sleep(1.1)
-        fake.expires_in = 600  # inside the 900 s margin from the start
-        due = assert_token_answer(worker.refresh(), fake)["access_token"]
-        fake.expires_in = 7200
+        due = self.force_a_token_living(worker, fake, 600)
         time.sleep(1.1)
         assert self.fire_cron_and_settle(worker)["outcome"] == "refreshed"
         assert fake.calls == 2
@@ -120,10 +126,7 @@ class TestCronAndBackground:
         assert fake.calls == 2
 
     def test_a_read_inside_the_margin_answers_at_once_and_refreshes_behind(self, worker, fake):
-        time.sleep(1.1)
-        fake.expires_in = 600
-        due = assert_token_answer(worker.refresh(), fake)["access_token"]
-        fake.expires_in = 7200
+        due = self.force_a_token_living(worker, fake, 600)
         fake.latency_ms = 1000
         time.sleep(1.1)
         started = time.monotonic()
@@ -135,19 +138,14 @@ class TestCronAndBackground:
 
     def test_a_token_too_short_for_kv_is_served_and_refreshed_by_the_object(self, worker, fake):
         # 50 s is under KV's 60 s minimum: the read misses KV and the object answers itself.
-        time.sleep(1.1)
-        fake.expires_in = 50
-        due = assert_token_answer(worker.refresh(), fake)["access_token"]
-        fake.expires_in = 7200
+        due = self.force_a_token_living(worker, fake, 50)
         time.sleep(1.1)
         assert_token_answer(worker.get_token(), fake, due)
         assert wait_for(lambda: fake.calls == 2 and fake.in_flight == 0)
         assert_token_answer(worker.get_token(), fake, fake.current_token)
 
     def test_cron_logs_a_failed_refresh_and_the_token_is_still_served(self, worker, fake):
-        time.sleep(1.1)
-        fake.expires_in = 600
-        due = assert_token_answer(worker.refresh(), fake)["access_token"]
+        due = self.force_a_token_living(worker, fake, 600)
         fake.mode = "busy"
         time.sleep(1.1)
         event = self.fire_cron_and_settle(worker)
