@@ -29,6 +29,7 @@ enum Op {
     Token { trigger: Trigger },
     Ticket { kind: TicketKind, trigger: Trigger },
     Cron,
+    Status,
 }
 
 pub async fn token(
@@ -46,6 +47,11 @@ pub async fn ticket(
     trigger: Trigger,
 ) -> Result<Acquired<TicketRecord>, AppError> {
     decode(ask(env, account_id, Op::Ticket { kind, trigger }).await?).await
+}
+
+/// The account's `/status` entry: fingerprints, never a credential.
+pub async fn status(env: &Env, account_id: &str) -> Result<Value, AppError> {
+    decode(ask(env, account_id, Op::Status).await?).await
 }
 
 /// The cron visit's summary: outcomes only, never a credential.
@@ -138,6 +144,7 @@ impl AccountTokenObject {
                 serde_json::to_value(core.ticket(kind, &trigger).await?)
             }
             Op::Cron => Ok(core.cron().await),
+            Op::Status => Ok(core.status()),
         };
         Ok(respond::json(
             200,

@@ -1,4 +1,5 @@
-//! Request bodies of the HTTP API. Pure.
+//! Rules of the HTTP API that need no runtime: request bodies, size and content-type limits,
+//! CORS. Pure.
 
 use crate::error::AppError;
 use serde_json::Value;
@@ -25,6 +26,67 @@ pub fn passive_refresh_body(body: &str) -> Result<Option<String>, AppError> {
             "stale_token must be a non-empty string".into(),
         )),
     }
+}
+
+/// Larger request bodies are refused (413): no request of this API needs more.
+pub const MAX_BODY_BYTES: usize = 8 * 1024;
+
+/// 413 when the declared or actual body size is over the limit.
+pub fn check_body_size(
+    content_length: Option<&str>,
+    actual: Option<usize>,
+) -> Result<(), AppError> {
+    let declared = content_length.and_then(|v| v.trim().parse::<usize>().ok());
+    if declared
+        .max(actual)
+        .is_some_and(|size| size > MAX_BODY_BYTES)
+    {
+        return Err(AppError::PayloadTooLarge);
+    }
+    Ok(())
+}
+
+/// 415 unless a body is JSON. An empty body may come with any content type, or none.
+pub fn check_content_type(content_type: Option<&str>, body_is_empty: bool) -> Result<(), AppError> {
+    let media_type = content_type.map(|v| {
+        v.split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+    });
+    match media_type.as_deref() {
+        _ if body_is_empty => Ok(()),
+        Some("application/json") => Ok(()),
+        _ => Err(AppError::UnsupportedMediaType),
+    }
+}
+
+/// CORS response headers for a request from `origin`, if `CORS_ALLOW_ORIGINS` lets it in
+/// (`*` lets every origin in). None: no CORS headers at all.
+pub fn cors_headers(
+    origin: Option<&str>,
+    allowed: &[String],
+) -> Option<Vec<(&'static str, String)>> {
+    let origin = origin?;
+    let permitted = allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin));
+    permitted.then(|| {
+        vec![
+            ("access-control-allow-origin", origin.to_owned()),
+            (
+                "access-control-allow-methods",
+                "GET, HEAD, POST, OPTIONS".to_owned(),
+            ),
+            (
+                "access-control-allow-headers",
+                "Authorization, Content-Type".to_owned(),
+            ),
+            ("access-control-max-age", "600".to_owned()),
+            ("vary", "Origin".to_owned()),
+        ]
+    })
 }
 
 #[cfg(test)]
@@ -61,5 +123,53 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    #[test]
+    fn body_limits() {
+        assert_eq!(check_body_size(Some("8192"), Some(8192)), Ok(()));
+        assert_eq!(
+            check_body_size(Some("8193"), None),
+            Err(AppError::PayloadTooLarge)
+        );
+        assert_eq!(
+            check_body_size(None, Some(9000)),
+            Err(AppError::PayloadTooLarge)
+        );
+        assert_eq!(check_body_size(Some("junk"), Some(10)), Ok(()));
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(check_content_type(Some("application/json"), false), Ok(()));
+        assert_eq!(
+            check_content_type(Some("Application/JSON; charset=utf-8"), false),
+            Ok(())
+        );
+        assert_eq!(check_content_type(None, true), Ok(()));
+        assert_eq!(check_content_type(Some("text/plain"), true), Ok(()));
+        assert_eq!(
+            check_content_type(Some("text/plain"), false),
+            Err(AppError::UnsupportedMediaType)
+        );
+        assert_eq!(
+            check_content_type(None, false),
+            Err(AppError::UnsupportedMediaType)
+        );
+    }
+
+    #[test]
+    fn cors_only_for_listed_origins() {
+        let allowed = vec!["https://a.example".to_owned()];
+        assert!(cors_headers(Some("https://a.example"), &allowed).is_some());
+        assert!(cors_headers(Some("https://b.example"), &allowed).is_none());
+        assert!(cors_headers(None, &allowed).is_none());
+        assert!(cors_headers(Some("https://a.example"), &[]).is_none());
+        let any = vec!["*".to_owned()];
+        let headers = cors_headers(Some("https://b.example"), &any).unwrap();
+        assert!(headers.contains(&(
+            "access-control-allow-origin",
+            "https://b.example".to_owned()
+        )));
     }
 }

@@ -28,11 +28,18 @@ fn wechat_error(errcode: i64, errmsg: &str) -> WeChatError {
     WeChatError(json!({ "errcode": errcode, "errmsg": errmsg }))
 }
 
-pub async fn answer(path: &str, request: Request, env: &Env, ctx: &Context) -> Response {
+/// `body`: the POST body, already size- and type-checked (empty for GET).
+pub async fn answer(
+    path: &str,
+    request: &Request,
+    body: &str,
+    env: &Env,
+    ctx: &Context,
+) -> Response {
     let outcome = match path {
-        "/cgi-bin/token" => token(&request, env, ctx).await,
-        "/cgi-bin/stable_token" => stable_token(request, env, ctx).await,
-        _ => ticket(&request, env, ctx).await,
+        "/cgi-bin/token" => token(request, env, ctx).await,
+        "/cgi-bin/stable_token" => stable_token(body, env, ctx).await,
+        _ => ticket(request, env, ctx).await,
     };
     respond::json(200, &outcome.unwrap_or_else(|WeChatError(body)| body))
 }
@@ -55,15 +62,9 @@ async fn token(request: &Request, env: &Env, ctx: &Context) -> Result<Value, WeC
 
 /// `POST /cgi-bin/stable_token` with `{"grant_type","appid","secret","force_refresh"}`;
 /// `force_refresh: true` is a passive refresh of the current token.
-async fn stable_token(
-    mut request: Request,
-    env: &Env,
-    ctx: &Context,
-) -> Result<Value, WeChatError> {
-    let body: Value = request
-        .json()
-        .await
-        .map_err(|_| wechat_error(47001, "data format error"))?;
+async fn stable_token(body: &str, env: &Env, ctx: &Context) -> Result<Value, WeChatError> {
+    let body: Value =
+        serde_json::from_str(body).map_err(|_| wechat_error(47001, "data format error"))?;
     if body.get("grant_type").and_then(Value::as_str) != Some("client_credential") {
         return Err(wechat_error(40002, "invalid grant_type"));
     }

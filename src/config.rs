@@ -29,9 +29,20 @@ pub struct Settings {
     pub refresh: RefreshPolicy,
     pub stable_force: ForceLimits,
     pub upstream_timeout_ms: u64,
+    /// `DAILY_QUOTA`: overrides the per-API default of [`Settings::daily_quota`].
+    pub daily_quota_override: Option<u64>,
 }
 
 impl Settings {
+    /// The upstream calls per Beijing day this server allows itself for one of the account's
+    /// credentials: WeChat's published quota for the API, or `DAILY_QUOTA`.
+    pub fn daily_quota(&self, account: &Account) -> u64 {
+        self.daily_quota_override.unwrap_or(match account.api {
+            TokenApi::Stable => 500_000,
+            TokenApi::Classic | TokenApi::WeCom => 2_000,
+        })
+    }
+
     /// The account a request names (`None`: the default one).
     pub fn account(&self, requested: Option<&str>) -> Result<&Account, AppError> {
         let id = match requested {
@@ -118,7 +129,22 @@ pub fn settings(lookup: &impl Fn(&str) -> Option<String>) -> Result<Settings, Ap
             DEFAULT_UPSTREAM_TIMEOUT_MS,
             100..=60_000,
         )?,
+        daily_quota_override: match present(lookup, "DAILY_QUOTA") {
+            Some(_) => Some(number(lookup, "DAILY_QUOTA", 0, 1..=10_000_000)?),
+            None => None,
+        },
     })
+}
+
+/// `CORS_ALLOW_ORIGINS`: origins (`https://app.example`) allowed to call from a browser, or
+/// `*`. Read apart from the other settings: CORS headers go on every answer, errors included.
+pub fn cors_origins(lookup: &impl Fn(&str) -> Option<String>) -> Vec<String> {
+    present(lookup, "CORS_ALLOW_ORIGINS")
+        .unwrap_or_default()
+        .split(',')
+        .map(|origin| origin.trim().trim_end_matches('/').to_owned())
+        .filter(|origin| !origin.is_empty())
+        .collect()
 }
 
 /// Unset and blank are the same: `wrangler dev --var NAME:` yields an empty string.

@@ -76,6 +76,8 @@ pub enum TooSoonReason {
     ForceSpacing,
     /// stable_token allows `STABLE_FORCE_DAILY_LIMIT` forced refreshes per Beijing day.
     ForceDailyLimit,
+    /// The account's daily quota is used up (WeChat said 45009, or we counted it).
+    QuotaExhausted,
 }
 
 impl TooSoonReason {
@@ -84,6 +86,7 @@ impl TooSoonReason {
             Self::MinInterval => "min_interval",
             Self::ForceSpacing => "force_spacing",
             Self::ForceDailyLimit => "force_daily_limit",
+            Self::QuotaExhausted => "quota_exhausted",
         }
     }
 
@@ -102,6 +105,11 @@ impl TooSoonReason {
                  STABLE_FORCE_DAILY_LIMIT a day); the count resets at midnight Beijing time, in \
                  {retry_after_secs} s."
             ),
+            Self::QuotaExhausted => format!(
+                "This account's daily quota of WeChat calls is used up (errcode 45009, or \
+                 DAILY_QUOTA calls counted today); refreshes are paused until midnight Beijing \
+                 time, in {retry_after_secs} s. The current token is still served while valid."
+            ),
         }
     }
 }
@@ -114,6 +122,8 @@ pub enum AppError {
         problem: String,
     },
     BadRequest(String),
+    PayloadTooLarge,
+    UnsupportedMediaType,
     Unauthorized,
     /// The client key is limited to other accounts.
     ForbiddenAccount,
@@ -148,6 +158,8 @@ impl AppError {
             Self::Config { .. } | Self::Internal(_) => 500,
             Self::Relayed { status, .. } => *status,
             Self::BadRequest(_) => 400,
+            Self::PayloadTooLarge => 413,
+            Self::UnsupportedMediaType => 415,
             Self::Unauthorized => 401,
             Self::ForbiddenAccount => 403,
             Self::NotFound | Self::UnknownAccount => 404,
@@ -166,6 +178,8 @@ impl AppError {
                 .unwrap_or("internal_error"),
             Self::Config { .. } => "config_error",
             Self::BadRequest(_) => "bad_request",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Unauthorized => "unauthorized",
             Self::ForbiddenAccount => "forbidden_account",
             Self::NotFound => "not_found",
@@ -184,6 +198,10 @@ impl AppError {
                 format!("Configuration error: {variable} {problem}.")
             }
             Self::BadRequest(why) => format!("Malformed request: {why}."),
+            Self::PayloadTooLarge => "The request body is larger than 8 KiB.".into(),
+            Self::UnsupportedMediaType => {
+                "Send the request body as JSON, with `Content-Type: application/json`.".into()
+            }
             Self::Unauthorized => {
                 "Missing or wrong client key: send `Authorization: Bearer <client key>`.".into()
             }

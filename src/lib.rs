@@ -8,11 +8,14 @@
 pub mod accounts;
 pub mod api;
 pub mod auth;
+pub mod backoff;
 pub mod config;
 pub mod error;
+pub mod fingerprint;
 pub mod jssdk;
 pub mod quota;
 pub mod singleflight;
+pub mod status;
 pub mod token;
 pub mod wechat;
 

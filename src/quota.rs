@@ -72,6 +72,47 @@ impl ForceLog {
     }
 }
 
+/// Upstream calls of one kind made today (Beijing day), kept in the Durable Object.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DailyCount {
+    pub day: u64,
+    pub count: u64,
+}
+
+impl DailyCount {
+    pub fn today(&self, now: u64) -> u64 {
+        if self.day == beijing_day(now) {
+            self.count
+        } else {
+            0
+        }
+    }
+
+    pub fn add(&mut self, now: u64, calls: u64) {
+        let today = beijing_day(now);
+        if self.day != today {
+            *self = Self {
+                day: today,
+                count: 0,
+            };
+        }
+        self.count += calls;
+    }
+}
+
+/// Until when automatic refreshes are paused, if they are: after WeChat said the daily quota is
+/// used up (45009), or after this server counted `daily_quota` calls today, until the quota
+/// resets at midnight Beijing time.
+pub fn quota_pause(
+    quota_error_at: Option<u64>,
+    calls_today: u64,
+    daily_quota: u64,
+    now: u64,
+) -> Option<u64> {
+    let exhausted_today = quota_error_at.is_some_and(|at| beijing_day(at) == beijing_day(now));
+    (exhausted_today || calls_today >= daily_quota).then(|| next_beijing_midnight(now))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +178,34 @@ mod tests {
             daily_limit: 0,
         };
         assert!(ForceLog::default().check(BEFORE_MIDNIGHT, limits).is_err());
+    }
+
+    #[test]
+    fn daily_counts_reset_at_beijing_midnight() {
+        let mut count = DailyCount::default();
+        count.add(BEFORE_MIDNIGHT - 5, 3);
+        count.add(BEFORE_MIDNIGHT, 1);
+        assert_eq!(count.today(BEFORE_MIDNIGHT), 4);
+        assert_eq!(count.today(BEFORE_MIDNIGHT + 1), 0);
+        count.add(BEFORE_MIDNIGHT + 1, 2);
+        assert_eq!(count.today(BEFORE_MIDNIGHT + 1), 2);
+    }
+
+    #[test]
+    fn a_quota_pause_lasts_until_the_quota_day_turns() {
+        let midnight = BEFORE_MIDNIGHT + 1;
+        // WeChat said 45009 an hour before midnight: paused until midnight, then not.
+        let error_at = Some(BEFORE_MIDNIGHT - 3600);
+        assert_eq!(
+            quota_pause(error_at, 10, 2000, BEFORE_MIDNIGHT),
+            Some(midnight)
+        );
+        assert_eq!(quota_pause(error_at, 0, 2000, midnight), None);
+        // Our own count reaching the quota pauses too, until the count resets.
+        assert_eq!(
+            quota_pause(None, 2000, 2000, BEFORE_MIDNIGHT),
+            Some(midnight)
+        );
+        assert_eq!(quota_pause(None, 1999, 2000, BEFORE_MIDNIGHT), None);
     }
 }

@@ -35,3 +35,21 @@ pub fn error(error: &AppError) -> Response {
 pub fn result(outcome: Result<Response, AppError>) -> Response {
     outcome.unwrap_or_else(|e| error(&e))
 }
+
+pub fn empty(status: u16) -> Response {
+    Response::empty()
+        .expect("an empty body is always accepted")
+        .with_status(status)
+}
+
+/// Adds the CORS headers (when the origin is allowed), and drops the body of a HEAD answer.
+pub fn finish(response: Response, cors: Option<&[(&str, String)]>, head: bool) -> Response {
+    for (name, value) in cors.unwrap_or_default() {
+        let _ = response.headers().set(name, value);
+    }
+    if !head {
+        return response;
+    }
+    let headers = response.headers().clone();
+    empty(response.status_code()).with_headers(headers)
+}

@@ -11,7 +11,7 @@ use crate::jssdk::{self, TicketKind, TicketRecord};
 use crate::kv_cache;
 use crate::refresher::Acquired;
 use crate::respond;
-use crate::runtime::{self, log_error, now_secs};
+use crate::runtime::{self, join_all, log_error, now_secs};
 use crate::token::{Credential, TokenRecord, Trigger};
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -20,49 +20,84 @@ use worker::{event, Context, Env, Method, Request, Response};
 #[event(fetch)]
 async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     console_error_panic_hook::set_once();
-    Ok(respond::result(route(request, &env, &ctx).await))
+    let origin = request.headers().get("origin").ok().flatten();
+    let cors = api::cors_headers(
+        origin.as_deref(),
+        &config::cors_origins(&runtime::lookup(&env)),
+    );
+    let head = request.method() == Method::Head;
+    let response = if request.method() == Method::Options && cors.is_some() {
+        respond::empty(204)
+    } else {
+        respond::result(route(request, &env, &ctx).await)
+    };
+    Ok(respond::finish(response, cors.as_deref(), head))
 }
 
-async fn route(request: Request, env: &Env, ctx: &Context) -> Result<Response, AppError> {
-    let method = request.method();
-    let path = request.path();
-    let allow = |allowed: Method, name: &'static str| {
+async fn route(mut request: Request, env: &Env, ctx: &Context) -> Result<Response, AppError> {
+    // HEAD is answered as GET; `respond::finish` drops the body.
+    let method = match request.method() {
+        Method::Head => Method::Get,
+        other => other,
+    };
+    let allow = |allowed: Method| {
         if method == allowed {
             Ok(())
+        } else if allowed == Method::Post {
+            Err(AppError::MethodNotAllowed { allow: "POST" })
         } else {
-            Err(AppError::MethodNotAllowed { allow: name })
+            Err(AppError::MethodNotAllowed { allow: "GET, HEAD" })
         }
     };
+    let path = request.path();
     match path.as_str() {
-        "/healthz" => {
-            allow(Method::Get, "GET").map(|()| respond::json(200, &json!({ "ok": true })))
-        }
+        "/healthz" => allow(Method::Get).map(|()| respond::json(200, &json!({ "ok": true }))),
         "/token" => {
-            allow(Method::Get, "GET")?;
+            allow(Method::Get)?;
             get_token(&request, env, ctx).await
         }
         "/token/refresh" => {
-            allow(Method::Post, "POST")?;
-            refresh_token(request, env).await
+            allow(Method::Post)?;
+            let body = read_body(&mut request).await?;
+            refresh_token(&request, &body, env).await
         }
         "/ticket" => {
-            allow(Method::Get, "GET")?;
+            allow(Method::Get)?;
             get_ticket(&request, env, ctx).await
         }
         "/jssdk/signature" => {
-            allow(Method::Get, "GET")?;
+            allow(Method::Get)?;
             get_signature(&request, env, ctx).await
         }
+        "/status" => {
+            allow(Method::Get)?;
+            get_status(&request, env).await
+        }
         "/cgi-bin/token" | "/cgi-bin/ticket/getticket" => {
-            allow(Method::Get, "GET")?;
-            Ok(compat::answer(&path, request, env, ctx).await)
+            allow(Method::Get)?;
+            Ok(compat::answer(&path, &request, "", env, ctx).await)
         }
         "/cgi-bin/stable_token" => {
-            allow(Method::Post, "POST")?;
-            Ok(compat::answer(&path, request, env, ctx).await)
+            allow(Method::Post)?;
+            let body = read_body(&mut request).await?;
+            Ok(compat::answer(&path, &request, &body, env, ctx).await)
         }
         _ => Err(AppError::NotFound),
     }
+}
+
+/// A POST body: at most 8 KiB (413), and JSON unless empty (415).
+async fn read_body(request: &mut Request) -> Result<String, AppError> {
+    let header = |name| request.headers().get(name).ok().flatten();
+    let (declared, content_type) = (header("content-length"), header("content-type"));
+    api::check_body_size(declared.as_deref(), None)?;
+    let body = request
+        .text()
+        .await
+        .map_err(|_| AppError::BadRequest("unreadable body".into()))?;
+    api::check_body_size(None, Some(body.len()))?;
+    api::check_content_type(content_type.as_deref(), body.trim().is_empty())?;
+    Ok(body)
 }
 
 /// The query's name/value pairs.
@@ -215,13 +250,9 @@ async fn get_token(request: &Request, env: &Env, ctx: &Context) -> Result<Respon
     ))
 }
 
-async fn refresh_token(mut request: Request, env: &Env) -> Result<Response, AppError> {
-    let Caller { account, .. } = authorized(&request, env)?;
-    let body = request
-        .text()
-        .await
-        .map_err(|_| AppError::BadRequest("unreadable body".into()))?;
-    let stale_token = api::passive_refresh_body(&body)?;
+async fn refresh_token(request: &Request, body: &str, env: &Env) -> Result<Response, AppError> {
+    let Caller { account, .. } = authorized(request, env)?;
+    let stale_token = api::passive_refresh_body(body)?;
     let acquired =
         account_object::token(env, &account.id, Trigger::Passive { stale_token }).await?;
     let record = acquired
@@ -231,6 +262,38 @@ async fn refresh_token(mut request: Request, env: &Env) -> Result<Response, AppE
         200,
         &record.answer(&account.id, &account.appid, now_secs()),
     ))
+}
+
+/// Every account the key may read (or the one `?account=` names), each from its object.
+async fn get_status(request: &Request, env: &Env) -> Result<Response, AppError> {
+    let keys = config::client_keys(&runtime::lookup(env))?;
+    let header = request.headers().get("authorization").ok().flatten();
+    let grant = keys.authorize(header.as_deref())?;
+    let pairs = query(request)?;
+    let settings = runtime::settings(env)?;
+    let named = param(&pairs, "account").or(param(&pairs, "appid"));
+    if let Some(id) = named {
+        grant.check(id)?;
+        settings.account(Some(id))?;
+    }
+    let ids: Vec<&str> = settings
+        .accounts
+        .iter()
+        .map(|account| account.id.as_str())
+        .filter(|id| grant.permits(id) && named.is_none_or(|named| named == *id))
+        .collect();
+    let entries = join_all(
+        ids.iter()
+            .map(|id| account_object::status(env, id))
+            .collect(),
+    )
+    .await;
+    let accounts: Vec<_> = ids
+        .iter()
+        .zip(entries)
+        .map(|(id, entry)| entry.unwrap_or_else(|e| json!({ "account": id, "error": e.body() })))
+        .collect();
+    Ok(respond::json(200, &json!({ "accounts": accounts })))
 }
 
 async fn get_ticket(request: &Request, env: &Env, ctx: &Context) -> Result<Response, AppError> {

@@ -2,6 +2,7 @@
 //! tickets): given what is stored and what just happened, should we serve, refresh, wait, or
 //! refuse? Pure, with "now" passed in, so every rule is unit-tested.
 
+use crate::backoff;
 use crate::error::{TooSoonReason, UpstreamFailure};
 pub use crate::quota::{ForceLimits, ForceLog};
 use serde::{Deserialize, Serialize};
@@ -109,6 +110,29 @@ impl TokenRecord {
 pub struct AttemptRecord {
     pub at: u64,
     pub failure: Option<UpstreamFailure>,
+    /// Failed refreshes in a row, this one included (0 after a success).
+    #[serde(default)]
+    pub failures_in_a_row: u32,
+}
+
+impl AttemptRecord {
+    /// The record of a refresh sent at `at`, following `previous`.
+    pub fn after(
+        previous: Option<&AttemptRecord>,
+        at: u64,
+        failure: Option<UpstreamFailure>,
+    ) -> Self {
+        let failures_in_a_row = match (&failure, previous) {
+            (None, _) => 0,
+            (Some(_), Some(previous)) => previous.failures_in_a_row + 1,
+            (Some(_), None) => 1,
+        };
+        Self {
+            at,
+            failure,
+            failures_in_a_row,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,6 +201,11 @@ pub struct Observed<'a, R> {
     pub in_flight: bool,
     /// For stable_token accounts: the forced refreshes so far and WeChat's limits on them.
     pub forced: Option<(&'a ForceLog, ForceLimits)>,
+    /// The daily quota is used up: automatic refreshes wait until then (`quota::quota_pause`).
+    pub paused_until: Option<u64>,
+    /// The last call failed on the credentials themselves (bad appid or secret, frozen secret)
+    /// and the configuration has not changed since: no automatic retries.
+    pub automatic_blocked: bool,
 }
 
 /// The whole refresh policy.
@@ -189,20 +218,30 @@ pub fn decide<R: Credential>(
     let in_flight = observed.in_flight;
     let valid = observed.record.filter(|r| r.is_valid(now));
     let due = valid.is_none_or(|r| r.is_due(now, policy.margin_secs));
+    let paused_for = observed
+        .paused_until
+        .filter(|until| now < *until)
+        .map(|until| until - now);
+    // An explicit request may call WeChat once the minimum interval has passed; an automatic
+    // refresh also backs off after repeated failures, and stops while paused or blocked.
     let wait_secs = interval_wait_secs(observed.last_attempt, valid.is_some(), now, policy);
+    let automatic_allowed = paused_for.is_none()
+        && !observed.automatic_blocked
+        && automatic_wait_secs(observed.last_attempt, valid.is_some(), now, policy).is_none();
     let refresh = Decision::Refresh { force: false };
 
     match trigger {
-        Trigger::Read => match (valid, due, in_flight, wait_secs) {
-            (Some(_), false, _, _) | (Some(_), true, true, _) | (Some(_), true, false, Some(_)) => {
-                Decision::Serve
-            }
-            (Some(_), true, false, None) => Decision::ServeAndRefresh,
-            (None, _, true, _) | (None, _, false, None) => refresh,
-            (None, _, false, Some(retry_after_secs)) => Decision::Unavailable { retry_after_secs },
+        Trigger::Read => match valid {
+            Some(_) if due && !in_flight && automatic_allowed => Decision::ServeAndRefresh,
+            Some(_) => Decision::Serve,
+            None if in_flight => refresh,
+            None => match paused_for.or(wait_secs) {
+                Some(retry_after_secs) => Decision::Unavailable { retry_after_secs },
+                None => refresh,
+            },
         },
         Trigger::Background | Trigger::Cron => {
-            if due && !in_flight && wait_secs.is_none() {
+            if due && !in_flight && automatic_allowed {
                 refresh
             } else {
                 Decision::Skip
@@ -219,6 +258,10 @@ pub fn decide<R: Credential>(
                     Decision::Serve
                 }
                 _ if in_flight => refresh,
+                _ if paused_for.is_some() => Decision::TooSoon {
+                    retry_after_secs: paused_for.unwrap_or_default(),
+                    reason: TooSoonReason::QuotaExhausted,
+                },
                 (Some(_), Some(retry_after_secs)) => Decision::TooSoon {
                     retry_after_secs,
                     reason: TooSoonReason::MinInterval,
@@ -240,6 +283,22 @@ pub fn decide<R: Credential>(
             }
         }
     }
+}
+
+/// As [`interval_wait_secs`], but after a failure the wait grows with each failure in a row.
+fn automatic_wait_secs(
+    last_attempt: Option<&AttemptRecord>,
+    have_valid_token: bool,
+    now: u64,
+    policy: RefreshPolicy,
+) -> Option<u64> {
+    let last = last_attempt?;
+    if last.failure.is_none() {
+        return interval_wait_secs(last_attempt, have_valid_token, now, policy);
+    }
+    let allowed_at =
+        last.at + backoff::automatic_wait_secs(last.failures_in_a_row, policy.min_interval_secs);
+    (now < allowed_at).then(|| allowed_at - now)
 }
 
 /// Seconds until WeChat may be called again, or None if it may be called now. The first call

@@ -1,4 +1,5 @@
-//! Calls to WeChat (or WeCom) for tokens and tickets, bounded by `UPSTREAM_TIMEOUT_MS`.
+//! One call to WeChat (or WeCom) for a token or a ticket, bounded by a time budget: what is
+//! left of `UPSTREAM_TIMEOUT_MS` (retries are the refresher's business).
 
 use crate::accounts::Account;
 use crate::config::Settings;
@@ -16,6 +17,7 @@ pub async fn fetch_token(
     settings: &Settings,
     account: &Account,
     force: bool,
+    budget_ms: u64,
 ) -> Result<Issued, UpstreamFailure> {
     let secret = account.secret.as_str();
     // Carries the secret: it goes to fetch and nowhere else (no log, no error message).
@@ -25,7 +27,7 @@ pub async fn fetch_token(
         &spec.url,
         spec.body.as_deref(),
         secret,
-        settings,
+        budget_ms,
     )
     .await?;
     wechat::parse_token_response(status, &body, secret)
@@ -36,6 +38,7 @@ pub async fn fetch_ticket(
     account: &Account,
     kind: TicketKind,
     access_token: &str,
+    budget_ms: u64,
 ) -> Result<Issued, UpstreamFailure> {
     let url = wechat::ticket_url(
         account,
@@ -44,7 +47,7 @@ pub async fn fetch_ticket(
         kind,
         access_token,
     );
-    let (status, body) = send(HttpMethod::Get, &url, None, access_token, settings).await?;
+    let (status, body) = send(HttpMethod::Get, &url, None, access_token, budget_ms).await?;
     wechat::parse_ticket_response(status, &body, access_token)
 }
 
@@ -55,7 +58,7 @@ async fn send(
     url: &str,
     json_body: Option<&str>,
     sensitive: &str,
-    settings: &Settings,
+    budget_ms: u64,
 ) -> Result<(u16, String), UpstreamFailure> {
     let unreachable = |error: worker::Error| UpstreamFailure::Unreachable {
         detail: wechat::scrub(&error.to_string(), sensitive),
@@ -81,13 +84,12 @@ async fn send(
         Ok((response.status_code(), body))
     };
 
-    let budget = Duration::from_millis(settings.upstream_timeout_ms);
-    match within(budget, call).await {
+    match within(Duration::from_millis(budget_ms), call).await {
         Some(outcome) => outcome,
         None => {
             controller.abort();
             Err(UpstreamFailure::Timeout {
-                after_ms: settings.upstream_timeout_ms,
+                after_ms: budget_ms,
             })
         }
     }

@@ -21,6 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 WRANGLER = REPO / "node_modules" / ".bin" / "wrangler"
 CLIENT_KEY = "test-client-key-0123456789abcdef"
+# Calls to WeChat in one refresh that keeps failing transiently (busy, 5xx): backoff::MAX_ATTEMPTS.
+ATTEMPTS_PER_REFRESH = 3
 START_TIMEOUT_SECS = 120
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -155,6 +157,9 @@ class Worker:
         all_headers = dict(headers or {})
         if key is not None:
             all_headers.setdefault("Authorization", f"Bearer {key}")
+        if body and not any(h.lower() == "content-type" for h in all_headers):
+            all_headers["Content-Type"] = "application/json"  # a JSON API's client
+
         data = body.encode() if isinstance(body, str) else body
         req = urllib.request.Request(self.base_url + path, data=data, method=method,
                                      headers=all_headers)

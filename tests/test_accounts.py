@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from harness import CLIENT_KEY, burst, wait_for
+from harness import ATTEMPTS_PER_REFRESH, CLIENT_KEY, burst, wait_for
 from setups import CORP, SCOPED_KEY, SECOND, STABLE, accounts_json, several
 from test_api import assert_error, assert_token_answer
 
@@ -178,8 +178,9 @@ def test_cron_visits_every_account_and_one_failure_stops_none(start_worker, fake
     assert events["second"]["outcome"] == "wechat_error"
     for account in (fake.appid, "corp-app", "shop"):
         assert events[account]["outcome"] == "refreshed", events[account]
-    for appid in accounts.values():
+    for appid in (fake.appid, CORP[0], STABLE[0]):
         assert fake.calls_for(appid) == 2, appid
+    assert fake.calls_for(SECOND[0]) == 1 + ATTEMPTS_PER_REFRESH
 
 
 def test_account_configuration_errors_name_the_entry_not_the_secret(start_worker, fake):

@@ -52,10 +52,10 @@ class TestWithDefaults:
         assert_error(worker.request("GET", "/token/extra"), 404, "not_found")
 
     @pytest.mark.parametrize("method, path, allow", [
-        ("POST", "/token", "GET"),
-        ("DELETE", "/token", "GET"),
+        ("POST", "/token", "GET, HEAD"),
+        ("DELETE", "/token", "GET, HEAD"),
         ("GET", "/token/refresh", "POST"),
-        ("PUT", "/healthz", "GET"),
+        ("PUT", "/healthz", "GET, HEAD"),
     ])
     def test_wrong_method_is_405(self, worker, method, path, allow):
         reply = worker.request(method, path, body="" if method in ("POST", "PUT") else None)

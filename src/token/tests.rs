@@ -14,6 +14,8 @@ fn decide(
         last_attempt,
         in_flight,
         forced: None,
+        paused_until: None,
+        automatic_blocked: false,
     };
     super::decide(trigger, &observed, now, policy)
 }
@@ -44,16 +46,17 @@ fn token(name: &str, expires_at: u64) -> TokenRecord {
 }
 
 fn ok_at(at: u64) -> AttemptRecord {
-    AttemptRecord { at, failure: None }
+    AttemptRecord::after(None, at, None)
 }
 
 fn failed_at(at: u64) -> AttemptRecord {
-    AttemptRecord {
-        at,
-        failure: Some(UpstreamFailure::WeChat {
-            errcode: -1,
-            errmsg: "busy".into(),
-        }),
+    AttemptRecord::after(None, at, Some(busy()))
+}
+
+fn busy() -> UpstreamFailure {
+    UpstreamFailure::WeChat {
+        errcode: -1,
+        errmsg: "busy".into(),
     }
 }
 
@@ -390,6 +393,8 @@ fn force_treats_the_current_token_as_rejected() {
                 daily_limit: 20,
             },
         )),
+        paused_until: None,
+        automatic_blocked: false,
     };
     assert_eq!(
         super::decide(&Trigger::Force, &stable, T0, POLICY),
@@ -411,6 +416,8 @@ fn stable<'a>(
         last_attempt: Some(last),
         in_flight: false,
         forced: Some((log, limits)),
+        paused_until: None,
+        automatic_blocked: false,
     }
 }
 
@@ -452,4 +459,140 @@ fn a_replaced_token_is_accepted_for_five_minutes() {
     // stable_token handing out the same token again keeps the earlier replacement.
     let same = TokenRecord::issued("NEW".into(), 7000, T0 + 200).replacing(Some(&new), T0 + 200);
     assert_eq!(same.previous, new.previous);
+}
+
+fn observed<'a>(
+    record: Option<&'a TokenRecord>,
+    last: Option<&'a AttemptRecord>,
+) -> Observed<'a, TokenRecord> {
+    Observed {
+        record,
+        last_attempt: last,
+        in_flight: false,
+        forced: None,
+        paused_until: None,
+        automatic_blocked: false,
+    }
+}
+
+#[test]
+fn automatic_refreshes_back_off_after_failures_in_a_row() {
+    let due = token("A", T0 + 600);
+    let mut last = failed_at(T0 - 40);
+    // One failure: the interval (30 s) has passed.
+    assert_eq!(
+        super::decide(
+            &Trigger::Cron,
+            &observed(Some(&due), Some(&last)),
+            T0,
+            POLICY
+        ),
+        REFRESH
+    );
+    // Three in a row: 30 * 2 * 2 = 120 s.
+    last = AttemptRecord::after(
+        Some(&AttemptRecord::after(Some(&last), T0 - 40, Some(busy()))),
+        T0 - 40,
+        Some(busy()),
+    );
+    assert_eq!(last.failures_in_a_row, 3);
+    assert_eq!(
+        super::decide(
+            &Trigger::Cron,
+            &observed(Some(&due), Some(&last)),
+            T0,
+            POLICY
+        ),
+        Decision::Skip
+    );
+    assert_eq!(
+        super::decide(
+            &Trigger::Read,
+            &observed(Some(&due), Some(&last)),
+            T0,
+            POLICY
+        ),
+        Decision::Serve
+    );
+    assert_eq!(
+        super::decide(
+            &Trigger::Cron,
+            &observed(Some(&due), Some(&last)),
+            T0 + 80,
+            POLICY
+        ),
+        REFRESH
+    );
+    // An explicit request still only waits for the interval.
+    assert_eq!(
+        super::decide(
+            &passive("A"),
+            &observed(Some(&due), Some(&last)),
+            T0,
+            POLICY
+        ),
+        REFRESH
+    );
+    // A success resets the count.
+    assert_eq!(
+        AttemptRecord::after(Some(&last), T0, None).failures_in_a_row,
+        0
+    );
+}
+
+#[test]
+fn a_quota_pause_stops_automatic_and_forced_refreshes_but_serves_the_token() {
+    let due = token("A", T0 + 600);
+    let last = ok_at(T0 - 3600);
+    let mut paused = observed(Some(&due), Some(&last));
+    paused.paused_until = Some(T0 + 500);
+    assert_eq!(
+        super::decide(&Trigger::Cron, &paused, T0, POLICY),
+        Decision::Skip
+    );
+    assert_eq!(
+        super::decide(&Trigger::Read, &paused, T0, POLICY),
+        Decision::Serve
+    );
+    assert_eq!(
+        super::decide(&passive("A"), &paused, T0, POLICY),
+        Decision::TooSoon {
+            retry_after_secs: 500,
+            reason: TooSoonReason::QuotaExhausted
+        }
+    );
+    // Without a valid token: unavailable until the pause ends, then fetched.
+    let mut empty = observed(None, Some(&last));
+    empty.paused_until = Some(T0 + 500);
+    assert_eq!(
+        super::decide(&Trigger::Read, &empty, T0, POLICY),
+        Decision::Unavailable {
+            retry_after_secs: 500
+        }
+    );
+    assert_eq!(
+        super::decide(&Trigger::Read, &empty, T0 + 500, POLICY),
+        REFRESH
+    );
+    assert_eq!(
+        super::decide(&Trigger::Cron, &paused, T0 + 500, POLICY),
+        REFRESH
+    );
+}
+
+#[test]
+fn credential_errors_stop_automatic_retries_only() {
+    let due = token("A", T0 + 600);
+    let last = ok_at(T0 - 3600);
+    let mut blocked = observed(Some(&due), Some(&last));
+    blocked.automatic_blocked = true;
+    assert_eq!(
+        super::decide(&Trigger::Cron, &blocked, T0, POLICY),
+        Decision::Skip
+    );
+    assert_eq!(
+        super::decide(&Trigger::Read, &blocked, T0, POLICY),
+        Decision::Serve
+    );
+    assert_eq!(super::decide(&passive("A"), &blocked, T0, POLICY), REFRESH);
 }

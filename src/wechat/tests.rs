@@ -179,3 +179,52 @@ fn parses_tickets_and_scrubs_the_token() {
         Err(UpstreamFailure::BadResponse { .. })
     ));
 }
+
+#[test]
+fn the_ip_whitelist_family_names_the_ip_and_both_fixes() {
+    for (errcode, errmsg) in [
+        (
+            40164,
+            "invalid ip 203.0.113.9 ipv6 ::ffff:203.0.113.9, not in whitelist",
+        ),
+        (
+            61004,
+            "access clientip is not registered requestIP: 203.0.113.9 rid: 1",
+        ),
+        (
+            89503,
+            "this call from 203.0.113.9 needs the administrator's confirmation",
+        ),
+        (89506, "ip 203.0.113.9 refused twice"),
+    ] {
+        assert!(is_ip_whitelist_error(errcode));
+        let text = explain_errcode(errcode, errmsg);
+        assert!(text.contains("203.0.113.9"), "{text}");
+        assert!(
+            text.contains("whitelist") && text.contains("WECHAT_API_BASE"),
+            "{text}"
+        );
+    }
+    assert!(explain_errcode(89501, "waiting").contains("did not say"));
+}
+
+#[test]
+fn reported_ips() {
+    assert_eq!(
+        reported_ip("invalid ip 198.51.100.1, not in whitelist"),
+        Some("198.51.100.1")
+    );
+    assert_eq!(reported_ip("requestIP: 1.2.3.4 rid: 5.6"), Some("1.2.3.4"));
+    assert_eq!(reported_ip("version 1.2.3 only"), None);
+    assert_eq!(reported_ip("999.1.1.1"), None);
+}
+
+#[test]
+fn credential_errors() {
+    for code in [40001, 40013, 40125, 40243] {
+        assert!(is_credential_error(code));
+        assert!(explain_errcode(code, "").contains("until the configuration changes"));
+    }
+    assert!(!is_credential_error(-1));
+    assert!(!is_credential_error(45009));
+}
