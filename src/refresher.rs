@@ -440,8 +440,7 @@ impl Core {
             TokenRecord::issued(issued.value, issued.expires_in, started_at)
                 .replacing(before.as_ref(), started_at)
         });
-        self.store(Which::Token, &self.shared.token, started_at, &outcome)
-            .await;
+        self.store(Which::Token, &self.shared.token, &outcome).await;
         outcome.map_err(AppError::Upstream)
     }
 
@@ -485,8 +484,7 @@ impl Core {
         }
         let outcome =
             outcome.map(|issued| TicketRecord::issued(issued.value, issued.expires_in, started_at));
-        self.store(which, self.shared.ticket(kind), started_at, &outcome)
-            .await;
+        self.store(which, self.shared.ticket(kind), &outcome).await;
         outcome.map_err(AppError::Upstream)
     }
 
@@ -538,19 +536,15 @@ impl Core {
     /// Records a refresh's outcome: in memory, in storage (durable first: the object is the
     /// truth), then in KV, awaited so that whoever gets the new credential from us also finds
     /// it there on their next read.
-    async fn store<R>(
-        &self,
-        which: Which,
-        slot: &Slot<R>,
-        started_at: u64,
-        outcome: &Result<R, UpstreamFailure>,
-    ) where
+    async fn store<R>(&self, which: Which, slot: &Slot<R>, outcome: &Result<R, UpstreamFailure>)
+    where
         R: Credential + Serialize,
     {
         let now = now_secs();
         let failure = outcome.as_ref().err().cloned();
         let previous = slot.last_attempt.borrow().clone();
-        let attempt = AttemptRecord::after(previous.as_ref(), started_at, failure.clone());
+        // The interval counts from the refresh's last call (retries included), not its first.
+        let attempt = AttemptRecord::after(previous.as_ref(), now, failure.clone());
         *slot.last_attempt.borrow_mut() = Some(attempt.clone());
         if let Ok(record) = outcome {
             *slot.record.borrow_mut() = Some(record.clone());

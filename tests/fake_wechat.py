@@ -30,6 +30,8 @@ MODES = {
     "ok",  # a fresh token
     "busy",  # {"errcode":-1,"errmsg":"system error"}
     "ip_not_whitelisted",  # 40164 with the caller's IP in the message
+    "ip_not_registered",  # 61004, likewise
+    "admin_confirm",  # 89503: the call waits for an administrator's confirmation
     "quota",  # 45009 daily quota reached
     "http_500",  # an HTML error page with status 500
     "truncated",  # status 200, a JSON body cut short
@@ -191,6 +193,12 @@ class FakeWeChat:
                 "errmsg": f"invalid ip {FAKE_EGRESS_IP} ipv6 ::ffff:{FAKE_EGRESS_IP}, "
                 "not in whitelist rid: 6620d1f0-1a2b3c4d",
             })
+        if mode == "ip_not_registered":
+            return _json({"errcode": 61004, "errmsg": "access clientip is not registered "
+                          f"requestIP: {FAKE_EGRESS_IP} rid: 6620d1f0-5e6f"})
+        if mode == "admin_confirm":
+            return _json({"errcode": 89503, "errmsg": f"call from ip {FAKE_EGRESS_IP} needs the "
+                          "administrator's confirmation rid: 6620d1f0-7a8b"})
         if mode == "quota":
             return _json({"errcode": 45009, "errmsg": "reach max api daily quota limit"})
         if mode == "http_500":

@@ -103,14 +103,15 @@ def test_a_ticket_rejected_token_is_refreshed_and_the_ticket_fetched_again(start
 
 
 def test_a_ticket_failure_is_reported_and_retried_after_the_interval(start_worker, fake):
-    worker = start_worker(MIN_REFRESH_INTERVAL_SECS="1")
+    # Wide enough that "right after the failure" cannot already be past it (whole seconds).
+    worker = start_worker(MIN_REFRESH_INTERVAL_SECS="3")
     fake.ticket_mode = "busy"
     body = assert_error(ticket(worker), 502, "wechat_error")
     assert body["wechat_errcode"] == -1
     reply = ticket(worker)
     assert_error(reply, 503, "no_valid_token")
     fake.ticket_mode = "ok"
-    time.sleep(1.1)
+    time.sleep(3.1)
     assert_ticket_answer(ticket(worker))
     assert fake.ticket_calls_for(fake.appid, "jsapi") == ATTEMPTS_PER_REFRESH + 1
 
