@@ -134,7 +134,7 @@ impl AccountTokenObject {
             shared: self.shared.clone(),
             state: self.state.clone(),
             env: self.env.clone(),
-            settings: Rc::new(settings),
+            settings,
             account: Rc::new(account),
         };
         core.load().await?;

@@ -4,12 +4,11 @@
 //!
 //! Answers are always HTTP 200, errors as `{"errcode","errmsg"}`, as WeChat does.
 
-use crate::account_object;
 use crate::error::{wechat_shape, AppError};
 use crate::jssdk::{TicketKind, TicketRecord};
 use crate::kv_cache;
 use crate::respond;
-use crate::router::{param, query, read};
+use crate::router::{self, param, query, read};
 use crate::runtime::{self, join_all, now_secs};
 use crate::token::{Credential, TokenRecord, Trigger};
 use serde_json::{json, Value};
@@ -83,16 +82,13 @@ async fn issue(
     key: Option<&str>,
     force: bool,
 ) -> Result<Value, WeChatError> {
-    let keys = crate::config::client_keys(&runtime::lookup(env))?;
+    let keys = runtime::client_keys(env)?;
     let grant = keys.authorize_key(key)?;
     let settings = runtime::settings(env)?;
     let account = settings.account_for_sdk(appid)?.clone();
     grant.check(&account.id)?;
     let record = if force {
-        let acquired = account_object::token(env, &account.id, Trigger::Force).await?;
-        acquired
-            .record()
-            .ok_or_else(|| runtime::internal("policy", "a refresh got nothing"))?
+        router::refresh(env, &account, Trigger::Force).await?
     } else {
         read::<TokenRecord>(env, ctx, &settings, &account, ()).await?
     };

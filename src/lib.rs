@@ -23,6 +23,7 @@ mod account_object;
 mod compat;
 mod cron;
 mod kv_cache;
+mod memo;
 mod refresher;
 mod respond;
 mod router;

@@ -5,26 +5,25 @@ use crate::account_object;
 use crate::accounts::Account;
 use crate::api;
 use crate::compat;
-use crate::config::{self, Settings};
+use crate::config::Settings;
 use crate::error::AppError;
 use crate::jssdk::{self, TicketKind, TicketRecord};
 use crate::kv_cache;
+use crate::memo;
 use crate::refresher::Acquired;
 use crate::respond;
-use crate::runtime::{self, join_all, log_error, now_secs};
+use crate::runtime::{self, join_all, log_error, now_millis, now_secs};
 use crate::token::{Credential, TokenRecord, Trigger};
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use std::rc::Rc;
 use worker::{event, Context, Env, Method, Request, Response};
 
 #[event(fetch)]
 async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     console_error_panic_hook::set_once();
     let origin = request.headers().get("origin").ok().flatten();
-    let cors = api::cors_headers(
-        origin.as_deref(),
-        &config::cors_origins(&runtime::lookup(&env)),
-    );
+    let cors = api::cors_headers(origin.as_deref(), &runtime::cors_origins(&env));
     let head = request.method() == Method::Head;
     let response = if request.method() == Method::Options && cors.is_some() {
         respond::empty(204)
@@ -124,8 +123,8 @@ pub fn authorized_account(
     env: &Env,
     key: Option<&str>,
     requested: Option<&str>,
-) -> Result<(Settings, Account), AppError> {
-    let keys = config::client_keys(&runtime::lookup(env))?;
+) -> Result<(Rc<Settings>, Account), AppError> {
+    let keys = runtime::client_keys(env)?;
     let grant = keys.authorize_key(key)?;
     if let Some(id) = requested {
         grant.check(id)?;
@@ -138,7 +137,7 @@ pub fn authorized_account(
 
 /// An authenticated request for one account.
 struct Caller {
-    settings: Settings,
+    settings: Rc<Settings>,
     account: Account,
     query: Vec<(String, String)>,
 }
@@ -211,8 +210,9 @@ impl Readable for TicketRecord {
     }
 }
 
-/// Served from KV when the cached record is valid; a record inside the margin is still served
-/// at once while the Durable Object refreshes it in the background. A miss goes to the object.
+/// Served from this isolate's memory or from KV when the record there is valid; a record
+/// inside the margin is still served at once while the Durable Object refreshes it in the
+/// background. A miss goes to the object.
 pub async fn read<R: Readable>(
     env: &Env,
     ctx: &Context,
@@ -220,15 +220,26 @@ pub async fn read<R: Readable>(
     account: &Account,
     kind: R::Kind,
 ) -> Result<R, AppError> {
-    let now = now_secs();
-    let cached = kv_cache::read::<R>(env, &R::kv_key(&account.id, kind)).await;
+    let now_ms = now_millis();
+    let now = now_ms / 1000;
+    let key = R::kv_key(&account.id, kind);
+    if let Some(remembered) = memo::recall::<R>(&key, now_ms) {
+        return Ok(remembered);
+    }
+    let margin_secs = settings.refresh.margin_secs;
+    let cached = kv_cache::read::<R>(env, &key).await;
     let Some(cached) = cached.filter(|r| r.is_valid(now)) else {
+        // Whatever the object does may replace the token (a ticket fetch that WeChat answers
+        // with 40001 does): this isolate must not keep answering with the old one.
+        memo::forget(&kv_cache::token_key(&account.id));
         let acquired = R::ask(env, &account.id, kind, Trigger::Read).await?;
-        return acquired
+        let record = acquired
             .record()
-            .ok_or_else(|| runtime::internal("policy", "a read got nothing"));
+            .ok_or_else(|| runtime::internal("policy", "a read got nothing"))?;
+        remember(&key, &record, now_ms, margin_secs);
+        return Ok(record);
     };
-    if cached.is_due(now, settings.refresh.margin_secs) {
+    if cached.is_due(now, margin_secs) {
         let (env, id) = (env.clone(), account.id.clone());
         ctx.wait_until(async move {
             if let Err(e) = R::ask(&env, &id, kind, Trigger::Background).await {
@@ -236,7 +247,18 @@ pub async fn read<R: Readable>(
             }
         });
     }
+    remember(&key, &cached, now_ms, margin_secs);
     Ok(cached)
+}
+
+/// Keeps `record` in this isolate's memory for a moment, never into its margin (where every
+/// read must see it and ask for a refresh).
+pub fn remember<R: Credential + 'static>(key: &str, record: &R, now_ms: u64, margin_secs: u64) {
+    let due_at_ms = record.expires_at().saturating_sub(margin_secs) * 1000;
+    let until_ms = (now_ms + memo::RECORD_MEMO_MS).min(due_at_ms);
+    if until_ms > now_ms {
+        memo::remember(key, record.clone(), Some(until_ms));
+    }
 }
 
 async fn get_token(request: &Request, env: &Env, ctx: &Context) -> Result<Response, AppError> {
@@ -253,20 +275,37 @@ async fn get_token(request: &Request, env: &Env, ctx: &Context) -> Result<Respon
 async fn refresh_token(request: &Request, body: &str, env: &Env) -> Result<Response, AppError> {
     let Caller { account, .. } = authorized(request, env)?;
     let stale_token = api::passive_refresh_body(body)?;
-    let acquired =
-        account_object::token(env, &account.id, Trigger::Passive { stale_token }).await?;
-    let record = acquired
-        .record()
-        .ok_or_else(|| runtime::internal("policy", "a refresh got nothing"))?;
+    let record = refresh(env, &account, Trigger::Passive { stale_token }).await?;
     Ok(respond::json(
         200,
         &record.answer(&account.id, &account.appid, now_secs()),
     ))
 }
 
+/// A passive or forced refresh by the account's object. Readers in this isolate see its
+/// outcome at once.
+pub async fn refresh(
+    env: &Env,
+    account: &Account,
+    trigger: Trigger,
+) -> Result<TokenRecord, AppError> {
+    let acquired = account_object::token(env, &account.id, trigger).await?;
+    let record = acquired
+        .record()
+        .ok_or_else(|| runtime::internal("policy", "a refresh got nothing"))?;
+    let margin_secs = runtime::settings(env)?.refresh.margin_secs;
+    remember(
+        &kv_cache::token_key(&account.id),
+        &record,
+        now_millis(),
+        margin_secs,
+    );
+    Ok(record)
+}
+
 /// Every account the key may read (or the one `?account=` names), each from its object.
 async fn get_status(request: &Request, env: &Env) -> Result<Response, AppError> {
-    let keys = config::client_keys(&runtime::lookup(env))?;
+    let keys = runtime::client_keys(env)?;
     let header = request.headers().get("authorization").ok().flatten();
     let grant = keys.authorize(header.as_deref())?;
     let pairs = query(request)?;

@@ -1,11 +1,14 @@
 //! Small adapters between the pure modules and the Workers runtime: configuration lookup,
 //! the clock, and structured logs.
 
+use crate::auth::ClientKeys;
 use crate::config::{self, Settings};
 use crate::error::AppError;
+use crate::memo;
 use serde_json::Value;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::Poll;
 
 use worker::{console_error, console_log, Date, Env};
@@ -18,8 +21,23 @@ pub fn lookup(env: &Env) -> impl Fn(&str) -> Option<String> + '_ {
     move |name| env.var(name).ok().map(|value| value.to_string())
 }
 
-pub fn settings(env: &Env) -> Result<Settings, AppError> {
-    config::settings(&lookup(env))
+/// The settings, parsed once per isolate (the env does not change while an isolate lives).
+pub fn settings(env: &Env) -> Result<Rc<Settings>, AppError> {
+    memo::once("config:settings", || {
+        config::settings(&lookup(env)).map(Rc::new)
+    })
+}
+
+pub fn client_keys(env: &Env) -> Result<Rc<ClientKeys>, AppError> {
+    memo::once("config:client_keys", || {
+        config::client_keys(&lookup(env)).map(Rc::new)
+    })
+}
+
+pub fn cors_origins(env: &Env) -> Rc<Vec<String>> {
+    memo::once("config:cors", || {
+        Rc::new(config::cors_origins(&lookup(env)))
+    })
 }
 
 pub fn now_secs() -> u64 {

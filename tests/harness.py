@@ -59,8 +59,10 @@ class Worker:
     """One `wrangler dev` process. `vars` become the worker's vars and secrets; a value of ""
     unsets a default from wrangler.toml (the worker treats blank as unset)."""
 
-    def __init__(self, variables: dict[str, str], persist_dir: str | None = None):
+    def __init__(self, variables: dict[str, str], persist_dir: str | None = None,
+                 config: Path | None = None):
         self.variables = variables
+        self.config = config  # another wrangler.toml (the benchmark's baseline worker)
         self._own_dir = tempfile.TemporaryDirectory(prefix="wechat-edge-")
         self.persist_dir = persist_dir or os.path.join(self._own_dir.name, "state")
         self.log_path = Path(self._own_dir.name) / "wrangler.log"
@@ -86,6 +88,8 @@ class Worker:
             "--test-scheduled",
             "--show-interactive-dev-session=false",
         ]
+        if self.config:
+            command += ["--config", str(self.config)]
         self._log_file = open(self.log_path, "ab")
         env = dict(os.environ, WRANGLER_SEND_METRICS="false", NO_COLOR="1", FORCE_COLOR="0")
         self._process = subprocess.Popen(
