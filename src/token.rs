@@ -224,10 +224,10 @@ pub fn decide<R: Credential>(
         .map(|until| until - now);
     // An explicit request may call WeChat once the minimum interval has passed; an automatic
     // refresh also backs off after repeated failures, and stops while paused or blocked.
-    let wait_secs = interval_wait_secs(observed.last_attempt, valid.is_some(), now, policy);
+    let explicit_wait = wait_secs(observed.last_attempt, valid.is_some(), now, policy, false);
     let automatic_allowed = paused_for.is_none()
         && !observed.automatic_blocked
-        && automatic_wait_secs(observed.last_attempt, valid.is_some(), now, policy).is_none();
+        && wait_secs(observed.last_attempt, valid.is_some(), now, policy, true).is_none();
     let refresh = Decision::Refresh { force: false };
 
     match trigger {
@@ -235,7 +235,7 @@ pub fn decide<R: Credential>(
             Some(_) if due && !in_flight && automatic_allowed => Decision::ServeAndRefresh,
             Some(_) => Decision::Serve,
             None if in_flight => refresh,
-            None => match paused_for.or(wait_secs) {
+            None => match paused_for.or(explicit_wait) {
                 Some(retry_after_secs) => Decision::Unavailable { retry_after_secs },
                 None => refresh,
             },
@@ -253,7 +253,7 @@ pub fn decide<R: Credential>(
                 _ => valid.map(Credential::value),
             };
             let stale_is_current = |current: &R| stale_token == Some(current.value());
-            match (valid, wait_secs) {
+            match (valid, explicit_wait) {
                 (Some(current), _) if stale_token.is_some() && !stale_is_current(current) => {
                     Decision::Serve
                 }
@@ -285,36 +285,29 @@ pub fn decide<R: Credential>(
     }
 }
 
-/// As [`interval_wait_secs`], but after a failure the wait grows with each failure in a row.
-fn automatic_wait_secs(
+/// Seconds until WeChat may be called again, or None if it may be called now: the minimum
+/// interval after the last call, or for automatic refreshes after a failure, a wait that grows
+/// with each failure in a row. The first call is always allowed; so is a call when no valid
+/// token is left and the last call succeeded (WeChat issued a token shorter than the interval):
+/// holding back would only serve errors.
+fn wait_secs(
     last_attempt: Option<&AttemptRecord>,
     have_valid_token: bool,
     now: u64,
     policy: RefreshPolicy,
-) -> Option<u64> {
-    let last = last_attempt?;
-    if last.failure.is_none() {
-        return interval_wait_secs(last_attempt, have_valid_token, now, policy);
-    }
-    let allowed_at =
-        last.at + backoff::automatic_wait_secs(last.failures_in_a_row, policy.min_interval_secs);
-    (now < allowed_at).then(|| allowed_at - now)
-}
-
-/// Seconds until WeChat may be called again, or None if it may be called now. The first call
-/// is always allowed; so is a call when no valid token is left and the last call succeeded
-/// (WeChat issued a token shorter than the interval): holding back would only serve errors.
-fn interval_wait_secs(
-    last_attempt: Option<&AttemptRecord>,
-    have_valid_token: bool,
-    now: u64,
-    policy: RefreshPolicy,
+    automatic: bool,
 ) -> Option<u64> {
     let last = last_attempt?;
     if !have_valid_token && last.failure.is_none() {
         return None;
     }
-    let allowed_at = last.at + policy.min_interval_secs;
+    let wait = match &last.failure {
+        Some(_) if automatic => {
+            backoff::automatic_wait_secs(last.failures_in_a_row, policy.min_interval_secs)
+        }
+        _ => policy.min_interval_secs,
+    };
+    let allowed_at = last.at + wait;
     (now < allowed_at).then(|| allowed_at - now)
 }
 
