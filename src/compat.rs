@@ -88,7 +88,7 @@ async fn issue(
     let account = settings.account_for_sdk(appid)?.clone();
     grant.check(&account.id)?;
     let record = if force {
-        router::refresh(env, &account, Trigger::Force).await?
+        router::refresh(env, &settings, &account, Trigger::Force).await?
     } else {
         read::<TokenRecord>(env, ctx, &settings, &account, ()).await?
     };

@@ -119,7 +119,7 @@ pub fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 /// Authenticates `key`, then resolves the account asked for and checks the key may read it.
 /// A scoped key asking for an account outside its list gets 403 whether or not it exists.
-pub fn authorized_account(
+fn authorized_account(
     env: &Env,
     key: Option<&str>,
     requested: Option<&str>,
@@ -146,16 +146,7 @@ struct Caller {
 fn authorized(request: &Request, env: &Env) -> Result<Caller, AppError> {
     let header = request.headers().get("authorization").ok().flatten();
     let pairs = query(request)?;
-    let mut named = pairs
-        .iter()
-        .filter(|(k, _)| k == "account" || k == "appid")
-        .map(|(_, v)| v.as_str());
-    let requested = match (named.next(), named.next()) {
-        (None, _) => None,
-        (Some(id), None) if !id.is_empty() => Some(id),
-        (Some(_), None) => return Err(AppError::BadRequest("?account= is empty".into())),
-        (Some(_), Some(_)) => return Err(AppError::BadRequest("name one account, once".into())),
-    };
+    let requested = requested_account(&pairs)?;
     let (settings, account) = authorized_account(
         env,
         header.as_deref().and_then(crate::auth::bearer_token),
@@ -166,6 +157,20 @@ fn authorized(request: &Request, env: &Env) -> Result<Caller, AppError> {
         account,
         query: pairs,
     })
+}
+
+/// The account `?account=` (alias `?appid=`) names, if any: once, and not empty.
+fn requested_account(pairs: &[(String, String)]) -> Result<Option<&str>, AppError> {
+    let mut named = pairs
+        .iter()
+        .filter(|(k, _)| k == "account" || k == "appid")
+        .map(|(_, v)| v.as_str());
+    match (named.next(), named.next()) {
+        (None, _) => Ok(None),
+        (Some(id), None) if !id.is_empty() => Ok(Some(id)),
+        (Some(_), None) => Err(AppError::BadRequest("?account= is empty".into())),
+        (Some(_), Some(_)) => Err(AppError::BadRequest("name one account, once".into())),
+    }
 }
 
 /// A token or a ticket, as the read-through below fetches it.
@@ -273,9 +278,11 @@ async fn get_token(request: &Request, env: &Env, ctx: &Context) -> Result<Respon
 }
 
 async fn refresh_token(request: &Request, body: &str, env: &Env) -> Result<Response, AppError> {
-    let Caller { account, .. } = authorized(request, env)?;
+    let Caller {
+        settings, account, ..
+    } = authorized(request, env)?;
     let stale_token = api::passive_refresh_body(body)?;
-    let record = refresh(env, &account, Trigger::Passive { stale_token }).await?;
+    let record = refresh(env, &settings, &account, Trigger::Passive { stale_token }).await?;
     Ok(respond::json(
         200,
         &record.answer(&account.id, &account.appid, now_secs()),
@@ -286,6 +293,7 @@ async fn refresh_token(request: &Request, body: &str, env: &Env) -> Result<Respo
 /// outcome at once.
 pub async fn refresh(
     env: &Env,
+    settings: &Settings,
     account: &Account,
     trigger: Trigger,
 ) -> Result<TokenRecord, AppError> {
@@ -293,7 +301,7 @@ pub async fn refresh(
     let record = acquired
         .record()
         .ok_or_else(|| runtime::internal("policy", "a refresh got nothing"))?;
-    let margin_secs = runtime::settings(env)?.refresh.margin_secs;
+    let margin_secs = settings.refresh.margin_secs;
     remember(
         &kv_cache::token_key(&account.id),
         &record,
@@ -310,7 +318,7 @@ async fn get_status(request: &Request, env: &Env) -> Result<Response, AppError> 
     let grant = keys.authorize(header.as_deref())?;
     let pairs = query(request)?;
     let settings = runtime::settings(env)?;
-    let named = param(&pairs, "account").or(param(&pairs, "appid"));
+    let named = requested_account(&pairs)?;
     if let Some(id) = named {
         grant.check(id)?;
         settings.account(Some(id))?;

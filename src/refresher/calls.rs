@@ -42,7 +42,7 @@ impl Core {
         flight.run(|| self.call_for_ticket(kind, trigger)).await
     }
 
-    pub(super) async fn call_for_token(
+    async fn call_for_token(
         &self,
         trigger: &'static str,
         force: bool,
@@ -73,7 +73,7 @@ impl Core {
     /// Fetches a ticket with the current access_token. If WeChat says that token is not (or no
     /// longer) valid, the token is refreshed (a passive refresh naming it, so only if it is
     /// still current) and the ticket fetched once more.
-    pub(super) async fn call_for_ticket(
+    async fn call_for_ticket(
         &self,
         kind: TicketKind,
         trigger: &'static str,
@@ -117,7 +117,7 @@ impl Core {
     /// One refresh's calls to WeChat: a busy WeChat or a network/5xx failure is tried again
     /// after a short jittered delay, while the upstream time budget lasts. A forced stable_token
     /// refresh is sent once (each one counts against WeChat's daily limit of them).
-    pub(super) async fn call_upstream<F, Fut>(
+    async fn call_upstream<F, Fut>(
         &self,
         which: Which,
         trigger: &'static str,
@@ -162,12 +162,8 @@ impl Core {
     /// Records a refresh's outcome: in memory, in storage (durable first: the object is the
     /// truth), then in KV, awaited so that whoever gets the new credential from us also finds
     /// it there on their next read.
-    pub(super) async fn store<R>(
-        &self,
-        which: Which,
-        slot: &Slot<R>,
-        outcome: &Result<R, UpstreamFailure>,
-    ) where
+    async fn store<R>(&self, which: Which, slot: &Slot<R>, outcome: &Result<R, UpstreamFailure>)
+    where
         R: Credential + Serialize,
     {
         let now = now_secs();
@@ -202,13 +198,16 @@ impl Core {
 
         let storage = self.state.storage();
         let usage = slot.usage.borrow().clone();
-        let blocked_config = self.shared.blocked_config.borrow().clone();
         let last_error = self.shared.last_error.borrow().clone();
         let mut writes = vec![
             storage.put(&which.attempt_key(), &attempt).await,
             storage.put(&which.usage_key(), &usage).await,
-            storage.put(BLOCKED_CONFIG_KEY, &blocked_config).await,
         ];
+        if which == Which::Token {
+            // Only a token call can change it.
+            let blocked_config = self.shared.blocked_config.borrow().clone();
+            writes.push(storage.put(BLOCKED_CONFIG_KEY, &blocked_config).await);
+        }
         match outcome {
             Ok(record) => writes.push(storage.put(&which.record_key(), record).await),
             Err(_) => writes.push(storage.put(LAST_ERROR_KEY, &last_error).await),
@@ -268,7 +267,7 @@ impl Core {
     }
 
     /// One line per call to WeChat.
-    pub(super) fn log_call(
+    fn log_call(
         &self,
         which: Which,
         trigger: &str,
@@ -293,13 +292,13 @@ impl Core {
         }));
     }
 
-    pub(super) fn log_storage_error(&self, error: worker::Error) {
+    fn log_storage_error(&self, error: worker::Error) {
         log_error(
             json!({ "event": "storage_write_failed", "account": self.account.id, "message": error.to_string() }),
         );
     }
 
-    pub(super) fn log_kv_error(&self, error: worker::Error) {
+    fn log_kv_error(&self, error: worker::Error) {
         log_error(
             json!({ "event": "kv_write_failed", "account": self.account.id, "message": error.to_string() }),
         );
