@@ -7,7 +7,7 @@
 
 use crate::error::AppError;
 use crate::jssdk::{TicketKind, TicketRecord};
-use crate::refresher::{Acquired, Core, Shared};
+use crate::refresher::{AccountCtx, AccountState, Acquired};
 use crate::respond;
 use crate::runtime::{self, OBJECT_BINDING};
 use crate::token::{TokenRecord, Trigger};
@@ -26,10 +26,20 @@ struct ObjectCall {
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum Op {
-    Token { trigger: Trigger },
-    Ticket { kind: TicketKind, trigger: Trigger },
+    Token {
+        trigger: Trigger,
+    },
+    Ticket {
+        kind: TicketKind,
+        trigger: Trigger,
+    },
     Cron,
     Status,
+    /// Whether the object accepts this token as the account's (compat `getticket`, when the
+    /// KV index does not know it).
+    Accepts {
+        token: String,
+    },
 }
 
 pub async fn token(
@@ -52,6 +62,13 @@ pub async fn ticket(
 /// The account's `/status` entry: fingerprints, never a credential.
 pub async fn status(env: &Env, account_id: &str) -> Result<Value, AppError> {
     decode(ask(env, account_id, Op::Status).await?).await
+}
+
+pub async fn accepts(env: &Env, account_id: &str, token: &str) -> Result<bool, AppError> {
+    let op = Op::Accepts {
+        token: token.to_owned(),
+    };
+    decode(ask(env, account_id, op).await?).await
 }
 
 /// The cron visit's summary: outcomes only, never a credential.
@@ -98,17 +115,17 @@ async fn decode<T: DeserializeOwned>(mut response: Response) -> Result<T, AppErr
 
 #[durable_object]
 pub struct AccountTokenObject {
-    state: Rc<State>,
+    object: Rc<State>,
     env: Env,
-    shared: Rc<Shared>,
+    state: Rc<AccountState>,
 }
 
 impl DurableObject for AccountTokenObject {
     fn new(state: State, env: Env) -> Self {
         Self {
-            state: Rc::new(state),
+            object: Rc::new(state),
             env,
-            shared: Rc::default(),
+            state: Rc::default(),
         }
     }
 
@@ -124,27 +141,54 @@ impl DurableObject for AccountTokenObject {
         };
         Ok(respond::result(self.handle(call).await))
     }
+
+    /// Retries of failed KV writes, and the refresh after a call cut off by an eviction.
+    async fn alarm(&self) -> worker::Result<Response> {
+        // The alarm names no account: the object stored its id on its first load.
+        let stored: Option<String> = self.object.storage().get("account").await?;
+        let id = stored
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+            .and_then(|ledger| ledger["id"].as_str().map(str::to_owned));
+        match id {
+            Some(id) => match self.context(&id).await {
+                Ok(ctx) => {
+                    ctx.alarm().await;
+                }
+                Err(e) => runtime::log_error(serde_json::json!({
+                    "event": "alarm", "account": id, "outcome": e.code(), "message": e.message(),
+                })),
+            },
+            None => runtime::log_error(serde_json::json!({
+                "event": "alarm", "outcome": "no_account", "message": "the object has no stored account id",
+            })),
+        }
+        Response::empty()
+    }
 }
 
 impl AccountTokenObject {
-    async fn handle(&self, call: ObjectCall) -> Result<Response, AppError> {
+    async fn context(&self, account_id: &str) -> Result<AccountCtx, AppError> {
         let settings = runtime::settings(&self.env)?;
-        let account = settings.account(Some(&call.account))?.clone();
-        let core = Core {
-            shared: self.shared.clone(),
+        let account = settings.account(account_id)?.clone();
+        let ctx = AccountCtx {
             state: self.state.clone(),
+            object: self.object.clone(),
             env: self.env.clone(),
             settings,
             account: Rc::new(account),
         };
-        core.load().await?;
+        ctx.load().await?;
+        Ok(ctx)
+    }
+
+    async fn handle(&self, call: ObjectCall) -> Result<Response, AppError> {
+        let ctx = self.context(&call.account).await?;
         let answer = match call.op {
-            Op::Token { trigger } => serde_json::to_value(core.token(&trigger).await?),
-            Op::Ticket { kind, trigger } => {
-                serde_json::to_value(core.ticket(kind, &trigger).await?)
-            }
-            Op::Cron => Ok(core.cron().await),
-            Op::Status => Ok(core.status()),
+            Op::Token { trigger } => serde_json::to_value(ctx.token(&trigger).await?),
+            Op::Ticket { kind, trigger } => serde_json::to_value(ctx.ticket(kind, &trigger).await?),
+            Op::Cron => Ok(ctx.cron().await),
+            Op::Status => Ok(ctx.status()),
+            Op::Accepts { token } => Ok(Value::Bool(ctx.accepts(&token))),
         };
         Ok(respond::json(
             200,

@@ -6,6 +6,7 @@
 //! other than its id.
 
 use crate::error::AppError;
+use crate::fingerprint::issuer_fingerprint;
 use serde_json::{Map, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +69,22 @@ pub struct Account {
     pub appid: String,
     pub secret: String,
     pub api: TokenApi,
+    /// Fingerprint of (appid, kind, api), stamped on every record fetched under it: a record
+    /// stamped otherwise belongs to an older configuration of this id and is never served.
+    pub issuer: String,
+}
+
+impl Account {
+    pub fn new(id: &str, kind: AccountKind, appid: &str, secret: &str, api: TokenApi) -> Self {
+        Self {
+            id: id.to_owned(),
+            kind,
+            appid: appid.to_owned(),
+            secret: secret.to_owned(),
+            api,
+            issuer: issuer_fingerprint(appid, kind.name(), api.name()),
+        }
+    }
 }
 
 impl std::fmt::Debug for Account {
@@ -100,13 +117,13 @@ pub fn parse(
                     "may hold only letters, digits, '_' and '-'".into(),
                 ));
             }
-            accounts.push(Account {
-                id: appid.clone(),
-                kind: AccountKind::OfficialAccount,
-                appid,
-                secret,
-                api: default_api,
-            });
+            accounts.push(Account::new(
+                &appid,
+                AccountKind::OfficialAccount,
+                &appid,
+                &secret,
+                default_api,
+            ));
         }
         (Some(_), None) => {
             return Err(config(
@@ -146,22 +163,49 @@ pub fn parse(
             "and WECHAT_APPID are both unset: configure at least one account".into(),
         ));
     }
+    check_distinct(&accounts)?;
+    Ok(accounts)
+}
+
+/// Ids are unique; no id is another account's appid (`?appid=` must name one account); and no
+/// two accounts fetch tokens for the same appid through the same API, since each would
+/// invalidate the other's token (WeCom apps of one corp share the corpid legitimately).
+fn check_distinct(accounts: &[Account]) -> Result<(), AppError> {
     for (index, account) in accounts.iter().enumerate() {
-        if accounts[..index]
-            .iter()
-            .any(|earlier| earlier.id == account.id)
-        {
-            return Err(config(
-                "WECHAT_ACCOUNTS",
+        for earlier in &accounts[..index] {
+            let problem = if earlier.id == account.id {
                 format!(
                     "names the account id \"{}\" twice (ids default to the appid or corpid; \
                      give each account a distinct \"id\")",
                     account.id
-                ),
-            ));
+                )
+            } else if earlier.appid == account.appid
+                && earlier.api == account.api
+                && account.api != TokenApi::WeCom
+            {
+                format!(
+                    "lists the appid of \"{}\" again as \"{}\" with the same token API: two \
+                     fetchers of one appid invalidate each other's tokens",
+                    earlier.id, account.id
+                )
+            } else if (account.id == earlier.appid || earlier.id == account.appid)
+                && earlier.appid != account.appid
+            {
+                format!(
+                    "uses \"{}\" both as an id and as another account's appid",
+                    if earlier.id == account.appid {
+                        &earlier.id
+                    } else {
+                        &account.id
+                    }
+                )
+            } else {
+                continue;
+            };
+            return Err(config("WECHAT_ACCOUNTS", problem));
         }
     }
-    Ok(accounts)
+    Ok(())
 }
 
 fn parse_entry(position: usize, entry: &Value, default_api: TokenApi) -> Result<Account, AppError> {
@@ -230,13 +274,7 @@ fn parse_entry(position: usize, entry: &Value, default_api: TokenApi) -> Result<
         (_, Some("stable")) => TokenApi::Stable,
         (_, Some(_)) => return Err(fail("has an unknown \"api\" (classic or stable)")),
     };
-    Ok(Account {
-        id: id.to_owned(),
-        kind,
-        appid: appid.to_owned(),
-        secret: secret.to_owned(),
-        api,
-    })
+    Ok(Account::new(id, kind, appid, secret, api))
 }
 
 /// Ids and appids travel in URLs, KV keys and logs: keep them plain.

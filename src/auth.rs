@@ -1,31 +1,79 @@
-//! Client authentication: `Authorization: Bearer <client key>` against `CLIENT_KEYS`, whose
-//! entries are `key` (every account) or `key@acct1+acct2` (only those accounts).
+//! Client authentication: `Authorization: Bearer <client key>` against `CLIENT_KEYS`. Each
+//! entry is a key with optional scopes: `key@acct1+acct2` (only those accounts),
+//! `key:route1+route2` (only those routes), or both, `key@acct1:signature`.
 
 use crate::error::AppError;
+use sha2::{Digest, Sha256};
+use std::rc::Rc;
 
 const MIN_KEY_CHARS: usize = 16;
 
+/// What a key can be limited to besides accounts: the API's groups of routes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `/token`, `/token/refresh` and the WeChat-compatible token endpoints.
+    Token,
+    /// `/ticket` (and compat `getticket`, which the access_token itself authorizes).
+    Ticket,
+    /// `/jssdk/signature`: the one route a key in a browser should have.
+    Signature,
+    Status,
+    /// The API gateway.
+    Gateway,
+}
+
+impl Route {
+    const ALL: [Route; 5] = [
+        Self::Token,
+        Self::Ticket,
+        Self::Signature,
+        Self::Status,
+        Self::Gateway,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Token => "token",
+            Self::Ticket => "ticket",
+            Self::Signature => "signature",
+            Self::Status => "status",
+            Self::Gateway => "gateway",
+        }
+    }
+}
+
 /// The business servers' keys. Never empty: with no key configured, [`ClientKeys::parse`]
-/// refuses to build one, so every token request fails closed.
+/// refuses to build one, so every request fails closed.
 #[derive(Clone)]
 pub struct ClientKeys(Vec<ClientKey>);
 
 #[derive(Clone)]
 struct ClientKey {
-    key: String,
+    /// SHA-256 of the key: compared in constant time, and the key itself is not kept.
+    digest: [u8; 32],
     /// None: every account.
-    accounts: Option<Vec<String>>,
+    accounts: Option<Rc<[String]>>,
+    /// None: every route.
+    routes: Option<Rc<[Route]>>,
 }
 
-/// What an authenticated caller may read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Grant<'a> {
-    accounts: Option<&'a [String]>,
+/// What an authenticated caller may do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    accounts: Option<Rc<[String]>>,
+    routes: Option<Rc<[Route]>>,
 }
 
-impl Grant<'_> {
+impl Grant {
+    /// Limited to some accounts: then an account it may not read and one that does not exist
+    /// get the same answer.
+    pub fn is_scoped(&self) -> bool {
+        self.accounts.is_some()
+    }
+
     pub fn permits(&self, account_id: &str) -> bool {
         self.accounts
+            .as_deref()
             .is_none_or(|ids| ids.iter().any(|id| id == account_id))
     }
 
@@ -36,6 +84,18 @@ impl Grant<'_> {
             Err(AppError::ForbiddenAccount)
         }
     }
+
+    pub fn check_route(&self, route: Route) -> Result<(), AppError> {
+        if self
+            .routes
+            .as_deref()
+            .is_none_or(|routes| routes.contains(&route))
+        {
+            Ok(())
+        } else {
+            Err(AppError::ForbiddenRoute)
+        }
+    }
 }
 
 impl std::fmt::Debug for ClientKeys {
@@ -44,73 +104,125 @@ impl std::fmt::Debug for ClientKeys {
     }
 }
 
+fn config_error(problem: String) -> AppError {
+    AppError::Config {
+        variable: "CLIENT_KEYS",
+        problem,
+    }
+}
+
 impl ClientKeys {
     /// Parses `CLIENT_KEYS`. Errors name the entry's position, never the key.
     pub fn parse(value: Option<&str>) -> Result<Self, AppError> {
-        let fail = |problem: String| AppError::Config {
-            variable: "CLIENT_KEYS",
-            problem,
-        };
         let mut keys = Vec::new();
         let entries = value.unwrap_or_default().split(',').map(str::trim);
         for (index, entry) in entries.filter(|e| !e.is_empty()).enumerate() {
-            let position = index + 1;
-            let (key, accounts) = match entry.split_once('@') {
-                None => (entry, None),
-                Some((key, scope)) => {
-                    let ids: Vec<String> =
-                        scope.split('+').map(|id| id.trim().to_owned()).collect();
-                    if ids.iter().any(String::is_empty) {
-                        return Err(fail(format!(
-                            "entry {position} has an empty account list after '@' (key@acct1+acct2)"
-                        )));
-                    }
-                    (key.trim(), Some(ids))
-                }
-            };
-            if key.chars().count() < MIN_KEY_CHARS {
-                return Err(fail(format!(
-                    "entry {position} is shorter than {MIN_KEY_CHARS} characters"
-                )));
-            }
-            keys.push(ClientKey {
-                key: key.to_owned(),
-                accounts,
-            });
+            keys.push(parse_entry(index + 1, entry)?);
         }
         if keys.is_empty() {
-            return Err(fail(
-                "lists no key, so every token request is refused; set it with `wrangler secret \
-                 put CLIENT_KEYS`"
+            return Err(config_error(
+                "lists no key, so every request is refused; set it with `wrangler secret put \
+                 CLIENT_KEYS`"
                     .into(),
             ));
         }
         Ok(Self(keys))
     }
 
-    /// Accepts the request if its `Authorization` header carries one of the keys. Every key is
-    /// compared in full, so the time taken says nothing about which key came close.
-    pub fn authorize(&self, authorization: Option<&str>) -> Result<Grant<'_>, AppError> {
+    /// A configuration error if a key is scoped to an account id that `exists` does not know
+    /// (a typo would give a key that is refused forever).
+    pub fn check_scopes(&self, exists: impl Fn(&str) -> bool) -> Result<(), AppError> {
+        for (index, key) in self.0.iter().enumerate() {
+            let ids: &[String] = key.accounts.as_deref().unwrap_or_default();
+            if let Some(unknown) = ids.iter().find(|id| !exists(id)) {
+                return Err(config_error(format!(
+                    "entry {} is scoped to the account \"{unknown}\", which is not configured",
+                    index + 1
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Accepts the request if its `Authorization` header carries one of the keys.
+    pub fn authorize(&self, authorization: Option<&str>) -> Result<Grant, AppError> {
         self.authorize_key(authorization.and_then(bearer_token))
     }
 
     /// As [`Self::authorize`], for a key that came some other way (the `secret` an SDK sends).
-    pub fn authorize_key(&self, presented: Option<&str>) -> Result<Grant<'_>, AppError> {
+    /// Every key's digest is compared in full, so the time taken says nothing about which key
+    /// came close, nor how long the keys are.
+    pub fn authorize_key(&self, presented: Option<&str>) -> Result<Grant, AppError> {
         let presented = presented
             .filter(|key| !key.is_empty())
             .ok_or(AppError::Unauthorized)?;
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut matched = None;
         for candidate in &self.0 {
-            if constant_time_eq(candidate.key.as_bytes(), presented.as_bytes()) {
+            if digests_equal(&candidate.digest, &digest) {
                 matched = matched.or(Some(candidate));
             }
         }
         matched
             .map(|key| Grant {
-                accounts: key.accounts.as_deref(),
+                accounts: key.accounts.clone(),
+                routes: key.routes.clone(),
             })
             .ok_or(AppError::Unauthorized)
     }
+}
+
+/// `key`, `key@acct1+acct2`, `key:route1+route2` or `key@acct1+acct2:route1+route2`.
+fn parse_entry(position: usize, entry: &str) -> Result<ClientKey, AppError> {
+    let (rest, routes) = match entry.rsplit_once(':') {
+        Some((rest, routes)) => (rest, Some(routes)),
+        None => (entry, None),
+    };
+    let (key, accounts) = match rest.split_once('@') {
+        Some((key, accounts)) => (key.trim(), Some(accounts)),
+        None => (rest.trim(), None),
+    };
+    let list = |text: &str, what: &str| -> Result<Vec<String>, AppError> {
+        let items: Vec<String> = text.split('+').map(|i| i.trim().to_owned()).collect();
+        if items.iter().any(String::is_empty) {
+            return Err(config_error(format!(
+                "entry {position} has an empty {what} list (key@acct1+acct2:route1+route2)"
+            )));
+        }
+        Ok(items)
+    };
+    let accounts = accounts
+        .map(|a| list(a, "account").map(Rc::from))
+        .transpose()?;
+    let routes = match routes {
+        None => None,
+        Some(text) => {
+            let mut routes = Vec::new();
+            for name in list(text, "route")? {
+                let route = Route::ALL
+                    .into_iter()
+                    .find(|r| r.name() == name)
+                    .ok_or_else(|| {
+                        config_error(format!(
+                            "entry {position} names an unknown route (token, ticket, signature, \
+                             status or gateway)"
+                        ))
+                    })?;
+                routes.push(route);
+            }
+            Some(routes.into())
+        }
+    };
+    if key.chars().count() < MIN_KEY_CHARS {
+        return Err(config_error(format!(
+            "entry {position} is shorter than {MIN_KEY_CHARS} characters"
+        )));
+    }
+    Ok(ClientKey {
+        digest: Sha256::digest(key.as_bytes()).into(),
+        accounts,
+        routes,
+    })
 }
 
 pub fn bearer_token(header: &str) -> Option<&str> {
@@ -119,14 +231,12 @@ pub fn bearer_token(header: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// Equality whose running time depends only on the lengths, not on where the bytes differ.
-fn constant_time_eq(expected: &[u8], presented: &[u8]) -> bool {
-    let mut difference = (expected.len() ^ presented.len()) as u64;
-    for (index, byte) in presented.iter().enumerate() {
-        let other = expected.get(index).copied().unwrap_or(0);
-        difference |= u64::from(other ^ byte);
-    }
-    difference == 0
+/// Equality of two digests without an early exit.
+fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter()
+        .zip(b)
+        .fold(0u8, |difference, (x, y)| difference | (x ^ y))
+        == 0
 }
 
 #[cfg(test)]
@@ -135,29 +245,54 @@ mod tests {
 
     const ALL: &str = "first-key-0123456789";
     const SCOPED: &str = "scoped-key-0123456789";
+    const SIGNER: &str = "signer-key-0123456789";
 
     fn keys() -> ClientKeys {
-        ClientKeys::parse(Some(&format!(" {ALL} , {SCOPED}@shop+hr ,"))).unwrap()
+        ClientKeys::parse(Some(&format!(
+            " {ALL} , {SCOPED}@shop+hr , {SIGNER}@shop:signature+status,"
+        )))
+        .unwrap()
     }
 
     #[test]
     fn accepts_any_configured_key() {
         assert!(keys().authorize(Some(&format!("Bearer {ALL}"))).is_ok());
         assert!(keys().authorize(Some(&format!("bearer {SCOPED}"))).is_ok());
+        assert!(keys().authorize(Some(&format!("Bearer {SIGNER}"))).is_ok());
     }
 
     #[test]
     fn scoped_keys_reach_only_their_accounts() {
         let keys = keys();
         let all = keys.authorize(Some(&format!("Bearer {ALL}"))).unwrap();
-        assert!(all.permits("shop") && all.permits("anything"));
+        assert!(all.permits("shop") && all.permits("anything") && !all.is_scoped());
         let scoped = keys.authorize(Some(&format!("Bearer {SCOPED}"))).unwrap();
-        assert!(scoped.permits("shop") && scoped.permits("hr"));
+        assert!(scoped.permits("shop") && scoped.permits("hr") && scoped.is_scoped());
         assert_eq!(scoped.check("wx-other"), Err(AppError::ForbiddenAccount));
+        assert_eq!(scoped.check_route(Route::Token), Ok(()));
         // The scope is not part of the key.
         assert!(keys
             .authorize(Some(&format!("Bearer {SCOPED}@shop+hr")))
             .is_err());
+    }
+
+    #[test]
+    fn route_scopes() {
+        let keys = keys();
+        let signer = keys.authorize(Some(&format!("Bearer {SIGNER}"))).unwrap();
+        assert_eq!(signer.check_route(Route::Signature), Ok(()));
+        assert_eq!(signer.check_route(Route::Status), Ok(()));
+        for route in [Route::Token, Route::Ticket, Route::Gateway] {
+            assert_eq!(signer.check_route(route), Err(AppError::ForbiddenRoute));
+        }
+        assert!(signer.permits("shop") && !signer.permits("hr"));
+        let unscoped_accounts = ClientKeys::parse(Some(&format!("{ALL}:ticket"))).unwrap();
+        let grant = unscoped_accounts.authorize_key(Some(ALL)).unwrap();
+        assert!(grant.permits("any") && grant.check_route(Route::Ticket).is_ok());
+        assert_eq!(
+            grant.check_route(Route::Token),
+            Err(AppError::ForbiddenRoute)
+        );
     }
 
     #[test]
@@ -171,6 +306,7 @@ mod tests {
             Some(format!("Bearer {}", &ALL[1..])),
             Some(format!("Bearer {ALL}0")),
             Some(ALL.to_owned()),
+            Some(format!("Bearer {SIGNER}:signature")),
         ] {
             assert_eq!(
                 keys().authorize(header.as_deref()),
@@ -199,19 +335,40 @@ mod tests {
         assert!(!short.contains("short-key"));
         assert!(problem(Some(&format!("{ALL}@"))).contains("entry 1 has an empty account list"));
         assert!(problem(Some(&format!("{ALL}@a++b"))).contains("empty account list"));
+        assert!(problem(Some(&format!("{ALL}:"))).contains("entry 1 has an empty route list"));
+        let unknown = problem(Some(&format!("{ALL}@a:tokens")));
+        assert!(
+            unknown.contains("entry 1 names an unknown route"),
+            "{unknown}"
+        );
+        assert!(!unknown.contains(ALL));
     }
 
     #[test]
-    fn constant_time_eq_is_equality() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
-        assert!(!constant_time_eq(b"ab", b"abc"));
-        assert!(!constant_time_eq(b"", b"a"));
+    fn scopes_must_name_configured_accounts() {
+        let keys = keys();
+        assert_eq!(keys.check_scopes(|id| ["shop", "hr"].contains(&id)), Ok(()));
+        match keys.check_scopes(|id| id == "shop") {
+            Err(AppError::Config { problem, .. }) => {
+                assert!(
+                    problem.contains("entry 2") && problem.contains("\"hr\""),
+                    "{problem}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn digests_equal_is_equality() {
+        let digest = |s: &str| -> [u8; 32] { Sha256::digest(s.as_bytes()).into() };
+        assert!(digests_equal(&digest("abc"), &digest("abc")));
+        assert!(!digests_equal(&digest("abc"), &digest("abd")));
+        assert!(!digests_equal(&digest("abc"), &digest("ab")));
     }
 
     #[test]
     fn debug_never_prints_keys() {
-        assert_eq!(format!("{:?}", keys()), "ClientKeys(2 keys)");
+        assert_eq!(format!("{:?}", keys()), "ClientKeys(3 keys)");
     }
 }

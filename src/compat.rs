@@ -1,18 +1,24 @@
 //! WeChat's own token and ticket paths, in WeChat's own JSON, so an unmodified SDK whose API
 //! base points here works. The `secret` an SDK sends is a client key; the access_token it sends
-//! to `getticket` must be one this server issued (current, or replaced under five minutes ago).
+//! to `getticket` must be one this server issued (current, or replaced moments ago and still
+//! accepted by WeChat).
 //!
 //! Answers are always HTTP 200, errors as `{"errcode","errmsg"}`, as WeChat does.
 
+use crate::access;
+use crate::account_object;
+use crate::auth::Route;
+use crate::config::{AccountName, Settings};
 use crate::error::{wechat_shape, AppError};
 use crate::jssdk::{TicketKind, TicketRecord};
 use crate::kv_cache;
+use crate::reader::read;
 use crate::respond;
-use crate::router::{self, param, query, read};
-use crate::runtime::{self, join_all, now_secs};
-use crate::token::{Credential, TokenRecord, Trigger};
+use crate::router::param;
+use crate::runtime::{self, now_secs};
+use crate::token::{Credential, TokenRecord};
 use serde_json::{json, Value};
-use worker::{Context, Env, Request, Response};
+use worker::{Context, Env, Response};
 
 /// A WeChat-shaped failure: `{"errcode","errmsg"}`.
 struct WeChatError(Value);
@@ -27,40 +33,41 @@ fn wechat_error(errcode: i64, errmsg: &str) -> WeChatError {
     WeChatError(json!({ "errcode": errcode, "errmsg": errmsg }))
 }
 
-/// `body`: the POST body, already size- and type-checked (empty for GET).
+fn invalid_token() -> WeChatError {
+    wechat_error(
+        40001,
+        "invalid credential, access_token is invalid or not latest",
+    )
+}
+
+/// `pairs`: the query; `body`: the POST body, already size- and type-checked (empty for GET).
 pub async fn answer(
     path: &str,
-    request: &Request,
+    pairs: &[(String, String)],
     body: &str,
     env: &Env,
     ctx: &Context,
 ) -> Response {
     let outcome = match path {
-        "/cgi-bin/token" => token(request, env, ctx).await,
+        "/cgi-bin/token" => token(pairs, env, ctx).await,
         "/cgi-bin/stable_token" => stable_token(body, env, ctx).await,
-        _ => ticket(request, env, ctx).await,
+        _ => ticket(pairs, env, ctx).await,
     };
     respond::json(200, &outcome.unwrap_or_else(|WeChatError(body)| body))
 }
 
 /// `GET /cgi-bin/token?grant_type=client_credential&appid=<account>&secret=<client key>`
-async fn token(request: &Request, env: &Env, ctx: &Context) -> Result<Value, WeChatError> {
-    let pairs = query(request)?;
-    if param(&pairs, "grant_type") != Some("client_credential") {
+async fn token(pairs: &[(String, String)], env: &Env, ctx: &Context) -> Result<Value, WeChatError> {
+    if param(pairs, "grant_type") != Some("client_credential") {
         return Err(wechat_error(40002, "invalid grant_type"));
     }
-    issue(
-        env,
-        ctx,
-        param(&pairs, "appid"),
-        param(&pairs, "secret"),
-        false,
-    )
-    .await
+    issue(env, ctx, param(pairs, "appid"), param(pairs, "secret")).await
 }
 
-/// `POST /cgi-bin/stable_token` with `{"grant_type","appid","secret","force_refresh"}`;
-/// `force_refresh: true` is a passive refresh of the current token.
+/// `POST /cgi-bin/stable_token` with `{"grant_type","appid","secret","force_refresh"}`.
+/// `force_refresh` is answered like a normal fetch: it names no rejected token, and forcing on
+/// an SDK's word would let any client kill the token every other consumer holds. A client whose
+/// token was rejected reports it with `POST /token/refresh`.
 async fn stable_token(body: &str, env: &Env, ctx: &Context) -> Result<Value, WeChatError> {
     let body: Value =
         serde_json::from_str(body).map_err(|_| wechat_error(47001, "data format error"))?;
@@ -68,11 +75,7 @@ async fn stable_token(body: &str, env: &Env, ctx: &Context) -> Result<Value, WeC
         return Err(wechat_error(40002, "invalid grant_type"));
     }
     let text = |name| body.get(name).and_then(Value::as_str);
-    let force = body
-        .get("force_refresh")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    issue(env, ctx, text("appid"), text("secret"), force).await
+    issue(env, ctx, text("appid"), text("secret")).await
 }
 
 async fn issue(
@@ -80,59 +83,55 @@ async fn issue(
     ctx: &Context,
     appid: Option<&str>,
     key: Option<&str>,
-    force: bool,
 ) -> Result<Value, WeChatError> {
-    let keys = runtime::client_keys(env)?;
-    let grant = keys.authorize_key(key)?;
-    let settings = runtime::settings(env)?;
-    let account = settings.account_for_sdk(appid)?.clone();
-    grant.check(&account.id)?;
-    let record = if force {
-        router::refresh(env, &settings, &account, Trigger::Force).await?
-    } else {
-        read::<TokenRecord>(env, ctx, &settings, &account, ()).await?
-    };
+    let (grant, settings) = access::authenticate(env, key, Route::Token)?;
+    let name = AccountName::AppId(appid.unwrap_or_default());
+    let account = access::account(&grant, &settings, name)?;
+    let record = read::<TokenRecord>(env, ctx, &settings, account, ()).await?;
     Ok(
         json!({ "access_token": record.access_token, "expires_in": record.remaining_secs(now_secs()) }),
     )
 }
 
 /// `GET /cgi-bin/ticket/getticket?access_token=<token this server issued>&type=jsapi|wx_card`
-async fn ticket(request: &Request, env: &Env, ctx: &Context) -> Result<Value, WeChatError> {
-    let pairs = query(request)?;
-    let invalid_token = || {
-        wechat_error(
-            40001,
-            "invalid credential, access_token is invalid or not latest",
-        )
-    };
-    let presented = param(&pairs, "access_token")
+async fn ticket(
+    pairs: &[(String, String)],
+    env: &Env,
+    ctx: &Context,
+) -> Result<Value, WeChatError> {
+    let presented = param(pairs, "access_token")
         .filter(|t| !t.is_empty())
         .ok_or_else(invalid_token)?;
     let settings = runtime::settings(env)?;
-
-    // The token names the account: look for it among the accounts' cached tokens.
-    let now = now_secs();
-    let lookups = settings.accounts.iter().map(|account| {
-        let key = kv_cache::token_key(&account.id);
-        async move { kv_cache::read::<TokenRecord>(env, &key).await }
-    });
-    let cached = join_all(lookups.collect()).await;
-    let account = settings
-        .accounts
-        .iter()
-        .zip(cached)
-        .find(|(_, record)| record.as_ref().is_some_and(|r| r.accepts(presented, now)))
-        .map(|(account, _)| account.clone())
-        .ok_or_else(invalid_token)?;
-
-    let kind = TicketKind::parse(Some(param(&pairs, "type").unwrap_or("jsapi")), account.kind)
+    let account_id = recognize(env, &settings, presented).await?;
+    let account = settings.account(&account_id)?;
+    let kind = TicketKind::parse(Some(param(pairs, "type").unwrap_or("jsapi")), account.kind)
         .map_err(|_| wechat_error(40097, "invalid args: type must be jsapi or wx_card"))?;
-    let record = read::<TicketRecord>(env, ctx, &settings, &account, kind).await?;
+    let record = read::<TicketRecord>(env, ctx, &settings, account, kind).await?;
     Ok(json!({
         "errcode": 0,
         "errmsg": "ok",
         "ticket": record.ticket,
         "expires_in": record.remaining_secs(now_secs()),
     }))
+}
+
+/// The account whose token `presented` is, by the index the objects write to KV (one read,
+/// whatever the number of accounts). With a single account, a token the index does not know
+/// yet is checked with its object.
+async fn recognize(env: &Env, settings: &Settings, presented: &str) -> Result<String, WeChatError> {
+    let now = now_secs();
+    if let Some(entry) = kv_cache::read_index(env, presented).await {
+        let current = settings
+            .account(&entry.account)
+            .is_ok_and(|account| account.issuer == entry.issuer);
+        return match current && now < entry.accepted_until {
+            true => Ok(entry.account),
+            false => Err(invalid_token()),
+        };
+    }
+    match settings.accounts.as_slice() {
+        [only] if account_object::accepts(env, &only.id, presented).await? => Ok(only.id.clone()),
+        _ => Err(invalid_token()),
+    }
 }

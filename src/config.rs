@@ -11,7 +11,11 @@ use crate::token::{ForceLimits, RefreshPolicy};
 pub const DEFAULT_API_BASE: &str = "https://api.weixin.qq.com";
 pub const DEFAULT_WECOM_API_BASE: &str = "https://qyapi.weixin.qq.com";
 const DEFAULT_MARGIN_SECS: u64 = 900;
-const DEFAULT_MIN_INTERVAL_SECS: u64 = 30;
+/// A minute: one caller's loop of explicit refreshes costs at most 1,440 calls a day, and the
+/// explicit budget below caps the total.
+const DEFAULT_MIN_INTERVAL_SECS: u64 = 60;
+/// KV entries are answered at the edge for at most this long (a missed KV update heals by then).
+const DEFAULT_KV_MAX_AGE_SECS: u64 = 600;
 const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 10_000;
 /// WeChat's own limits on stable_token's force_refresh mode.
 const DEFAULT_FORCE_SPACING_SECS: u64 = 30;
@@ -31,6 +35,21 @@ pub struct Settings {
     pub upstream_timeout_ms: u64,
     /// `DAILY_QUOTA`: overrides the per-API default of [`Settings::daily_quota`].
     pub daily_quota_override: Option<u64>,
+    /// `EXPLICIT_REFRESH_DAILY_LIMIT`: overrides [`Settings::explicit_daily_limit`]'s default.
+    pub explicit_limit_override: Option<u64>,
+    /// `KV_MAX_AGE_SECS`: how long an edge reader trusts a KV entry before asking the object.
+    pub kv_max_age_secs: u64,
+}
+
+/// How a request names its account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccountName<'a> {
+    /// None named: the default account.
+    Default,
+    /// `?account=`: an account id.
+    Id(&'a str),
+    /// `?appid=` (and an SDK's `appid`): the account with that appid, or else that id.
+    AppId(&'a str),
 }
 
 impl Settings {
@@ -43,38 +62,45 @@ impl Settings {
         })
     }
 
-    /// The account a request names (`None`: the default one).
-    pub fn account(&self, requested: Option<&str>) -> Result<&Account, AppError> {
-        let id = match requested {
-            Some(id) => id,
-            None => self.default_account.as_deref().ok_or_else(|| {
-                AppError::BadRequest(
-                    "several accounts are configured: name one with ?account=<id>".into(),
-                )
-            })?,
-        };
-        self.accounts
-            .iter()
-            .find(|account| account.id == id)
-            .ok_or(AppError::UnknownAccount)
+    /// Explicit refreshes (`POST /token/refresh` calls that reach WeChat) allowed per account
+    /// and Beijing day: a tenth of the daily quota unless `EXPLICIT_REFRESH_DAILY_LIMIT` says.
+    pub fn explicit_daily_limit(&self, account: &Account) -> u64 {
+        self.explicit_limit_override
+            .unwrap_or(self.daily_quota(account) / 10)
     }
-}
 
-impl Settings {
-    /// The account an SDK names with `appid`: an account id, or else the appid of exactly one
-    /// account.
-    pub fn account_for_sdk(&self, appid: Option<&str>) -> Result<&Account, AppError> {
-        let appid = appid
-            .filter(|a| !a.is_empty())
-            .ok_or(AppError::UnknownAccount)?;
-        if let Some(account) = self.accounts.iter().find(|a| a.id == appid) {
-            return Ok(account);
+    /// The account a request names. `Ok(None)`: no configured account has that name.
+    pub fn find(&self, name: AccountName) -> Result<Option<&Account>, AppError> {
+        let by_id = |id: &str| self.accounts.iter().find(|a| a.id == id);
+        match name {
+            AccountName::Default => {
+                let id = self.default_account.as_deref().ok_or_else(|| {
+                    AppError::BadRequest(
+                        "several accounts are configured: name one with ?account=<id>".into(),
+                    )
+                })?;
+                Ok(by_id(id))
+            }
+            AccountName::Id(id) => Ok(by_id(id)),
+            AccountName::AppId(appid) => {
+                let mut matching = self.accounts.iter().filter(|a| a.appid == appid);
+                match (matching.next(), matching.next()) {
+                    (Some(account), None) => Ok(Some(account)),
+                    (Some(_), Some(_)) => Err(AppError::BadRequest(
+                        "several accounts share that appid (WeCom apps of one corp): name one \
+                         with ?account=<id>"
+                            .into(),
+                    )),
+                    (None, _) => Ok(by_id(appid)),
+                }
+            }
         }
-        let mut matching = self.accounts.iter().filter(|a| a.appid == appid);
-        match (matching.next(), matching.next()) {
-            (Some(account), None) => Ok(account),
-            _ => Err(AppError::UnknownAccount),
-        }
+    }
+
+    /// The account with this id (the Durable Object's own).
+    pub fn account(&self, id: &str) -> Result<&Account, AppError> {
+        self.find(AccountName::Id(id))?
+            .ok_or(AppError::UnknownAccount)
     }
 }
 
@@ -129,10 +155,13 @@ pub fn settings(lookup: &impl Fn(&str) -> Option<String>) -> Result<Settings, Ap
             DEFAULT_UPSTREAM_TIMEOUT_MS,
             100..=60_000,
         )?,
-        daily_quota_override: match present(lookup, "DAILY_QUOTA") {
-            Some(_) => Some(number(lookup, "DAILY_QUOTA", 0, 1..=10_000_000)?),
-            None => None,
-        },
+        daily_quota_override: optional_number(lookup, "DAILY_QUOTA", 1..=10_000_000)?,
+        explicit_limit_override: optional_number(
+            lookup,
+            "EXPLICIT_REFRESH_DAILY_LIMIT",
+            0..=10_000_000,
+        )?,
+        kv_max_age_secs: number(lookup, "KV_MAX_AGE_SECS", DEFAULT_KV_MAX_AGE_SECS, 1..=7200)?,
     })
 }
 
@@ -176,6 +205,17 @@ fn number(
         })
 }
 
+fn optional_number(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Option<u64>, AppError> {
+    match present(lookup, name) {
+        Some(_) => Ok(Some(number(lookup, name, 0, range)?)),
+        None => Ok(None),
+    }
+}
+
 fn origin(
     lookup: &impl Fn(&str) -> Option<String>,
     name: &'static str,
@@ -214,18 +254,18 @@ mod tests {
     fn defaults() {
         let settings = settings(&env(MINIMAL)).unwrap();
         assert_eq!(settings.accounts.len(), 1);
-        assert_eq!(settings.account(None).unwrap().appid, "wx0123");
-        assert_eq!(
-            settings.account(Some("wx0123")).unwrap().api,
-            TokenApi::Classic
-        );
+        let default = settings.find(AccountName::Default).unwrap().unwrap();
+        assert_eq!(default.appid, "wx0123");
+        assert_eq!(settings.account("wx0123").unwrap().api, TokenApi::Classic);
+        assert_eq!(settings.explicit_daily_limit(default), 200);
+        assert_eq!(settings.kv_max_age_secs, 600);
         assert_eq!(settings.api_base, DEFAULT_API_BASE);
         assert_eq!(settings.wecom_api_base, DEFAULT_WECOM_API_BASE);
         assert_eq!(
             settings.refresh,
             RefreshPolicy {
                 margin_secs: 900,
-                min_interval_secs: 30
+                min_interval_secs: 60
             }
         );
         assert_eq!(
@@ -277,23 +317,40 @@ mod tests {
         let accounts = r#"[{"appid":"wxA","secret":"a"},{"id":"corp","kind":"wecom","appid":"ww1","secret":"b"}]"#;
         let several = settings(&env(&[("WECHAT_ACCOUNTS", accounts)])).unwrap();
         assert!(matches!(
-            several.account(None),
+            several.find(AccountName::Default),
             Err(AppError::BadRequest(_))
         ));
-        assert_eq!(several.account(Some("corp")).unwrap().appid, "ww1");
-        assert_eq!(several.account(Some("nope")), Err(AppError::UnknownAccount));
+        assert_eq!(several.account("corp").unwrap().appid, "ww1");
+        assert_eq!(several.account("nope"), Err(AppError::UnknownAccount));
+        // ?appid= names an appid, or else an id; ?account= only ids.
+        let by_appid = several.find(AccountName::AppId("ww1")).unwrap().unwrap();
+        assert_eq!(by_appid.id, "corp");
+        assert_eq!(
+            several.find(AccountName::AppId("corp")).unwrap(),
+            Some(by_appid)
+        );
+        assert_eq!(several.find(AccountName::Id("ww1")).unwrap(), None);
 
         let mut pairs = MINIMAL.to_vec();
         pairs.push(("WECHAT_ACCOUNTS", accounts));
         let with_shorthand = settings(&env(&pairs)).unwrap();
-        assert_eq!(with_shorthand.account(None).unwrap().id, "wx0123");
+        let default = with_shorthand.find(AccountName::Default).unwrap().unwrap();
+        assert_eq!(default.id, "wx0123");
 
         let one = settings(&env(&[(
             "WECHAT_ACCOUNTS",
             r#"[{"appid":"wxA","secret":"a"}]"#,
         )]))
         .unwrap();
-        assert_eq!(one.account(None).unwrap().id, "wxA");
+        assert_eq!(one.find(AccountName::Default).unwrap().unwrap().id, "wxA");
+
+        let shared_corp = r#"[{"id":"a","kind":"wecom","appid":"ww1","secret":"a"},
+            {"id":"b","kind":"wecom","appid":"ww1","secret":"b"}]"#;
+        let corp = settings(&env(&[("WECHAT_ACCOUNTS", shared_corp)])).unwrap();
+        assert!(matches!(
+            corp.find(AccountName::AppId("ww1")),
+            Err(AppError::BadRequest(_))
+        ));
     }
 
     fn error_variable(result: Result<Settings, AppError>) -> &'static str {
@@ -328,6 +385,8 @@ mod tests {
             ("MIN_REFRESH_INTERVAL_SECS", "1.5"),
             ("STABLE_FORCE_DAILY_LIMIT", "lots"),
             ("UPSTREAM_TIMEOUT_MS", "5"),
+            ("KV_MAX_AGE_SECS", "forever"),
+            ("EXPLICIT_REFRESH_DAILY_LIMIT", "many"),
             ("WECHAT_API_BASE", "ftp://example.com"),
             ("WECHAT_API_BASE", "http://?q"),
             ("WECOM_API_BASE", "wecom.example.com"),

@@ -5,7 +5,8 @@
 //! so every failure is logged here.
 
 use crate::account_object;
-use crate::runtime::{self, join_all, log_error, log_event};
+use crate::runtime::{self, log_error, log_event};
+use futures_util::future::join_all;
 use serde_json::{json, Value};
 use worker::{event, Env, ScheduleContext, ScheduledEvent};
 
@@ -23,7 +24,7 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         .accounts
         .iter()
         .map(|account| visit(&env, &account.id));
-    join_all(visits.collect()).await;
+    join_all(visits).await;
 }
 
 async fn visit(env: &Env, account_id: &str) {

@@ -78,6 +78,8 @@ pub enum TooSoonReason {
     ForceDailyLimit,
     /// The account's daily quota is used up (WeChat said 45009, or we counted it).
     QuotaExhausted,
+    /// `EXPLICIT_REFRESH_DAILY_LIMIT` explicit refreshes reached WeChat today.
+    ExplicitDailyLimit,
 }
 
 impl TooSoonReason {
@@ -87,6 +89,7 @@ impl TooSoonReason {
             Self::ForceSpacing => "force_spacing",
             Self::ForceDailyLimit => "force_daily_limit",
             Self::QuotaExhausted => "quota_exhausted",
+            Self::ExplicitDailyLimit => "explicit_daily_limit",
         }
     }
 
@@ -110,6 +113,12 @@ impl TooSoonReason {
                  DAILY_QUOTA calls counted today); refreshes are paused until midnight Beijing \
                  time, in {retry_after_secs} s. The current token is still served while valid."
             ),
+            Self::ExplicitDailyLimit => format!(
+                "Explicit refreshes of this account used today's budget \
+                 (EXPLICIT_REFRESH_DAILY_LIMIT), so that no client can spend the daily quota; \
+                 automatic refreshes go on. The count resets at midnight Beijing time, in \
+                 {retry_after_secs} s."
+            ),
         }
     }
 }
@@ -127,6 +136,8 @@ pub enum AppError {
     Unauthorized,
     /// The client key is limited to other accounts.
     ForbiddenAccount,
+    /// The client key is limited to other routes.
+    ForbiddenRoute,
     NotFound,
     UnknownAccount,
     MethodNotAllowed {
@@ -161,7 +172,7 @@ impl AppError {
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::Unauthorized => 401,
-            Self::ForbiddenAccount => 403,
+            Self::ForbiddenAccount | Self::ForbiddenRoute => 403,
             Self::NotFound | Self::UnknownAccount => 404,
             Self::MethodNotAllowed { .. } => 405,
             Self::RefreshTooSoon { .. } => 429,
@@ -182,6 +193,7 @@ impl AppError {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Unauthorized => "unauthorized",
             Self::ForbiddenAccount => "forbidden_account",
+            Self::ForbiddenRoute => "forbidden_route",
             Self::NotFound => "not_found",
             Self::UnknownAccount => "unknown_account",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
@@ -206,6 +218,7 @@ impl AppError {
                 "Missing or wrong client key: send `Authorization: Bearer <client key>`.".into()
             }
             Self::ForbiddenAccount => "This client key is not allowed to read that account.".into(),
+            Self::ForbiddenRoute => "This client key is not allowed to use this route.".into(),
             Self::NotFound => "No such route.".into(),
             Self::UnknownAccount => "No account with that id is configured.".into(),
             Self::MethodNotAllowed { allow } => format!("Method not allowed here; use {allow}."),
@@ -295,6 +308,7 @@ pub fn wechat_shape(error_body: &Value) -> Value {
         .unwrap_or_default();
     let (errcode, errmsg) = match error_body.get("error").and_then(Value::as_str) {
         Some("unauthorized" | "forbidden_account") => (40125, "invalid appsecret".to_owned()),
+        Some("forbidden_route") => (48001, "api unauthorized".to_owned()),
         Some("unknown_account") => (40013, "invalid appid".to_owned()),
         Some("refresh_too_soon") => (45009, format!("reach max api daily quota limit: {message}")),
         Some("bad_request") => (40097, format!("invalid args: {message}")),

@@ -18,9 +18,29 @@ pub fn config_fingerprint(appid: &str, secret: &str) -> String {
     hex_prefix(&hasher.finalize(), 16)
 }
 
-fn hex_prefix(bytes: &[u8], chars: usize) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()[..chars].to_owned()
+/// Names the configuration that fetches an account's tokens (see `Account::issuer`).
+pub fn issuer_fingerprint(appid: &str, kind: &str, api: &str) -> String {
+    let mut hasher = Sha256::new();
+    for part in [appid, kind, api] {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    hex_prefix(&hasher.finalize(), 16)
 }
+
+/// The KV index key of an issued token, so that a token alone names its account (32 hex
+/// characters of its SHA-256: one-way, and no collision in practice).
+pub fn token_index_id(token: &str) -> String {
+    hex_prefix(&Sha256::digest(token.as_bytes()), 32)
+}
+
+fn hex_prefix(bytes: &[u8], chars: usize) -> String {
+    let mut hex = format!("{:x}", Sha256Output::from_slice(bytes));
+    hex.truncate(chars);
+    hex
+}
+
+type Sha256Output = sha2::digest::Output<Sha256>;
 
 #[cfg(test)]
 mod tests {
@@ -39,5 +59,10 @@ mod tests {
             config_fingerprint("wx1", "a")
         );
         assert_eq!(config_fingerprint("wx1", "a").len(), 16);
+        assert_ne!(
+            issuer_fingerprint("wx1", "official_account", "classic"),
+            issuer_fingerprint("wx1", "official_account", "stable")
+        );
+        assert_eq!(token_index_id("abc"), "ba7816bf8f01cfea414140de5dae2223");
     }
 }

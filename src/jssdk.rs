@@ -32,12 +32,17 @@ impl TicketKind {
             Some("wx_card") => Self::WxCard,
             _ => return Err(AppError::BadRequest("type must be jsapi or wx_card".into())),
         };
-        if ticket == Self::WxCard && kind == AccountKind::WeCom {
-            return Err(AppError::BadRequest(
+        match kind {
+            AccountKind::WeCom if ticket == Self::WxCard => Err(AppError::BadRequest(
                 "WeCom accounts have no wx_card ticket".into(),
-            ));
+            )),
+            AccountKind::MiniProgram => Err(AppError::BadRequest(
+                "mini programs have no JS-SDK tickets (jsapi and wx_card are for web pages in \
+                 WeChat, through an official account)"
+                    .into(),
+            )),
+            _ => Ok(ticket),
         }
-        Ok(ticket)
     }
 }
 
@@ -47,6 +52,9 @@ pub struct TicketRecord {
     pub ticket: String,
     pub expires_at: u64,
     pub refreshed_at: u64,
+    /// `Account::config_fingerprint` of the configuration that fetched it.
+    #[serde(default)]
+    pub issued_for: String,
 }
 
 impl Credential for TicketRecord {
@@ -56,14 +64,18 @@ impl Credential for TicketRecord {
     fn expires_at(&self) -> u64 {
         self.expires_at
     }
+    fn issued_for(&self) -> &str {
+        &self.issued_for
+    }
 }
 
 impl TicketRecord {
-    pub fn issued(ticket: String, expires_in: u64, requested_at: u64) -> Self {
+    pub fn issued(ticket: String, expires_in: u64, requested_at: u64, issued_for: &str) -> Self {
         Self {
             ticket,
             expires_at: requested_at + expires_in,
             refreshed_at: requested_at,
+            issued_for: issued_for.to_owned(),
         }
     }
 
@@ -180,11 +192,14 @@ mod tests {
         assert!(TicketKind::parse(Some("wx_card"), AccountKind::WeCom).is_err());
         assert!(TicketKind::parse(Some("card"), AccountKind::OfficialAccount).is_err());
         assert!(TicketKind::parse(None, AccountKind::OfficialAccount).is_err());
+        for kind in ["jsapi", "wx_card"] {
+            assert!(TicketKind::parse(Some(kind), AccountKind::MiniProgram).is_err());
+        }
     }
 
     #[test]
     fn answers() {
-        let record = TicketRecord::issued("T".into(), 7200, 1000);
+        let record = TicketRecord::issued("T".into(), 7200, 1000, "cfg");
         let answer = record.answer(TicketKind::WxCard, "main", 1200);
         assert_eq!(
             answer,

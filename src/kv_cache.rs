@@ -1,12 +1,21 @@
-//! The edge cache: each account's token (and tickets) in Workers KV, read on every request.
-//! The Durable Object is the source of truth and the only writer.
+//! The edge cache in Workers KV: each account's token and tickets, and an index from an issued
+//! token to its account (for the WeChat-compatible `getticket`). The Durable Object is the
+//! source of truth and the only writer.
+//!
+//! Every entry carries `fresh_until`, at most `KV_MAX_AGE_SECS` ahead: past it readers ask the
+//! object, which writes the entry again. So a KV write that was lost (an error, the one write
+//! per second per key limit, the Free plan's daily cap) stops mattering within minutes,
+//! whatever the record's own expiry.
 
+use crate::faults;
+use crate::fingerprint::token_index_id;
 use crate::jssdk::TicketKind;
 use crate::runtime::KV_BINDING;
-use serde::{de::DeserializeOwned, Serialize};
+use crate::token::Credential;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use worker::Env;
 
-/// KV refuses expirations less than 60 s ahead; a record that close to its end is not cached.
+/// KV refuses expirations less than 60 s ahead.
 const KV_MIN_TTL_SECS: u64 = 60;
 
 pub fn token_key(account_id: &str) -> String {
@@ -17,30 +26,82 @@ pub fn ticket_key(account_id: &str, kind: TicketKind) -> String {
     format!("ticket:{account_id}:{}", kind.name())
 }
 
-/// The cached record, or None on a miss or any KV trouble (the Durable Object then answers).
-pub async fn read<T: DeserializeOwned>(env: &Env, key: &str) -> Option<T> {
-    let store = env.kv(KV_BINDING).ok()?;
-    store.get(key).json::<T>().await.ok().flatten()
+fn index_key(token: &str) -> String {
+    format!("tokenidx:{}", token_index_id(token))
 }
 
-/// Caches `record` until `expires_at`. KV's own expiration is only a clean-up: readers still
-/// check the record's expiry, since KV may serve a value up to a minute past its expiration.
-pub async fn write<T: Serialize>(
+#[derive(Serialize, Deserialize)]
+struct Entry<R> {
+    record: R,
+    fresh_until: u64,
+}
+
+/// What the index says of an issued token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexEntry {
+    pub account: String,
+    /// The configuration it was issued under (`Account::issuer`).
+    pub issuer: String,
+    /// WeChat accepts it until then: its expiry, or the end of its grace once replaced.
+    pub accepted_until: u64,
+}
+
+/// The cached record if it may be served now: within its entry's freshness, valid, and issued
+/// under the account's current configuration. None on a miss or any KV trouble (the Durable
+/// Object then answers).
+pub async fn read<R: Credential + DeserializeOwned>(
     env: &Env,
     key: &str,
-    record: &T,
-    expires_at: u64,
+    issuer: &str,
+    now: u64,
+) -> Option<R> {
+    let store = env.kv(KV_BINDING).ok()?;
+    let entry: Entry<R> = store.get(key).json().await.ok().flatten()?;
+    (now < entry.fresh_until && entry.record.is_valid(now) && entry.record.issued_for() == issuer)
+        .then_some(entry.record)
+}
+
+/// Caches `record`, to be answered until `fresh_until`. KV's own expiration is only a
+/// clean-up: readers check `fresh_until` and the record's expiry.
+pub async fn write<R: Serialize>(
+    env: &Env,
+    key: &str,
+    record: &R,
+    fresh_until: u64,
     now: u64,
 ) -> worker::Result<()> {
-    let store = env.kv(KV_BINDING)?;
-    if expires_at < now + KV_MIN_TTL_SECS {
-        // Too short-lived to cache, but the entry it replaces must not be served any more.
-        store.delete(key).await?;
-        return Ok(());
-    }
-    store
-        .put(key, serde_json::to_string(record)?)?
-        .expiration(expires_at)
+    let entry = Entry {
+        record,
+        fresh_until,
+    };
+    put(env, key, &entry, fresh_until, now).await
+}
+
+pub async fn read_index(env: &Env, token: &str) -> Option<IndexEntry> {
+    let store = env.kv(KV_BINDING).ok()?;
+    store.get(&index_key(token)).json().await.ok().flatten()
+}
+
+pub async fn write_index(
+    env: &Env,
+    token: &str,
+    entry: &IndexEntry,
+    now: u64,
+) -> worker::Result<()> {
+    put(env, &index_key(token), entry, entry.accepted_until, now).await
+}
+
+async fn put<T: Serialize>(
+    env: &Env,
+    key: &str,
+    value: &T,
+    until: u64,
+    now: u64,
+) -> worker::Result<()> {
+    faults::kv_write(env, key)?;
+    env.kv(KV_BINDING)?
+        .put(key, serde_json::to_string(value)?)?
+        .expiration(until.max(now + KV_MIN_TTL_SECS))
         .execute()
         .await?;
     Ok(())

@@ -19,11 +19,15 @@ pub mod status;
 pub mod token;
 pub mod wechat;
 
+mod access;
 mod account_object;
+mod body;
 mod compat;
 mod cron;
+mod faults;
 mod kv_cache;
 mod memo;
+mod reader;
 mod refresher;
 mod respond;
 mod router;

@@ -3,10 +3,11 @@
 //! budget), and record the outcome in the object's storage (the truth) and in KV (the edge
 //! cache), with the counts and errors `/status` shows.
 //!
-//! [`Core`] is cheap to clone so that background refreshes can outlive the request that
+//! [`AccountCtx`] is cheap to clone so that background refreshes can outlive the request that
 //! started them.
 
 mod calls;
+mod kv_sync;
 mod state;
 
 use crate::accounts::{Account, TokenApi};
@@ -14,18 +15,23 @@ use crate::config::Settings;
 use crate::error::AppError;
 use crate::fingerprint::config_fingerprint;
 use crate::jssdk::{TicketKind, TicketRecord};
-use crate::quota::quota_pause;
+use crate::quota::{next_beijing_midnight, quota_pause};
 use crate::runtime::{self, now_secs};
 use crate::status::{self, ErrorRecord};
-use crate::token::{decide, AttemptRecord, Credential, Decision, Observed, TokenRecord, Trigger};
+use crate::token::{
+    decide, AttemptRecord, Credential, Decision, ExplicitBudget, Observed, TokenRecord, Trigger,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::rc::Rc;
 use worker::durable::State;
 use worker::Env;
 
-pub use state::Shared;
-use state::Which;
+pub use state::AccountState;
+use state::CredentialKind;
+
+/// The cron leaves a ticket alone once nobody has read it for this long.
+const TICKET_IDLE_SECS: u64 = 86_400;
 
 /// What a request for a credential got.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,38 +54,55 @@ impl<R> Acquired<R> {
     }
 }
 
+/// One account's object at work: its memory and storage, the worker's env and the account's
+/// configuration.
 #[derive(Clone)]
-pub struct Core {
-    pub shared: Rc<Shared>,
-    pub state: Rc<State>,
+pub struct AccountCtx {
+    pub state: Rc<AccountState>,
+    pub object: Rc<State>,
     pub env: Env,
     pub settings: Rc<Settings>,
     pub account: Rc<Account>,
 }
 
-impl Core {
+impl AccountCtx {
     pub async fn token(&self, trigger: &Trigger) -> Result<Acquired<TokenRecord>, AppError> {
-        let slot = &self.shared.token;
+        let slot = &self.state.token;
         // A passive refresh that joined a call already under way can get back the very token
         // it reported (stable_token hands out the current token unless forced): decide again.
         for round in 1..=2 {
             let now = now_secs();
-            let record = slot.record.borrow().clone();
-            let last_attempt = slot.last_attempt.borrow().clone();
-            let forced = self.shared.forced.borrow().clone();
+            self.note_read(CredentialKind::Token, trigger, now);
+            let (record, last_attempt) = {
+                let state = slot.state.borrow();
+                (state.record.clone(), state.last_attempt.clone())
+            };
+            let ledger = self.state.ledger.borrow().clone();
             let stable = self.account.api == TokenApi::Stable;
             let observed = Observed {
                 record: record.as_ref(),
                 last_attempt: last_attempt.as_ref(),
                 in_flight: slot.flight.in_flight(),
-                forced: stable.then_some((&forced, self.settings.stable_force)),
-                paused_until: self.paused_until(Which::Token, now),
+                forced: stable.then_some((&ledger.forced, self.settings.stable_force)),
+                paused_until: self.paused_until(CredentialKind::Token, now),
                 automatic_blocked: self.automatic_blocked(),
+                explicit: Some(ExplicitBudget {
+                    used_today: ledger.explicit.today(now),
+                    daily_limit: self.settings.explicit_daily_limit(&self.account),
+                    resets_at: next_beijing_midnight(now),
+                }),
             };
             let decision = decide(trigger, &observed, now, self.settings.refresh);
-            self.log_decision(Which::Token, trigger, &decision, record.as_ref());
+            self.log_decision(CredentialKind::Token, trigger, &decision, record.as_ref());
             if let Decision::Refresh { force } = decision {
-                let fresh = self.refresh_token(trigger.name(), force).await?;
+                let explicit = matches!(trigger, Trigger::Passive { .. });
+                if explicit && !observed.in_flight {
+                    // Counted when it starts a call; joining one under way is free.
+                    self.state.ledger.borrow_mut().explicit.add(now, 1);
+                }
+                let fresh = self.refresh_token(trigger.name(), force).await;
+                self.sync_kv(CredentialKind::Token).await;
+                let fresh = fresh?;
                 let got_back_the_stale_token = matches!(
                     trigger,
                     Trigger::Passive { stale_token: Some(stale) } if *stale == fresh.access_token
@@ -89,7 +112,13 @@ impl Core {
                 }
                 continue;
             }
-            return self.settle(Which::Token, trigger, decision, record, last_attempt);
+            return self.settle(
+                CredentialKind::Token,
+                trigger,
+                decision,
+                record,
+                last_attempt,
+            );
         }
         Err(runtime::internal("policy", "no decision after two rounds"))
     }
@@ -99,11 +128,14 @@ impl Core {
         kind: TicketKind,
         trigger: &Trigger,
     ) -> Result<Acquired<TicketRecord>, AppError> {
-        let which = Which::Ticket(kind);
-        let slot = self.shared.ticket(kind);
+        let which = CredentialKind::Ticket(kind);
+        let slot = self.state.ticket(kind);
         let now = now_secs();
-        let record = slot.record.borrow().clone();
-        let last_attempt = slot.last_attempt.borrow().clone();
+        self.note_read(which, trigger, now);
+        let (record, last_attempt) = {
+            let state = slot.state.borrow();
+            (state.record.clone(), state.last_attempt.clone())
+        };
         let observed = Observed {
             record: record.as_ref(),
             last_attempt: last_attempt.as_ref(),
@@ -111,68 +143,135 @@ impl Core {
             forced: None,
             paused_until: self.paused_until(which, now),
             automatic_blocked: false,
+            explicit: None,
         };
         let decision = decide(trigger, &observed, now, self.settings.refresh);
         self.log_decision(which, trigger, &decision, record.as_ref());
         if let Decision::Refresh { .. } = decision {
-            return Ok(Acquired::Refreshed(
-                self.refresh_ticket(kind, trigger.name()).await?,
-            ));
+            let fresh = self.refresh_ticket(kind, trigger.name()).await;
+            self.sync_kv(which).await;
+            return Ok(Acquired::Refreshed(fresh?));
         }
         self.settle(which, trigger, decision, record, last_attempt)
     }
 
-    /// The cron visit: the token, then every ticket the account has used.
+    /// The cron visit: the token, then every ticket someone read in the last day.
     pub async fn cron(&self) -> Value {
         let mut tickets = Map::new();
         let token = outcome_summary(self.token(&Trigger::Cron).await);
+        let now = now_secs();
         for kind in TicketKind::ALL {
-            if self.shared.ticket(kind).record.borrow().is_some() {
-                let outcome = outcome_summary(self.ticket(kind, &Trigger::Cron).await);
-                tickets.insert(kind.name().into(), outcome);
+            let state = self.state.ticket(kind).state.borrow().clone();
+            if state.record.is_none() {
+                continue;
             }
+            let outcome = if now < state.last_read_at + TICKET_IDLE_SECS {
+                outcome_summary(self.ticket(kind, &Trigger::Cron).await)
+            } else {
+                json!({ "status": 200, "outcome": "idle" })
+            };
+            tickets.insert(kind.name().into(), outcome);
         }
         json!({ "token": token, "tickets": tickets })
+    }
+
+    /// The alarm: KV writes to retry, and a token to refresh after an interrupted call.
+    /// Returns whether anything is left for another run.
+    pub async fn alarm(&self) -> bool {
+        for which in CredentialKind::ALL {
+            if self.state.kv_pending(which) {
+                self.slot_kv(which).dirty.set(true);
+            }
+            self.sync_kv(which).await;
+        }
+        let token = outcome_summary(self.token(&Trigger::Alarm).await);
+        let pending = CredentialKind::ALL
+            .iter()
+            .any(|which| self.state.kv_pending(*which));
+        runtime::log_event(json!({
+            "event": "alarm",
+            "account": self.account.id,
+            "token": token,
+            "kv_pending": pending,
+        }));
+        pending
+    }
+
+    /// Whether `token` is the account's current token, or one WeChat still accepts after it
+    /// was replaced.
+    pub fn accepts(&self, token: &str) -> bool {
+        self.state
+            .token
+            .record()
+            .is_some_and(|record| record.accepts(token, now_secs()))
     }
 
     /// The account's entry in `/status`.
     pub fn status(&self) -> Value {
         let now = now_secs();
-        let shared = &self.shared;
-        let token = shared
+        let state = &self.state;
+        let token = state
             .token
-            .record
-            .borrow()
-            .as_ref()
-            .map(|r| status::credential_json(r, r.refreshed_at, now));
+            .record()
+            .map(|r| status::credential_json(&r, r.refreshed_at, now));
         let mut tickets = Map::new();
         for kind in TicketKind::ALL {
-            if let Some(record) = shared.ticket(kind).record.borrow().as_ref() {
-                let mut entry = status::credential_json(record, record.refreshed_at, now);
-                entry["upstream_calls_today"] = json!(self.calls_today(Which::Ticket(kind), now));
+            if let Some(record) = state.ticket(kind).record() {
+                let mut entry = status::credential_json(&record, record.refreshed_at, now);
+                entry["upstream_calls_today"] =
+                    json!(self.calls_today(CredentialKind::Ticket(kind), now));
                 tickets.insert(kind.name().into(), entry);
             }
         }
+        let ledger = state.ledger.borrow();
         json!({
             "account": self.account.id,
             "kind": self.account.kind.name(),
             "api": self.account.api.name(),
             "token": token,
             "tickets": tickets,
-            "last_error": shared.last_error.borrow().as_ref().map(ErrorRecord::to_json),
-            "upstream_calls_today": self.calls_today(Which::Token, now),
-            "forced_refreshes_today": shared.forced.borrow().count_today(now),
+            "last_error": ledger.last_error.as_ref().map(ErrorRecord::to_json),
+            "upstream_calls_today": self.calls_today(CredentialKind::Token, now),
+            "forced_refreshes_today": ledger.forced.count_today(now),
+            "explicit_refreshes_today": ledger.explicit.today(now),
+            "explicit_daily_limit": self.settings.explicit_daily_limit(&self.account),
             "daily_quota": self.settings.daily_quota(&self.account),
-            "auto_refresh": status::auto_refresh(self.paused_until(Which::Token, now), self.automatic_blocked(), now),
+            "auto_refresh": status::auto_refresh(self.paused_until(CredentialKind::Token, now), self.automatic_blocked(), now),
         })
     }
 
-    fn calls_today(&self, which: Which, now: u64) -> u64 {
-        self.shared.usage(which).borrow().calls.today(now)
+    /// Readers reach the object when their KV entry is missing or stale: note the read (the
+    /// cron refreshes only tickets in use), and write the entry again if ours is no longer
+    /// fresh.
+    fn note_read(&self, which: CredentialKind, trigger: &Trigger, now: u64) {
+        if !matches!(trigger, Trigger::Read | Trigger::Background) {
+            return;
+        }
+        match which {
+            CredentialKind::Token => self.state.token.state.borrow_mut().last_read_at = now,
+            CredentialKind::Ticket(kind) => {
+                self.state.ticket(kind).state.borrow_mut().last_read_at = now
+            }
+        }
+        let kv = &self.slot_kv(which);
+        if kv.fresh_until.get() <= now {
+            kv.dirty.set(true);
+        }
     }
 
-    fn paused_until(&self, which: Which, now: u64) -> Option<u64> {
-        let usage = self.shared.usage(which).borrow();
+    fn slot_kv(&self, which: CredentialKind) -> &state::KvSync {
+        match which {
+            CredentialKind::Token => &self.state.token.kv,
+            CredentialKind::Ticket(kind) => &self.state.ticket(kind).kv,
+        }
+    }
+
+    fn calls_today(&self, which: CredentialKind, now: u64) -> u64 {
+        self.state.usage(which).calls.today(now)
+    }
+
+    fn paused_until(&self, which: CredentialKind, now: u64) -> Option<u64> {
+        let usage = self.state.usage(which);
         let quota = self.settings.daily_quota(&self.account);
         quota_pause(usage.quota_error_at, usage.calls.today(now), quota, now)
     }
@@ -180,13 +279,13 @@ impl Core {
     /// WeChat refused this very configuration's credentials: no automatic retries.
     fn automatic_blocked(&self) -> bool {
         let current = config_fingerprint(&self.account.appid, &self.account.secret);
-        self.shared.blocked_config.borrow().as_deref() == Some(current.as_str())
+        self.state.ledger.borrow().blocked_config.as_deref() == Some(current.as_str())
     }
 
     /// Every decision but a refresh in the foreground.
     fn settle<R>(
         &self,
-        which: Which,
+        which: CredentialKind,
         trigger: &Trigger,
         decision: Decision,
         record: Option<R>,
@@ -203,21 +302,22 @@ impl Core {
         match decision {
             Decision::Serve => {
                 let current = current()?;
-                if *trigger == Trigger::Read {
-                    self.recache(which, &current);
-                }
+                self.spawn_kv_sync(which);
                 Ok(Acquired::Served(current))
             }
             Decision::ServeAndRefresh => {
                 let current = current()?;
                 // The outcome is logged and stored by the refresh itself.
-                let core = self.clone();
+                let ctx = self.clone();
                 let name = trigger.name();
-                self.state.wait_until(async move {
+                self.object.wait_until(async move {
                     let _ = match which {
-                        Which::Token => core.refresh_token(name, false).await.map(drop),
-                        Which::Ticket(kind) => core.refresh_ticket(kind, name).await.map(drop),
+                        CredentialKind::Token => ctx.refresh_token(name, false).await.map(drop),
+                        CredentialKind::Ticket(kind) => {
+                            ctx.refresh_ticket(kind, name).await.map(drop)
+                        }
                     };
+                    ctx.sync_kv(which).await;
                 });
                 Ok(Acquired::Served(current))
             }
@@ -238,7 +338,7 @@ impl Core {
     }
 }
 
-/// A cron outcome for the log: never the credential itself.
+/// A cron or alarm outcome for the log: never the credential itself.
 fn outcome_summary<R>(outcome: Result<Acquired<R>, AppError>) -> Value {
     match outcome {
         Ok(Acquired::Refreshed(_)) => json!({ "status": 200, "outcome": "refreshed" }),

@@ -6,10 +6,7 @@ use crate::config::{self, Settings};
 use crate::error::AppError;
 use crate::memo;
 use serde_json::Value;
-use std::future::{poll_fn, Future};
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::Poll;
 
 use worker::{console_error, console_log, Date, Env};
 
@@ -60,28 +57,6 @@ pub fn log_error(fields: Value) {
 
 pub fn internal(what: &str, error: impl std::fmt::Display) -> AppError {
     AppError::Internal(format!("{what}: {error}"))
-}
-
-/// Runs the futures concurrently; their outputs in the same order.
-pub async fn join_all<T, F: Future<Output = T>>(futures: Vec<F>) -> Vec<T> {
-    let mut running: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<T>> = running.iter().map(|_| None).collect();
-    poll_fn(|cx| {
-        for (future, output) in running.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                if let Poll::Ready(value) = future.as_mut().poll(cx) {
-                    *output = Some(value);
-                }
-            }
-        }
-        if outputs.iter().all(Option::is_some) {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
 }
 
 #[wasm_bindgen::prelude::wasm_bindgen]

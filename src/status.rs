@@ -55,7 +55,7 @@ mod tests {
 
     #[test]
     fn shapes() {
-        let token = TokenRecord::issued("abc".into(), 7200, 1000);
+        let token = TokenRecord::issued("abc".into(), 7200, 1000, "cfg");
         let json = credential_json(&token, 1000, 1200);
         assert_eq!(
             json,

@@ -8,8 +8,13 @@ pub use crate::quota::{ForceLimits, ForceLog};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-/// WeChat keeps a replaced access_token working this long after the new one is issued.
+/// WeChat keeps a replaced access_token working this long after the new one is issued
+/// (classic and WeCom; a forced stable_token call kills the previous token at once).
 pub const REPLACED_TOKEN_GRACE_SECS: u64 = 300;
+
+/// stable_token's normal mode hands out the current token again until this close to its
+/// expiry, then issues the next one.
+pub const STABLE_ROTATES_WITHIN_SECS: u64 = 300;
 
 /// Something WeChat issues for a limited time: an access_token or a ticket.
 pub trait Credential: Clone {
@@ -25,9 +30,19 @@ pub trait Credential: Clone {
         self.expires_at().saturating_sub(now)
     }
 
+    /// The account configuration (appid, kind, token API) it was issued under: a record
+    /// issued under another is never served.
+    fn issued_for(&self) -> &str;
+
+    /// Not worth refreshing before this, although inside the margin (stable_token answers
+    /// with the same token until it rotates it).
+    fn hold_until(&self) -> Option<u64> {
+        None
+    }
+
     /// Inside the margin: still valid, but due for a refresh.
     fn is_due(&self, now: u64, margin_secs: u64) -> bool {
-        self.remaining_secs(now) <= margin_secs
+        self.remaining_secs(now) <= margin_secs && self.hold_until().is_none_or(|t| now >= t)
     }
 }
 
@@ -37,7 +52,14 @@ pub struct TokenRecord {
     pub access_token: String,
     pub expires_at: u64,
     pub refreshed_at: u64,
-    /// The token this one replaced, still accepted by WeChat for a few minutes.
+    /// `Account::config_fingerprint` of the configuration that fetched it.
+    #[serde(default)]
+    pub issued_for: String,
+    /// stable_token gave this token back unchanged: no automatic refresh before WeChat will
+    /// rotate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_until: Option<u64>,
+    /// The token this one replaced, and until when WeChat still accepts it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<ReplacedToken>,
 }
@@ -45,7 +67,7 @@ pub struct TokenRecord {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplacedToken {
     pub access_token: String,
-    pub replaced_at: u64,
+    pub accepted_until: u64,
 }
 
 impl Credential for TokenRecord {
@@ -55,41 +77,86 @@ impl Credential for TokenRecord {
     fn expires_at(&self) -> u64 {
         self.expires_at
     }
+    fn issued_for(&self) -> &str {
+        &self.issued_for
+    }
+    fn hold_until(&self) -> Option<u64> {
+        self.hold_until
+    }
+}
+
+/// How a new token came about, for [`TokenRecord::replacing`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Issuance {
+    /// classic `token` or WeCom `gettoken`: the previous token lives on for five minutes.
+    Rotating,
+    /// stable_token's normal mode: the same token until it is close to its expiry.
+    StableNormal,
+    /// stable_token with `force_refresh`: the previous token dies at once.
+    StableForced,
 }
 
 impl TokenRecord {
     /// `requested_at` is when the upstream request was sent, so the expiry errs on the early side.
-    pub fn issued(access_token: String, expires_in: u64, requested_at: u64) -> Self {
+    pub fn issued(
+        access_token: String,
+        expires_in: u64,
+        requested_at: u64,
+        issued_for: &str,
+    ) -> Self {
         Self {
             access_token,
             expires_at: requested_at + expires_in,
             refreshed_at: requested_at,
+            issued_for: issued_for.to_owned(),
+            hold_until: None,
             previous: None,
         }
     }
 
-    /// This record, noting `before` as the token it replaced when the token changed (stable_token
-    /// may hand out the same token again, with a new expiry).
-    pub fn replacing(mut self, before: Option<&TokenRecord>, now: u64) -> Self {
-        if let Some(before) = before {
-            self.previous = if before.access_token == self.access_token {
-                before.previous.clone()
-            } else {
-                Some(ReplacedToken {
-                    access_token: before.access_token.clone(),
-                    replaced_at: now,
-                })
+    /// This record as the successor of `before`. A changed token notes the one it replaced,
+    /// accepted by WeChat for five minutes at most (never past its own expiry, and not at all
+    /// after a forced stable_token call). The same token handed back by stable_token's normal
+    /// mode is held until WeChat will rotate it.
+    pub fn replacing(mut self, before: Option<&TokenRecord>, how: Issuance, now: u64) -> Self {
+        let Some(before) = before.filter(|b| b.issued_for == self.issued_for) else {
+            return self;
+        };
+        if before.access_token == self.access_token {
+            self.previous = before.previous.clone();
+            if how == Issuance::StableNormal {
+                let rotates_at = self.expires_at.saturating_sub(STABLE_ROTATES_WITHIN_SECS);
+                self.hold_until = (rotates_at > now).then_some(rotates_at);
+            }
+        } else {
+            let grace = match how {
+                Issuance::StableForced => 0,
+                Issuance::Rotating | Issuance::StableNormal => REPLACED_TOKEN_GRACE_SECS,
             };
+            self.previous = Some(ReplacedToken {
+                access_token: before.access_token.clone(),
+                accepted_until: before.expires_at.min(now + grace),
+            });
         }
+        self
+    }
+
+    /// A call for a new token was sent at `sent_at` and its answer was lost (a timeout, a
+    /// broken answer, an object evicted mid-call): WeChat may have issued a new token, and then
+    /// this one dies five minutes after the call. Stop serving it by then, and refresh it now.
+    pub fn possibly_replaced(mut self, sent_at: u64) -> Self {
+        self.expires_at = self.expires_at.min(sent_at + REPLACED_TOKEN_GRACE_SECS);
+        self.hold_until = None;
         self
     }
 
     /// Whether `token` is this account's current token, or the one it replaced moments ago.
     pub fn accepts(&self, token: &str, now: u64) -> bool {
         let current = self.is_valid(now) && self.access_token == token;
-        let replaced = self.previous.as_ref().is_some_and(|p| {
-            p.access_token == token && now < p.replaced_at + REPLACED_TOKEN_GRACE_SECS
-        });
+        let replaced = self
+            .previous
+            .as_ref()
+            .is_some_and(|p| p.access_token == token && now < p.accepted_until);
         current || replaced
     }
 
@@ -153,11 +220,11 @@ pub enum Trigger {
     Background,
     /// The cron trigger.
     Cron,
-    /// `POST /token/refresh`: WeChat rejected `stale_token`, or (None) the caller forces one.
+    /// `POST /token/refresh`: WeChat rejected `stale_token`, or (None) the caller asks for a
+    /// new token (on stable_token accounts: whatever the normal mode answers).
     Passive { stale_token: Option<String> },
-    /// An SDK asked for a new token (stable_token's `force_refresh`): as a passive refresh
-    /// naming the current token.
-    Force,
+    /// The account's alarm: a refresh cut off by eviction, or a KV write to retry.
+    Alarm,
 }
 
 impl Trigger {
@@ -166,7 +233,8 @@ impl Trigger {
             Self::Read => "read",
             Self::Background => "background",
             Self::Cron => "cron",
-            Self::Passive { .. } | Self::Force => "passive",
+            Self::Alarm => "alarm",
+            Self::Passive { .. } => "passive",
         }
     }
 }
@@ -206,6 +274,17 @@ pub struct Observed<'a, R> {
     /// The last call failed on the credentials themselves (bad appid or secret, frozen secret)
     /// and the configuration has not changed since: no automatic retries.
     pub automatic_blocked: bool,
+    /// For tokens: explicit refreshes (`POST /token/refresh` that reaches WeChat) started
+    /// today, and the daily budget for them.
+    pub explicit: Option<ExplicitBudget>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExplicitBudget {
+    pub used_today: u64,
+    pub daily_limit: u64,
+    /// When the budget resets (the next Beijing midnight).
+    pub resets_at: u64,
 }
 
 /// The whole refresh policy.
@@ -240,19 +319,20 @@ pub fn decide<R: Credential>(
                 None => refresh,
             },
         },
-        Trigger::Background | Trigger::Cron => {
+        Trigger::Background | Trigger::Cron | Trigger::Alarm => {
             if due && !in_flight && automatic_allowed {
                 refresh
             } else {
                 Decision::Skip
             }
         }
-        Trigger::Passive { .. } | Trigger::Force => {
-            let stale_token = match trigger {
-                Trigger::Passive { stale_token } => stale_token.as_deref(),
-                _ => valid.map(Credential::value),
-            };
+        Trigger::Passive { stale_token } => {
+            let stale_token = stale_token.as_deref();
             let stale_is_current = |current: &R| stale_token == Some(current.value());
+            let over_budget = observed
+                .explicit
+                .filter(|b| b.used_today >= b.daily_limit)
+                .map(|b| b.resets_at.saturating_sub(now));
             match (valid, explicit_wait) {
                 (Some(current), _) if stale_token.is_some() && !stale_is_current(current) => {
                     Decision::Serve
@@ -267,6 +347,11 @@ pub fn decide<R: Credential>(
                     reason: TooSoonReason::MinInterval,
                 },
                 (None, Some(retry_after_secs)) => Decision::Unavailable { retry_after_secs },
+                // Whoever holds a key may ask; the account's quota is everyone's.
+                _ if over_budget.is_some() => Decision::TooSoon {
+                    retry_after_secs: over_budget.unwrap_or_default(),
+                    reason: TooSoonReason::ExplicitDailyLimit,
+                },
                 // stable_token hands out the current token unless forced, and WeChat limits
                 // forcing: force only when the caller proves the current token was rejected.
                 (Some(current), None) if stale_is_current(current) => match observed.forced {

@@ -222,14 +222,16 @@ pub fn reported_ip(errmsg: &str) -> Option<&str> {
         })
 }
 
-/// Removes `secret` from text we are about to keep or show, and bounds its length.
+/// Removes `secret` from text we are about to keep or show, as it is and as it appears in a
+/// URL (percent-encoded), and bounds the text's length.
 pub fn scrub(text: &str, secret: &str) -> String {
     const MAX_CHARS: usize = 300;
-    let cleaned = if secret.is_empty() {
-        text.to_owned()
-    } else {
-        text.replace(secret, "[redacted]")
-    };
+    let mut cleaned = text.to_owned();
+    if !secret.is_empty() {
+        for form in [secret.to_owned(), percent_encode(secret)] {
+            cleaned = cleaned.replace(&form, "[redacted]");
+        }
+    }
     cleaned.chars().take(MAX_CHARS).collect()
 }
 

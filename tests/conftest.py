@@ -16,7 +16,7 @@ def default_vars(fake: FakeWeChat) -> dict[str, str]:
         "WECHAT_APPSECRET": fake.secret,
         "CLIENT_KEYS": CLIENT_KEY,
         "WECHAT_API_BASE": fake.base_url,
-        "UPSTREAM_TIMEOUT_MS": "1500",
+        "UPSTREAM_TIMEOUT_MS": "2500",
     }
 
 

@@ -6,8 +6,11 @@ It answers WeChat's token endpoints the way WeChat does, for any number of apps:
   GET  /cgi-bin/gettoken?corpid=..&corpsecret=..                      (WeCom)
   GET  /cgi-bin/ticket/getticket?access_token=..&type=jsapi|wx_card      (JS-SDK tickets)
   GET  /cgi-bin/get_jsapi_ticket?access_token=..                        (WeCom's)
+  GET  /cgi-bin/getcallbackip?access_token=..       (an ordinary API call that uses a token)
 It checks the credentials, issues fresh tokens, counts every call per account, and can be told
-to fail the way WeChat fails. It listens on 127.0.0.1 only.
+to fail the way WeChat fails. Like WeChat, a classic or WeCom token stays valid for
+`grace_secs` (300 s) after the next one is issued, and a forced stable_token call kills the
+previous stable token at once. It listens on 127.0.0.1 only.
 
 In tests:   fake = FakeWeChat(appid, secret).start(); fake.mode = "busy"; fake.calls; fake.stop()
 As a demo:  python3 tests/fake_wechat.py --port 9100 --appid wxdemo --secret demo-secret
@@ -36,6 +39,7 @@ MODES = {
     "http_500",  # an HTML error page with status 500
     "truncated",  # status 200, a JSON body cut short
     "slow",  # a fresh token, after `slow_ms`
+    "lost",  # a fresh token is issued, but the answer comes only after `lost_ms`
 }
 
 FAKE_EGRESS_IP = "203.0.113.7"
@@ -53,6 +57,8 @@ class FakeWeChat:
         self.expires_in = 7200
         self.latency_ms = 0  # added to every answer, to widen race windows in tests
         self.slow_ms = 3000
+        self.lost_ms = 6000
+        self.grace_secs = 300  # how long a replaced classic or WeCom token keeps working
         self._lock = threading.Lock()
         self._serial = itertools.count(1)
         self.calls = 0
@@ -65,8 +71,12 @@ class FakeWeChat:
         self.issued_by: dict[str, list[str]] = {}
         self.all_issued: list[str] = []  # ever, for the log checks
         self.requests: list[dict] = []  # each call's parameters, secret included: tests only
+        self.call_times: list[float] = []  # when each token call arrived (time.monotonic())
         self._stable: dict[str, tuple[str, float]] = {}  # appid -> (token, expires_at)
         self._tokens: dict[str, tuple[str, float]] = {}  # token -> (appid, expires_at)
+        self._latest: dict[tuple[str, str], str] = {}  # (appid, "rotating"|"stable") -> token
+        self.api_calls = 0  # calls of getcallbackip, the API that uses a token
+        self.api_rejected: list[str] = []  # tokens getcallbackip refused
         self.revoked: set[str] = set()  # tokens getticket answers with 40001
         self.ticket_mode = "ok"  # or "busy"
         self.ticket_expires_in = 7200
@@ -112,11 +122,17 @@ class FakeWeChat:
             self.issued.clear()
             self.issued_by.clear()
             self.requests.clear()
+            self.call_times.clear()
             self._stable.clear()
             self.revoked.clear()
             self.ticket_mode = "ok"
             self.ticket_expires_in = 7200
             self.ticket_calls.clear()
+            self.grace_secs = 300
+            self.lost_ms = 6000
+            self.slow_ms = 3000
+            self.api_calls = 0
+            self.api_rejected.clear()
 
 
     @property
@@ -128,6 +144,12 @@ class FakeWeChat:
         with self._lock:
             tokens = self.issued_by.get(appid)
             return tokens[-1] if tokens else None
+
+    def is_valid(self, token: str) -> bool:
+        """Whether WeChat would accept `token` now."""
+        with self._lock:
+            appid, expires_at = self._tokens.get(token, (None, 0))
+        return appid is not None and expires_at > time.time() and token not in self.revoked
 
     def calls_for(self, appid: str) -> int:
         with self._lock:
@@ -144,8 +166,8 @@ class FakeWeChat:
         if body.get("grant_type") != "client_credential":
             return _json({"errcode": 40002, "errmsg": "invalid grant_type"})
         appid = body.get("appid")
-        force = body.get("force_refresh") is True
-        return self._issue(appid, body.get("secret"), bad_secret=40125, stable=not force)
+        family = "stable_forced" if body.get("force_refresh") is True else "stable"
+        return self._issue(appid, body.get("secret"), bad_secret=40125, family=family)
 
     def wecom_token(self, query: dict[str, str]):
         answer = self._issue(query.get("corpid"), query.get("corpsecret"), bad_secret=40001)
@@ -160,9 +182,9 @@ class FakeWeChat:
         token = query.get("access_token", "")
         kind = "jsapi" if wecom else query.get("type", "")
         with self._lock:
-            appid, expires_at = self._tokens.get(token, (None, 0))
+            appid, _ = self._tokens.get(token, (None, 0))
             self.ticket_calls[(str(appid), kind)] += 1
-        if appid is None or expires_at <= time.time() or token in self.revoked:
+        if not self.is_valid(token):
             return _json({"errcode": 40001, "errmsg": "invalid credential, access_token is "
                           "invalid or not latest"})
         if kind not in ("jsapi", "wx_card"):
@@ -175,11 +197,22 @@ class FakeWeChat:
         return _json({"errcode": 0, "errmsg": "ok", "ticket": ticket,
                       "expires_in": self.ticket_expires_in})
 
+    def callback_ip(self, query: dict[str, str]):
+        token = query.get("access_token", "")
+        with self._lock:
+            self.api_calls += 1
+        if not self.is_valid(token):
+            with self._lock:
+                self.api_rejected.append(token)
+            return _json({"errcode": 40001, "errmsg": "invalid credential, access_token is "
+                          "invalid or not latest"})
+        return _json({"ip_list": ["101.226.103.0/25"]})
+
     def ticket_calls_for(self, appid: str, kind: str = "jsapi") -> int:
         with self._lock:
             return self.ticket_calls[(appid, kind)]
 
-    def _issue(self, appid, secret, bad_secret: int, stable: bool = False):
+    def _issue(self, appid, secret, bad_secret: int, family: str = "rotating"):
         if appid not in self.apps:
             return _json({"errcode": 40013, "errmsg": "invalid appid"})
         if secret != self.apps[appid]:
@@ -210,14 +243,26 @@ class FakeWeChat:
         with self._lock:
             now = time.time()
             current = self._stable.get(appid)
-            if stable and current and current[1] - now > STABLE_RENEW_BEFORE_SECS:
+            if family == "stable" and current and current[1] - now > STABLE_RENEW_BEFORE_SECS:
                 return _json({"access_token": current[0], "expires_in": int(current[1] - now)})
             token = f"FAKE-{appid}-{next(self._serial):04d}-{secrets.token_hex(8)}"
-            self._stable[appid] = (token, now + self.expires_in)
+            lineage = "rotating" if family == "rotating" else "stable"
+            previous = self._latest.get((appid, lineage))
+            if previous in self._tokens:
+                owner, expires_at = self._tokens[previous]
+                # classic/WeCom: the old token lives on for a while; forced stable: it dies now.
+                ends = {"rotating": now + self.grace_secs, "stable_forced": now}.get(family)
+                if ends is not None:
+                    self._tokens[previous] = (owner, min(expires_at, ends))
+            self._latest[(appid, lineage)] = token
+            if lineage == "stable":
+                self._stable[appid] = (token, now + self.expires_in)
             self._tokens[token] = (appid, now + self.expires_in)
             self.issued.append(token)
             self.issued_by.setdefault(appid, []).append(token)
             self.all_issued.append(token)
+        if mode == "lost":  # issued, but the caller gives up before the answer arrives
+            time.sleep(self.lost_ms / 1000)
         return _json({"access_token": token, "expires_in": self.expires_in})
 
     def _handler(self):
@@ -237,6 +282,8 @@ class FakeWeChat:
                     self._send(*fake.ticket(query))
                 elif url.path == "/cgi-bin/get_jsapi_ticket":
                     self._send(*fake.ticket(query, wecom=True))
+                elif url.path == "/cgi-bin/getcallbackip":
+                    self._send(*fake.callback_ip(query))
                 else:
                     self._send(*_json({"errcode": 404, "errmsg": "not found"}, status=404))
 
@@ -260,6 +307,7 @@ class FakeWeChat:
                     fake.calls += 1
                     fake.calls_by[account] += 1
                     fake.requests.append({"endpoint": endpoint, **params})
+                    fake.call_times.append(time.monotonic())
                     fake.in_flight += 1
                     fake._in_flight_by[account] += 1
                     fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)

@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -185,6 +186,19 @@ class Worker:
     def fire_cron(self) -> Reply:
         return self.request("GET", "/__scheduled?cron=*/5+*+*+*+*", key=None)
 
+    def events(self, name: str) -> list[dict]:
+        return [e for e in self.json_log_events() if e["event"] == name]
+
+    def run_cron(self, lines: int = 1, timeout: float = 15) -> list[dict]:
+        """Fires the cron trigger and waits for its log lines (one per account, or one for a
+        configuration error): what it did, not merely that `/__scheduled` answered."""
+        seen = len(self.events("cron"))
+        reply = self.fire_cron()
+        assert reply.status == 200, reply.text
+        assert wait_for(lambda: len(self.events("cron")) >= seen + lines, timeout), \
+            f"the cron logged {len(self.events('cron')) - seen} of {lines} lines"
+        return self.events("cron")[seen:]
+
 
 def burst(count: int, call) -> list:
     """Runs `call()` from `count` threads released at the same moment."""
@@ -196,6 +210,14 @@ def burst(count: int, call) -> list:
 
     with ThreadPoolExecutor(max_workers=count) as pool:
         return list(pool.map(run, range(count)))
+
+
+def next_beijing_midnight() -> float:
+    """WeChat's quota day ends at midnight in Beijing (UTC+8): computed with the calendar,
+    apart from the worker's arithmetic."""
+    beijing = timezone(timedelta(hours=8))
+    tomorrow = datetime.now(beijing).date() + timedelta(days=1)
+    return datetime(tomorrow.year, tomorrow.month, tomorrow.day, tzinfo=beijing).timestamp()
 
 
 def wait_for(predicate, timeout: float = 10, interval: float = 0.1) -> bool:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from harness import ATTEMPTS_PER_REFRESH, CLIENT_KEY, burst, wait_for
+from harness import ATTEMPTS_PER_REFRESH, CLIENT_KEY, burst, next_beijing_midnight
 from setups import CORP, SCOPED_KEY, SECOND, STABLE, accounts_json, several
 from test_api import assert_error, assert_token_answer
 
@@ -146,8 +146,7 @@ class TestStableToken:
         reply = self.refresh(worker, fresh)
         body = assert_error(reply, 429, "refresh_too_soon")
         assert body["reason"] == "force_daily_limit"
-        beijing_midnight = (int(time.time()) + 8 * 3600) // 86400 * 86400 + 86400 - 8 * 3600
-        assert abs(int(reply.headers["retry-after"]) - (beijing_midnight - time.time())) <= 5
+        assert abs(int(reply.headers["retry-after"]) - (next_beijing_midnight() - time.time())) <= 5
         assert fake.calls_for(STABLE[0]) == 3
         # Readers keep getting the current token.
         assert token_for(worker, "shop").json["access_token"] == fresh
@@ -167,13 +166,8 @@ def test_cron_visits_every_account_and_one_failure_stops_none(start_worker, fake
         assert token_for(worker, account).status == 200
     fake.modes[SECOND[0]] = "busy"
     time.sleep(1.1)
-    assert worker.fire_cron().status == 200
-
-    def cron_events():
-        return {e["account"]: e for e in worker.json_log_events() if e["event"] == "cron"}
-
-    assert wait_for(lambda: len(cron_events()) == 4)
-    events = cron_events()
+    events = {e["account"]: e for e in worker.run_cron(lines=4)}
+    assert len(events) == 4
     assert events["second"]["status"] == 502
     assert events["second"]["outcome"] == "wechat_error"
     for account in (fake.appid, "corp-app", "shop"):

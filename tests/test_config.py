@@ -28,7 +28,8 @@ def test_invalid_numbers_are_named_not_echoed(start_worker, fake):
         body = assert_error(reply, 500, "config_error")
         assert "REFRESH_MARGIN_SECS" in body["message"]
         assert "not-a-number" not in reply.text
-    assert worker.fire_cron().status == 200
+    event = worker.run_cron()[-1]
+    assert event["outcome"] == "config_error" and "REFRESH_MARGIN_SECS" in event["message"]
     assert fake.calls == 0
 
 

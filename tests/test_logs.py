@@ -13,7 +13,7 @@ def test_log_lines_are_structured_and_keep_secrets(start_worker, fake):
     fake.mode = "busy"
     assert worker.refresh().status == 502
     fake.mode = "ok"
-    assert worker.fire_cron().status == 200
+    assert worker.run_cron()[-1]["outcome"] == "skipped"
     worker.stop()
 
     calls = [e for e in worker.json_log_events() if e["event"] == "upstream_call"]

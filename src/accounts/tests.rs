@@ -156,3 +156,63 @@ fn debug_never_prints_the_secret() {
     .unwrap();
     assert!(!format!("{accounts:?}").contains(SECRET));
 }
+
+#[test]
+fn one_appid_has_one_fetcher_per_token_api() {
+    let entry = |id: &str, appid: &str, extra: &str| {
+        format!(r#"{{"id":"{id}","appid":"{appid}","secret":"{SECRET}"{extra}}}"#)
+    };
+    let twice = format!("[{},{}]", entry("a", "wx1", ""), entry("b", "wx1", ""));
+    let text = problem(parse_json(&twice));
+    assert!(text.contains("appid of \"a\" again as \"b\""), "{text}");
+    assert!(!text.contains(SECRET));
+    // classic and stable tokens of one appid are separate; so are a corp's WeCom apps.
+    let apis = format!(
+        "[{},{}]",
+        entry("a", "wx1", ""),
+        entry("b", "wx1", r#","api":"stable""#)
+    );
+    assert_eq!(parse_json(&apis).unwrap().len(), 2);
+    let corp = format!(
+        "[{},{}]",
+        entry("a", "ww1", r#","kind":"wecom""#),
+        entry("b", "ww1", r#","kind":"wecom""#)
+    );
+    assert_eq!(parse_json(&corp).unwrap().len(), 2);
+}
+
+#[test]
+fn an_id_may_not_be_another_accounts_appid() {
+    let json = format!(
+        r#"[{{"id":"wx2","appid":"wx1","secret":"{SECRET}"}},{{"id":"b","appid":"wx2","secret":"{SECRET}"}}]"#
+    );
+    let text = problem(parse_json(&json));
+    assert!(
+        text.contains("both as an id and as another account's appid"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_issuer_changes_with_appid_kind_and_api() {
+    let account = |kind, appid, api| Account::new("main", kind, appid, SECRET, api);
+    let base = account(AccountKind::OfficialAccount, "wx1", TokenApi::Classic);
+    for other in [
+        account(AccountKind::MiniProgram, "wx1", TokenApi::Classic),
+        account(AccountKind::OfficialAccount, "wx2", TokenApi::Classic),
+        account(AccountKind::OfficialAccount, "wx1", TokenApi::Stable),
+    ] {
+        assert_ne!(base.issuer, other.issuer);
+    }
+    let rotated_secret = Account::new(
+        "main",
+        AccountKind::OfficialAccount,
+        "wx1",
+        "new",
+        TokenApi::Classic,
+    );
+    assert_eq!(
+        base.issuer, rotated_secret.issuer,
+        "a new secret keeps the tokens"
+    );
+}

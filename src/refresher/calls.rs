@@ -1,35 +1,34 @@
 //! The calls to WeChat behind a refresh, and recording what they returned.
 
-use super::state::{Slot, Which, BLOCKED_CONFIG_KEY, FORCED_KEY, LAST_ERROR_KEY};
-use super::Core;
+use super::state::{CredentialKind, Slot};
+use super::AccountCtx;
+use crate::accounts::TokenApi;
 use crate::backoff;
 use crate::error::{AppError, UpstreamFailure};
 use crate::fingerprint::{config_fingerprint, fingerprint};
 use crate::jssdk::{TicketKind, TicketRecord};
-use crate::kv_cache;
-use crate::runtime::{self, log_error, log_event, now_millis, now_secs};
+use crate::runtime::{self, log_event, now_millis, now_secs};
 use crate::status::ErrorRecord;
-use crate::token::{AttemptRecord, Credential, Decision, TokenRecord, Trigger};
+use crate::token::{AttemptRecord, Credential, Decision, Issuance, TokenRecord, Trigger};
 use crate::upstream;
 use crate::wechat::{self, Issued};
-use serde::Serialize;
 use serde_json::json;
 use std::future::Future;
 use std::time::Duration;
 use worker::Delay;
 
-/// Re-cache a served credential in KV at most this often (KV allows one write per key per
-/// second, and a burst of edge misses should not become a burst of writes).
-const KV_RECACHE_SECS: u64 = 60;
+/// No call to WeChat starts with less of the time budget left than this: a call cut short
+/// may still have been processed, and rotated the token, with its answer lost.
+const MIN_ATTEMPT_BUDGET_MS: u64 = 1_000;
 
-impl Core {
+impl AccountCtx {
     /// Calls WeChat for a token, or joins the call already under way.
     pub(super) async fn refresh_token(
         &self,
         trigger: &'static str,
         force: bool,
     ) -> Result<TokenRecord, AppError> {
-        let flight = &self.shared.token.flight;
+        let flight = &self.state.token.flight;
         flight.run(|| self.call_for_token(trigger, force)).await
     }
 
@@ -38,7 +37,7 @@ impl Core {
         kind: TicketKind,
         trigger: &'static str,
     ) -> Result<TicketRecord, AppError> {
-        let flight = &self.shared.ticket(kind).flight;
+        let flight = &self.state.ticket(kind).flight;
         flight.run(|| self.call_for_ticket(kind, trigger)).await
     }
 
@@ -48,37 +47,71 @@ impl Core {
         force: bool,
     ) -> Result<TokenRecord, AppError> {
         let started_at = now_secs();
-        if force {
+        {
+            let mut ledger = self.state.ledger.borrow_mut();
             // Counted when sent: WeChat counts the attempt, whatever it answers.
-            self.shared.forced.borrow_mut().record(started_at);
-            let forced = self.shared.forced.borrow().clone();
-            if let Err(e) = self.state.storage().put(FORCED_KEY, &forced).await {
-                self.log_storage_error(e);
+            if force {
+                ledger.forced.record(started_at);
             }
+            ledger.token_call_sent_at = Some(started_at);
         }
+        // Durable before the call: an eviction mid-call is then noticed on the next load.
+        self.persist(None).await;
         let outcome = self
-            .call_upstream(Which::Token, trigger, force, |budget_ms| {
+            .call_upstream(CredentialKind::Token, trigger, force, |budget_ms| {
                 upstream::fetch_token(&self.settings, &self.account, force, budget_ms)
             })
             .await;
-        let before = self.shared.token.record.borrow().clone();
-        let outcome = outcome.map(|issued| {
-            TokenRecord::issued(issued.value, issued.expires_in, started_at)
-                .replacing(before.as_ref(), started_at)
-        });
-        self.store(Which::Token, &self.shared.token, &outcome).await;
-        outcome.map_err(AppError::Upstream)
+        let before = self.state.token.record();
+        let issuance = match (self.account.api, force) {
+            (TokenApi::Stable, true) => Issuance::StableForced,
+            (TokenApi::Stable, false) => Issuance::StableNormal,
+            (TokenApi::Classic | TokenApi::WeCom, _) => Issuance::Rotating,
+        };
+        let now = now_secs();
+        let replacement = match &outcome {
+            Ok(issued) => Some(
+                TokenRecord::issued(
+                    issued.value.clone(),
+                    issued.expires_in,
+                    started_at,
+                    &self.account.issuer,
+                )
+                .replacing(before.as_ref(), issuance, now),
+            ),
+            // The answer was lost on the way: WeChat may have issued a new token, and the
+            // stored one then dies five minutes after the call.
+            Err(failure) if issuance == Issuance::Rotating && answer_lost(failure) => {
+                before.map(|r| r.possibly_replaced(started_at))
+            }
+            Err(_) => None,
+        };
+        self.state.ledger.borrow_mut().token_call_sent_at = None;
+        self.store(
+            CredentialKind::Token,
+            &self.state.token,
+            &outcome,
+            replacement,
+        )
+        .await;
+        match (outcome, self.state.token.record()) {
+            (Ok(_), Some(record)) => Ok(record),
+            (Ok(_), None) => Err(runtime::internal("policy", "a token call stored nothing")),
+            (Err(failure), _) => Err(AppError::Upstream(failure)),
+        }
     }
 
     /// Fetches a ticket with the current access_token. If WeChat says that token is not (or no
     /// longer) valid, the token is refreshed (a passive refresh naming it, so only if it is
-    /// still current) and the ticket fetched once more.
+    /// still current) and the ticket fetched once more. If that refresh is refused (interval,
+    /// quota, force limits), the ticket's failure is recorded all the same, so the next read
+    /// waits like after any failure instead of calling getticket again at once.
     async fn call_for_ticket(
         &self,
         kind: TicketKind,
         trigger: &'static str,
     ) -> Result<TicketRecord, AppError> {
-        let which = Which::Ticket(kind);
+        let which = CredentialKind::Ticket(kind);
         let token = self
             .token(&Trigger::Read)
             .await?
@@ -97,7 +130,18 @@ impl Core {
                 let stale = Trigger::Passive {
                     stale_token: Some(used.to_owned()),
                 };
-                let replacement = self.token(&stale).await?.record();
+                let replacement = match self.token(&stale).await {
+                    Ok(acquired) => acquired.record(),
+                    Err(refused) => {
+                        log_event(json!({
+                            "event": "ticket_token_refresh_refused",
+                            "account": self.account.id,
+                            "credential": which.name(),
+                            "outcome": refused.code(),
+                        }));
+                        None
+                    }
+                };
                 if let Some(replacement) = replacement.filter(|r| r.access_token != used) {
                     let fresh = replacement.access_token.as_str();
                     outcome = self
@@ -108,18 +152,27 @@ impl Core {
                 }
             }
         }
-        let outcome =
-            outcome.map(|issued| TicketRecord::issued(issued.value, issued.expires_in, started_at));
-        self.store(which, self.shared.ticket(kind), &outcome).await;
-        outcome.map_err(AppError::Upstream)
+        let issuer = &self.account.issuer;
+        let replacement = outcome.as_ref().ok().map(|issued| {
+            TicketRecord::issued(issued.value.clone(), issued.expires_in, started_at, issuer)
+        });
+        self.store(which, self.state.ticket(kind), &outcome, replacement)
+            .await;
+        outcome.map_err(AppError::Upstream).and_then(|_| {
+            self.state
+                .ticket(kind)
+                .record()
+                .ok_or_else(|| runtime::internal("policy", "a ticket call stored nothing"))
+        })
     }
 
     /// One refresh's calls to WeChat: a busy WeChat or a network/5xx failure is tried again
-    /// after a short jittered delay, while the upstream time budget lasts. A forced stable_token
-    /// refresh is sent once (each one counts against WeChat's daily limit of them).
+    /// after a short jittered delay, while at least [`MIN_ATTEMPT_BUDGET_MS`] of the upstream
+    /// time budget is left for it. A forced stable_token refresh is sent once (each one counts
+    /// against WeChat's daily limit of them).
     async fn call_upstream<F, Fut>(
         &self,
-        which: Which,
+        which: CredentialKind,
         trigger: &'static str,
         force: bool,
         send: F,
@@ -133,14 +186,10 @@ impl Core {
         let attempts = if force { 1 } else { backoff::MAX_ATTEMPTS };
         let mut attempt = 1;
         loop {
-            let spent_ms = now_millis().saturating_sub(started_ms);
             let call_started_ms = now_millis();
-            let outcome = send(budget_ms.saturating_sub(spent_ms).max(1)).await;
-            self.shared
-                .usage(which)
-                .borrow_mut()
-                .calls
-                .add(now_secs(), 1);
+            let left_ms = (started_ms + budget_ms).saturating_sub(call_started_ms);
+            let outcome = send(left_ms).await;
+            self.count_call(which);
             self.log_call(which, trigger, force, attempt, &outcome, call_started_ms);
             let retry = match &outcome {
                 Err(failure) if attempt < attempts && backoff::is_retryable(failure) => {
@@ -149,8 +198,11 @@ impl Core {
                 }
                 _ => None,
             };
+            let deadline_ms = started_ms + budget_ms;
             match retry {
-                Some(delay_ms) if now_millis() + delay_ms < started_ms + budget_ms => {
+                Some(delay_ms)
+                    if now_millis() + delay_ms + MIN_ATTEMPT_BUDGET_MS <= deadline_ms =>
+                {
                     Delay::from(Duration::from_millis(delay_ms)).await;
                     attempt += 1;
                 }
@@ -159,98 +211,78 @@ impl Core {
         }
     }
 
-    /// Records a refresh's outcome: in memory, in storage (durable first: the object is the
-    /// truth), then in KV, awaited so that whoever gets the new credential from us also finds
-    /// it there on their next read.
-    async fn store<R>(&self, which: Which, slot: &Slot<R>, outcome: &Result<R, UpstreamFailure>)
-    where
-        R: Credential + Serialize,
-    {
+    fn count_call(&self, which: CredentialKind) {
         let now = now_secs();
-        let failure = outcome.as_ref().err().cloned();
-        let previous = slot.last_attempt.borrow().clone();
-        // The interval counts from the refresh's last call (retries included), not its first.
-        let attempt = AttemptRecord::after(previous.as_ref(), now, failure.clone());
-        *slot.last_attempt.borrow_mut() = Some(attempt.clone());
-        if let Ok(record) = outcome {
-            *slot.record.borrow_mut() = Some(record.clone());
-        }
-        let wechat_errcode = match &failure {
-            Some(UpstreamFailure::WeChat { errcode, .. }) => Some(*errcode),
-            _ => None,
-        };
-        if wechat_errcode == Some(45009) {
-            slot.usage.borrow_mut().quota_error_at = Some(now);
-        }
-        if let Some(failure) = &failure {
-            let error = ErrorRecord {
-                at: now,
-                credential: which.name().into(),
-                failure: failure.clone(),
-            };
-            *self.shared.last_error.borrow_mut() = Some(error);
-        }
-        if which == Which::Token {
-            let refused = wechat_errcode.is_some_and(wechat::is_credential_error);
-            *self.shared.blocked_config.borrow_mut() =
-                refused.then(|| config_fingerprint(&self.account.appid, &self.account.secret));
-        }
-
-        let storage = self.state.storage();
-        let usage = slot.usage.borrow().clone();
-        let last_error = self.shared.last_error.borrow().clone();
-        let mut writes = vec![
-            storage.put(&which.attempt_key(), &attempt).await,
-            storage.put(&which.usage_key(), &usage).await,
-        ];
-        if which == Which::Token {
-            // Only a token call can change it.
-            let blocked_config = self.shared.blocked_config.borrow().clone();
-            writes.push(storage.put(BLOCKED_CONFIG_KEY, &blocked_config).await);
-        }
-        match outcome {
-            Ok(record) => writes.push(storage.put(&which.record_key(), record).await),
-            Err(_) => writes.push(storage.put(LAST_ERROR_KEY, &last_error).await),
-        }
-
-        for failed in writes.into_iter().filter_map(Result::err) {
-            self.log_storage_error(failed);
-        }
-        if let Ok(record) = outcome {
-            let key = which.kv_key(&self.account.id);
-            match kv_cache::write(&self.env, &key, record, record.expires_at(), now).await {
-                Ok(()) => slot.kv_written_at.set(now),
-                Err(e) => self.log_kv_error(e),
+        match which {
+            CredentialKind::Token => self.state.token.state.borrow_mut().usage.calls.add(now, 1),
+            CredentialKind::Ticket(kind) => {
+                let slot = self.state.ticket(kind);
+                slot.state.borrow_mut().usage.calls.add(now, 1)
             }
         }
     }
 
-    /// The worker only asks for a read on a KV miss: put the record back for the next readers.
-    pub(super) fn recache<R: Credential + Serialize + 'static>(&self, which: Which, record: &R) {
-        let written_at = match which {
-            Which::Token => &self.shared.token.kv_written_at,
-            Which::Ticket(kind) => &self.shared.ticket(kind).kv_written_at,
-        };
+    /// Records a refresh's outcome in memory, then in storage in one write (the object is the
+    /// truth); the caller then brings KV in step. `replacement`: the credential's new record,
+    /// if the outcome changed it.
+    async fn store<R>(
+        &self,
+        which: CredentialKind,
+        slot: &Slot<R>,
+        outcome: &Result<Issued, UpstreamFailure>,
+        replacement: Option<R>,
+    ) where
+        R: Credential,
+    {
         let now = now_secs();
-        if now < written_at.get() + KV_RECACHE_SECS {
-            return;
-        }
-        written_at.set(now);
-        let (core, record) = (self.clone(), record.clone());
-        self.state.wait_until(async move {
-            let key = which.kv_key(&core.account.id);
-            if let Err(e) =
-                kv_cache::write(&core.env, &key, &record, record.expires_at(), now).await
-            {
-                core.log_kv_error(e);
+        let failure = outcome.as_ref().err().cloned();
+        let wechat_errcode = match &failure {
+            Some(UpstreamFailure::WeChat { errcode, .. }) => Some(*errcode),
+            _ => None,
+        };
+        {
+            let mut state = slot.state.borrow_mut();
+            // The interval counts from the refresh's last call (retries included).
+            let attempt = AttemptRecord::after(state.last_attempt.as_ref(), now, failure.clone());
+            state.last_attempt = Some(attempt);
+            if let Some(record) = replacement {
+                state.record = Some(record);
+                slot.kv.dirty.set(true);
             }
-        });
+            if wechat_errcode == Some(45009) {
+                state.usage.quota_error_at = Some(now);
+            }
+        }
+        {
+            let mut ledger = self.state.ledger.borrow_mut();
+            if let Some(failure) = &failure {
+                ledger.last_error = Some(ErrorRecord {
+                    at: now,
+                    credential: which.name().into(),
+                    failure: failure.clone(),
+                });
+            }
+            if which == CredentialKind::Token {
+                // Only a token call says whether the credentials work; a transient failure
+                // says nothing either way.
+                let refused = wechat_errcode.is_some_and(wechat::is_credential_error);
+                if refused {
+                    ledger.blocked_config = Some(config_fingerprint(
+                        &self.account.appid,
+                        &self.account.secret,
+                    ));
+                } else if failure.is_none() {
+                    ledger.blocked_config = None;
+                }
+            }
+        }
+        self.persist(Some(which)).await;
     }
 
     /// One line per refresh decision (never the credential: its fingerprint).
     pub(super) fn log_decision(
         &self,
-        which: Which,
+        which: CredentialKind,
         trigger: &Trigger,
         decision: &Decision,
         current: Option<&impl Credential>,
@@ -269,7 +301,7 @@ impl Core {
     /// One line per call to WeChat.
     fn log_call(
         &self,
-        which: Which,
+        which: CredentialKind,
         trigger: &str,
         force: bool,
         attempt: u32,
@@ -291,16 +323,15 @@ impl Core {
             "fingerprint": outcome.as_ref().ok().map(|issued| fingerprint(&issued.value)),
         }));
     }
+}
 
-    fn log_storage_error(&self, error: worker::Error) {
-        log_error(
-            json!({ "event": "storage_write_failed", "account": self.account.id, "message": error.to_string() }),
-        );
-    }
-
-    fn log_kv_error(&self, error: worker::Error) {
-        log_error(
-            json!({ "event": "kv_write_failed", "account": self.account.id, "message": error.to_string() }),
-        );
-    }
+/// A failure after which WeChat may have processed the call: no answer in time, or an answer
+/// broken on the way.
+fn answer_lost(failure: &UpstreamFailure) -> bool {
+    matches!(
+        failure,
+        UpstreamFailure::Timeout { .. }
+            | UpstreamFailure::BadResponse { .. }
+            | UpstreamFailure::Unreachable { .. }
+    )
 }

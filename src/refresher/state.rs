@@ -1,30 +1,40 @@
-//! What an account's object keeps about each credential, in memory and in storage.
+//! What an account's object keeps about its credentials, in memory and in storage.
+//!
+//! Storage holds one key per credential (`cred:token`, `cred:jsapi`, `cred:wx_card`) and one
+//! for the account (`account`), each a JSON string. An outcome writes both keys of its
+//! credential in one `put_multiple`, so no eviction can leave half of it behind.
 
-use super::Core;
+use super::AccountCtx;
 use crate::error::AppError;
 use crate::jssdk::{TicketKind, TicketRecord};
 use crate::kv_cache;
-use crate::quota::DailyCount;
+use crate::quota::{DailyCount, ForceLog};
 use crate::runtime;
 use crate::singleflight::SingleFlight;
 use crate::status::ErrorRecord;
-use crate::token::{AttemptRecord, ForceLog, TokenRecord};
+use crate::token::{AttemptRecord, Credential, TokenRecord};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_json::json;
 use std::cell::{Cell, RefCell};
+use worker::js_sys::{Object, Reflect};
+use worker::wasm_bindgen::JsValue;
 
-pub(super) const FORCED_KEY: &str = "forced";
-pub(super) const LAST_ERROR_KEY: &str = "last_error";
-/// The configuration (fingerprint) WeChat last refused the credentials of.
-pub(super) const BLOCKED_CONFIG_KEY: &str = "blocked_config";
+const ACCOUNT_KEY: &str = "account";
 
 /// The account's credentials: the access_token and the two kinds of ticket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Which {
+pub(super) enum CredentialKind {
     Token,
     Ticket(TicketKind),
 }
 
-impl Which {
+impl CredentialKind {
+    pub(super) const ALL: [CredentialKind; 3] = [
+        Self::Token,
+        Self::Ticket(TicketKind::Jsapi),
+        Self::Ticket(TicketKind::WxCard),
+    ];
+
     pub(super) fn name(self) -> &'static str {
         match self {
             Self::Token => "token",
@@ -32,22 +42,8 @@ impl Which {
         }
     }
 
-    pub(super) fn record_key(self) -> String {
-        match self {
-            Self::Token => "token".into(),
-            Self::Ticket(kind) => format!("ticket:{}", kind.name()),
-        }
-    }
-
-    pub(super) fn attempt_key(self) -> String {
-        match self {
-            Self::Token => "last_attempt".into(),
-            Self::Ticket(kind) => format!("ticket_attempt:{}", kind.name()),
-        }
-    }
-
-    pub(super) fn usage_key(self) -> String {
-        format!("usage:{}", self.name())
+    fn storage_key(self) -> String {
+        format!("cred:{}", self.name())
     }
 
     pub(super) fn kv_key(self, account_id: &str) -> String {
@@ -65,39 +61,104 @@ pub(super) struct Usage {
     pub(super) quota_error_at: Option<u64>,
 }
 
-/// One credential's in-memory state, a copy of what the object stores.
+/// One credential as stored.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct CredentialState<R> {
+    pub(super) record: Option<R>,
+    pub(super) last_attempt: Option<AttemptRecord>,
+    #[serde(default)]
+    pub(super) usage: Usage,
+    /// The KV entry may lag behind `record`: the alarm writes it again.
+    #[serde(default)]
+    pub(super) kv_pending: bool,
+    /// The last read that reached the object (edge readers do once their KV entry is stale):
+    /// the cron stops refreshing a ticket nobody reads.
+    #[serde(default)]
+    pub(super) last_read_at: u64,
+}
+
+impl<R> Default for CredentialState<R> {
+    fn default() -> Self {
+        Self {
+            record: None,
+            last_attempt: None,
+            usage: Usage::default(),
+            kv_pending: false,
+            last_read_at: 0,
+        }
+    }
+}
+
+/// The account-wide part of what is stored.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(super) struct AccountLedger {
+    /// The account id, for the alarm (which arrives without a request naming it).
+    #[serde(default)]
+    pub(super) id: String,
+    #[serde(default)]
+    pub(super) forced: ForceLog,
+    /// Explicit refreshes that reached WeChat today.
+    #[serde(default)]
+    pub(super) explicit: DailyCount,
+    pub(super) last_error: Option<ErrorRecord>,
+    /// The configuration (fingerprint) WeChat last refused the credentials of.
+    pub(super) blocked_config: Option<String>,
+    /// A token call was sent then and its outcome is not recorded yet. Found on load, it means
+    /// the object was evicted mid-call: WeChat may have replaced the stored token.
+    #[serde(default)]
+    pub(super) token_call_sent_at: Option<u64>,
+}
+
+/// Keeping a credential's KV entry in step with its record: one writer per key, writes at
+/// least a second apart (KV's limit), and the latest record last.
+#[derive(Default)]
+pub(super) struct KvSync {
+    /// The record changed (or readers found the entry stale) since the last write.
+    pub(super) dirty: Cell<bool>,
+    pub(super) running: Cell<bool>,
+    pub(super) last_write_ms: Cell<u64>,
+    /// Until when the entry we last wrote is fresh (0: not written by this instance).
+    pub(super) fresh_until: Cell<u64>,
+    /// The token whose index entries were last written.
+    pub(super) indexed: RefCell<Option<String>>,
+}
+
+/// One credential in memory: what is stored, the call under way, the KV writer.
 pub(super) struct Slot<R> {
-    pub(super) record: RefCell<Option<R>>,
-    pub(super) last_attempt: RefCell<Option<AttemptRecord>>,
-    pub(super) usage: RefCell<Usage>,
-    pub(super) kv_written_at: Cell<u64>,
+    pub(super) state: RefCell<CredentialState<R>>,
     pub(super) flight: SingleFlight<Result<R, AppError>>,
+    pub(super) kv: KvSync,
 }
 
 impl<R: Clone> Default for Slot<R> {
     fn default() -> Self {
         Self {
-            record: RefCell::default(),
-            last_attempt: RefCell::default(),
-            usage: RefCell::default(),
-            kv_written_at: Cell::default(),
+            state: RefCell::default(),
             flight: SingleFlight::default(),
+            kv: KvSync::default(),
         }
     }
 }
 
-#[derive(Default)]
-pub struct Shared {
-    pub(super) loaded: Cell<bool>,
-    pub(super) token: Slot<TokenRecord>,
-    pub(super) forced: RefCell<ForceLog>,
-    pub(super) jsapi: Slot<TicketRecord>,
-    pub(super) wx_card: Slot<TicketRecord>,
-    pub(super) last_error: RefCell<Option<ErrorRecord>>,
-    pub(super) blocked_config: RefCell<Option<String>>,
+impl<R: Clone> Slot<R> {
+    pub(super) fn record(&self) -> Option<R> {
+        self.state.borrow().record.clone()
+    }
 }
 
-impl Shared {
+/// The object's memory: a copy of what it stores, plus the calls and writes under way.
+#[derive(Default)]
+pub struct AccountState {
+    pub(super) loaded: Cell<bool>,
+    pub(super) ledger: RefCell<AccountLedger>,
+    pub(super) token: Slot<TokenRecord>,
+    pub(super) jsapi: Slot<TicketRecord>,
+    pub(super) wx_card: Slot<TicketRecord>,
+    /// Consecutive failed alarm runs, for the retry delay.
+    pub(super) alarm_failures: Cell<u32>,
+}
+
+impl AccountState {
     pub(super) fn ticket(&self, kind: TicketKind) -> &Slot<TicketRecord> {
         match kind {
             TicketKind::Jsapi => &self.jsapi,
@@ -105,64 +166,179 @@ impl Shared {
         }
     }
 
-    pub(super) fn usage(&self, which: Which) -> &RefCell<Usage> {
+    pub(super) fn usage(&self, which: CredentialKind) -> Usage {
         match which {
-            Which::Token => &self.token.usage,
-            Which::Ticket(kind) => &self.ticket(kind).usage,
+            CredentialKind::Token => self.token.state.borrow().usage.clone(),
+            CredentialKind::Ticket(kind) => self.ticket(kind).state.borrow().usage.clone(),
+        }
+    }
+
+    pub(super) fn kv_pending(&self, which: CredentialKind) -> bool {
+        match which {
+            CredentialKind::Token => self.token.state.borrow().kv_pending,
+            CredentialKind::Ticket(kind) => self.ticket(kind).state.borrow().kv_pending,
         }
     }
 }
 
-impl Core {
-    /// Reads the stored state once per object instance. Storage reads do not interleave with
-    /// other requests (input gates), so two loads cannot race.
+fn json_of<T: Serialize>(value: &T) -> Result<JsValue, AppError> {
+    serde_json::to_string(value)
+        .map(|text| JsValue::from_str(&text))
+        .map_err(|e| runtime::internal("encoding state", e))
+}
+
+impl AccountCtx {
+    /// Reads the stored state once per object instance (input gates keep two loads from
+    /// interleaving), then reconciles it with the configuration and with a call cut off by an
+    /// eviction.
     pub async fn load(&self) -> Result<(), AppError> {
-        let shared = &self.shared;
-        if shared.loaded.get() {
+        if self.state.loaded.get() {
             return Ok(());
         }
-        let storage = self.state.storage();
+        let storage = self.object.storage();
         async fn get<T: DeserializeOwned>(
             storage: &worker::Storage,
             key: &str,
         ) -> Result<Option<T>, AppError> {
-            storage
+            let text: Option<String> = storage
                 .get(key)
                 .await
-                .map_err(|e| runtime::internal("reading storage", e))
+                .map_err(|e| runtime::internal("reading storage", e))?;
+            // An unreadable value (an older layout) is as good as none: it is fetched anew.
+            Ok(text.and_then(|text| serde_json::from_str(&text).ok()))
         }
-        let token = get(&storage, &Which::Token.record_key()).await?;
-        let token_attempt = get(&storage, &Which::Token.attempt_key()).await?;
-        let token_usage = get(&storage, &Which::Token.usage_key()).await?;
-        let forced = get(&storage, FORCED_KEY).await?;
-        let last_error = get(&storage, LAST_ERROR_KEY).await?;
-        let blocked_config = get(&storage, BLOCKED_CONFIG_KEY).await?;
-        let mut tickets = Vec::new();
+        let ledger: Option<AccountLedger> = get(&storage, ACCOUNT_KEY).await?;
+        let token = get(&storage, &CredentialKind::Token.storage_key()).await?;
+        let jsapi = get(
+            &storage,
+            &CredentialKind::Ticket(TicketKind::Jsapi).storage_key(),
+        )
+        .await?;
+        let wx_card = get(
+            &storage,
+            &CredentialKind::Ticket(TicketKind::WxCard).storage_key(),
+        )
+        .await?;
+        if self.state.loaded.replace(true) {
+            return Ok(());
+        }
+        let state = &self.state;
+        *state.ledger.borrow_mut() = ledger.unwrap_or_default();
+        *state.token.state.borrow_mut() = token.unwrap_or_default();
+        *state.jsapi.state.borrow_mut() = jsapi.unwrap_or_default();
+        *state.wx_card.state.borrow_mut() = wx_card.unwrap_or_default();
+        self.reconcile().await
+    }
+
+    /// After a load: drop records fetched under another configuration of this id, and treat
+    /// a token call that never recorded its outcome like a lost answer.
+    async fn reconcile(&self) -> Result<(), AppError> {
+        let issuer = self.account.issuer.as_str();
+        let mut changed = Vec::new();
+        fn drop_foreign<R: Credential>(state: &mut CredentialState<R>, issuer: &str) -> bool {
+            let foreign = state
+                .record
+                .as_ref()
+                .is_some_and(|r| r.issued_for() != issuer);
+            if foreign {
+                state.record = None;
+                state.last_attempt = None;
+            }
+            foreign
+        }
+        if drop_foreign(&mut self.state.token.state.borrow_mut(), issuer) {
+            changed.push(CredentialKind::Token);
+        }
         for kind in TicketKind::ALL {
-            let which = Which::Ticket(kind);
-            let record = get(&storage, &which.record_key()).await?;
-            let attempt = get(&storage, &which.attempt_key()).await?;
-            tickets.push((
-                kind,
-                record,
-                attempt,
-                get(&storage, &which.usage_key()).await?,
-            ));
-        }
-        if !shared.loaded.replace(true) {
-            *shared.token.record.borrow_mut() = token;
-            *shared.token.last_attempt.borrow_mut() = token_attempt;
-            *shared.token.usage.borrow_mut() = token_usage.unwrap_or_default();
-            *shared.forced.borrow_mut() = forced.unwrap_or_default();
-            *shared.last_error.borrow_mut() = last_error;
-            *shared.blocked_config.borrow_mut() = blocked_config;
-            for (kind, record, attempt, usage) in tickets {
-                let slot = shared.ticket(kind);
-                *slot.record.borrow_mut() = record;
-                *slot.last_attempt.borrow_mut() = attempt;
-                *slot.usage.borrow_mut() = usage.unwrap_or_default();
+            if drop_foreign(&mut self.state.ticket(kind).state.borrow_mut(), issuer) {
+                changed.push(CredentialKind::Ticket(kind));
             }
         }
+        let interrupted = self.state.ledger.borrow_mut().token_call_sent_at.take();
+        if let Some(sent_at) = interrupted {
+            let mut token = self.state.token.state.borrow_mut();
+            token.record = token.record.take().map(|r| r.possibly_replaced(sent_at));
+            self.state.token.kv.dirty.set(token.record.is_some());
+            changed.push(CredentialKind::Token);
+            runtime::log_event(json!({
+                "event": "refresh_interrupted",
+                "account": self.account.id,
+                "sent_at": sent_at,
+            }));
+        }
+        let id_missing = self.state.ledger.borrow().id != self.account.id;
+        self.state.ledger.borrow_mut().id = self.account.id.clone();
+        if !changed.is_empty() {
+            runtime::log_event(json!({
+                "event": "state_reconciled",
+                "account": self.account.id,
+                "credentials": changed.iter().map(|c| c.name()).collect::<Vec<_>>(),
+            }));
+        }
+        match changed.first() {
+            Some(_) => {
+                for which in &changed {
+                    self.persist(Some(*which)).await;
+                }
+                if interrupted.is_some() {
+                    // Refresh the possibly replaced token (and write KV) without waiting for
+                    // a reader or the cron.
+                    self.schedule_alarm(0).await;
+                }
+            }
+            None if id_missing => self.persist(None).await,
+            None => {}
+        }
         Ok(())
+    }
+
+    /// Writes the account's ledger, and `which`'s state with it, in one storage operation.
+    /// A failure is logged: memory stays right, and the next write carries it.
+    pub(super) async fn persist(&self, which: Option<CredentialKind>) {
+        let values = Object::new();
+        let mut entries = vec![(
+            ACCOUNT_KEY.to_owned(),
+            json_of(&*self.state.ledger.borrow()),
+        )];
+        if let Some(which) = which {
+            let value = match which {
+                CredentialKind::Token => json_of(&*self.state.token.state.borrow()),
+                CredentialKind::Ticket(kind) => json_of(&*self.state.ticket(kind).state.borrow()),
+            };
+            entries.push((which.storage_key(), value));
+        }
+        for (key, value) in entries {
+            match value {
+                Ok(value) => {
+                    let _ = Reflect::set(&values, &JsValue::from_str(&key), &value);
+                }
+                Err(e) => return self.log_storage_error(&e.message()),
+            }
+        }
+        if let Err(e) = self.object.storage().put_multiple_raw(values).await {
+            self.log_storage_error(&e.to_string());
+        }
+    }
+
+    /// Sets the alarm `delay_ms` from now, unless it is set to go off sooner.
+    pub(super) async fn schedule_alarm(&self, delay_ms: u64) {
+        let storage = self.object.storage();
+        let at = (runtime::now_millis() + delay_ms) as i64;
+        let sooner = matches!(storage.get_alarm().await, Ok(Some(set)) if set <= at);
+        if !sooner {
+            // An offset from now (`set_alarm` takes a plain number as one).
+            let offset = std::time::Duration::from_millis(delay_ms);
+            if let Err(e) = storage.set_alarm(offset).await {
+                self.log_storage_error(&e.to_string());
+            }
+        }
+    }
+
+    pub(super) fn log_storage_error(&self, message: &str) {
+        runtime::log_error(json!({
+            "event": "storage_write_failed",
+            "account": self.account.id,
+            "message": message,
+        }));
     }
 }

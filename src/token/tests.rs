@@ -16,6 +16,7 @@ fn decide(
         forced: None,
         paused_until: None,
         automatic_blocked: false,
+        explicit: None,
     };
     super::decide(trigger, &observed, now, policy)
 }
@@ -34,13 +35,15 @@ const POLICY: RefreshPolicy = RefreshPolicy {
     min_interval_secs: 30,
 };
 const T0: u64 = 1_700_000_000;
+const CFG: &str = "cfg";
 
 fn token(name: &str, expires_at: u64) -> TokenRecord {
     TokenRecord {
         access_token: name.into(),
-
         expires_at,
         refreshed_at: expires_at - 7200,
+        issued_for: CFG.into(),
+        hold_until: None,
         previous: None,
     }
 }
@@ -68,7 +71,7 @@ fn passive(stale: &str) -> Trigger {
 
 #[test]
 fn freshness() {
-    let record = TokenRecord::issued("A".into(), 7200, T0);
+    let record = TokenRecord::issued("A".into(), 7200, T0, CFG);
     assert_eq!(record.expires_at, T0 + 7200);
     assert!(record.is_valid(T0 + 7199));
     assert!(
@@ -356,24 +359,17 @@ fn zero_interval_never_waits() {
 }
 
 #[test]
-fn force_treats_the_current_token_as_rejected() {
+fn an_explicit_refresh_naming_the_current_token_refreshes() {
     let record = token("A", T0 + 7000);
     let last = ok_at(T0 - 200);
     assert_eq!(
-        decide(
-            &Trigger::Force,
-            Some(&record),
-            Some(&last),
-            false,
-            T0,
-            POLICY
-        ),
+        decide(&passive("A"), Some(&record), Some(&last), false, T0, POLICY),
         REFRESH
     );
     let recent = ok_at(T0 - 10);
     assert_eq!(
         decide(
-            &Trigger::Force,
+            &passive("A"),
             Some(&record),
             Some(&recent),
             false,
@@ -382,23 +378,70 @@ fn force_treats_the_current_token_as_rejected() {
         ),
         too_soon(20)
     );
-    let stable = Observed {
-        record: Some(&record),
-        last_attempt: Some(&last),
-        in_flight: false,
-        forced: Some((
-            &ForceLog::default(),
-            ForceLimits {
-                spacing_secs: 30,
-                daily_limit: 20,
-            },
-        )),
-        paused_until: None,
-        automatic_blocked: false,
-    };
     assert_eq!(
-        super::decide(&Trigger::Force, &stable, T0, POLICY),
+        super::decide(
+            &passive("A"),
+            &stable(&record, &last, &ForceLog::default()),
+            T0,
+            POLICY
+        ),
         Decision::Refresh { force: true }
+    );
+}
+
+fn budget(used_today: u64) -> Option<ExplicitBudget> {
+    Some(ExplicitBudget {
+        used_today,
+        daily_limit: 3,
+        resets_at: T0 + 5000,
+    })
+}
+
+#[test]
+fn explicit_refreshes_have_a_daily_budget_that_automatic_ones_do_not_share() {
+    let current = token("A", T0 + 7000);
+    let due = token("A", T0 + 600);
+    let last = ok_at(T0 - 200);
+    fn with<'a>(
+        record: &'a TokenRecord,
+        last: &'a AttemptRecord,
+        used: u64,
+    ) -> (Observed<'a, TokenRecord>, ()) {
+        let mut observed = observed(Some(record), Some(last));
+        observed.explicit = budget(used);
+        (observed, ())
+    }
+    let unnamed = Trigger::Passive { stale_token: None };
+    for trigger in [passive("A"), unnamed.clone()] {
+        let (under, _) = with(&current, &last, 2);
+        assert_eq!(super::decide(&trigger, &under, T0, POLICY), REFRESH);
+        let (over, _) = with(&current, &last, 3);
+        assert_eq!(
+            super::decide(&trigger, &over, T0, POLICY),
+            Decision::TooSoon {
+                retry_after_secs: 5000,
+                reason: TooSoonReason::ExplicitDailyLimit
+            }
+        );
+    }
+    // Over budget: an old stale token is still answered, joining a call is free, and
+    // automatic refreshes go on.
+    let (over, _) = with(&current, &last, 3);
+    assert_eq!(
+        super::decide(&passive("OLD"), &over, T0, POLICY),
+        Decision::Serve
+    );
+    let (mut joining, _) = with(&current, &last, 3);
+    joining.in_flight = true;
+    assert_eq!(super::decide(&unnamed, &joining, T0, POLICY), REFRESH);
+    let (due_over, _) = with(&due, &last, 3);
+    assert_eq!(
+        super::decide(&Trigger::Cron, &due_over, T0, POLICY),
+        REFRESH
+    );
+    assert_eq!(
+        super::decide(&Trigger::Read, &due_over, T0, POLICY),
+        Decision::ServeAndRefresh
     );
 }
 
@@ -418,6 +461,7 @@ fn stable<'a>(
         forced: Some((log, limits)),
         paused_until: None,
         automatic_blocked: false,
+        explicit: None,
     }
 }
 
@@ -449,16 +493,107 @@ fn stable_accounts_force_only_for_the_current_token_and_within_limits() {
 
 #[test]
 fn a_replaced_token_is_accepted_for_five_minutes() {
-    let old = TokenRecord::issued("OLD".into(), 7200, T0 - 7000);
-    let new = TokenRecord::issued("NEW".into(), 7200, T0).replacing(Some(&old), T0);
+    let old = TokenRecord::issued("OLD".into(), 7200, T0 - 7000, CFG);
+    let new = TokenRecord::issued("NEW".into(), 7200, T0, CFG).replacing(
+        Some(&old),
+        Issuance::Rotating,
+        T0,
+    );
     assert!(new.accepts("NEW", T0 + 10));
-    assert!(new.accepts("OLD", T0 + 299));
-    assert!(!new.accepts("OLD", T0 + 300));
+    assert!(
+        new.accepts("OLD", T0 + 199),
+        "until the old token's own expiry"
+    );
+    assert!(!new.accepts("OLD", T0 + 200));
     assert!(!new.accepts("OTHER", T0));
     assert!(!new.accepts("NEW", T0 + 7200), "never once expired");
+
+    let older = TokenRecord::issued("OLDER".into(), 7200, T0 - 1000, CFG);
+    let newer = TokenRecord::issued("NEWER".into(), 7200, T0, CFG).replacing(
+        Some(&older),
+        Issuance::Rotating,
+        T0,
+    );
+    assert!(newer.accepts("OLDER", T0 + 299));
+    assert!(!newer.accepts("OLDER", T0 + 300));
+
     // stable_token handing out the same token again keeps the earlier replacement.
-    let same = TokenRecord::issued("NEW".into(), 7000, T0 + 200).replacing(Some(&new), T0 + 200);
-    assert_eq!(same.previous, new.previous);
+    let same = TokenRecord::issued("NEWER".into(), 7000, T0 + 200, CFG).replacing(
+        Some(&newer),
+        Issuance::StableNormal,
+        T0 + 200,
+    );
+    assert_eq!(same.previous, newer.previous);
+}
+
+#[test]
+fn an_already_expired_token_is_not_accepted_after_its_replacement() {
+    let expired = TokenRecord::issued("OLD".into(), 7200, T0 - 7300, CFG);
+    let new = TokenRecord::issued("NEW".into(), 7200, T0, CFG).replacing(
+        Some(&expired),
+        Issuance::Rotating,
+        T0,
+    );
+    assert!(!new.accepts("OLD", T0));
+}
+
+#[test]
+fn a_forced_stable_refresh_kills_the_previous_token_at_once() {
+    let old = TokenRecord::issued("OLD".into(), 7200, T0 - 100, CFG);
+    let new = TokenRecord::issued("NEW".into(), 7200, T0, CFG).replacing(
+        Some(&old),
+        Issuance::StableForced,
+        T0,
+    );
+    assert!(!new.accepts("OLD", T0));
+    assert_eq!(new.previous.as_ref().map(|p| p.accepted_until), Some(T0));
+}
+
+#[test]
+fn the_same_stable_token_is_held_until_wechat_rotates_it() {
+    let margin = 900;
+    let first = TokenRecord::issued("S".into(), 7200, T0, CFG);
+    // At T0+6400 it is due (800 s left); stable_token answers with the same token.
+    let again = TokenRecord::issued("S".into(), 800, T0 + 6400, CFG).replacing(
+        Some(&first),
+        Issuance::StableNormal,
+        T0 + 6400,
+    );
+    assert_eq!(
+        again.hold_until,
+        Some(T0 + 7200 - STABLE_ROTATES_WITHIN_SECS)
+    );
+    assert!(!again.is_due(T0 + 6401, margin));
+    assert!(!again.is_due(T0 + 6899, margin));
+    assert!(again.is_due(T0 + 6900, margin));
+    // A new token is not held.
+    let rotated = TokenRecord::issued("T".into(), 7200, T0 + 6900, CFG).replacing(
+        Some(&again),
+        Issuance::StableNormal,
+        T0 + 6900,
+    );
+    assert_eq!(rotated.hold_until, None);
+}
+
+#[test]
+fn a_lost_answer_caps_the_stored_token_within_wechats_grace() {
+    let record = TokenRecord::issued("A".into(), 7200, T0, CFG);
+    let capped = record.clone().possibly_replaced(T0 + 100);
+    assert_eq!(capped.expires_at, T0 + 100 + REPLACED_TOKEN_GRACE_SECS);
+    assert!(capped.is_due(T0 + 100, 900), "refreshed at once");
+    let short = TokenRecord::issued("A".into(), 200, T0, CFG).possibly_replaced(T0 + 100);
+    assert_eq!(short.expires_at, T0 + 200, "never extended");
+}
+
+#[test]
+fn a_record_of_another_configuration_is_not_a_predecessor() {
+    let old = TokenRecord::issued("OLD".into(), 7200, T0 - 100, "other");
+    let new = TokenRecord::issued("NEW".into(), 7200, T0, CFG).replacing(
+        Some(&old),
+        Issuance::Rotating,
+        T0,
+    );
+    assert_eq!(new.previous, None);
 }
 
 fn observed<'a>(
@@ -472,6 +607,7 @@ fn observed<'a>(
         forced: None,
         paused_until: None,
         automatic_blocked: false,
+        explicit: None,
     }
 }
 

@@ -3,13 +3,13 @@ use super::*;
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
 fn account(api: TokenApi) -> Account {
-    Account {
-        id: "main".into(),
-        kind: crate::accounts::AccountKind::OfficialAccount,
-        appid: "wx123".into(),
-        secret: "s e&c".into(),
+    Account::new(
+        "main",
+        crate::accounts::AccountKind::OfficialAccount,
+        "wx123",
+        "s e&c",
         api,
-    }
+    )
 }
 
 const BASE: &str = "https://api.weixin.qq.com";
@@ -227,4 +227,19 @@ fn credential_errors() {
     }
     assert!(!is_credential_error(-1));
     assert!(!is_credential_error(45009));
+}
+
+#[test]
+fn scrub_removes_the_secret_raw_and_percent_encoded() {
+    let secret = "s e&c/ret";
+    let text = format!(
+        "fetch failed: https://x/?secret={} and {secret}",
+        "s%20e%26c%2Fret"
+    );
+    let cleaned = scrub(&text, secret);
+    assert!(
+        !cleaned.contains("s%20e%26c%2Fret") && !cleaned.contains(secret),
+        "{cleaned}"
+    );
+    assert_eq!(cleaned.matches("[redacted]").count(), 2);
 }

@@ -1,0 +1,60 @@
+//! The one authentication-and-scope path of every route: the key first (an unauthenticated
+//! caller learns nothing else), then its route scope, then its account scope. A key limited
+//! to some accounts gets the same 403 for an account outside its list and for one that does
+//! not exist, so it cannot probe which accounts are configured.
+
+use crate::accounts::Account;
+use crate::auth::{Grant, Route};
+use crate::config::{AccountName, Settings};
+use crate::error::AppError;
+use crate::runtime;
+use std::rc::Rc;
+use worker::Env;
+
+/// Authenticates `presented` (a client key) for `route`. Also checks, once the settings are
+/// known, that every key's account scope names configured accounts.
+pub fn authenticate(
+    env: &Env,
+    presented: Option<&str>,
+    route: Route,
+) -> Result<(Grant, Rc<Settings>), AppError> {
+    let keys = runtime::client_keys(env)?;
+    let grant = keys.authorize_key(presented)?;
+    grant.check_route(route)?;
+    let settings = runtime::settings(env)?;
+    keys.check_scopes(|id| settings.account(id).is_ok())?;
+    Ok((grant, settings))
+}
+
+/// The account `name` names, if `grant` may use it.
+pub fn account<'s>(
+    grant: &Grant,
+    settings: &'s Settings,
+    name: AccountName,
+) -> Result<&'s Account, AppError> {
+    let found = match settings.find(name) {
+        Err(_) if grant.is_scoped() => None,
+        other => other?,
+    };
+    match found {
+        Some(account) if grant.permits(&account.id) => Ok(account),
+        Some(_) => Err(AppError::ForbiddenAccount),
+        None if grant.is_scoped() => Err(AppError::ForbiddenAccount),
+        None => Err(AppError::UnknownAccount),
+    }
+}
+
+/// How the query names the account: `?account=<id>` or `?appid=<appid>`, at most once, not
+/// empty; neither means the default account.
+pub fn account_name(pairs: &[(String, String)]) -> Result<AccountName<'_>, AppError> {
+    let mut named = pairs.iter().filter(|(k, _)| k == "account" || k == "appid");
+    match (named.next(), named.next()) {
+        (None, _) => Ok(AccountName::Default),
+        (Some((_, value)), None) if value.is_empty() => {
+            Err(AppError::BadRequest("?account= is empty".into()))
+        }
+        (Some((key, value)), None) if key == "account" => Ok(AccountName::Id(value)),
+        (Some((_, value)), None) => Ok(AccountName::AppId(value)),
+        (Some(_), Some(_)) => Err(AppError::BadRequest("name one account, once".into())),
+    }
+}

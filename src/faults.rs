@@ -1,0 +1,79 @@
+//! Test-only fault injection for the edge cache, off unless its variables are set. Local KV
+//! never fails and has no rate limit; Cloudflare's does (transient errors, one write per
+//! second per key, the Free plan's daily cap). The end-to-end tests set these to show that a
+//! lost KV write heals. Never set them in production.
+//!
+//! - `TEST_FAIL_KV_WRITES="2-3"`: the 2nd and 3rd writes to each KV key fail; `"2-"`: every
+//!   write from the 2nd on.
+//! - `TEST_KV_ONE_WRITE_PER_SEC="1"`: a write to a key less than a second after the last one
+//!   fails, as Cloudflare's KV answers 429.
+
+use crate::memo;
+use crate::runtime::{self, now_millis};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use worker::Env;
+
+#[derive(Clone, Default)]
+struct Faults {
+    /// Inclusive range of write ordinals (per key) that fail.
+    failing_writes: Option<(u64, u64)>,
+    one_write_per_sec: bool,
+}
+
+thread_local! {
+    /// Per KV key: writes attempted, and when the last one was let through.
+    static WRITES: RefCell<HashMap<String, (u64, u64)>> = RefCell::default();
+}
+
+fn faults(env: &Env) -> Rc<Faults> {
+    memo::once("config:test_faults", || {
+        let lookup = runtime::lookup(env);
+        let failing_writes = lookup("TEST_FAIL_KV_WRITES").and_then(|spec| {
+            let (first, last) = spec.trim().split_once('-')?;
+            let first = first.parse().ok()?;
+            let last = if last.is_empty() {
+                u64::MAX
+            } else {
+                last.parse().ok()?
+            };
+            Some((first, last))
+        });
+        let one_write_per_sec = lookup("TEST_KV_ONE_WRITE_PER_SEC").is_some_and(|v| v == "1");
+        Rc::new(Faults {
+            failing_writes,
+            one_write_per_sec,
+        })
+    })
+}
+
+/// An injected failure for this write to `key`, if the test variables ask for one.
+pub fn kv_write(env: &Env, key: &str) -> worker::Result<()> {
+    let faults = faults(env);
+    if faults.failing_writes.is_none() && !faults.one_write_per_sec {
+        return Ok(());
+    }
+    let now_ms = now_millis();
+    WRITES.with(|writes| {
+        let mut writes = writes.borrow_mut();
+        let (count, last_ms) = writes.entry(key.to_owned()).or_default();
+        *count += 1;
+        if faults
+            .failing_writes
+            .is_some_and(|(first, last)| (first..=last).contains(count))
+        {
+            return Err(worker::Error::RustError(
+                "injected KV write failure (TEST_FAIL_KV_WRITES)".into(),
+            ));
+        }
+        if faults.one_write_per_sec && *last_ms > 0 && now_ms < *last_ms + 1000 {
+            return Err(worker::Error::RustError(
+                "injected KV rate limit: one write per second per key (TEST_KV_ONE_WRITE_PER_SEC)"
+                    .into(),
+            ));
+        }
+        *last_ms = now_ms;
+        Ok(())
+    })
+}
