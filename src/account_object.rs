@@ -26,20 +26,10 @@ struct ObjectCall {
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum Op {
-    Token {
-        trigger: Trigger,
-    },
-    Ticket {
-        kind: TicketKind,
-        trigger: Trigger,
-    },
+    Token { trigger: Trigger },
+    Ticket { kind: TicketKind, trigger: Trigger },
     Cron,
     Status,
-    /// Whether the object accepts this token as the account's (compat `getticket`, when the
-    /// KV index does not know it).
-    Accepts {
-        token: String,
-    },
 }
 
 pub async fn token(
@@ -62,13 +52,6 @@ pub async fn ticket(
 /// The account's `/status` entry: fingerprints, never a credential.
 pub async fn status(env: &Env, account_id: &str) -> Result<Value, AppError> {
     decode(ask(env, account_id, Op::Status).await?).await
-}
-
-pub async fn accepts(env: &Env, account_id: &str, token: &str) -> Result<bool, AppError> {
-    let op = Op::Accepts {
-        token: token.to_owned(),
-    };
-    decode(ask(env, account_id, op).await?).await
 }
 
 /// The cron visit's summary: outcomes only, never a credential.
@@ -188,7 +171,6 @@ impl AccountTokenObject {
             Op::Ticket { kind, trigger } => serde_json::to_value(ctx.ticket(kind, &trigger).await?),
             Op::Cron => Ok(ctx.cron().await),
             Op::Status => Ok(ctx.status()),
-            Op::Accepts { token } => Ok(Value::Bool(ctx.accepts(&token))),
         };
         Ok(respond::json(
             200,

@@ -5,7 +5,7 @@ use crate::error::AppError;
 use serde_json::Value;
 
 /// The body of `POST /token/refresh`: `{"stale_token":"…"}` names the token WeChat rejected;
-/// no body (or no `stale_token`) forces a refresh.
+/// no body (or no `stale_token`) asks for a new token.
 pub fn passive_refresh_body(body: &str) -> Result<Option<String>, AppError> {
     if body.trim().is_empty() {
         return Ok(None);
@@ -94,7 +94,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn empty_body_forces_a_refresh() {
+    fn an_empty_body_names_no_token() {
         assert_eq!(passive_refresh_body(""), Ok(None));
         assert_eq!(passive_refresh_body(" \n"), Ok(None));
         assert_eq!(passive_refresh_body("{}"), Ok(None));

@@ -1,5 +1,5 @@
-//! Reading a request body without trusting it: at most [`MAX_BODY_BYTES`] + one chunk is kept
-//! in memory, whatever `Content-Length` says or does not say.
+//! Reading a request body without trusting it: at most [`MAX_BODY_BYTES`] + 1 bytes are kept in
+//! memory, whatever `Content-Length` says or does not say.
 
 use crate::api::{self, MAX_BODY_BYTES};
 use crate::error::AppError;
@@ -42,7 +42,11 @@ async fn read_bounded(request: &Request) -> Result<Vec<u8>, AppError> {
         let value = Reflect::get(&chunk, &JsValue::from_str("value")).map_err(unreadable)?;
         let value = Uint8Array::new(&value);
         if kept.len() <= MAX_BODY_BYTES {
-            kept.extend_from_slice(&value.to_vec());
+            // Never more than the limit and a byte: enough to know it is too large.
+            let room = MAX_BODY_BYTES + 1 - kept.len();
+            let take = (value.length() as usize).min(room) as u32;
+            kept.extend_from_slice(&value.subarray(0, take).to_vec());
+            discarded += value.length() as usize - take as usize;
         } else {
             discarded += value.length() as usize;
             if discarded > DISCARD_MAX_BYTES {

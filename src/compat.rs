@@ -6,7 +6,6 @@
 //! Answers are always HTTP 200, errors as `{"errcode","errmsg"}`, as WeChat does.
 
 use crate::access;
-use crate::account_object;
 use crate::auth::Route;
 use crate::config::{AccountName, Settings};
 use crate::error::{wechat_shape, AppError};
@@ -103,10 +102,10 @@ async fn ticket(
         .filter(|t| !t.is_empty())
         .ok_or_else(invalid_token)?;
     let settings = runtime::settings(env)?;
-    let account_id = recognize(env, &settings, presented).await?;
+    let account_id = recognize(env, ctx, &settings, presented).await?;
     let account = settings.account(&account_id)?;
     let kind = TicketKind::parse(Some(param(pairs, "type").unwrap_or("jsapi")), account.kind)
-        .map_err(|_| wechat_error(40097, "invalid args: type must be jsapi or wx_card"))?;
+        .map_err(|e| wechat_error(40097, &format!("invalid args: {}", e.message())))?;
     let record = read::<TicketRecord>(env, ctx, &settings, account, kind).await?;
     Ok(json!({
         "errcode": 0,
@@ -118,8 +117,14 @@ async fn ticket(
 
 /// The account whose token `presented` is, by the index the objects write to KV (one read,
 /// whatever the number of accounts). With a single account, a token the index does not know
-/// yet is checked with its object.
-async fn recognize(env: &Env, settings: &Settings, presented: &str) -> Result<String, WeChatError> {
+/// (yet) is compared with that account's token as readers get it: KV first, its object only
+/// when KV has nothing fresh, so unknown tokens cannot make anyone call the object.
+async fn recognize(
+    env: &Env,
+    ctx: &Context,
+    settings: &Settings,
+    presented: &str,
+) -> Result<String, WeChatError> {
     let now = now_secs();
     if let Some(entry) = kv_cache::read_index(env, presented).await {
         let current = settings
@@ -130,8 +135,12 @@ async fn recognize(env: &Env, settings: &Settings, presented: &str) -> Result<St
             false => Err(invalid_token()),
         };
     }
-    match settings.accounts.as_slice() {
-        [only] if account_object::accepts(env, &only.id, presented).await? => Ok(only.id.clone()),
-        _ => Err(invalid_token()),
+    let [only] = settings.accounts.as_slice() else {
+        return Err(invalid_token());
+    };
+    let current = read::<TokenRecord>(env, ctx, settings, only, ()).await?;
+    match current.accepts(presented, now) {
+        true => Ok(only.id.clone()),
+        false => Err(invalid_token()),
     }
 }

@@ -14,8 +14,9 @@ const DEFAULT_MARGIN_SECS: u64 = 900;
 /// A minute: one caller's loop of explicit refreshes costs at most 1,440 calls a day, and the
 /// explicit budget below caps the total.
 const DEFAULT_MIN_INTERVAL_SECS: u64 = 60;
-/// KV entries are answered at the edge for at most this long (a missed KV update heals by then).
-const DEFAULT_KV_MAX_AGE_SECS: u64 = 600;
+/// KV entries are answered at the edge for at most this long, plus a minute while the object
+/// rewrites them: a lost KV update heals within WeChat's five-minute overlap.
+const DEFAULT_KV_MAX_AGE_SECS: u64 = 240;
 const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 10_000;
 /// WeChat's own limits on stable_token's force_refresh mode.
 const DEFAULT_FORCE_SPACING_SECS: u64 = 30;
@@ -258,7 +259,7 @@ mod tests {
         assert_eq!(default.appid, "wx0123");
         assert_eq!(settings.account("wx0123").unwrap().api, TokenApi::Classic);
         assert_eq!(settings.explicit_daily_limit(default), 200);
-        assert_eq!(settings.kv_max_age_secs, 600);
+        assert_eq!(settings.kv_max_age_secs, 240);
         assert_eq!(settings.api_base, DEFAULT_API_BASE);
         assert_eq!(settings.wecom_api_base, DEFAULT_WECOM_API_BASE);
         assert_eq!(

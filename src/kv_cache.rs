@@ -46,19 +46,34 @@ pub struct IndexEntry {
     pub accepted_until: u64,
 }
 
-/// The cached record if it may be served now: within its entry's freshness, valid, and issued
-/// under the account's current configuration. None on a miss or any KV trouble (the Durable
-/// Object then answers).
+/// A cached record that may be served: valid, and issued under the account's current
+/// configuration.
+pub struct Cached<R> {
+    pub record: R,
+    /// Until when the object vouches for it (see [`Cached::is_fresh`]).
+    pub fresh_until: u64,
+}
+
+impl<R> Cached<R> {
+    pub fn is_fresh(&self, now: u64) -> bool {
+        now < self.fresh_until
+    }
+}
+
+/// The cached record, if valid and issued under `issuer`. None on a miss or any KV trouble
+/// (the Durable Object then answers).
 pub async fn read<R: Credential + DeserializeOwned>(
     env: &Env,
     key: &str,
     issuer: &str,
     now: u64,
-) -> Option<R> {
+) -> Option<Cached<R>> {
     let store = env.kv(KV_BINDING).ok()?;
     let entry: Entry<R> = store.get(key).json().await.ok().flatten()?;
-    (now < entry.fresh_until && entry.record.is_valid(now) && entry.record.issued_for() == issuer)
-        .then_some(entry.record)
+    (entry.record.is_valid(now) && entry.record.issued_for() == issuer).then_some(Cached {
+        record: entry.record,
+        fresh_until: entry.fresh_until,
+    })
 }
 
 /// Caches `record`, to be answered until `fresh_until`. KV's own expiration is only a

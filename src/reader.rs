@@ -17,6 +17,13 @@ use worker::{Context, Env};
 
 /// One isolate asks the object for a background refresh of a credential at most this often.
 const BACKGROUND_ASK_SPACING_MS: u64 = 5_000;
+/// An entry whose freshness ran out moments ago (a quarter of `KV_MAX_AGE_SECS`, at most a
+/// minute) is still answered, while the object is asked (once per isolate per few seconds) to
+/// write it again: otherwise every read at a location would go to the object until KV there
+/// caught up with the rewrite.
+fn stale_answer_secs(kv_max_age_secs: u64) -> u64 {
+    (kv_max_age_secs / 4).min(60)
+}
 
 /// A token or a ticket, as the read-through below fetches it.
 pub trait Readable: Credential + DeserializeOwned + 'static {
@@ -77,7 +84,9 @@ pub async fn read<R: Readable>(
         return Ok(remembered);
     }
     let margin_secs = settings.refresh.margin_secs;
-    let cached = kv_cache::read::<R>(env, &key, &account.issuer, now).await;
+    let cached = kv_cache::read::<R>(env, &key, &account.issuer, now)
+        .await
+        .filter(|c| now < c.fresh_until + stale_answer_secs(settings.kv_max_age_secs));
     let Some(cached) = cached else {
         // Whatever the object does may replace the token (a ticket fetch that WeChat answers
         // with 40001 does): this isolate must not keep answering with the old one.
@@ -89,7 +98,9 @@ pub async fn read<R: Readable>(
         remember(&key, &record, now_ms, margin_secs);
         return Ok(record);
     };
-    if cached.is_due(now, margin_secs) && first_ask(&key, now_ms) {
+    let stale = !cached.is_fresh(now);
+    let cached = cached.record;
+    if (stale || cached.is_due(now, margin_secs)) && first_ask(&key, now_ms) {
         let (env, id) = (env.clone(), account.id.clone());
         ctx.wait_until(async move {
             if let Err(e) = R::ask(&env, &id, kind, Trigger::Background).await {

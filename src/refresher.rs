@@ -19,7 +19,8 @@ use crate::quota::{next_beijing_midnight, quota_pause};
 use crate::runtime::{self, now_secs};
 use crate::status::{self, ErrorRecord};
 use crate::token::{
-    decide, AttemptRecord, Credential, Decision, ExplicitBudget, Observed, TokenRecord, Trigger,
+    decide, ticket_in_use, AttemptRecord, Credential, Decision, ExplicitBudget, Observed,
+    TokenRecord, Trigger,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -29,9 +30,6 @@ use worker::Env;
 
 pub use state::AccountState;
 use state::CredentialKind;
-
-/// The cron leaves a ticket alone once nobody has read it for this long.
-const TICKET_IDLE_SECS: u64 = 86_400;
 
 /// What a request for a credential got.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +77,8 @@ impl AccountCtx {
             };
             let ledger = self.state.ledger.borrow().clone();
             let stable = self.account.api == TokenApi::Stable;
+            // A client's request for a new token; the ticket path's own is not one.
+            let explicit = matches!(trigger, Trigger::Passive { .. });
             let observed = Observed {
                 record: record.as_ref(),
                 last_attempt: last_attempt.as_ref(),
@@ -86,7 +86,7 @@ impl AccountCtx {
                 forced: stable.then_some((&ledger.forced, self.settings.stable_force)),
                 paused_until: self.paused_until(CredentialKind::Token, now),
                 automatic_blocked: self.automatic_blocked(),
-                explicit: Some(ExplicitBudget {
+                explicit: explicit.then(|| ExplicitBudget {
                     used_today: ledger.explicit.today(now),
                     daily_limit: self.settings.explicit_daily_limit(&self.account),
                     resets_at: next_beijing_midnight(now),
@@ -95,18 +95,19 @@ impl AccountCtx {
             let decision = decide(trigger, &observed, now, self.settings.refresh);
             self.log_decision(CredentialKind::Token, trigger, &decision, record.as_ref());
             if let Decision::Refresh { force } = decision {
-                let explicit = matches!(trigger, Trigger::Passive { .. });
                 if explicit && !observed.in_flight {
                     // Counted when it starts a call; joining one under way is free.
                     self.state.ledger.borrow_mut().explicit.add(now, 1);
                 }
                 let fresh = self.refresh_token(trigger.name(), force).await;
-                self.sync_kv(CredentialKind::Token).await;
+                match force {
+                    // WeChat killed the old token: KV gets the new one before anyone hears.
+                    true => self.sync_kv_fully(CredentialKind::Token).await,
+                    false => self.sync_kv(CredentialKind::Token).await,
+                }
                 let fresh = fresh?;
-                let got_back_the_stale_token = matches!(
-                    trigger,
-                    Trigger::Passive { stale_token: Some(stale) } if *stale == fresh.access_token
-                );
+                let got_back_the_stale_token =
+                    trigger.stale_token() == Some(fresh.access_token.as_str());
                 if !(got_back_the_stale_token && !force && round < 2) {
                     return Ok(Acquired::Refreshed(fresh));
                 }
@@ -165,7 +166,7 @@ impl AccountCtx {
             if state.record.is_none() {
                 continue;
             }
-            let outcome = if now < state.last_read_at + TICKET_IDLE_SECS {
+            let outcome = if ticket_in_use(state.last_read_at, now) {
                 outcome_summary(self.ticket(kind, &Trigger::Cron).await)
             } else {
                 json!({ "status": 200, "outcome": "idle" })
@@ -195,15 +196,6 @@ impl AccountCtx {
             "kv_pending": pending,
         }));
         pending
-    }
-
-    /// Whether `token` is the account's current token, or one WeChat still accepts after it
-    /// was replaced.
-    pub fn accepts(&self, token: &str) -> bool {
-        self.state
-            .token
-            .record()
-            .is_some_and(|record| record.accepts(token, now_secs()))
     }
 
     /// The account's entry in `/status`.
@@ -247,11 +239,20 @@ impl AccountCtx {
         if !matches!(trigger, Trigger::Read | Trigger::Background) {
             return;
         }
-        match which {
-            CredentialKind::Token => self.state.token.state.borrow_mut().last_read_at = now,
-            CredentialKind::Ticket(kind) => {
-                self.state.ticket(kind).state.borrow_mut().last_read_at = now
+        let previous = match which {
+            CredentialKind::Token => {
+                std::mem::replace(&mut self.state.token.state.borrow_mut().last_read_at, now)
             }
+            CredentialKind::Ticket(kind) => std::mem::replace(
+                &mut self.state.ticket(kind).state.borrow_mut().last_read_at,
+                now,
+            ),
+        };
+        // Otherwise stored with the next outcome: an hour's drift is nothing to the idle rule.
+        if state::read_worth_storing(previous, now) {
+            let ctx = self.clone();
+            self.object
+                .wait_until(async move { ctx.persist(Some(which)).await });
         }
         let kv = &self.slot_kv(which);
         if kv.fresh_until.get() <= now {
@@ -321,7 +322,11 @@ impl AccountCtx {
                 });
                 Ok(Acquired::Served(current))
             }
-            Decision::Skip => Ok(Acquired::Skipped),
+            Decision::Skip => {
+                // A background ask may come from a reader whose KV entry went stale.
+                self.spawn_kv_sync(which);
+                Ok(Acquired::Skipped)
+            }
             Decision::TooSoon {
                 retry_after_secs,
                 reason,

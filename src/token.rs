@@ -2,6 +2,7 @@
 //! tickets): given what is stored and what just happened, should we serve, refresh, wait, or
 //! refuse? Pure, with "now" passed in, so every rule is unit-tested.
 
+use crate::accounts::TokenApi;
 use crate::backoff;
 use crate::error::{TooSoonReason, UpstreamFailure};
 pub use crate::quota::{ForceLimits, ForceLog};
@@ -96,6 +97,17 @@ pub enum Issuance {
     StableForced,
 }
 
+impl Issuance {
+    /// How a call to `api` (`forced`: stable_token's `force_refresh`) issues its token.
+    pub fn of(api: TokenApi, forced: bool) -> Self {
+        match (api, forced) {
+            (TokenApi::Stable, true) => Self::StableForced,
+            (TokenApi::Stable, false) => Self::StableNormal,
+            (TokenApi::Classic | TokenApi::WeCom, _) => Self::Rotating,
+        }
+    }
+}
+
 impl TokenRecord {
     /// `requested_at` is when the upstream request was sent, so the expiry errs on the early side.
     pub fn issued(
@@ -142,10 +154,18 @@ impl TokenRecord {
     }
 
     /// A call for a new token was sent at `sent_at` and its answer was lost (a timeout, a
-    /// broken answer, an object evicted mid-call): WeChat may have issued a new token, and then
-    /// this one dies five minutes after the call. Stop serving it by then, and refresh it now.
-    pub fn possibly_replaced(mut self, sent_at: u64) -> Self {
-        self.expires_at = self.expires_at.min(sent_at + REPLACED_TOKEN_GRACE_SECS);
+    /// broken answer, an object evicted mid-call): WeChat may have issued a new token. After a
+    /// rotating call this one then dies five minutes after the call: stop serving it by then,
+    /// and refresh it now. After a forced stable_token call it may be dead already: stop at
+    /// once (the next fetch, in normal mode, gets whichever token is current). A normal
+    /// stable_token call replaces nothing that is still valid.
+    pub fn possibly_replaced(mut self, sent_at: u64, how: Issuance) -> Self {
+        let grace = match how {
+            Issuance::Rotating => REPLACED_TOKEN_GRACE_SECS,
+            Issuance::StableForced => 0,
+            Issuance::StableNormal => return self,
+        };
+        self.expires_at = self.expires_at.min(sent_at + grace);
         self.hold_until = None;
         self
     }
@@ -223,11 +243,23 @@ pub enum Trigger {
     /// `POST /token/refresh`: WeChat rejected `stale_token`, or (None) the caller asks for a
     /// new token (on stable_token accounts: whatever the normal mode answers).
     Passive { stale_token: Option<String> },
+    /// getticket rejected `stale_token`: as a passive refresh naming it, but the object's own,
+    /// outside the clients' explicit budget.
+    TicketRejected { stale_token: String },
     /// The account's alarm: a refresh cut off by eviction, or a KV write to retry.
     Alarm,
 }
 
 impl Trigger {
+    /// The token a passive refresh says WeChat rejected.
+    pub fn stale_token(&self) -> Option<&str> {
+        match self {
+            Self::Passive { stale_token } => stale_token.as_deref(),
+            Self::TicketRejected { stale_token } => Some(stale_token),
+            _ => None,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Self::Read => "read",
@@ -235,6 +267,7 @@ impl Trigger {
             Self::Cron => "cron",
             Self::Alarm => "alarm",
             Self::Passive { .. } => "passive",
+            Self::TicketRejected { .. } => "ticket_rejected",
         }
     }
 }
@@ -326,8 +359,8 @@ pub fn decide<R: Credential>(
                 Decision::Skip
             }
         }
-        Trigger::Passive { stale_token } => {
-            let stale_token = stale_token.as_deref();
+        Trigger::Passive { .. } | Trigger::TicketRejected { .. } => {
+            let stale_token = trigger.stale_token();
             let stale_is_current = |current: &R| stale_token == Some(current.value());
             let over_budget = observed
                 .explicit
@@ -394,6 +427,14 @@ fn wait_secs(
     };
     let allowed_at = last.at + wait;
     (now < allowed_at).then(|| allowed_at - now)
+}
+
+/// The cron keeps refreshing a ticket that someone read within the last day.
+pub const TICKET_IDLE_SECS: u64 = 86_400;
+
+/// Whether a ticket last read at `last_read_at` is still worth refreshing ahead of time.
+pub fn ticket_in_use(last_read_at: u64, now: u64) -> bool {
+    now < last_read_at + TICKET_IDLE_SECS
 }
 
 #[cfg(test)]

@@ -170,6 +170,17 @@ def test_a_ticket_whose_token_refresh_is_refused_keeps_its_limits(start_worker, 
     assert entry["last_error"]["credential"] == "jsapi"
 
 
+def test_the_ticket_paths_own_token_refresh_is_outside_the_explicit_budget(start_worker, fake):
+    worker = start_worker(MIN_REFRESH_INTERVAL_SECS="0", EXPLICIT_REFRESH_DAILY_LIMIT="0")
+    token = worker.get_token().json["access_token"]
+    assert_error(worker.refresh(token), 429, "refresh_too_soon")  # no explicit refresh today
+    fake.revoked.add(token)  # getticket says 40001: the server replaces the token itself
+    reply = worker.request("GET", "/ticket?type=jsapi")
+    assert reply.status == 200, reply.text
+    assert fake.calls == 2 and fake.ticket_calls_for(fake.appid, "jsapi") == 2
+    assert status_entry(worker)["explicit_refreshes_today"] == 0
+
+
 def test_mini_programs_have_no_js_sdk_tickets(start_worker, fake):
     worker = start_worker(**several(fake))
     for kind in ("jsapi", "wx_card"):

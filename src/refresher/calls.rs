@@ -1,8 +1,7 @@
 //! The calls to WeChat behind a refresh, and recording what they returned.
 
-use super::state::{CredentialKind, Slot};
+use super::state::{CredentialKind, Slot, TokenCallSent};
 use super::AccountCtx;
-use crate::accounts::TokenApi;
 use crate::backoff;
 use crate::error::{AppError, UpstreamFailure};
 use crate::fingerprint::{config_fingerprint, fingerprint};
@@ -53,21 +52,20 @@ impl AccountCtx {
             if force {
                 ledger.forced.record(started_at);
             }
-            ledger.token_call_sent_at = Some(started_at);
+            ledger.token_call_sent = Some(TokenCallSent {
+                at: started_at,
+                forced: force,
+            });
         }
         // Durable before the call: an eviction mid-call is then noticed on the next load.
         self.persist(None).await;
-        let outcome = self
+        let (outcome, answer_lost) = self
             .call_upstream(CredentialKind::Token, trigger, force, |budget_ms| {
                 upstream::fetch_token(&self.settings, &self.account, force, budget_ms)
             })
             .await;
         let before = self.state.token.record();
-        let issuance = match (self.account.api, force) {
-            (TokenApi::Stable, true) => Issuance::StableForced,
-            (TokenApi::Stable, false) => Issuance::StableNormal,
-            (TokenApi::Classic | TokenApi::WeCom, _) => Issuance::Rotating,
-        };
+        let issuance = Issuance::of(self.account.api, force);
         let now = now_secs();
         let replacement = match &outcome {
             Ok(issued) => Some(
@@ -79,14 +77,12 @@ impl AccountCtx {
                 )
                 .replacing(before.as_ref(), issuance, now),
             ),
-            // The answer was lost on the way: WeChat may have issued a new token, and the
-            // stored one then dies five minutes after the call.
-            Err(failure) if issuance == Issuance::Rotating && answer_lost(failure) => {
-                before.map(|r| r.possibly_replaced(started_at))
-            }
+            // An answer was lost on the way (on any attempt): WeChat may have issued a token
+            // that never arrived.
+            Err(_) if answer_lost => before.map(|r| r.possibly_replaced(started_at, issuance)),
             Err(_) => None,
         };
-        self.state.ledger.borrow_mut().token_call_sent_at = None;
+        self.state.ledger.borrow_mut().token_call_sent = None;
         self.store(
             CredentialKind::Token,
             &self.state.token,
@@ -120,15 +116,15 @@ impl AccountCtx {
         let started_at = now_secs();
         let (settings, account) = (&*self.settings, &*self.account);
         let used = token.access_token.as_str();
-        let mut outcome = self
+        let (mut outcome, _) = self
             .call_upstream(which, trigger, false, |budget_ms| {
                 upstream::fetch_ticket(settings, account, kind, used, budget_ms)
             })
             .await;
         if let Err(UpstreamFailure::WeChat { errcode, .. }) = &outcome {
             if wechat::is_token_rejected(*errcode) {
-                let stale = Trigger::Passive {
-                    stale_token: Some(used.to_owned()),
+                let stale = Trigger::TicketRejected {
+                    stale_token: used.to_owned(),
                 };
                 let replacement = match self.token(&stale).await {
                     Ok(acquired) => acquired.record(),
@@ -148,7 +144,8 @@ impl AccountCtx {
                         .call_upstream(which, trigger, false, |budget_ms| {
                             upstream::fetch_ticket(settings, account, kind, fresh, budget_ms)
                         })
-                        .await;
+                        .await
+                        .0;
                 }
             }
         }
@@ -169,14 +166,15 @@ impl AccountCtx {
     /// One refresh's calls to WeChat: a busy WeChat or a network/5xx failure is tried again
     /// after a short jittered delay, while at least [`MIN_ATTEMPT_BUDGET_MS`] of the upstream
     /// time budget is left for it. A forced stable_token refresh is sent once (each one counts
-    /// against WeChat's daily limit of them).
+    /// against WeChat's daily limit of them). Also says whether any attempt's answer was lost
+    /// on the way (WeChat may have processed it).
     async fn call_upstream<F, Fut>(
         &self,
         which: CredentialKind,
         trigger: &'static str,
         force: bool,
         send: F,
-    ) -> Result<Issued, UpstreamFailure>
+    ) -> (Result<Issued, UpstreamFailure>, bool)
     where
         F: Fn(u64) -> Fut,
         Fut: Future<Output = Result<Issued, UpstreamFailure>>,
@@ -185,12 +183,14 @@ impl AccountCtx {
         let started_ms = now_millis();
         let attempts = if force { 1 } else { backoff::MAX_ATTEMPTS };
         let mut attempt = 1;
+        let mut answer_lost = false;
         loop {
             let call_started_ms = now_millis();
             let left_ms = (started_ms + budget_ms).saturating_sub(call_started_ms);
             let outcome = send(left_ms).await;
             self.count_call(which);
             self.log_call(which, trigger, force, attempt, &outcome, call_started_ms);
+            answer_lost |= outcome.as_ref().is_err_and(lost_on_the_way);
             let retry = match &outcome {
                 Err(failure) if attempt < attempts && backoff::is_retryable(failure) => {
                     let random = u32::from_le_bytes(runtime::random_bytes::<4>());
@@ -206,7 +206,7 @@ impl AccountCtx {
                     Delay::from(Duration::from_millis(delay_ms)).await;
                     attempt += 1;
                 }
-                _ => return outcome,
+                _ => return (outcome, answer_lost),
             }
         }
     }
@@ -327,7 +327,7 @@ impl AccountCtx {
 
 /// A failure after which WeChat may have processed the call: no answer in time, or an answer
 /// broken on the way.
-fn answer_lost(failure: &UpstreamFailure) -> bool {
+fn lost_on_the_way(failure: &UpstreamFailure) -> bool {
     matches!(
         failure,
         UpstreamFailure::Timeout { .. }

@@ -29,6 +29,20 @@ impl AccountCtx {
         }
     }
 
+    /// As [`Self::sync_kv`], and if another caller's write is under way, waits for it too (at
+    /// most a few seconds): after a forced stable_token refresh, KV must have the new token
+    /// before anyone is told it.
+    pub(super) async fn sync_kv_fully(&self, which: CredentialKind) {
+        self.sync_kv(which).await;
+        let kv = self.slot_kv(which);
+        for _ in 0..50 {
+            if !kv.running.get() {
+                return;
+            }
+            Delay::from(Duration::from_millis(100)).await;
+        }
+    }
+
     /// As [`Self::sync_kv`], without waiting.
     pub(super) fn spawn_kv_sync(&self, which: CredentialKind) {
         let ctx = self.clone();
@@ -101,7 +115,8 @@ impl AccountCtx {
         let Some(token) = record.as_token() else {
             return Ok(());
         };
-        if slot.kv.indexed.borrow().as_deref() == Some(token.access_token.as_str()) {
+        let this = (token.access_token.clone(), token.expires_at);
+        if slot.kv.indexed.borrow().as_ref() == Some(&this) {
             return Ok(());
         }
         let entry = |accepted_until| IndexEntry {
@@ -120,7 +135,7 @@ impl AccountCtx {
             let until = entry(previous.accepted_until);
             kv_cache::write_index(&self.env, &previous.access_token, &until, now).await?;
         }
-        *slot.kv.indexed.borrow_mut() = Some(token.access_token.clone());
+        *slot.kv.indexed.borrow_mut() = Some(this);
         Ok(())
     }
 

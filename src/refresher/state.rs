@@ -12,7 +12,7 @@ use crate::quota::{DailyCount, ForceLog};
 use crate::runtime;
 use crate::singleflight::SingleFlight;
 use crate::status::ErrorRecord;
-use crate::token::{AttemptRecord, Credential, TokenRecord};
+use crate::token::{AttemptRecord, Credential, Issuance, TokenRecord};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::json;
 use std::cell::{Cell, RefCell};
@@ -103,10 +103,16 @@ pub(super) struct AccountLedger {
     pub(super) last_error: Option<ErrorRecord>,
     /// The configuration (fingerprint) WeChat last refused the credentials of.
     pub(super) blocked_config: Option<String>,
-    /// A token call was sent then and its outcome is not recorded yet. Found on load, it means
-    /// the object was evicted mid-call: WeChat may have replaced the stored token.
+    /// A token call was sent and its outcome is not recorded yet. Found on load, it means the
+    /// object was evicted mid-call: WeChat may have replaced the stored token.
     #[serde(default)]
-    pub(super) token_call_sent_at: Option<u64>,
+    pub(super) token_call_sent: Option<TokenCallSent>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub(super) struct TokenCallSent {
+    pub(super) at: u64,
+    pub(super) forced: bool,
 }
 
 /// Keeping a credential's KV entry in step with its record: one writer per key, writes at
@@ -119,8 +125,8 @@ pub(super) struct KvSync {
     pub(super) last_write_ms: Cell<u64>,
     /// Until when the entry we last wrote is fresh (0: not written by this instance).
     pub(super) fresh_until: Cell<u64>,
-    /// The token whose index entries were last written.
-    pub(super) indexed: RefCell<Option<String>>,
+    /// The token (and its expiry) whose index entries were last written.
+    pub(super) indexed: RefCell<Option<(String, u64)>>,
 }
 
 /// One credential in memory: what is stored, the call under way, the KV writer.
@@ -179,6 +185,11 @@ impl AccountState {
             CredentialKind::Ticket(kind) => self.ticket(kind).state.borrow().kv_pending,
         }
     }
+}
+
+/// Whether a read is worth a storage write of its own: the first in an hour.
+pub(super) fn read_worth_storing(previous_read_at: u64, now: u64) -> bool {
+    now >= previous_read_at + 3_600
 }
 
 fn json_of<T: Serialize>(value: &T) -> Result<JsValue, AppError> {
@@ -254,16 +265,21 @@ impl AccountCtx {
                 changed.push(CredentialKind::Ticket(kind));
             }
         }
-        let interrupted = self.state.ledger.borrow_mut().token_call_sent_at.take();
-        if let Some(sent_at) = interrupted {
+        let interrupted = self.state.ledger.borrow_mut().token_call_sent.take();
+        if let Some(sent) = interrupted {
+            let how = Issuance::of(self.account.api, sent.forced);
             let mut token = self.state.token.state.borrow_mut();
-            token.record = token.record.take().map(|r| r.possibly_replaced(sent_at));
+            token.record = token
+                .record
+                .take()
+                .map(|r| r.possibly_replaced(sent.at, how));
             self.state.token.kv.dirty.set(token.record.is_some());
             changed.push(CredentialKind::Token);
             runtime::log_event(json!({
                 "event": "refresh_interrupted",
                 "account": self.account.id,
-                "sent_at": sent_at,
+                "sent_at": sent.at,
+                "forced": sent.forced,
             }));
         }
         let id_missing = self.state.ledger.borrow().id != self.account.id;

@@ -70,6 +70,16 @@ fn passive(stale: &str) -> Trigger {
 }
 
 #[test]
+fn a_ticket_unread_for_a_day_is_idle() {
+    assert!(ticket_in_use(T0, T0 + TICKET_IDLE_SECS - 1));
+    assert!(!ticket_in_use(T0, T0 + TICKET_IDLE_SECS));
+    assert!(
+        !ticket_in_use(0, T0),
+        "never read since the object loaded it"
+    );
+}
+
+#[test]
 fn freshness() {
     let record = TokenRecord::issued("A".into(), 7200, T0, CFG);
     assert_eq!(record.expires_at, T0 + 7200);
@@ -578,11 +588,25 @@ fn the_same_stable_token_is_held_until_wechat_rotates_it() {
 #[test]
 fn a_lost_answer_caps_the_stored_token_within_wechats_grace() {
     let record = TokenRecord::issued("A".into(), 7200, T0, CFG);
-    let capped = record.clone().possibly_replaced(T0 + 100);
+    let capped = record
+        .clone()
+        .possibly_replaced(T0 + 100, Issuance::Rotating);
     assert_eq!(capped.expires_at, T0 + 100 + REPLACED_TOKEN_GRACE_SECS);
     assert!(capped.is_due(T0 + 100, 900), "refreshed at once");
-    let short = TokenRecord::issued("A".into(), 200, T0, CFG).possibly_replaced(T0 + 100);
+    let short = TokenRecord::issued("A".into(), 200, T0, CFG);
+    let short = short.possibly_replaced(T0 + 100, Issuance::Rotating);
     assert_eq!(short.expires_at, T0 + 200, "never extended");
+    let forced = record
+        .clone()
+        .possibly_replaced(T0 + 100, Issuance::StableForced);
+    assert!(
+        !forced.is_valid(T0 + 100),
+        "a lost forced call may have killed it"
+    );
+    let normal = record
+        .clone()
+        .possibly_replaced(T0 + 100, Issuance::StableNormal);
+    assert_eq!(normal, record);
 }
 
 #[test]
