@@ -45,7 +45,9 @@ impl UpstreamFailure {
     /// to do about it.
     pub fn describe(&self) -> String {
         match self {
-            Self::WeChat { errcode, errmsg } => crate::wechat::explain_errcode(*errcode, errmsg),
+            Self::WeChat { errcode, errmsg } => {
+                crate::wechat::errcodes::explain_errcode(*errcode, errmsg)
+            }
             Self::HttpStatus { status } => {
                 format!("WeChat answered with HTTP status {status} instead of a token.")
             }

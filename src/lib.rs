@@ -1,37 +1,20 @@
 //! WeChat access_token central server (中控服务器) as a Cloudflare Worker.
 //!
-//! Pure policy, unit-tested on the host: `config`, `auth`, `token`, `wechat`, `error`,
-//! `singleflight`. Worker glue, one concern each: `router` (HTTP), `account_object` (the
-//! Durable Object that owns an account's token), `upstream` (the call to WeChat), `kv_cache`,
-//! `cron`, `respond`, `runtime` (env, clock, logs).
+//! The map, from the bottom up (imports point one way: down this list):
+//!
+//! - `error`: the one error type and what each failure means over HTTP; uses only
+//!   `wechat::errcodes` (a leaf) to explain WeChat's codes.
+//! - `policy/`: the domain rules (accounts, configuration, client keys, freshness and the refresh
+//!   decision, backoff, quota day, `/status`, request rules). Pure, unit-tested natively.
+//! - `wechat/`: WeChat's protocol (requests, answers, error codes, JS-SDK signature). Pure; may use
+//!   `policy`.
+//! - `edge/`: the Workers glue (routes, the Durable Object and its refresher, KV, upstream calls,
+//!   cron, runtime adapters, responses). The only place with `worker` types.
 
-pub mod accounts;
-pub mod api;
-pub mod auth;
-pub mod backoff;
-pub mod config;
 pub mod error;
-pub mod fingerprint;
-pub mod jssdk;
-pub mod quota;
-pub mod singleflight;
-pub mod status;
-pub mod token;
+pub mod policy;
 pub mod wechat;
 
-mod access;
-mod account_object;
-mod body;
-mod compat;
-mod cron;
-mod faults;
-mod kv_cache;
-mod memo;
-mod reader;
-mod refresher;
-mod respond;
-mod router;
-mod runtime;
-mod upstream;
+mod edge;
 
-pub use account_object::AccountTokenObject;
+pub use edge::account_object::AccountTokenObject;

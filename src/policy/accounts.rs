@@ -6,7 +6,7 @@
 //! other than its id.
 
 use crate::error::AppError;
-use crate::fingerprint::issuer_fingerprint;
+use crate::policy::fingerprint::issuer_fingerprint;
 use serde_json::{Map, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,10 +2,10 @@
 //! tickets): given what is stored and what just happened, should we serve, refresh, wait, or
 //! refuse? Pure, with "now" passed in, so every rule is unit-tested.
 
-use crate::accounts::TokenApi;
-use crate::backoff;
 use crate::error::{TooSoonReason, UpstreamFailure};
-pub use crate::quota::{ForceLimits, ForceLog};
+use crate::policy::accounts::TokenApi;
+use crate::policy::backoff;
+use crate::policy::quota::{ForceLimits, ForceLog};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -258,6 +258,13 @@ impl Trigger {
             Self::TicketRejected { stale_token } => Some(stale_token),
             _ => None,
         }
+    }
+
+    /// Whether to decide again after a refresh answered `fresh_token`: a passive refresh that
+    /// joined an unforced call already under way can get back the very token it reported
+    /// (stable_token hands out the current token unless forced), and that is no answer.
+    pub fn decide_again(&self, fresh_token: &str, forced: bool) -> bool {
+        !forced && self.stale_token() == Some(fresh_token)
     }
 
     pub fn name(&self) -> &'static str {

@@ -70,6 +70,22 @@ fn passive(stale: &str) -> Trigger {
 }
 
 #[test]
+fn a_passive_refresh_that_got_its_own_stale_token_back_decides_again() {
+    assert!(passive("A").decide_again("A", false));
+    assert!(
+        !passive("A").decide_again("A", true),
+        "a forced call is an answer"
+    );
+    assert!(!passive("A").decide_again("B", false));
+    let rejected = Trigger::TicketRejected {
+        stale_token: "A".into(),
+    };
+    assert!(rejected.decide_again("A", false));
+    assert!(!Trigger::Read.decide_again("A", false));
+    assert!(!Trigger::Passive { stale_token: None }.decide_again("A", false));
+}
+
+#[test]
 fn a_ticket_unread_for_a_day_is_idle() {
     assert!(ticket_in_use(T0, T0 + TICKET_IDLE_SECS - 1));
     assert!(!ticket_in_use(T0, T0 + TICKET_IDLE_SECS));

@@ -1,18 +1,19 @@
 //! The worker's HTTP entry point: which route, which method, and each route's handler.
 
-use crate::access::{self, account_name};
-use crate::accounts::Account;
-use crate::api;
-use crate::auth::{bearer_token, Route};
-use crate::body;
-use crate::compat;
-use crate::config::{AccountName, Settings};
+use crate::edge::access::{self, account_name};
+use crate::edge::compat;
+use crate::edge::reader::{read, refresh};
+use crate::edge::request::{self, param, query};
+use crate::edge::respond;
+use crate::edge::runtime::{self, now_secs};
 use crate::error::AppError;
-use crate::jssdk::{self, TicketKind, TicketRecord};
-use crate::reader::{read, refresh};
-use crate::respond;
-use crate::runtime::{self, now_secs};
-use crate::token::{TokenRecord, Trigger};
+use crate::policy::accounts::Account;
+use crate::policy::auth::{bearer_token, Route};
+use crate::policy::config::{AccountName, Settings};
+use crate::policy::requests;
+use crate::policy::ticket::{TicketKind, TicketRecord};
+use crate::policy::token::{TokenRecord, Trigger};
+use crate::wechat::jssdk;
 use futures_util::future::join_all;
 use serde_json::json;
 use std::rc::Rc;
@@ -28,7 +29,7 @@ async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<Respo
     let cors = match request.path() == BROWSER_ROUTE {
         true => {
             let origin = request.headers().get("origin").ok().flatten();
-            api::cors_headers(origin.as_deref(), &runtime::cors_origins(&env))
+            requests::cors_headers(origin.as_deref(), &runtime::cors_origins(&env))
         }
         false => None,
     };
@@ -87,29 +88,11 @@ async fn route(request: Request, env: &Env, ctx: &Context) -> Result<Response, A
         "/cgi-bin/stable_token" => {
             allow(Method::Post)?;
             // The client key is in the body: read it (bounded) before authenticating.
-            let body = body::read(&request).await?;
+            let body = request::read(&request).await?;
             Ok(compat::answer(&path, &[], &body, env, ctx).await)
         }
         _ => Err(AppError::NotFound),
     }
-}
-
-/// The query's name/value pairs.
-pub fn query(request: &Request) -> Result<Vec<(String, String)>, AppError> {
-    let url = request
-        .url()
-        .map_err(|_| AppError::BadRequest("unreadable URL".into()))?;
-    Ok(url
-        .query_pairs()
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect())
-}
-
-pub fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    pairs
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
 }
 
 fn bearer(request: &Request) -> Option<String> {
@@ -152,8 +135,8 @@ async fn refresh_token(request: &Request, env: &Env) -> Result<Response, AppErro
     let Caller {
         settings, account, ..
     } = authorized(request, env, Route::Token)?;
-    let body = body::read(request).await?;
-    let stale_token = api::passive_refresh_body(&body)?;
+    let body = request::read(request).await?;
+    let stale_token = requests::passive_refresh_body(&body)?;
     let record = refresh(env, &settings, &account, Trigger::Passive { stale_token }).await?;
     Ok(respond::json(
         200,
@@ -174,7 +157,11 @@ async fn get_status(request: &Request, env: &Env) -> Result<Response, AppError> 
             .collect(),
         named => vec![access::account(&grant, &settings, named)?.id.as_str()],
     };
-    let entries = join_all(ids.iter().map(|id| crate::account_object::status(env, id))).await;
+    let entries = join_all(
+        ids.iter()
+            .map(|id| crate::edge::account_object::status(env, id)),
+    )
+    .await;
     let accounts: Vec<_> = ids
         .iter()
         .zip(entries)

@@ -8,8 +8,8 @@
 //! - `TEST_KV_ONE_WRITE_PER_SEC="1"`: a write to a key less than a second after the last one
 //!   fails, as Cloudflare's KV answers 429.
 
-use crate::memo;
-use crate::runtime::{self, now_millis};
+use crate::edge::memo;
+use crate::edge::runtime::{self, now_millis};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;

@@ -7,23 +7,23 @@
 //! per second per key limit, the Free plan's daily cap) stops mattering within minutes,
 //! whatever the record's own expiry.
 
-use crate::faults;
-use crate::fingerprint::token_index_id;
-use crate::jssdk::TicketKind;
-use crate::runtime::KV_BINDING;
-use crate::token::Credential;
+use crate::edge::faults;
+use crate::edge::runtime::KV_BINDING;
+use crate::policy::fingerprint::token_index_id;
+use crate::policy::ledger::CredentialKind;
+use crate::policy::token::Credential;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use worker::Env;
 
 /// KV refuses expirations less than 60 s ahead.
 const KV_MIN_TTL_SECS: u64 = 60;
 
-pub fn token_key(account_id: &str) -> String {
-    format!("token:{account_id}")
-}
-
-pub fn ticket_key(account_id: &str, kind: TicketKind) -> String {
-    format!("ticket:{account_id}:{}", kind.name())
+/// The one map from a credential to its KV key.
+pub fn key(account_id: &str, which: CredentialKind) -> String {
+    match which {
+        CredentialKind::Token => format!("token:{account_id}"),
+        CredentialKind::Ticket(kind) => format!("ticket:{account_id}:{}", kind.name()),
+    }
 }
 
 fn index_key(token: &str) -> String {

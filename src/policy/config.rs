@@ -3,10 +3,11 @@
 //!
 //! Errors name the variable and what is wrong with it, never its value.
 
-use crate::accounts::{self, Account, TokenApi};
-use crate::auth::ClientKeys;
 use crate::error::AppError;
-use crate::token::{ForceLimits, RefreshPolicy};
+use crate::policy::accounts::{self, Account, TokenApi};
+use crate::policy::auth::ClientKeys;
+use crate::policy::quota::ForceLimits;
+use crate::policy::token::RefreshPolicy;
 
 pub const DEFAULT_API_BASE: &str = "https://api.weixin.qq.com";
 pub const DEFAULT_WECOM_API_BASE: &str = "https://qyapi.weixin.qq.com";

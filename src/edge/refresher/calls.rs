@@ -1,16 +1,17 @@
 //! The calls to WeChat behind a refresh, and recording what they returned.
 
-use super::state::{CredentialKind, Slot, TokenCallSent};
+use super::state::Slot;
 use super::AccountCtx;
-use crate::backoff;
+use crate::edge::runtime::{self, log_event, now_millis, now_secs};
+use crate::edge::upstream;
 use crate::error::{AppError, UpstreamFailure};
-use crate::fingerprint::{config_fingerprint, fingerprint};
-use crate::jssdk::{TicketKind, TicketRecord};
-use crate::runtime::{self, log_event, now_millis, now_secs};
-use crate::status::ErrorRecord;
-use crate::token::{AttemptRecord, Credential, Decision, Issuance, TokenRecord, Trigger};
-use crate::upstream;
-use crate::wechat::{self, Issued};
+use crate::policy::backoff;
+use crate::policy::fingerprint::{config_fingerprint, fingerprint};
+use crate::policy::ledger::{CredentialKind, TokenCallSent};
+use crate::policy::ticket::{TicketKind, TicketRecord};
+use crate::policy::token::{Credential, Decision, Issuance, TokenRecord, Trigger};
+use crate::wechat::api::Issued;
+use crate::wechat::errcodes;
 use serde_json::json;
 use std::future::Future;
 use std::time::Duration;
@@ -27,8 +28,11 @@ impl AccountCtx {
         trigger: &'static str,
         force: bool,
     ) -> Result<TokenRecord, AppError> {
+        let ctx = self.clone();
         let flight = &self.state.token.flight;
-        flight.run(|| self.call_for_token(trigger, force)).await
+        flight
+            .run(|| async move { ctx.call_for_token(trigger, force).await })
+            .await
     }
 
     pub(super) async fn refresh_ticket(
@@ -36,8 +40,11 @@ impl AccountCtx {
         kind: TicketKind,
         trigger: &'static str,
     ) -> Result<TicketRecord, AppError> {
+        let ctx = self.clone();
         let flight = &self.state.ticket(kind).flight;
-        flight.run(|| self.call_for_ticket(kind, trigger)).await
+        flight
+            .run(|| async move { ctx.call_for_ticket(kind, trigger).await })
+            .await
     }
 
     async fn call_for_token(
@@ -122,7 +129,7 @@ impl AccountCtx {
             })
             .await;
         if let Err(UpstreamFailure::WeChat { errcode, .. }) = &outcome {
-            if wechat::is_token_rejected(*errcode) {
+            if errcodes::is_token_rejected(*errcode) {
                 let stale = Trigger::TicketRejected {
                     stale_token: used.to_owned(),
                 };
@@ -234,47 +241,17 @@ impl AccountCtx {
     ) where
         R: Credential,
     {
-        let now = now_secs();
-        let failure = outcome.as_ref().err().cloned();
-        let wechat_errcode = match &failure {
-            Some(UpstreamFailure::WeChat { errcode, .. }) => Some(*errcode),
-            _ => None,
-        };
-        {
-            let mut state = slot.state.borrow_mut();
-            // The interval counts from the refresh's last call (retries included).
-            let attempt = AttemptRecord::after(state.last_attempt.as_ref(), now, failure.clone());
-            state.last_attempt = Some(attempt);
-            if let Some(record) = replacement {
-                state.record = Some(record);
-                slot.kv.dirty.set(true);
-            }
-            if wechat_errcode == Some(45009) {
-                state.usage.quota_error_at = Some(now);
-            }
-        }
-        {
-            let mut ledger = self.state.ledger.borrow_mut();
-            if let Some(failure) = &failure {
-                ledger.last_error = Some(ErrorRecord {
-                    at: now,
-                    credential: which.name().into(),
-                    failure: failure.clone(),
-                });
-            }
-            if which == CredentialKind::Token {
-                // Only a token call says whether the credentials work; a transient failure
-                // says nothing either way.
-                let refused = wechat_errcode.is_some_and(wechat::is_credential_error);
-                if refused {
-                    ledger.blocked_config = Some(config_fingerprint(
-                        &self.account.appid,
-                        &self.account.secret,
-                    ));
-                } else if failure.is_none() {
-                    ledger.blocked_config = None;
-                }
-            }
+        let config = config_fingerprint(&self.account.appid, &self.account.secret);
+        let changed = self.state.ledger.borrow_mut().record_outcome(
+            which,
+            &mut slot.state.borrow_mut(),
+            outcome.as_ref().err(),
+            replacement,
+            &config,
+            now_secs(),
+        );
+        if changed {
+            slot.kv.dirty.set(true);
         }
         self.persist(Some(which)).await;
     }

@@ -1,10 +1,10 @@
-//! WeChat's token API: the request URL, reading the answer, and what its error codes mean.
+//! WeChat's token and ticket APIs: the requests, and reading the answers.
 //!
-//! Pure: `upstream.rs` sends the request and hands the HTTP status and body back here.
+//! Pure: the edge's `upstream` sends the request and hands the HTTP status and body back here.
 
-use crate::accounts::{Account, TokenApi};
 use crate::error::UpstreamFailure;
-use crate::jssdk::TicketKind;
+use crate::policy::accounts::{Account, TokenApi};
+use crate::policy::ticket::TicketKind;
 use serde_json::{json, Value};
 
 /// A token or ticket as WeChat issued it.
@@ -91,11 +91,6 @@ pub fn ticket_url(
     }
 }
 
-/// WeChat's and WeCom's "this access_token is not (or no longer) valid" codes.
-pub fn is_token_rejected(errcode: i64) -> bool {
-    matches!(errcode, 40001 | 40014 | 42001)
-}
-
 /// Reads WeChat's answer to a token request. `secret` is only used to scrub it from anything
 /// we keep (WeChat does not echo it today; this keeps it that way if a proxy ever does).
 pub fn parse_token_response(
@@ -149,77 +144,6 @@ fn parse_issued(
         value: value.to_owned(),
         expires_in,
     })
-}
-
-/// An operator-facing sentence for a WeChat errcode, with what to do where we know it.
-pub fn explain_errcode(errcode: i64, errmsg: &str) -> String {
-    if is_ip_whitelist_error(errcode) {
-        return explain_ip_whitelist(errcode, errmsg);
-    }
-    match errcode {
-        -1 => "WeChat is busy (errcode -1); the call can be retried shortly.".into(),
-        40013 => "WeChat rejected the appid or corpid (errcode 40013): check the account's \
-                  appid in WECHAT_APPID or WECHAT_ACCOUNTS. Automatic refreshes stop until the \
-                  configuration changes."
-            .into(),
-        40001 | 40125 => format!(
-            "WeChat rejected the credentials (errcode {errcode}): check the account's secret \
-             (WECHAT_APPSECRET or WECHAT_ACCOUNTS) against the platform's current one. \
-             Automatic refreshes stop until the configuration changes."
-        ),
-        40243 => "The account's AppSecret is frozen (errcode 40243): unfreeze or reset it in \
-                  the platform, then update the configured secret. Automatic refreshes stop \
-                  until the configuration changes."
-            .into(),
-        45009 => "The account reached WeChat's daily quota for this API (errcode 45009); \
-                  refreshes are paused until the quota resets at midnight Beijing time, and the \
-                  current token is served while it is valid."
-            .into(),
-        _ => format!("WeChat returned errcode {errcode}: {errmsg}"),
-    }
-}
-
-/// WeChat refusing the caller's IP: not whitelisted (40164, 61004), or waiting for, or refused
-/// by, an administrator's confirmation (89501, 89503, 89506, 89507).
-pub fn is_ip_whitelist_error(errcode: i64) -> bool {
-    matches!(errcode, 40164 | 61004 | 89501 | 89503 | 89506 | 89507)
-}
-
-/// A token call failing on the credentials themselves: retrying cannot help until the
-/// configuration changes. (On a ticket call, 40001 means the access_token instead.)
-pub fn is_credential_error(errcode: i64) -> bool {
-    matches!(errcode, 40001 | 40013 | 40125 | 40243)
-}
-
-fn explain_ip_whitelist(errcode: i64, errmsg: &str) -> String {
-    let ip = reported_ip(errmsg).unwrap_or("(WeChat did not say which)");
-    let what = match errcode {
-        89501 | 89503 => "a call from this IP is waiting for an administrator's confirmation",
-        89506 => "an administrator refused calls from this IP twice; it is blocked for 24 hours",
-        89507 => "an administrator refused calls from this IP; it is blocked for an hour",
-        _ => "this IP is not in the account's IP whitelist",
-    };
-    format!(
-        "WeChat refused the call from egress IP {ip} (errcode {errcode}): {what}. Two fixes: \
-         add {ip} to the account's IP whitelist (Official Account platform: Settings and \
-         Development > Basic Configuration > IP whitelist), which lasts only until Cloudflare's \
-         shared egress address changes; or send WeChat calls through a fixed-IP egress proxy, \
-         whitelist that proxy's IP, and point WECHAT_API_BASE at it."
-    )
-}
-
-/// The first IPv4 address in an errmsg, e.g. `invalid ip 203.0.113.9 ipv6 ::ffff:203.0.113.9,
-/// not in whitelist`.
-pub fn reported_ip(errmsg: &str) -> Option<&str> {
-    errmsg
-        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .find(|word| {
-            let parts: Vec<&str> = word.split('.').collect();
-            parts.len() == 4
-                && parts
-                    .iter()
-                    .all(|p| !p.is_empty() && p.len() <= 3 && p.parse::<u8>().is_ok())
-        })
 }
 
 /// Removes `secret` from text we are about to keep or show, as it is and as it appears in a

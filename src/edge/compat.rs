@@ -5,17 +5,17 @@
 //!
 //! Answers are always HTTP 200, errors as `{"errcode","errmsg"}`, as WeChat does.
 
-use crate::access;
-use crate::auth::Route;
-use crate::config::{AccountName, Settings};
+use crate::edge::access;
+use crate::edge::kv_cache;
+use crate::edge::reader::read;
+use crate::edge::request::param;
+use crate::edge::respond;
+use crate::edge::runtime::{self, now_secs};
 use crate::error::{wechat_shape, AppError};
-use crate::jssdk::{TicketKind, TicketRecord};
-use crate::kv_cache;
-use crate::reader::read;
-use crate::respond;
-use crate::router::param;
-use crate::runtime::{self, now_secs};
-use crate::token::{Credential, TokenRecord};
+use crate::policy::auth::Route;
+use crate::policy::config::{AccountName, Settings};
+use crate::policy::ticket::{TicketKind, TicketRecord};
+use crate::policy::token::{Credential, TokenRecord};
 use serde_json::{json, Value};
 use worker::{Context, Env, Response};
 

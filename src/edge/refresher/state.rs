@@ -4,16 +4,14 @@
 //! for the account (`account`), each a JSON string. An outcome writes both keys of its
 //! credential in one `put_multiple`, so no eviction can leave half of it behind.
 
+use super::flight::Flight;
 use super::AccountCtx;
+use crate::edge::runtime;
 use crate::error::AppError;
-use crate::jssdk::{TicketKind, TicketRecord};
-use crate::kv_cache;
-use crate::quota::{DailyCount, ForceLog};
-use crate::runtime;
-use crate::singleflight::SingleFlight;
-use crate::status::ErrorRecord;
-use crate::token::{AttemptRecord, Credential, Issuance, TokenRecord};
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use crate::policy::ledger::{AccountLedger, CredentialKind, CredentialState, Usage};
+use crate::policy::ticket::{TicketKind, TicketRecord};
+use crate::policy::token::{Credential, Issuance, TokenRecord};
+use serde::{de::DeserializeOwned, Serialize};
 use serde_json::json;
 use std::cell::{Cell, RefCell};
 use worker::js_sys::{Object, Reflect};
@@ -21,98 +19,8 @@ use worker::wasm_bindgen::JsValue;
 
 const ACCOUNT_KEY: &str = "account";
 
-/// The account's credentials: the access_token and the two kinds of ticket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum CredentialKind {
-    Token,
-    Ticket(TicketKind),
-}
-
-impl CredentialKind {
-    pub(super) const ALL: [CredentialKind; 3] = [
-        Self::Token,
-        Self::Ticket(TicketKind::Jsapi),
-        Self::Ticket(TicketKind::WxCard),
-    ];
-
-    pub(super) fn name(self) -> &'static str {
-        match self {
-            Self::Token => "token",
-            Self::Ticket(kind) => kind.name(),
-        }
-    }
-
-    fn storage_key(self) -> String {
-        format!("cred:{}", self.name())
-    }
-
-    pub(super) fn kv_key(self, account_id: &str) -> String {
-        match self {
-            Self::Token => kv_cache::token_key(account_id),
-            Self::Ticket(kind) => kv_cache::ticket_key(account_id, kind),
-        }
-    }
-}
-
-/// Calls to WeChat for one credential today, and when WeChat last said its quota was used up.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub(super) struct Usage {
-    pub(super) calls: DailyCount,
-    pub(super) quota_error_at: Option<u64>,
-}
-
-/// One credential as stored.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(super) struct CredentialState<R> {
-    pub(super) record: Option<R>,
-    pub(super) last_attempt: Option<AttemptRecord>,
-    #[serde(default)]
-    pub(super) usage: Usage,
-    /// The KV entry may lag behind `record`: the alarm writes it again.
-    #[serde(default)]
-    pub(super) kv_pending: bool,
-    /// The last read that reached the object (edge readers do once their KV entry is stale):
-    /// the cron stops refreshing a ticket nobody reads.
-    #[serde(default)]
-    pub(super) last_read_at: u64,
-}
-
-impl<R> Default for CredentialState<R> {
-    fn default() -> Self {
-        Self {
-            record: None,
-            last_attempt: None,
-            usage: Usage::default(),
-            kv_pending: false,
-            last_read_at: 0,
-        }
-    }
-}
-
-/// The account-wide part of what is stored.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub(super) struct AccountLedger {
-    /// The account id, for the alarm (which arrives without a request naming it).
-    #[serde(default)]
-    pub(super) id: String,
-    #[serde(default)]
-    pub(super) forced: ForceLog,
-    /// Explicit refreshes that reached WeChat today.
-    #[serde(default)]
-    pub(super) explicit: DailyCount,
-    pub(super) last_error: Option<ErrorRecord>,
-    /// The configuration (fingerprint) WeChat last refused the credentials of.
-    pub(super) blocked_config: Option<String>,
-    /// A token call was sent and its outcome is not recorded yet. Found on load, it means the
-    /// object was evicted mid-call: WeChat may have replaced the stored token.
-    #[serde(default)]
-    pub(super) token_call_sent: Option<TokenCallSent>,
-}
-
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-pub(super) struct TokenCallSent {
-    pub(super) at: u64,
-    pub(super) forced: bool,
+fn storage_key(which: CredentialKind) -> String {
+    format!("cred:{}", which.name())
 }
 
 /// Keeping a credential's KV entry in step with its record: one writer per key, writes at
@@ -132,7 +40,7 @@ pub(super) struct KvSync {
 /// One credential in memory: what is stored, the call under way, the KV writer.
 pub(super) struct Slot<R> {
     pub(super) state: RefCell<CredentialState<R>>,
-    pub(super) flight: SingleFlight<Result<R, AppError>>,
+    pub(super) flight: Flight<Result<R, AppError>>,
     pub(super) kv: KvSync,
 }
 
@@ -140,7 +48,7 @@ impl<R: Clone> Default for Slot<R> {
     fn default() -> Self {
         Self {
             state: RefCell::default(),
-            flight: SingleFlight::default(),
+            flight: Flight::default(),
             kv: KvSync::default(),
         }
     }
@@ -219,15 +127,15 @@ impl AccountCtx {
             Ok(text.and_then(|text| serde_json::from_str(&text).ok()))
         }
         let ledger: Option<AccountLedger> = get(&storage, ACCOUNT_KEY).await?;
-        let token = get(&storage, &CredentialKind::Token.storage_key()).await?;
+        let token = get(&storage, &storage_key(CredentialKind::Token)).await?;
         let jsapi = get(
             &storage,
-            &CredentialKind::Ticket(TicketKind::Jsapi).storage_key(),
+            &storage_key(CredentialKind::Ticket(TicketKind::Jsapi)),
         )
         .await?;
         let wx_card = get(
             &storage,
-            &CredentialKind::Ticket(TicketKind::WxCard).storage_key(),
+            &storage_key(CredentialKind::Ticket(TicketKind::WxCard)),
         )
         .await?;
         if self.state.loaded.replace(true) {
@@ -321,7 +229,7 @@ impl AccountCtx {
                 CredentialKind::Token => json_of(&*self.state.token.state.borrow()),
                 CredentialKind::Ticket(kind) => json_of(&*self.state.ticket(kind).state.borrow()),
             };
-            entries.push((which.storage_key(), value));
+            entries.push((storage_key(which), value));
         }
         for (key, value) in entries {
             match value {

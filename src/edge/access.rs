@@ -3,11 +3,11 @@
 //! to some accounts gets the same 403 for an account outside its list and for one that does
 //! not exist, so it cannot probe which accounts are configured.
 
-use crate::accounts::Account;
-use crate::auth::{Grant, Route};
-use crate::config::{AccountName, Settings};
+use crate::edge::runtime;
 use crate::error::AppError;
-use crate::runtime;
+use crate::policy::accounts::Account;
+use crate::policy::auth::{Grant, Route};
+use crate::policy::config::{AccountName, Settings};
 use std::rc::Rc;
 use worker::Env;
 

@@ -1,11 +1,11 @@
 //! One call to WeChat (or WeCom) for a token or a ticket, bounded by a time budget: what is
 //! left of `UPSTREAM_TIMEOUT_MS` (retries are the refresher's business).
 
-use crate::accounts::Account;
-use crate::config::Settings;
 use crate::error::UpstreamFailure;
-use crate::jssdk::TicketKind;
-use crate::wechat::{self, HttpMethod, Issued};
+use crate::policy::accounts::Account;
+use crate::policy::config::Settings;
+use crate::policy::ticket::TicketKind;
+use crate::wechat::api::{self as wechat, HttpMethod, Issued};
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::task::Poll;

@@ -1,8 +1,9 @@
-//! Reading a request body without trusting it: at most [`MAX_BODY_BYTES`] + 1 bytes are kept in
-//! memory, whatever `Content-Length` says or does not say.
+//! What a request carries: its query, and its body, read without trusting it (at most
+//! [`MAX_BODY_BYTES`] + 1 bytes are kept in memory, whatever `Content-Length` says or does
+//! not say).
 
-use crate::api::{self, MAX_BODY_BYTES};
 use crate::error::AppError;
+use crate::policy::requests::{self, MAX_BODY_BYTES};
 use worker::js_sys::{Reflect, Uint8Array};
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
@@ -14,15 +15,33 @@ use worker::Request;
 /// reading (not keeping) a few more chunks costs little.
 const DISCARD_MAX_BYTES: usize = 1 << 20;
 
+/// The query's name/value pairs.
+pub fn query(request: &Request) -> Result<Vec<(String, String)>, AppError> {
+    let url = request
+        .url()
+        .map_err(|_| AppError::BadRequest("unreadable URL".into()))?;
+    Ok(url
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect())
+}
+
+pub fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
 /// A POST body: at most 8 KiB (413), and JSON unless empty (415).
 pub async fn read(request: &Request) -> Result<String, AppError> {
     let header = |name| request.headers().get(name).ok().flatten();
     let (declared, content_type) = (header("content-length"), header("content-type"));
-    api::check_body_size(declared.as_deref(), None)?;
+    requests::check_body_size(declared.as_deref(), None)?;
     let bytes = read_bounded(request).await?;
     let body = String::from_utf8(bytes)
         .map_err(|_| AppError::BadRequest("the body is not UTF-8".into()))?;
-    api::check_content_type(content_type.as_deref(), body.trim().is_empty())?;
+    requests::check_content_type(content_type.as_deref(), body.trim().is_empty())?;
     Ok(body)
 }
 
@@ -55,6 +74,6 @@ async fn read_bounded(request: &Request) -> Result<Vec<u8>, AppError> {
             }
         }
     }
-    api::check_body_size(None, Some(kept.len()))?;
+    requests::check_body_size(None, Some(kept.len()))?;
     Ok(kept)
 }

@@ -5,7 +5,7 @@ const SECRET: &str = "0123456789abcdef0123456789abcdef";
 fn account(api: TokenApi) -> Account {
     Account::new(
         "main",
-        crate::accounts::AccountKind::OfficialAccount,
+        crate::policy::accounts::AccountKind::OfficialAccount,
         "wx123",
         "s e&c",
         api,
@@ -51,16 +51,6 @@ fn wecom_request_uses_corpid_and_corpsecret() {
         request.url,
         "https://qyapi.weixin.qq.com/cgi-bin/gettoken?corpid=wx123&corpsecret=s%20e%26c"
     );
-}
-
-#[test]
-fn rejected_token_codes() {
-    for code in [40001, 40014, 42001] {
-        assert!(is_token_rejected(code));
-    }
-    for code in [0, -1, 40013, 40125, 45009] {
-        assert!(!is_token_rejected(code));
-    }
 }
 
 #[test]
@@ -115,20 +105,6 @@ fn never_keeps_the_secret_from_an_errmsg() {
 }
 
 #[test]
-fn explains_the_ip_whitelist_error_with_the_ip() {
-    let errmsg = "invalid ip 203.0.113.9 ipv6 ::ffff:203.0.113.9, not in whitelist rid: 1";
-    assert_eq!(reported_ip(errmsg), Some("203.0.113.9"));
-    let text = explain_errcode(40164, errmsg);
-    assert!(text.contains("203.0.113.9"));
-    assert!(text.contains("WECHAT_API_BASE"));
-    assert_eq!(
-        reported_ip("invalid ip 198.51.100.1, not in whitelist"),
-        Some("198.51.100.1")
-    );
-    assert_eq!(reported_ip("something else"), None);
-}
-
-#[test]
 fn ticket_urls() {
     let url = ticket_url(
         &account(TokenApi::Stable),
@@ -178,55 +154,6 @@ fn parses_tickets_and_scrubs_the_token() {
         parse_ticket_response(200, r#"{"errcode":0,"errmsg":"ok"}"#, "AT"),
         Err(UpstreamFailure::BadResponse { .. })
     ));
-}
-
-#[test]
-fn the_ip_whitelist_family_names_the_ip_and_both_fixes() {
-    for (errcode, errmsg) in [
-        (
-            40164,
-            "invalid ip 203.0.113.9 ipv6 ::ffff:203.0.113.9, not in whitelist",
-        ),
-        (
-            61004,
-            "access clientip is not registered requestIP: 203.0.113.9 rid: 1",
-        ),
-        (
-            89503,
-            "this call from 203.0.113.9 needs the administrator's confirmation",
-        ),
-        (89506, "ip 203.0.113.9 refused twice"),
-    ] {
-        assert!(is_ip_whitelist_error(errcode));
-        let text = explain_errcode(errcode, errmsg);
-        assert!(text.contains("203.0.113.9"), "{text}");
-        assert!(
-            text.contains("whitelist") && text.contains("WECHAT_API_BASE"),
-            "{text}"
-        );
-    }
-    assert!(explain_errcode(89501, "waiting").contains("did not say"));
-}
-
-#[test]
-fn reported_ips() {
-    assert_eq!(
-        reported_ip("invalid ip 198.51.100.1, not in whitelist"),
-        Some("198.51.100.1")
-    );
-    assert_eq!(reported_ip("requestIP: 1.2.3.4 rid: 5.6"), Some("1.2.3.4"));
-    assert_eq!(reported_ip("version 1.2.3 only"), None);
-    assert_eq!(reported_ip("999.1.1.1"), None);
-}
-
-#[test]
-fn credential_errors() {
-    for code in [40001, 40013, 40125, 40243] {
-        assert!(is_credential_error(code));
-        assert!(explain_errcode(code, "").contains("until the configuration changes"));
-    }
-    assert!(!is_credential_error(-1));
-    assert!(!is_credential_error(45009));
 }
 
 #[test]

@@ -1,10 +1,10 @@
 //! Small adapters between the pure modules and the Workers runtime: configuration lookup,
 //! the clock, and structured logs.
 
-use crate::auth::ClientKeys;
-use crate::config::{self, Settings};
+use crate::edge::memo;
 use crate::error::AppError;
-use crate::memo;
+use crate::policy::auth::ClientKeys;
+use crate::policy::config::{self, Settings};
 use serde_json::Value;
 use std::rc::Rc;
 

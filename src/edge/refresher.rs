@@ -7,18 +7,19 @@
 //! started them.
 
 mod calls;
+mod flight;
 mod kv_sync;
 mod state;
 
-use crate::accounts::{Account, TokenApi};
-use crate::config::Settings;
+use crate::edge::runtime::{self, now_secs};
 use crate::error::AppError;
-use crate::fingerprint::config_fingerprint;
-use crate::jssdk::{TicketKind, TicketRecord};
-use crate::quota::{next_beijing_midnight, quota_pause};
-use crate::runtime::{self, now_secs};
-use crate::status::{self, ErrorRecord};
-use crate::token::{
+use crate::policy::accounts::{Account, TokenApi};
+use crate::policy::config::Settings;
+use crate::policy::fingerprint::config_fingerprint;
+use crate::policy::quota::{next_beijing_midnight, quota_pause};
+use crate::policy::status::{self, ErrorRecord};
+use crate::policy::ticket::{TicketKind, TicketRecord};
+use crate::policy::token::{
     decide, ticket_in_use, AttemptRecord, Credential, Decision, ExplicitBudget, Observed,
     TokenRecord, Trigger,
 };
@@ -28,8 +29,8 @@ use std::rc::Rc;
 use worker::durable::State;
 use worker::Env;
 
+use crate::policy::ledger::CredentialKind;
 pub use state::AccountState;
-use state::CredentialKind;
 
 /// What a request for a credential got.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,8 +67,7 @@ pub struct AccountCtx {
 impl AccountCtx {
     pub async fn token(&self, trigger: &Trigger) -> Result<Acquired<TokenRecord>, AppError> {
         let slot = &self.state.token;
-        // A passive refresh that joined a call already under way can get back the very token
-        // it reported (stable_token hands out the current token unless forced): decide again.
+        // At most two rounds: see `Trigger::decide_again`.
         for round in 1..=2 {
             let now = now_secs();
             self.note_read(CredentialKind::Token, trigger, now);
@@ -106,9 +106,7 @@ impl AccountCtx {
                     false => self.sync_kv(CredentialKind::Token).await,
                 }
                 let fresh = fresh?;
-                let got_back_the_stale_token =
-                    trigger.stale_token() == Some(fresh.access_token.as_str());
-                if !(got_back_the_stale_token && !force && round < 2) {
+                if !(trigger.decide_again(&fresh.access_token, force) && round < 2) {
                     return Ok(Acquired::Refreshed(fresh));
                 }
                 continue;

@@ -5,12 +5,12 @@
 //! record (the worker builds the public answer), or with the public error response, which the
 //! worker relays unchanged.
 
+use crate::edge::refresher::{AccountCtx, AccountState, Acquired};
+use crate::edge::respond;
+use crate::edge::runtime::{self, OBJECT_BINDING};
 use crate::error::AppError;
-use crate::jssdk::{TicketKind, TicketRecord};
-use crate::refresher::{AccountCtx, AccountState, Acquired};
-use crate::respond;
-use crate::runtime::{self, OBJECT_BINDING};
-use crate::token::{TokenRecord, Trigger};
+use crate::policy::ticket::{TicketKind, TicketRecord};
+use crate::policy::token::{TokenRecord, Trigger};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
 use std::rc::Rc;

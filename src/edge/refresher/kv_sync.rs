@@ -3,11 +3,12 @@
 //! limit), and the latest record always written last; a failed write is retried by the alarm,
 //! and the entry's bounded freshness covers whatever is lost meanwhile.
 
-use super::state::{CredentialKind, Slot};
+use super::state::Slot;
 use super::AccountCtx;
-use crate::kv_cache::{self, IndexEntry};
-use crate::runtime::{log_error, now_millis, now_secs};
-use crate::token::{Credential, TokenRecord};
+use crate::edge::kv_cache::{self, IndexEntry};
+use crate::edge::runtime::{log_error, now_millis, now_secs};
+use crate::policy::ledger::CredentialKind;
+use crate::policy::token::{Credential, TokenRecord};
 use serde::Serialize;
 use serde_json::json;
 use std::time::Duration;
@@ -69,7 +70,7 @@ impl AccountCtx {
             let Some(record) = slot.record() else { break };
             let now = now_secs();
             let fresh_until = record.expires_at().min(now + self.settings.kv_max_age_secs);
-            let key = which.kv_key(&self.account.id);
+            let key = kv_cache::key(&self.account.id, which);
             let written = kv_cache::write(&self.env, &key, &record, fresh_until, now).await;
             kv.last_write_ms.set(now_millis());
             let indexed = match written {
@@ -162,4 +163,4 @@ impl IndexedRecord for TokenRecord {
     }
 }
 
-impl IndexedRecord for crate::jssdk::TicketRecord {}
+impl IndexedRecord for crate::policy::ticket::TicketRecord {}

@@ -1,8 +1,8 @@
 //! What `/status` shows of an account. Pure: fingerprints, never tokens or tickets.
 
 use crate::error::{AppError, UpstreamFailure};
-use crate::fingerprint::fingerprint;
-use crate::token::Credential;
+use crate::policy::fingerprint::fingerprint;
+use crate::policy::token::Credential;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -51,7 +51,7 @@ pub fn auto_refresh(paused_until: Option<u64>, blocked: bool, now: u64) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::TokenRecord;
+    use crate::policy::token::TokenRecord;
 
     #[test]
     fn shapes() {

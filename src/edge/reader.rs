@@ -1,16 +1,17 @@
 //! The read-through shared by tokens and tickets: this isolate's memory, then KV, then the
 //! account's Durable Object.
 
-use crate::account_object;
-use crate::accounts::Account;
-use crate::config::Settings;
+use crate::edge::account_object;
+use crate::edge::kv_cache;
+use crate::edge::memo;
+use crate::edge::refresher::Acquired;
+use crate::edge::runtime::{self, log_error, now_millis};
 use crate::error::AppError;
-use crate::jssdk::{TicketKind, TicketRecord};
-use crate::kv_cache;
-use crate::memo;
-use crate::refresher::Acquired;
-use crate::runtime::{self, log_error, now_millis};
-use crate::token::{Credential, TokenRecord, Trigger};
+use crate::policy::accounts::Account;
+use crate::policy::config::Settings;
+use crate::policy::ledger::CredentialKind;
+use crate::policy::ticket::{TicketKind, TicketRecord};
+use crate::policy::token::{Credential, TokenRecord, Trigger};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use worker::{Context, Env};
@@ -28,7 +29,7 @@ fn stale_answer_secs(kv_max_age_secs: u64) -> u64 {
 /// A token or a ticket, as the read-through below fetches it.
 pub trait Readable: Credential + DeserializeOwned + 'static {
     type Kind: Copy + 'static;
-    fn kv_key(account_id: &str, kind: Self::Kind) -> String;
+    fn credential(kind: Self::Kind) -> CredentialKind;
     async fn ask(
         env: &Env,
         account_id: &str,
@@ -39,8 +40,8 @@ pub trait Readable: Credential + DeserializeOwned + 'static {
 
 impl Readable for TokenRecord {
     type Kind = ();
-    fn kv_key(account_id: &str, (): ()) -> String {
-        kv_cache::token_key(account_id)
+    fn credential((): ()) -> CredentialKind {
+        CredentialKind::Token
     }
     async fn ask(
         env: &Env,
@@ -54,8 +55,8 @@ impl Readable for TokenRecord {
 
 impl Readable for TicketRecord {
     type Kind = TicketKind;
-    fn kv_key(account_id: &str, kind: TicketKind) -> String {
-        kv_cache::ticket_key(account_id, kind)
+    fn credential(kind: TicketKind) -> CredentialKind {
+        CredentialKind::Ticket(kind)
     }
     async fn ask(
         env: &Env,
@@ -79,7 +80,7 @@ pub async fn read<R: Readable>(
 ) -> Result<R, AppError> {
     let now_ms = now_millis();
     let now = now_ms / 1000;
-    let key = R::kv_key(&account.id, kind);
+    let key = kv_cache::key(&account.id, R::credential(kind));
     if let Some(remembered) = memo::recall::<R>(&key, now_ms) {
         return Ok(remembered);
     }
@@ -90,7 +91,7 @@ pub async fn read<R: Readable>(
     let Some(cached) = cached else {
         // Whatever the object does may replace the token (a ticket fetch that WeChat answers
         // with 40001 does): this isolate must not keep answering with the old one.
-        forget(&kv_cache::token_key(&account.id));
+        forget(&kv_cache::key(&account.id, CredentialKind::Token));
         let acquired = R::ask(env, &account.id, kind, Trigger::Read).await?;
         let record = acquired
             .record()
@@ -119,7 +120,7 @@ pub async fn refresh(
     account: &Account,
     trigger: Trigger,
 ) -> Result<TokenRecord, AppError> {
-    let key = kv_cache::token_key(&account.id);
+    let key = kv_cache::key(&account.id, CredentialKind::Token);
     forget(&key);
     let acquired = account_object::token(env, &account.id, trigger).await?;
     let record = acquired

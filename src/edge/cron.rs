@@ -4,8 +4,8 @@
 //! account neither stops nor delays the others. The scheduled macro discards returned errors,
 //! so every failure is logged here.
 
-use crate::account_object;
-use crate::runtime::{self, log_error, log_event};
+use crate::edge::account_object;
+use crate::edge::runtime::{self, log_error, log_event};
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 use worker::{event, Env, ScheduleContext, ScheduledEvent};

@@ -1,0 +1,22 @@
+//! The edge: everything that touches the Workers runtime. The HTTP entry (`router`, with the
+//! one authentication path in `access`, request bodies and queries in `request`, responses in
+//! `respond`), the read-through from isolate memory (`memo`) and KV (`kv_cache`) to the
+//! account's Durable Object (`account_object`), which refreshes through `refresher` and calls
+//! WeChat through `upstream`; the WeChat-compatible endpoints (`compat`), the cron, runtime
+//! adapters (`runtime`) and test-only fault injection (`faults`). It uses the policy and the
+//! protocol; nothing below uses it.
+
+mod access;
+pub mod account_object;
+mod compat;
+mod cron;
+mod faults;
+mod kv_cache;
+mod memo;
+mod reader;
+mod refresher;
+mod request;
+mod respond;
+mod router;
+mod runtime;
+mod upstream;

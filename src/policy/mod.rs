@@ -1,0 +1,16 @@
+//! The domain policy: accounts and configuration, client keys, token and ticket freshness and
+//! the refresh decision, backoff, WeChat's quota day, what `/status` shows, and the request
+//! rules of the HTTP API. Pure: no `worker` types, every rule unit-tested natively with an
+//! explicit "now"; it uses only the error type and (for explanations) WeChat's error codes.
+
+pub mod accounts;
+pub mod auth;
+pub mod backoff;
+pub mod config;
+pub mod fingerprint;
+pub mod ledger;
+pub mod quota;
+pub mod requests;
+pub mod status;
+pub mod ticket;
+pub mod token;

@@ -1,0 +1,157 @@
+//! What WeChat's error codes mean: which are worth retrying, which are the caller's IP, which
+//! the credentials, and a sentence for the operator. Pure text and rules; a leaf module, so
+//! that the error type can explain WeChat's failures without depending on the rest.
+
+/// WeChat's and WeCom's "this access_token is not (or no longer) valid" codes.
+pub fn is_token_rejected(errcode: i64) -> bool {
+    matches!(errcode, 40001 | 40014 | 42001)
+}
+
+/// An operator-facing sentence for a WeChat errcode, with what to do where we know it.
+pub fn explain_errcode(errcode: i64, errmsg: &str) -> String {
+    if is_ip_whitelist_error(errcode) {
+        return explain_ip_whitelist(errcode, errmsg);
+    }
+    match errcode {
+        -1 => "WeChat is busy (errcode -1); the call can be retried shortly.".into(),
+        40013 => "WeChat rejected the appid or corpid (errcode 40013): check the account's \
+                  appid in WECHAT_APPID or WECHAT_ACCOUNTS. Automatic refreshes stop until the \
+                  configuration changes."
+            .into(),
+        40001 | 40125 => format!(
+            "WeChat rejected the credentials (errcode {errcode}): check the account's secret \
+             (WECHAT_APPSECRET or WECHAT_ACCOUNTS) against the platform's current one. \
+             Automatic refreshes stop until the configuration changes."
+        ),
+        40243 => "The account's AppSecret is frozen (errcode 40243): unfreeze or reset it in \
+                  the platform, then update the configured secret. Automatic refreshes stop \
+                  until the configuration changes."
+            .into(),
+        45009 => "The account reached WeChat's daily quota for this API (errcode 45009); \
+                  refreshes are paused until the quota resets at midnight Beijing time, and the \
+                  current token is served while it is valid."
+            .into(),
+        _ => format!("WeChat returned errcode {errcode}: {errmsg}"),
+    }
+}
+
+/// WeChat refusing the caller's IP: not whitelisted (40164, 61004), or waiting for, or refused
+/// by, an administrator's confirmation (89501, 89503, 89506, 89507).
+pub fn is_ip_whitelist_error(errcode: i64) -> bool {
+    matches!(errcode, 40164 | 61004 | 89501 | 89503 | 89506 | 89507)
+}
+
+/// A token call failing on the credentials themselves: retrying cannot help until the
+/// configuration changes. (On a ticket call, 40001 means the access_token instead.)
+pub fn is_credential_error(errcode: i64) -> bool {
+    matches!(errcode, 40001 | 40013 | 40125 | 40243)
+}
+
+fn explain_ip_whitelist(errcode: i64, errmsg: &str) -> String {
+    let ip = reported_ip(errmsg).unwrap_or("(WeChat did not say which)");
+    let what = match errcode {
+        89501 | 89503 => "a call from this IP is waiting for an administrator's confirmation",
+        89506 => "an administrator refused calls from this IP twice; it is blocked for 24 hours",
+        89507 => "an administrator refused calls from this IP; it is blocked for an hour",
+        _ => "this IP is not in the account's IP whitelist",
+    };
+    format!(
+        "WeChat refused the call from egress IP {ip} (errcode {errcode}): {what}. Two fixes: \
+         add {ip} to the account's IP whitelist (Official Account platform: Settings and \
+         Development > Basic Configuration > IP whitelist), which lasts only until Cloudflare's \
+         shared egress address changes; or send WeChat calls through a fixed-IP egress proxy, \
+         whitelist that proxy's IP, and point WECHAT_API_BASE at it."
+    )
+}
+
+/// The first IPv4 address in an errmsg, e.g. `invalid ip 203.0.113.9 ipv6 ::ffff:203.0.113.9,
+/// not in whitelist`.
+pub fn reported_ip(errmsg: &str) -> Option<&str> {
+    errmsg
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .find(|word| {
+            let parts: Vec<&str> = word.split('.').collect();
+            parts.len() == 4
+                && parts
+                    .iter()
+                    .all(|p| !p.is_empty() && p.len() <= 3 && p.parse::<u8>().is_ok())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejected_token_codes() {
+        for code in [40001, 40014, 42001] {
+            assert!(is_token_rejected(code));
+        }
+        for code in [0, -1, 40013, 40125, 45009] {
+            assert!(!is_token_rejected(code));
+        }
+    }
+
+    #[test]
+    fn explains_the_ip_whitelist_error_with_the_ip() {
+        let errmsg = "invalid ip 203.0.113.9 ipv6 ::ffff:203.0.113.9, not in whitelist rid: 1";
+        assert_eq!(reported_ip(errmsg), Some("203.0.113.9"));
+        let text = explain_errcode(40164, errmsg);
+        assert!(text.contains("203.0.113.9"));
+        assert!(text.contains("WECHAT_API_BASE"));
+        assert_eq!(
+            reported_ip("invalid ip 198.51.100.1, not in whitelist"),
+            Some("198.51.100.1")
+        );
+        assert_eq!(reported_ip("something else"), None);
+    }
+
+    #[test]
+    fn the_ip_whitelist_family_names_the_ip_and_both_fixes() {
+        for (errcode, errmsg) in [
+            (
+                40164,
+                "invalid ip 203.0.113.9 ipv6 ::ffff:203.0.113.9, not in whitelist",
+            ),
+            (
+                61004,
+                "access clientip is not registered requestIP: 203.0.113.9 rid: 1",
+            ),
+            (
+                89503,
+                "this call from 203.0.113.9 needs the administrator's confirmation",
+            ),
+            (89506, "ip 203.0.113.9 refused twice"),
+        ] {
+            assert!(is_ip_whitelist_error(errcode));
+            let text = explain_errcode(errcode, errmsg);
+            assert!(text.contains("203.0.113.9"), "{text}");
+            assert!(
+                text.contains("whitelist") && text.contains("WECHAT_API_BASE"),
+                "{text}"
+            );
+        }
+        assert!(explain_errcode(89501, "waiting").contains("did not say"));
+    }
+
+    #[test]
+    fn reported_ips() {
+        assert_eq!(
+            reported_ip("invalid ip 198.51.100.1, not in whitelist"),
+            Some("198.51.100.1")
+        );
+        assert_eq!(reported_ip("requestIP: 1.2.3.4 rid: 5.6"), Some("1.2.3.4"));
+        assert_eq!(reported_ip("version 1.2.3 only"), None);
+        assert_eq!(reported_ip("999.1.1.1"), None);
+    }
+
+    #[test]
+    fn credential_errors() {
+        for code in [40001, 40013, 40125, 40243] {
+            assert!(is_credential_error(code));
+            assert!(explain_errcode(code, "").contains("until the configuration changes"));
+        }
+        assert!(!is_credential_error(-1));
+        assert!(!is_credential_error(45009));
+    }
+}
