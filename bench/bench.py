@@ -1,6 +1,11 @@
-"""The benchmark (scripts/bench): hot GET /token against a constant-response baseline worker,
-both in wrangler dev and driven by wrk, alternating A/B; a 1000-request cold burst; the wasm's
-size. Prints a report; asserts nothing (the targets are read off the report)."""
+"""The benchmark (scripts/bench): hot GET /token against two floors, a constant-response
+workers-rs worker (bench/floor) and a constant-response JavaScript worker (bench/baseline), all in
+wrangler dev and driven by wrk, alternating, several rounds; the workerd processes' CPU time per
+request, read from /proc; a 1000-request cold burst; the wasm's size. Prints a report; asserts
+nothing (the targets are read off the report).
+
+`--contender NAME=PATH/wrangler.toml` adds another build of the server to the same run (for
+example an earlier commit, checked out and built elsewhere), with the same settings."""
 
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from harness import CLIENT_KEY, Worker  # noqa: E402
 
 APPID = "wxbench0123456789a"
 SECRET = "bench-secret-0123456789"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def worker_vars(fake: FakeWeChat) -> dict[str, str]:
@@ -35,18 +41,42 @@ def worker_vars(fake: FakeWeChat) -> dict[str, str]:
     }
 
 
-def run_wrk(url: str, connections: int, seconds: int, auth: bool) -> dict[str, float]:
+def workerd_cpu_secs(worker: Worker) -> float:
+    """User + system CPU time so far of the workerd processes this `wrangler dev` started (its
+    process group), from /proc."""
+    group = worker._process.pid  # wrangler runs in a session of its own: pgid == its pid
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1:text.rindex(")")]
+        fields = text[text.rindex(")") + 2:].split()
+        # fields[2] is the process group; [11] and [12] utime and stime (stat(5), from field 3).
+        if name == "workerd" and int(fields[2]) == group:
+            total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
+def run_wrk(worker: Worker, path: str, connections: int, seconds: int,
+            auth: bool) -> dict[str, float]:
     command = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency"]
     if auth:
         command += ["-H", f"Authorization: Bearer {CLIENT_KEY}"]
-    output = subprocess.run(command + [url], capture_output=True, text=True, check=True).stdout
+    cpu_before = workerd_cpu_secs(worker)
+    output = subprocess.run(command + [worker.base_url + path], capture_output=True, text=True,
+                            check=True).stdout
+    cpu = workerd_cpu_secs(worker) - cpu_before
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     if non_2xx:
-        raise RuntimeError(f"{url}: {non_2xx.group(1)} error answers during the run:\n{output}")
+        raise RuntimeError(f"{path}: {non_2xx.group(1)} error answers during the run:\n{output}")
+    requests = int(re.search(r"(\d+) requests in", output).group(1))
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
         "p50": to_ms(re.search(r"\s50%\s+([\d.]+\w+)", output).group(1)),
         "p99": to_ms(re.search(r"\s99%\s+([\d.]+\w+)", output).group(1)),
+        "cpu_us": cpu / requests * 1e6,
     }
 
 
@@ -70,62 +100,81 @@ def cold_burst(fake: FakeWeChat, requests: int) -> tuple[int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--burst", type=int, default=1000)
+    parser.add_argument("--contender", action="append", default=[],
+                        help="NAME=PATH/wrangler.toml: another build of the server")
     args = parser.parse_args()
 
     fake = FakeWeChat(APPID, SECRET).start()
-    worker = Worker(worker_vars(fake)).start()
-    answer = worker.get_token()
-    assert answer.status == 200, answer.text
-    baseline = Worker({"BODY": "x" * len(answer.text)}, config=REPO / "bench/baseline/wrangler.toml")
-    baseline.start()
-    results = {"token": [], "baseline": []}
+    # name -> (worker, path, needs a key)
+    runs: dict[str, tuple[Worker, str, bool]] = {}
     try:
-        run_wrk(worker.base_url + "/token", args.connections, 2, auth=True)  # warm both up
-        run_wrk(baseline.base_url + "/", args.connections, 2, auth=False)
+        server = Worker(worker_vars(fake)).start()
+        runs["hot GET /token"] = (server, "/token", True)
+        answer = server.get_token()
+        assert answer.status == 200, answer.text
+        for spec in args.contender:
+            name, config = spec.split("=", 1)
+            other = Worker(worker_vars(fake), config=Path(config).resolve()).start()
+            assert other.get_token().status == 200
+            runs[f"{name}: hot GET /token"] = (other, "/token", True)
+        body = {"BODY": "x" * len(answer.text)}
+        runs["Rust floor"] = (Worker(body, config=REPO / "bench/floor/wrangler.toml").start(),
+                              "/", False)
+        runs["JS floor"] = (Worker(body, config=REPO / "bench/baseline/wrangler.toml").start(),
+                            "/", False)
+        results: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
+        for worker, path, auth in runs.values():  # warm every isolate up
+            run_wrk(worker, path, args.connections, 2, auth)
         for round_number in range(1, args.rounds + 1):
-            for name, url, auth in (("token", worker.base_url + "/token", True),
-                                    ("baseline", baseline.base_url + "/", False)):
-                result = run_wrk(url, args.connections, args.seconds, auth)
+            for name, (worker, path, auth) in runs.items():
+                result = run_wrk(worker, path, args.connections, args.seconds, auth)
                 results[name].append(result)
-                print(f"round {round_number} {name:8} {result['rps']:9.0f} req/s  "
-                      f"p50 {result['p50']:6.2f} ms  p99 {result['p99']:6.2f} ms", flush=True)
+                print(f"round {round_number} {name:28} {result['rps']:7.0f} req/s  "
+                      f"p50 {result['p50']:6.2f} ms  p99 {result['p99']:6.2f} ms  "
+                      f"cpu {result['cpu_us']:6.0f} us/req", flush=True)
         hot_calls = fake.calls
     finally:
-        worker.cleanup()
-        baseline.cleanup()
+        for worker, _, _ in runs.values():
+            worker.cleanup()
 
     calls, errors = cold_burst(fake, args.burst)
     fake.stop()
 
     wasm = (REPO / "build/index_bg.wasm").read_bytes()
-    median = {name: {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99")}
-              for name, runs in results.items()}
-    token, base = median["token"], median["baseline"]
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+    keys = ("rps", "p50", "p99", "cpu_us")
+    median = {name: {k: statistics.median(r[k] for r in rows) for k in keys}
+              for name, rows in results.items()}
+    cpu = next((line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
 
     print()
     print(f"Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}")
     print(f"wrk: {args.connections} connections, {args.seconds} s per run, {args.rounds} rounds "
-          "alternating A/B; medians")
+          "alternating; medians. CPU: the workerd processes' user+system time over the run, "
+          "per request.")
     print()
-    print("| | requests/s | p50 ms | p99 ms |")
-    print("|---|---:|---:|---:|")
-    print(f"| hot `GET /token` | {token['rps']:.0f} | {token['p50']:.2f} | {token['p99']:.2f} |")
-    print(f"| baseline worker | {base['rps']:.0f} | {base['p50']:.2f} | {base['p99']:.2f} |")
-    print(f"| ratio | {token['rps'] / base['rps']:.2f}x | {token['p50'] / base['p50']:.2f}x "
-          f"| {token['p99'] / base['p99']:.2f}x |")
+    print("| | requests/s | p50 ms | p99 ms | workerd CPU µs/request |")
+    print("|---|---:|---:|---:|---:|")
+    for name, m in median.items():
+        print(f"| {name} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {m['cpu_us']:.0f} |")
+    token = median["hot GET /token"]
+    for floor in ("Rust floor", "JS floor"):
+        f = median[floor]
+        print(f"| `GET /token` ÷ {floor} | {token['rps'] / f['rps']:.2f}x "
+              f"| {token['p50'] / f['p50']:.2f}x | {token['p99'] / f['p99']:.2f}x "
+              f"| {token['cpu_us'] / f['cpu_us']:.2f}x |")
     print()
-    print(f"Upstream calls during the hot runs: {hot_calls}")
+    print(f"Upstream calls during the hot runs: {hot_calls} (one first fetch per server build)")
     print(f"Upstream calls for a {args.burst}-request cold burst: {calls} "
           f"({errors} non-200 answers)")
     print(f"wasm: {len(wasm) / 1024:.0f} KiB raw, {len(gzip.compress(wasm, 9)) / 1024:.0f} KiB gzipped")
-    print(json.dumps({"token": token, "baseline": base, "cold_burst_calls": calls,
-                      "wasm_bytes": len(wasm), "wasm_gzip_bytes": len(gzip.compress(wasm, 9))}))
+    print(json.dumps({"median": median, "cold_burst_calls": calls, "wasm_bytes": len(wasm),
+                      "wasm_gzip_bytes": len(gzip.compress(wasm, 9))}))
 
 
 if __name__ == "__main__":
