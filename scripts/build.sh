@@ -26,8 +26,7 @@ ESBUILD_BIN="$REPO_ROOT/node_modules/.bin/esbuild"
 "$(worker_build_bin)" --release
 
 # worker-build keeps the wasm names section (it passes --debuginfo to wasm-opt); dropping it
-# takes the module from ~320 KB to ~270 KB gzipped, and one more -Oz pass without the names
-# saves another ~2.5 KB. Panic messages stay; stack frames lose their names. The features are
+# saves about 50 KB gzipped, and one more -Oz pass without the names another ~2.5 KB. Panic messages stay; stack frames lose their names. The features are
 # worker-build's own explicit list, so that no newer encoding is written than workerd reads.
 features=()
 for feature in mutable-globals sign-ext nontrapping-float-to-int bulk-memory multivalue \

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// Why a call to WeChat did not produce a token. Stored in the Durable Object as the account's
-/// last failure, so it is (de)serializable; it never holds a secret (see `wechat::scrub`).
+/// last failure, so it is (de)serializable; it never holds a secret (see `wechat::api::scrub`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum UpstreamFailure {
@@ -45,9 +45,7 @@ impl UpstreamFailure {
     /// to do about it.
     pub fn describe(&self) -> String {
         match self {
-            Self::WeChat { errcode, errmsg } => {
-                crate::wechat::errcodes::explain_errcode(*errcode, errmsg)
-            }
+            Self::WeChat { errcode, errmsg } => wechat_codes::explain_errcode(*errcode, errmsg),
             Self::HttpStatus { status } => {
                 format!("WeChat answered with HTTP status {status} instead of a token.")
             }
@@ -324,6 +322,8 @@ impl From<UpstreamFailure> for AppError {
         Self::Upstream(failure)
     }
 }
+
+pub mod wechat_codes;
 
 #[cfg(test)]
 mod tests;

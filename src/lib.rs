@@ -1,15 +1,18 @@
 //! WeChat access_token central server (中控服务器) as a Cloudflare Worker.
 //!
-//! The map, from the bottom up (imports point one way: down this list):
+//! The map, from the bottom up: each layer may use the ones above it in this list, never one
+//! below (`scripts/check-layers` checks it, and that no modules import each other in a cycle).
 //!
-//! - `error`: the one error type and what each failure means over HTTP; uses only
-//!   `wechat::errcodes` (a leaf) to explain WeChat's codes.
-//! - `policy/`: the domain rules (accounts, configuration, client keys, freshness and the refresh
-//!   decision, backoff, quota day, `/status`, request rules). Pure, unit-tested natively.
-//! - `wechat/`: WeChat's protocol (requests, answers, error codes, JS-SDK signature). Pure; may use
-//!   `policy`.
-//! - `edge/`: the Workers glue (routes, the Durable Object and its refresher, KV, upstream calls,
-//!   cron, runtime adapters, responses). The only place with `worker` types.
+//! - `error` (+ `error/wechat_codes`): the one error type, what each failure means over HTTP,
+//!   and what WeChat's error codes mean. Uses nothing else of the crate.
+//! - `policy/`: the domain rules (accounts, configuration, client keys and scopes, token and
+//!   ticket records, freshness and the refresh decision, backoff, quota day, the object's
+//!   ledger, `/status`, request rules). Pure, unit-tested natively; may use `error`.
+//! - `wechat/`: WeChat's protocol (token and ticket requests and answers, the JS-SDK signature).
+//!   Pure; may use `error` and `policy`.
+//! - `edge/`: the Workers glue (routes, authentication, the read-through, the Durable Object and
+//!   its refresher, KV, upstream calls, cron, runtime adapters, responses). The only place with
+//!   runtime types; may use everything above.
 
 pub mod error;
 pub mod policy;

@@ -94,8 +94,9 @@ class Worker:
         self._log_file = open(self.log_path, "ab")
         env = dict(os.environ, WRANGLER_SEND_METRICS="false", NO_COLOR="1", FORCE_COLOR="0")
         self._process = subprocess.Popen(
-            # A config of its own (the benchmark's floors, an older build) builds in its own folder.
-            command, cwd=self.config.parent if self.config else REPO, stdin=subprocess.DEVNULL, stdout=self._log_file,
+            # A config of its own (the benchmark's floors, an older build) builds in its folder.
+            command, cwd=self.config.parent if self.config else REPO,
+            stdin=subprocess.DEVNULL, stdout=self._log_file,
             stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
         deadline = time.monotonic() + START_TIMEOUT_SECS

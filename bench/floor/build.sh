@@ -15,5 +15,5 @@ CARGO_TARGET_DIR="$REPO_ROOT/target/bench-floor"
 "$(worker_build_bin)" --release
 "$WASM_OPT_BIN" --enable-bulk-memory --enable-reference-types --enable-exception-handling \
   --enable-mutable-globals --enable-sign-ext --enable-nontrapping-float-to-int --enable-multivalue \
-  --strip-debug build/index_bg.wasm -o build/index_bg.wasm
+  -Oz --strip-debug build/index_bg.wasm -o build/index_bg.wasm
 touch build/index.js

@@ -1,4 +1,4 @@
-//! How an account's Durable Object gets its credentials: apply the policy (`token::decide`),
+//! How an account's Durable Object gets its credentials: apply the policy (`refresh::decide`),
 //! call WeChat one call at a time per credential (retrying transient failures within the time
 //! budget), and record the outcome in the object's storage (the truth) and in KV (the edge
 //! cache), with the counts and errors `/status` shows.
@@ -17,12 +17,11 @@ use crate::policy::accounts::{Account, TokenApi};
 use crate::policy::config::Settings;
 use crate::policy::fingerprint::config_fingerprint;
 use crate::policy::quota::{next_beijing_midnight, quota_pause};
+use crate::policy::refresh::{decide, AttemptRecord, Decision, ExplicitBudget, Observed, Trigger};
 use crate::policy::status::{self, ErrorRecord};
+use crate::policy::ticket::ticket_in_use;
 use crate::policy::ticket::{TicketKind, TicketRecord};
-use crate::policy::token::{
-    decide, ticket_in_use, AttemptRecord, Credential, Decision, ExplicitBudget, Observed,
-    TokenRecord, Trigger,
-};
+use crate::policy::token::{Credential, TokenRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::rc::Rc;

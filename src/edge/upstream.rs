@@ -5,7 +5,7 @@ use crate::error::UpstreamFailure;
 use crate::policy::accounts::Account;
 use crate::policy::config::Settings;
 use crate::policy::ticket::TicketKind;
-use crate::wechat::api::{self as wechat, HttpMethod, Issued};
+use crate::wechat::api::{self, HttpMethod, Issued};
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::task::Poll;
@@ -21,7 +21,7 @@ pub async fn fetch_token(
 ) -> Result<Issued, UpstreamFailure> {
     let secret = account.secret.as_str();
     // Carries the secret: it goes to fetch and nowhere else (no log, no error message).
-    let spec = wechat::token_request(account, &settings.api_base, &settings.wecom_api_base, force);
+    let spec = api::token_request(account, &settings.api_base, &settings.wecom_api_base, force);
     let (status, body) = send(
         spec.method,
         &spec.url,
@@ -30,7 +30,7 @@ pub async fn fetch_token(
         budget_ms,
     )
     .await?;
-    wechat::parse_token_response(status, &body, secret)
+    api::parse_token_response(status, &body, secret)
 }
 
 pub async fn fetch_ticket(
@@ -40,7 +40,7 @@ pub async fn fetch_ticket(
     access_token: &str,
     budget_ms: u64,
 ) -> Result<Issued, UpstreamFailure> {
-    let url = wechat::ticket_url(
+    let url = api::ticket_url(
         account,
         &settings.api_base,
         &settings.wecom_api_base,
@@ -48,7 +48,7 @@ pub async fn fetch_ticket(
         access_token,
     );
     let (status, body) = send(HttpMethod::Get, &url, None, access_token, budget_ms).await?;
-    wechat::parse_ticket_response(status, &body, access_token)
+    api::parse_ticket_response(status, &body, access_token)
 }
 
 /// Sends one request; returns the status and the whole body, or why not. `sensitive` (the
@@ -61,7 +61,7 @@ async fn send(
     budget_ms: u64,
 ) -> Result<(u16, String), UpstreamFailure> {
     let unreachable = |error: worker::Error| UpstreamFailure::Unreachable {
-        detail: wechat::scrub(&error.to_string(), sensitive),
+        detail: api::scrub(&error.to_string(), sensitive),
     };
     let controller = AbortController::default();
     let signal = controller.signal();

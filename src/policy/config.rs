@@ -7,7 +7,7 @@ use crate::error::AppError;
 use crate::policy::accounts::{self, Account, TokenApi};
 use crate::policy::auth::ClientKeys;
 use crate::policy::quota::ForceLimits;
-use crate::policy::token::RefreshPolicy;
+use crate::policy::refresh::RefreshPolicy;
 
 pub const DEFAULT_API_BASE: &str = "https://api.weixin.qq.com";
 pub const DEFAULT_WECOM_API_BASE: &str = "https://qyapi.weixin.qq.com";

@@ -2,16 +2,13 @@
 //! changes it: the attempt and failure counts, the quota pause after 45009, the block on
 //! refused credentials, the account's last error. Pure; the object stores these as they are.
 
+use crate::error::wechat_codes;
 use crate::error::UpstreamFailure;
 use crate::policy::quota::{DailyCount, ForceLog};
+use crate::policy::refresh::AttemptRecord;
 use crate::policy::status::ErrorRecord;
 use crate::policy::ticket::TicketKind;
-use crate::policy::token::AttemptRecord;
-use crate::wechat::errcodes;
 use serde::{Deserialize, Serialize};
-
-/// WeChat's "daily quota used up".
-const QUOTA_EXHAUSTED: i64 = 45009;
 
 /// The account's credentials: the access_token and the two kinds of ticket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,7 +121,7 @@ impl AccountLedger {
             Some(UpstreamFailure::WeChat { errcode, .. }) => Some(*errcode),
             _ => None,
         };
-        if errcode == Some(QUOTA_EXHAUSTED) {
+        if errcode == Some(wechat_codes::QUOTA_EXHAUSTED) {
             state.usage.quota_error_at = Some(now);
         }
         if let Some(failure) = failure {
@@ -137,7 +134,7 @@ impl AccountLedger {
         // Only a token call says whether the credentials work (on a ticket call 40001 means
         // the access_token), and a transient failure says nothing either way.
         if which == CredentialKind::Token {
-            if errcode.is_some_and(errcodes::is_credential_error) {
+            if errcode.is_some_and(wechat_codes::is_credential_error) {
                 self.blocked_config = Some(config.to_owned());
             } else if failure.is_none() {
                 self.blocked_config = None;

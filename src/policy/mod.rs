@@ -10,6 +10,7 @@ pub mod config;
 pub mod fingerprint;
 pub mod ledger;
 pub mod quota;
+pub mod refresh;
 pub mod requests;
 pub mod status;
 pub mod ticket;

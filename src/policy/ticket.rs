@@ -53,7 +53,7 @@ pub struct TicketRecord {
     pub ticket: String,
     pub expires_at: u64,
     pub refreshed_at: u64,
-    /// `Account::config_fingerprint` of the configuration that fetched it.
+    /// `Account::issuer` of the configuration that fetched it.
     #[serde(default)]
     pub issued_for: String,
 }
@@ -92,6 +92,14 @@ impl TicketRecord {
     }
 }
 
+/// The cron keeps refreshing a ticket that someone read within the last day.
+pub const TICKET_IDLE_SECS: u64 = 86_400;
+
+/// Whether a ticket last read at `last_read_at` is still worth refreshing ahead of time.
+pub fn ticket_in_use(last_read_at: u64, now: u64) -> bool {
+    now < last_read_at + TICKET_IDLE_SECS
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +129,22 @@ mod tests {
         assert_eq!(
             answer,
             json!({"ticket": "T", "expires_in": 7000, "expires_at": 8200, "type": "wx_card", "account": "main"})
+        );
+    }
+
+    #[test]
+    fn a_ticket_unread_for_a_day_is_idle() {
+        assert!(ticket_in_use(
+            1_700_000_000,
+            1_700_000_000 + TICKET_IDLE_SECS - 1
+        ));
+        assert!(!ticket_in_use(
+            1_700_000_000,
+            1_700_000_000 + TICKET_IDLE_SECS
+        ));
+        assert!(
+            !ticket_in_use(0, 1_700_000_000),
+            "never read since the object loaded it"
         );
     }
 }

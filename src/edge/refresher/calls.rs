@@ -4,14 +4,15 @@ use super::state::Slot;
 use super::AccountCtx;
 use crate::edge::runtime::{self, log_event, now_millis, now_secs};
 use crate::edge::upstream;
+use crate::error::wechat_codes;
 use crate::error::{AppError, UpstreamFailure};
 use crate::policy::backoff;
 use crate::policy::fingerprint::{config_fingerprint, fingerprint};
 use crate::policy::ledger::{CredentialKind, TokenCallSent};
+use crate::policy::refresh::{Decision, Trigger};
 use crate::policy::ticket::{TicketKind, TicketRecord};
-use crate::policy::token::{Credential, Decision, Issuance, TokenRecord, Trigger};
+use crate::policy::token::{Credential, Issuance, TokenRecord};
 use crate::wechat::api::Issued;
-use crate::wechat::errcodes;
 use serde_json::json;
 use std::future::Future;
 use std::time::Duration;
@@ -129,7 +130,7 @@ impl AccountCtx {
             })
             .await;
         if let Err(UpstreamFailure::WeChat { errcode, .. }) = &outcome {
-            if errcodes::is_token_rejected(*errcode) {
+            if wechat_codes::is_token_rejected(*errcode) {
                 let stale = Trigger::TicketRejected {
                     stale_token: used.to_owned(),
                 };

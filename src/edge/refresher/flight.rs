@@ -7,14 +7,21 @@
 //! The call is a `futures_util` [`Shared`] future, kept until it settles: every caller awaits a
 //! clone of it, so if the one who started it goes away (its request is cancelled), the others
 //! keep driving the same call rather than starting another, which for a classic token would
-//! rotate it again.
+//! rotate it again. If every caller goes away, nobody drives it: it is dropped, so that the
+//! next caller starts anew instead of finding a call "under way" forever.
 
 use futures_util::future::{FutureExt, LocalBoxFuture, Shared};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::rc::Rc;
+
+type Call<T> = Shared<LocalBoxFuture<'static, T>>;
+/// How many callers await a call.
+type Waiters = Rc<Cell<usize>>;
 
 pub struct Flight<T> {
-    current: RefCell<Option<Shared<LocalBoxFuture<'static, T>>>>,
+    /// The call under way, and how many callers await it.
+    current: RefCell<Option<(Call<T>, Waiters)>>,
 }
 
 impl<T> Default for Flight<T> {
@@ -38,18 +45,46 @@ impl<T: Clone + 'static> Flight<T> {
         Fut: Future<Output = T> + 'static,
     {
         let joined = self.current.borrow().clone();
-        let call = joined.unwrap_or_else(|| {
-            let call = start().boxed_local().shared();
-            *self.current.borrow_mut() = Some(call.clone());
-            call
+        let (call, waiting) = joined.unwrap_or_else(|| {
+            let started = (start().boxed_local().shared(), Rc::default());
+            *self.current.borrow_mut() = Some(started.clone());
+            started
         });
+        waiting.set(waiting.get() + 1);
+        let _waiting = Waiting {
+            flight: self,
+            call: call.clone(),
+            waiting,
+        };
         let value = call.clone().await;
         // The first caller back clears it, so the next one starts a new call.
+        self.clear_if_current(&call);
+        value
+    }
+
+    fn clear_if_current(&self, call: &Call<T>) {
         let mut current = self.current.borrow_mut();
-        if current.as_ref().is_some_and(|c| c.ptr_eq(&call)) {
+        if current.as_ref().is_some_and(|(c, _)| c.ptr_eq(call)) {
             *current = None;
         }
-        value
+    }
+}
+
+/// Counts a caller while it awaits a call; the last one to leave before the call settles drops
+/// the call.
+struct Waiting<'a, T: Clone + 'static> {
+    flight: &'a Flight<T>,
+    call: Call<T>,
+    waiting: Waiters,
+}
+
+impl<T: Clone + 'static> Drop for Waiting<'_, T> {
+    fn drop(&mut self) {
+        let left = self.waiting.get() - 1;
+        self.waiting.set(left);
+        if left == 0 {
+            self.flight.clear_if_current(&self.call);
+        }
     }
 }
 
@@ -58,7 +93,6 @@ mod tests {
     use super::*;
     use std::cell::Cell;
     use std::pin::Pin;
-    use std::rc::Rc;
     use std::task::{Context, Poll, Waker};
 
     /// A future that stays pending until the test opens it.
@@ -136,5 +170,54 @@ mod tests {
         assert_eq!(poll_once(&mut waiter), Poll::Ready("the one call"));
         assert_eq!(starts.get(), 1, "no second call");
         assert!(!flight.in_flight());
+    }
+
+    #[test]
+    fn a_call_everyone_left_is_dropped_and_the_next_caller_starts_anew() {
+        let flight = Flight::<&str>::default();
+        let never = Gate::default();
+        let mut first = Box::pin(flight.run(|| async move {
+            never.await;
+            "abandoned"
+        }));
+        let mut second = Box::pin(flight.run(|| async { "unused" }));
+        assert!(poll_once(&mut first).is_pending());
+        assert!(poll_once(&mut second).is_pending());
+        drop(first);
+        assert!(flight.in_flight());
+        drop(second);
+        assert!(!flight.in_flight());
+        let mut next = Box::pin(flight.run(|| async { "new call" }));
+        assert_eq!(poll_once(&mut next), Poll::Ready("new call"));
+    }
+
+    #[test]
+    fn late_callers_of_a_settled_call_leave_the_next_call_alone() {
+        let flight = Flight::<&str>::default();
+        let (first_gate, second_gate) = (Gate::default(), Gate::default());
+        let first = || {
+            let gate = first_gate.clone();
+            async move {
+                gate.await;
+                "first"
+            }
+        };
+        let mut a = Box::pin(flight.run(first));
+        let mut b = Box::pin(flight.run(first));
+        assert!(poll_once(&mut a).is_pending() && poll_once(&mut b).is_pending());
+        first_gate.0.set(true);
+        assert_eq!(poll_once(&mut a), Poll::Ready("first"));
+        let mut next = Box::pin(flight.run(|| {
+            let gate = second_gate.clone();
+            async move {
+                gate.await;
+                "second"
+            }
+        }));
+        assert!(poll_once(&mut next).is_pending());
+        assert_eq!(poll_once(&mut b), Poll::Ready("first"));
+        assert!(flight.in_flight(), "the second call is still under way");
+        second_gate.0.set(true);
+        assert_eq!(poll_once(&mut next), Poll::Ready("second"));
     }
 }

@@ -1,6 +1,9 @@
-//! What WeChat's error codes mean: which are worth retrying, which are the caller's IP, which
-//! the credentials, and a sentence for the operator. Pure text and rules; a leaf module, so
-//! that the error type can explain WeChat's failures without depending on the rest.
+//! What WeChat's error codes mean: which reject the access_token, which the caller's IP, which
+//! the credentials, which the daily quota, and a sentence for the operator. Pure text and rules,
+//! used by the error type to explain WeChat's failures and by the policy to act on them.
+
+/// The account's daily quota for this API is used up.
+pub const QUOTA_EXHAUSTED: i64 = 45009;
 
 /// WeChat's and WeCom's "this access_token is not (or no longer) valid" codes.
 pub fn is_token_rejected(errcode: i64) -> bool {
