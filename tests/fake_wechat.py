@@ -7,6 +7,9 @@ It answers WeChat's token endpoints the way WeChat does, for any number of apps:
   GET  /cgi-bin/ticket/getticket?access_token=..&type=jsapi|wx_card      (JS-SDK tickets)
   GET  /cgi-bin/get_jsapi_ticket?access_token=..                        (WeCom's)
   GET  /cgi-bin/getcallbackip?access_token=..       (an ordinary API call that uses a token)
+  GET  /cgi-bin/user/info?access_token=..&openid=..  and  POST /cgi-bin/message/custom/send
+  GET  /sns/jscode2session?appid=..&secret=..&js_code=..&grant_type=authorization_code
+       (the API calls the gateway tests make; every one is recorded with its headers)
 It checks the credentials, issues fresh tokens, counts every call per account, and can be told
 to fail the way WeChat fails. Like WeChat, a classic or WeCom token stays valid for
 `grace_secs` (300 s) after the next one is issued, and a forced stable_token call kills the
@@ -77,6 +80,9 @@ class FakeWeChat:
         self._latest: dict[tuple[str, str], str] = {}  # (appid, "rotating"|"stable") -> token
         self.api_calls = 0  # calls of getcallbackip, the API that uses a token
         self.api_rejected: list[str] = []  # tokens getcallbackip refused
+        self.api_requests: list[dict] = []  # gateway-style API calls: method, path, headers
+        self.messages: list[dict] = []  # custom-message bodies received
+        self.login_codes: set[str] = set()  # js_codes not used yet
         self.revoked: set[str] = set()  # tokens getticket answers with 40001
         self.ticket_mode = "ok"  # or "busy"
         self.ticket_expires_in = 7200
@@ -133,6 +139,9 @@ class FakeWeChat:
             self.slow_ms = 3000
             self.api_calls = 0
             self.api_rejected.clear()
+            self.api_requests.clear()
+            self.messages.clear()
+            self.login_codes.clear()
 
 
     @property
@@ -207,6 +216,44 @@ class FakeWeChat:
             return _json({"errcode": 40001, "errmsg": "invalid credential, access_token is "
                           "invalid or not latest"})
         return _json({"ip_list": ["101.226.103.0/25"]})
+
+    def _token_error(self, token: str):
+        with self._lock:
+            self.api_calls += 1
+        if self.is_valid(token):
+            return None
+        with self._lock:
+            self.api_rejected.append(token)
+        return _json({"errcode": 40001, "errmsg": "invalid credential, access_token is invalid "
+                      "or not latest"})
+
+    def user_info(self, query: dict[str, str]):
+        return self._token_error(query.get("access_token", "")) or _json(
+            {"subscribe": 1, "openid": query.get("openid", ""), "nickname": "fake user"})
+
+    def custom_send(self, query: dict[str, str], body: bytes):
+        refused = self._token_error(query.get("access_token", ""))
+        if refused:
+            return refused
+        try:
+            message = json.loads(body)
+        except ValueError:
+            return _json({"errcode": 47001, "errmsg": "data format error"})
+        with self._lock:
+            self.messages.append(message)
+        return _json({"errcode": 0, "errmsg": "ok"})
+
+    def code_to_session(self, query: dict[str, str]):
+        appid, code = query.get("appid"), query.get("js_code", "")
+        if appid not in self.apps:
+            return _json({"errcode": 40013, "errmsg": "invalid appid"})
+        if query.get("secret") != self.apps[appid]:
+            return _json({"errcode": 40125, "errmsg": "invalid appsecret"})
+        with self._lock:
+            if code not in self.login_codes:
+                return _json({"errcode": 40029, "errmsg": "invalid code"})
+            self.login_codes.discard(code)  # single use, as WeChat's
+        return _json({"openid": f"openid-{code}", "session_key": f"session-{code}"})
 
     def ticket_calls_for(self, appid: str, kind: str = "jsapi") -> int:
         with self._lock:
@@ -284,6 +331,12 @@ class FakeWeChat:
                     self._send(*fake.ticket(query, wecom=True))
                 elif url.path == "/cgi-bin/getcallbackip":
                     self._send(*fake.callback_ip(query))
+                elif url.path == "/cgi-bin/user/info":
+                    self._record_api()
+                    self._send(*fake.user_info(query))
+                elif url.path == "/sns/jscode2session":
+                    self._record_api()
+                    self._send(*fake.code_to_session(query))
                 else:
                     self._send(*_json({"errcode": 404, "errmsg": "not found"}, status=404))
 
@@ -291,6 +344,11 @@ class FakeWeChat:
                 url = urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
+                if url.path == "/cgi-bin/message/custom/send":
+                    self._record_api(len(raw))
+                    query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                    self._send(*fake.custom_send(query, raw))
+                    return
                 if url.path != "/cgi-bin/stable_token":
                     self._send(*_json({"errcode": 404, "errmsg": "not found"}, status=404))
                     return
@@ -321,6 +379,14 @@ class FakeWeChat:
                     with fake._lock:
                         fake.in_flight -= 1
                         fake._in_flight_by[account] -= 1
+
+            def _record_api(self, body_bytes: int = 0) -> None:
+                with fake._lock:
+                    fake.api_requests.append({
+                        "method": self.command, "path": urlsplit(self.path).path,
+                        "headers": {k.lower(): v for k, v in self.headers.items()},
+                        "body_bytes": body_bytes,
+                    })
 
             def _send(self, status: int, content_type: str, body: str) -> None:
                 data = body.encode()

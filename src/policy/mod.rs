@@ -8,6 +8,7 @@ pub mod auth;
 pub mod backoff;
 pub mod config;
 pub mod fingerprint;
+pub mod gateway;
 pub mod ledger;
 pub mod quota;
 pub mod refresh;

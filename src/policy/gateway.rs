@@ -1,0 +1,231 @@
+//! The API gateway's forwarding rules (issue 11's first slice; the routes that use them come
+//! next): which paths are forwarded, which paths are refused before anything is sent, which
+//! request headers may go upstream, and which calls carry the appsecret. Pure.
+//!
+//! A gateway is a security boundary: the upstream origin is fixed by configuration, so what is
+//! left to check is that a client-chosen path cannot step outside WeChat's API (no dot
+//! segments, no empty segments, no backslashes, no encoded separators, no absolute URL), and
+//! that nothing of the client's own (its key, cookies, addresses) is passed on.
+
+use crate::error::AppError;
+
+/// `GATEWAY_PATH_PREFIXES`' default: WeChat's API families.
+pub const DEFAULT_PATH_PREFIXES: &str = "/cgi-bin/,/sns/,/wxa/,/wxaapi/,/datacube/,/card/,\
+/customservice/,/merchant/,/semantic/,/shop/,/product/,/union/,/channels/,/tcb/,/wxopen/";
+
+/// The only request headers forwarded upstream (the body goes too). Never `Authorization`,
+/// `Cookie`, `Host`, `CF-*`, `X-Forwarded-*` or the client's address.
+pub const FORWARDED_REQUEST_HEADERS: [&str; 2] = ["content-type", "accept"];
+
+/// `GATEWAY_PATH_PREFIXES`: comma-separated path prefixes such as `/cgi-bin/`, each of letters,
+/// digits, `_` and `-` between a leading and a trailing `/`.
+pub fn path_prefixes(value: Option<&str>) -> Result<Vec<String>, AppError> {
+    let text = value.unwrap_or(DEFAULT_PATH_PREFIXES);
+    let prefixes: Vec<String> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let well_formed = |p: &str| {
+        p.len() > 2
+            && p.starts_with('/')
+            && p.ends_with('/')
+            && p[1..p.len() - 1]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    match prefixes.iter().position(|p| !well_formed(p)) {
+        _ if prefixes.is_empty() => Err(prefix_error("lists no prefix".into())),
+        Some(index) => Err(prefix_error(format!(
+            "entry {} is not a path prefix such as /cgi-bin/",
+            index + 1
+        ))),
+        None => Ok(prefixes),
+    }
+}
+
+fn prefix_error(problem: String) -> AppError {
+    AppError::Config {
+        variable: "GATEWAY_PATH_PREFIXES",
+        problem,
+    }
+}
+
+/// Whether `path` (as the client sent it, not decoded) may be forwarded: under one of the
+/// prefixes, and nothing in it that could reach outside WeChat's API once an upstream or a
+/// proxy decodes or normalises it. 400 otherwise, before anything is sent.
+pub fn check_path(path: &str, prefixes: &[String]) -> Result<(), AppError> {
+    let refuse = |why: &str| Err(AppError::BadRequest(format!("gateway path refused: {why}")));
+    if !path.starts_with('/') || path.contains("://") {
+        return refuse("not a path");
+    }
+    if path.contains('\\') {
+        return refuse("a backslash");
+    }
+    let lower = path.to_ascii_lowercase();
+    if ["%2f", "%5c", "%2e", "%00"]
+        .iter()
+        .any(|e| lower.contains(e))
+    {
+        return refuse("an encoded '/', '\\', '.' or NUL");
+    }
+    if path.chars().any(|c| c.is_control() || c == ' ') {
+        return refuse("a control character or space");
+    }
+    let segments: Vec<&str> = path[1..].split('/').collect();
+    if segments.iter().any(|s| *s == "." || *s == "..") {
+        return refuse("a '.' or '..' segment");
+    }
+    let last = segments.len() - 1;
+    if segments
+        .iter()
+        .enumerate()
+        .any(|(i, s)| s.is_empty() && i != last)
+    {
+        return refuse("an empty segment ('//')");
+    }
+    if !prefixes.iter().any(|p| path.starts_with(p.as_str())) {
+        return Err(AppError::NotFound);
+    }
+    Ok(())
+}
+
+/// Calls that take the appsecret instead of an access_token: the edge checks the client key
+/// that the caller sends as `secret` and puts the real appid and appsecret in. Never retried
+/// (a login code is single-use).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretCall {
+    /// Mini program login: `/sns/jscode2session`.
+    CodeToSession,
+    /// Web OAuth: `/sns/oauth2/access_token`.
+    OAuthAccessToken,
+}
+
+pub fn secret_call(path: &str) -> Option<SecretCall> {
+    match path {
+        "/sns/jscode2session" => Some(SecretCall::CodeToSession),
+        "/sns/oauth2/access_token" => Some(SecretCall::OAuthAccessToken),
+        _ => None,
+    }
+}
+
+/// Whether a request header may be forwarded upstream.
+pub fn forwards_header(name: &str) -> bool {
+    FORWARDED_REQUEST_HEADERS
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> Vec<String> {
+        path_prefixes(None).unwrap()
+    }
+
+    #[test]
+    fn the_default_prefixes_are_wechats_api_families() {
+        let prefixes = defaults();
+        assert_eq!(prefixes.len(), 15);
+        assert!(prefixes.contains(&"/cgi-bin/".to_owned()));
+        assert!(prefixes.contains(&"/wxopen/".to_owned()));
+        assert_eq!(
+            path_prefixes(Some(" /cgi-bin/ , /sns/ ,")).unwrap(),
+            vec!["/cgi-bin/".to_owned(), "/sns/".to_owned()]
+        );
+    }
+
+    #[test]
+    fn malformed_prefixes_are_named_by_position() {
+        for (value, problem) in [
+            ("", "lists no prefix"),
+            ("/cgi-bin/,cgi-bin/", "entry 2"),
+            ("/cgi-bin", "entry 1"),
+            ("/a/b/", "entry 1"),
+            ("//", "entry 1"),
+        ] {
+            match path_prefixes(Some(value)) {
+                Err(AppError::Config { problem: p, .. }) => assert!(p.contains(problem), "{p}"),
+                other => panic!("{value:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn ordinary_api_paths_pass() {
+        for path in [
+            "/cgi-bin/user/info",
+            "/cgi-bin/message/custom/send",
+            "/sns/jscode2session",
+            "/wxa/getwxacodeunlimit",
+            "/cgi-bin/media/get",
+        ] {
+            assert_eq!(check_path(path, &defaults()), Ok(()), "{path}");
+        }
+    }
+
+    #[test]
+    fn paths_that_could_leave_the_api_are_refused_before_anything_is_sent() {
+        for path in [
+            "/cgi-bin/../admin",
+            "/cgi-bin/./user/info",
+            "/cgi-bin//user/info",
+            "/cgi-bin/user\\info",
+            "/cgi-bin/%2e%2e/admin",
+            "/cgi-bin/..%2Fadmin",
+            "/cgi-bin/a%5cb",
+            "/cgi-bin/a%00b",
+            "https://evil.example/cgi-bin/x",
+            "cgi-bin/user/info",
+            "/cgi-bin/a b",
+        ] {
+            assert!(
+                matches!(check_path(path, &defaults()), Err(AppError::BadRequest(_))),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn paths_outside_the_prefixes_are_not_found() {
+        for path in ["/admin", "/cgi-binx/user", "/", "/token"] {
+            assert_eq!(
+                check_path(path, &defaults()),
+                Err(AppError::NotFound),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_content_type_and_accept_go_upstream() {
+        for name in ["Content-Type", "accept"] {
+            assert!(forwards_header(name));
+        }
+        for name in [
+            "Authorization",
+            "Cookie",
+            "Host",
+            "CF-Connecting-IP",
+            "X-Forwarded-For",
+            "X-Real-IP",
+        ] {
+            assert!(!forwards_header(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn login_and_oauth_calls_carry_the_secret() {
+        assert_eq!(
+            secret_call("/sns/jscode2session"),
+            Some(SecretCall::CodeToSession)
+        );
+        assert_eq!(
+            secret_call("/sns/oauth2/access_token"),
+            Some(SecretCall::OAuthAccessToken)
+        );
+        assert_eq!(secret_call("/sns/userinfo"), None);
+    }
+}
