@@ -210,7 +210,11 @@ impl AppError {
                 format!("Configuration error: {variable} {problem}.")
             }
             Self::BadRequest(why) => format!("Malformed request: {why}."),
-            Self::PayloadTooLarge => "The request body is larger than 8 KiB.".into(),
+            Self::PayloadTooLarge => {
+                "The request body is larger than this route takes (8 KiB; 1 MiB through the \
+                 gateway)."
+                    .into()
+            }
             Self::UnsupportedMediaType => {
                 "Send the request body as JSON, with `Content-Type: application/json`.".into()
             }

@@ -7,11 +7,11 @@
 //!   and what WeChat's error codes mean. Uses nothing else of the crate.
 //! - `policy/`: the domain rules (accounts, configuration, client keys and scopes, token and
 //!   ticket records, freshness and the refresh decision, backoff, quota day, the object's
-//!   ledger, `/status`, request rules). Pure, unit-tested natively; may use `error`.
+//!   ledger, `/status`, request rules, what the gateway forwards). Pure, unit-tested natively; may use `error`.
 //! - `wechat/`: WeChat's protocol (token and ticket requests and answers, the JS-SDK signature).
 //!   Pure; may use `error` and `policy`.
 //! - `edge/`: the Workers glue (routes, authentication, the read-through, the Durable Object and
-//!   its refresher, KV, upstream calls, cron, runtime adapters, responses). The only place with
+//!   its refresher, the API gateway, KV, upstream calls, cron, runtime adapters, responses). The only place with
 //!   runtime types; may use everything above.
 
 pub mod error;

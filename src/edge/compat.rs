@@ -6,14 +6,13 @@
 //! Answers are always HTTP 200, errors as `{"errcode","errmsg"}`, as WeChat does.
 
 use crate::edge::access;
-use crate::edge::kv_cache;
-use crate::edge::reader::read;
+use crate::edge::reader::{self, read};
 use crate::edge::request::param;
 use crate::edge::respond;
 use crate::edge::runtime::{self, now_secs};
 use crate::error::{wechat_shape, AppError};
 use crate::policy::auth::Route;
-use crate::policy::config::{AccountName, Settings};
+use crate::policy::config::AccountName;
 use crate::policy::ticket::{TicketKind, TicketRecord};
 use crate::policy::token::{Credential, TokenRecord};
 use serde_json::{json, Value};
@@ -102,7 +101,9 @@ async fn ticket(
         .filter(|t| !t.is_empty())
         .ok_or_else(invalid_token)?;
     let settings = runtime::settings(env)?;
-    let account_id = recognize(env, ctx, &settings, presented).await?;
+    let account_id = reader::recognize(env, ctx, &settings, presented)
+        .await?
+        .ok_or_else(invalid_token)?;
     let account = settings.account(&account_id)?;
     let kind = TicketKind::parse(Some(param(pairs, "type").unwrap_or("jsapi")), account.kind)
         .map_err(|e| wechat_error(40097, &format!("invalid args: {}", e.message())))?;
@@ -113,34 +114,4 @@ async fn ticket(
         "ticket": record.ticket,
         "expires_in": record.remaining_secs(now_secs()),
     }))
-}
-
-/// The account whose token `presented` is, by the index the objects write to KV (one read,
-/// whatever the number of accounts). With a single account, a token the index does not know
-/// (yet) is compared with that account's token as readers get it: KV first, its object only
-/// when KV has nothing fresh, so unknown tokens cannot make anyone call the object.
-async fn recognize(
-    env: &Env,
-    ctx: &Context,
-    settings: &Settings,
-    presented: &str,
-) -> Result<String, WeChatError> {
-    let now = now_secs();
-    if let Some(entry) = kv_cache::read_index(env, presented).await {
-        let current = settings
-            .account(&entry.account)
-            .is_ok_and(|account| account.issuer == entry.issuer);
-        return match current && now < entry.accepted_until {
-            true => Ok(entry.account),
-            false => Err(invalid_token()),
-        };
-    }
-    let [only] = settings.accounts.as_slice() else {
-        return Err(invalid_token());
-    };
-    let current = read::<TokenRecord>(env, ctx, settings, only, ()).await?;
-    match current.accepts(presented, now) {
-        true => Ok(only.id.clone()),
-        false => Err(invalid_token()),
-    }
 }

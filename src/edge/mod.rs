@@ -2,8 +2,8 @@
 //! one authentication path in `access`, request bodies and queries in `request`, responses in
 //! `respond`), the read-through from isolate memory (`memo`) and KV (`kv_cache`) to the
 //! account's Durable Object (`account_object`), which refreshes through `refresher` and calls
-//! WeChat through `upstream`; the WeChat-compatible endpoints (`compat`), the cron, runtime
-//! adapters (`runtime`) and test-only fault injection (`faults`). It uses the policy and the
+//! WeChat through `upstream`; the WeChat-compatible endpoints (`compat`), the API gateway
+//! (`gateway`), the cron, runtime adapters (`runtime`) and test-only fault injection (`faults`). It uses the policy and the
 //! protocol; nothing below uses it.
 
 mod access;
@@ -11,6 +11,7 @@ pub mod account_object;
 mod compat;
 mod cron;
 mod faults;
+mod gateway;
 mod kv_cache;
 mod memo;
 mod reader;

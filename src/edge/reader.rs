@@ -5,7 +5,7 @@ use crate::edge::account_object;
 use crate::edge::kv_cache;
 use crate::edge::memo;
 use crate::edge::refresher::Acquired;
-use crate::edge::runtime::{self, log_error, now_millis};
+use crate::edge::runtime::{self, log_error, now_millis, now_secs};
 use crate::error::AppError;
 use crate::policy::accounts::Account;
 use crate::policy::config::Settings;
@@ -169,4 +169,28 @@ fn remember<R: Credential + 'static>(key: &str, record: &R, now_ms: u64, margin_
     if until_ms > now_ms {
         memo::remember(key, record.clone(), Some(until_ms));
     }
+}
+
+/// The account whose token `presented` is, by the index the objects write to KV (one read,
+/// whatever the number of accounts). With a single account, a token the index does not know
+/// (yet) is compared with that account's token as readers get it: KV first, its object only
+/// when KV has nothing fresh, so unknown tokens cannot make anyone call the object.
+pub async fn recognize(
+    env: &Env,
+    ctx: &Context,
+    settings: &Settings,
+    presented: &str,
+) -> Result<Option<String>, AppError> {
+    let now = now_secs();
+    if let Some(entry) = kv_cache::read_index(env, presented).await {
+        let current = settings
+            .account(&entry.account)
+            .is_ok_and(|account| account.issuer == entry.issuer);
+        return Ok((current && now < entry.accepted_until).then_some(entry.account));
+    }
+    let [only] = settings.accounts.as_slice() else {
+        return Ok(None);
+    };
+    let current = read::<TokenRecord>(env, ctx, settings, only, ()).await?;
+    Ok(current.accepts(presented, now).then(|| only.id.clone()))
 }

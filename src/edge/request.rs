@@ -38,14 +38,16 @@ pub async fn read(request: &Request) -> Result<String, AppError> {
     let header = |name| request.headers().get(name).ok().flatten();
     let (declared, content_type) = (header("content-length"), header("content-type"));
     requests::check_body_size(declared.as_deref(), None)?;
-    let bytes = read_bounded(request).await?;
+    let bytes = read_bytes(request, MAX_BODY_BYTES).await?;
     let body = String::from_utf8(bytes)
         .map_err(|_| AppError::BadRequest("the body is not UTF-8".into()))?;
     requests::check_content_type(content_type.as_deref(), body.trim().is_empty())?;
     Ok(body)
 }
 
-async fn read_bounded(request: &Request) -> Result<Vec<u8>, AppError> {
+/// The body's bytes, at most `limit` of them (413 past it), read from the stream no further
+/// than that (and a little more thrown away).
+pub async fn read_bytes(request: &Request, limit: usize) -> Result<Vec<u8>, AppError> {
     let unreadable = |_| AppError::BadRequest("unreadable body".into());
     let Some(stream) = request.inner().body() else {
         return Ok(Vec::new());
@@ -60,9 +62,9 @@ async fn read_bounded(request: &Request) -> Result<Vec<u8>, AppError> {
         }
         let value = Reflect::get(&chunk, &JsValue::from_str("value")).map_err(unreadable)?;
         let value = Uint8Array::new(&value);
-        if kept.len() <= MAX_BODY_BYTES {
+        if kept.len() <= limit {
             // Never more than the limit and a byte: enough to know it is too large.
-            let room = MAX_BODY_BYTES + 1 - kept.len();
+            let room = limit + 1 - kept.len();
             let take = (value.length() as usize).min(room) as u32;
             kept.extend_from_slice(&value.subarray(0, take).to_vec());
             discarded += value.length() as usize - take as usize;
@@ -74,6 +76,8 @@ async fn read_bounded(request: &Request) -> Result<Vec<u8>, AppError> {
             }
         }
     }
-    requests::check_body_size(None, Some(kept.len()))?;
+    if kept.len() > limit {
+        return Err(AppError::PayloadTooLarge);
+    }
     Ok(kept)
 }

@@ -15,6 +15,19 @@ pub fn json(status: u16, body: &Value) -> Response {
         .with_headers(headers)
 }
 
+/// An answer passed on as it came (the gateway's), never cached.
+pub fn bytes(status: u16, content_type: Option<&str>, body: Vec<u8>) -> Response {
+    let headers = Headers::new();
+    if let Some(content_type) = content_type {
+        let _ = headers.set("content-type", content_type);
+    }
+    let _ = headers.set("cache-control", "no-store");
+    Response::from_bytes(body)
+        .expect("a byte body is always accepted")
+        .with_status(status)
+        .with_headers(headers)
+}
+
 /// The one place an [`AppError`] becomes an HTTP response.
 pub fn error(error: &AppError) -> Response {
     let response = json(error.status(), &error.body());

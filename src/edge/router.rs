@@ -2,6 +2,7 @@
 
 use crate::edge::access::{self, account_name};
 use crate::edge::compat;
+use crate::edge::gateway;
 use crate::edge::reader::{read, refresh};
 use crate::edge::request::{self, param, query};
 use crate::edge::respond;
@@ -92,13 +93,39 @@ async fn route(request: Request, env: &Env, ctx: &Context) -> Result<Response, A
             let body = request::read(&request).await?;
             Ok(compat::answer(&path, &[], &body, env, ctx).await)
         }
-        _ => Err(AppError::NotFound),
+        keyed if keyed.starts_with("/gateway/") => {
+            allow_gateway(&method)?;
+            gateway::keyed(&request, &keyed["/gateway".len()..], env, ctx).await
+        }
+        other => {
+            // Anything else under WeChat's API families goes through the gateway as it is.
+            let settings = runtime::settings(env)?;
+            if !settings
+                .gateway_prefixes
+                .iter()
+                .any(|p| other.starts_with(p.as_str()))
+            {
+                return Err(AppError::NotFound);
+            }
+            allow_gateway(&method)?;
+            Ok(gateway::pass_through(&request, other, env, ctx).await)
+        }
     }
 }
 
 fn bearer(request: &Request) -> Option<String> {
     let header = request.headers().get("authorization").ok().flatten()?;
     bearer_token(&header).map(str::to_owned)
+}
+
+/// The gateway forwards GET and POST, WeChat's only methods.
+fn allow_gateway(method: &Method) -> Result<(), AppError> {
+    match method {
+        Method::Get | Method::Post => Ok(()),
+        _ => Err(AppError::MethodNotAllowed {
+            allow: "GET, HEAD, POST",
+        }),
+    }
 }
 
 /// An authenticated request for one account.

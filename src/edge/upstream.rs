@@ -11,6 +11,7 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 use wasm_bindgen::JsValue;
+use worker::js_sys::Uint8Array;
 use worker::{AbortController, Delay, Fetch, Headers, Method, Request, RequestInit};
 
 pub async fn fetch_token(
@@ -49,6 +50,63 @@ pub async fn fetch_ticket(
     );
     let (status, body) = send(HttpMethod::Get, &url, None, access_token, budget_ms).await?;
     api::parse_ticket_response(status, &body, access_token)
+}
+
+/// A gateway call's answer, as WeChat gave it.
+pub struct Forwarded {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// Forwards one gateway call. `url` carries the credential; `secret` (the appsecret, which
+/// login calls carry) is scrubbed from any error text, and so is the whole query.
+pub async fn forward(
+    method: Method,
+    url: &str,
+    headers: &[(String, String)],
+    body: Option<Vec<u8>>,
+    secret: &str,
+    budget_ms: u64,
+) -> Result<Forwarded, UpstreamFailure> {
+    let query = url.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    let unreachable = |error: worker::Error| UpstreamFailure::Unreachable {
+        detail: api::scrub(&api::scrub(&error.to_string(), query), secret),
+    };
+    let controller = AbortController::default();
+    let signal = controller.signal();
+    let call = async {
+        let mut init = RequestInit::new();
+        let request_headers = Headers::new();
+        for (name, value) in headers {
+            request_headers.set(name, value).map_err(unreachable)?;
+        }
+        init.with_method(method).with_headers(request_headers);
+        if let Some(body) = body {
+            init.with_body(Some(Uint8Array::from(body.as_slice()).into()));
+        }
+        let request = Request::new_with_init(url, &init).map_err(unreachable)?;
+        let mut response = Fetch::Request(request)
+            .send_with_signal(&signal)
+            .await
+            .map_err(unreachable)?;
+        let content_type = response.headers().get("content-type").ok().flatten();
+        let body = response.bytes().await.map_err(unreachable)?;
+        Ok(Forwarded {
+            status: response.status_code(),
+            content_type,
+            body,
+        })
+    };
+    match within(Duration::from_millis(budget_ms), call).await {
+        Some(outcome) => outcome,
+        None => {
+            controller.abort();
+            Err(UpstreamFailure::Timeout {
+                after_ms: budget_ms,
+            })
+        }
+    }
 }
 
 /// Sends one request; returns the status and the whole body, or why not. `sensitive` (the

@@ -6,6 +6,7 @@
 use crate::error::AppError;
 use crate::policy::accounts::{self, Account, TokenApi};
 use crate::policy::auth::ClientKeys;
+use crate::policy::gateway;
 use crate::policy::quota::ForceLimits;
 use crate::policy::refresh::RefreshPolicy;
 
@@ -41,6 +42,8 @@ pub struct Settings {
     pub explicit_limit_override: Option<u64>,
     /// `KV_MAX_AGE_SECS`: how long an edge reader trusts a KV entry before asking the object.
     pub kv_max_age_secs: u64,
+    /// `GATEWAY_PATH_PREFIXES`: the WeChat paths the gateway forwards.
+    pub gateway_prefixes: Vec<String>,
 }
 
 /// How a request names its account.
@@ -164,6 +167,9 @@ pub fn settings(lookup: &impl Fn(&str) -> Option<String>) -> Result<Settings, Ap
             0..=10_000_000,
         )?,
         kv_max_age_secs: number(lookup, "KV_MAX_AGE_SECS", DEFAULT_KV_MAX_AGE_SECS, 1..=7200)?,
+        gateway_prefixes: gateway::path_prefixes(
+            present(lookup, "GATEWAY_PATH_PREFIXES").as_deref(),
+        )?,
     })
 }
 

@@ -59,9 +59,9 @@ pub enum Trigger {
     /// `POST /token/refresh`: WeChat rejected `stale_token`, or (None) the caller asks for a
     /// new token (on stable_token accounts: whatever the normal mode answers).
     Passive { stale_token: Option<String> },
-    /// getticket rejected `stale_token`: as a passive refresh naming it, but the object's own,
-    /// outside the clients' explicit budget.
-    TicketRejected { stale_token: String },
+    /// WeChat rejected `stale_token` on a call the server made itself (a ticket fetch, a
+    /// gateway call): as a passive refresh naming it, but outside the clients' explicit budget.
+    Rejected { stale_token: String },
     /// The account's alarm: a refresh cut off by eviction, or a KV write to retry.
     Alarm,
 }
@@ -71,7 +71,7 @@ impl Trigger {
     pub fn stale_token(&self) -> Option<&str> {
         match self {
             Self::Passive { stale_token } => stale_token.as_deref(),
-            Self::TicketRejected { stale_token } => Some(stale_token),
+            Self::Rejected { stale_token } => Some(stale_token),
             _ => None,
         }
     }
@@ -90,7 +90,7 @@ impl Trigger {
             Self::Cron => "cron",
             Self::Alarm => "alarm",
             Self::Passive { .. } => "passive",
-            Self::TicketRejected { .. } => "ticket_rejected",
+            Self::Rejected { .. } => "rejected",
         }
     }
 }
@@ -182,7 +182,7 @@ pub fn decide<R: Credential>(
                 Decision::Skip
             }
         }
-        Trigger::Passive { .. } | Trigger::TicketRejected { .. } => {
+        Trigger::Passive { .. } | Trigger::Rejected { .. } => {
             let stale_token = trigger.stale_token();
             let stale_is_current = |current: &R| stale_token == Some(current.value());
             let over_budget = observed

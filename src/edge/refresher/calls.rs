@@ -131,7 +131,7 @@ impl AccountCtx {
             .await;
         if let Err(UpstreamFailure::WeChat { errcode, .. }) = &outcome {
             if wechat_codes::is_token_rejected(*errcode) {
-                let stale = Trigger::TicketRejected {
+                let stale = Trigger::Rejected {
                     stale_token: used.to_owned(),
                 };
                 let replacement = match self.token(&stale).await {

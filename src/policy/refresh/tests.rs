@@ -78,7 +78,7 @@ fn a_passive_refresh_that_got_its_own_stale_token_back_decides_again() {
         "a forced call is an answer"
     );
     assert!(!passive("A").decide_again("B", false));
-    let rejected = Trigger::TicketRejected {
+    let rejected = Trigger::Rejected {
         stale_token: "A".into(),
     };
     assert!(rejected.decide_again("A", false));

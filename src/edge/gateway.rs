@@ -1,0 +1,277 @@
+//! The API gateway: business servers send their WeChat API calls here; the edge adds the
+//! credential, heals a rejected token once for everyone, and forwards to the account's fixed
+//! API origin. Two ways in:
+//!
+//! - keyed: `/gateway/<WeChat path>?account=…` with `Authorization: Bearer <client key>`; the
+//!   edge adds `access_token` (or, for login and OAuth calls, the appid and appsecret). Errors
+//!   in this API's own shape.
+//! - pass-through: WeChat's own paths (`GATEWAY_PATH_PREFIXES`) with an `access_token` this
+//!   server issued (or, for login and OAuth, `secret=<client key>`), so an unmodified SDK whose
+//!   API base points here works. Errors in WeChat's shape, as SDKs parse it.
+//!
+//! The rules (paths refused, headers forwarded) are `policy::gateway`'s.
+
+use crate::edge::access::{self, account_name};
+use crate::edge::reader::{self, read, refresh};
+use crate::edge::request::{self, param, query};
+use crate::edge::respond;
+use crate::edge::runtime::{self, log_event, now_millis};
+use crate::edge::upstream::{self, Forwarded};
+use crate::error::{wechat_codes, wechat_shape, AppError, UpstreamFailure};
+use crate::policy::accounts::{Account, TokenApi};
+use crate::policy::auth::{bearer_token, Route};
+use crate::policy::config::{AccountName, Settings};
+use crate::policy::gateway::{self, SecretCall};
+use crate::policy::refresh::Trigger;
+use crate::policy::token::TokenRecord;
+use serde_json::{json, Value};
+use worker::{Context, Env, Method, Request, Response, Url};
+
+/// Request bodies up to this size are kept, so that a call WeChat refused for its token can be
+/// sent again; larger ones are refused (413).
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Only answers up to this size are read for an errcode.
+const MAX_INSPECTED_BYTES: usize = 64 * 1024;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Keyed,
+    PassThrough,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Keyed => "keyed",
+            Self::PassThrough => "pass_through",
+        }
+    }
+}
+
+/// What a call needs besides the account: the method, the WeChat path, the query the client
+/// sent (less what the edge uses itself), the headers that may go on, and the body.
+struct Call {
+    method: Method,
+    path: String,
+    query: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
+    body: Option<Vec<u8>>,
+    secret_call: Option<SecretCall>,
+}
+
+/// `/gateway/<path>`: the client key names the account; the edge adds the credential.
+pub async fn keyed(
+    request: &Request,
+    path: &str,
+    env: &Env,
+    ctx: &Context,
+) -> Result<Response, AppError> {
+    let pairs = query(request)?;
+    let header = request.headers().get("authorization").ok().flatten();
+    let key = header.as_deref().and_then(bearer_token);
+    let (grant, settings) = access::authenticate(env, key, Route::Gateway)?;
+    let account = access::account(&grant, &settings, account_name(&pairs)?)?.clone();
+    gateway::check_path(path, &settings.gateway_prefixes)?;
+    let passed_on = |k: &str| !matches!(k, "account" | "appid" | "access_token");
+    let call = Call {
+        method: request.method(),
+        path: path.to_owned(),
+        query: pairs.into_iter().filter(|(k, _)| passed_on(k)).collect(),
+        headers: forwarded_headers(request),
+        body: read_body(request).await?,
+        secret_call: gateway::secret_call(path),
+    };
+    let answer = forward(env, ctx, &settings, &account, call, Mode::Keyed).await?;
+    Ok(answer.into_response())
+}
+
+/// A WeChat path with the caller's own `access_token` (one this server issued) or, for login
+/// and OAuth, `appid` and `secret=<client key>`. Always answers; errors in WeChat's shape.
+pub async fn pass_through(request: &Request, path: &str, env: &Env, ctx: &Context) -> Response {
+    match pass_through_call(request, path, env, ctx).await {
+        Ok(answer) => answer.into_response(),
+        Err(error) => respond::json(200, &wechat_shape(&error.body())),
+    }
+}
+
+async fn pass_through_call(
+    request: &Request,
+    path: &str,
+    env: &Env,
+    ctx: &Context,
+) -> Result<Forwarded, AppError> {
+    let settings = runtime::settings(env)?;
+    gateway::check_path(path, &settings.gateway_prefixes)?;
+    let pairs = query(request)?;
+    let secret_call = gateway::secret_call(path);
+    let account = match secret_call {
+        Some(_) => {
+            let (grant, settings) =
+                access::authenticate(env, param(&pairs, "secret"), Route::Gateway)?;
+            let name = AccountName::AppId(param(&pairs, "appid").unwrap_or_default());
+            access::account(&grant, &settings, name)?.clone()
+        }
+        None => {
+            let presented = param(&pairs, "access_token").unwrap_or_default();
+            let id = reader::recognize(env, ctx, &settings, presented)
+                .await?
+                .ok_or_else(|| AppError::Upstream(token_refused()))?;
+            settings.account(&id)?.clone()
+        }
+    };
+    let passed_on = |k: &str| !matches!(k, "access_token" | "appid" | "secret");
+    let call = Call {
+        method: request.method(),
+        path: path.to_owned(),
+        query: pairs.into_iter().filter(|(k, _)| passed_on(k)).collect(),
+        headers: forwarded_headers(request),
+        body: read_body(request).await?,
+        secret_call,
+    };
+    forward(env, ctx, &settings, &account, call, Mode::PassThrough).await
+}
+
+/// WeChat's own answer to a token it does not accept.
+fn token_refused() -> UpstreamFailure {
+    UpstreamFailure::WeChat {
+        errcode: 40001,
+        errmsg: "invalid credential, access_token is invalid or not latest".into(),
+    }
+}
+
+fn forwarded_headers(request: &Request) -> Vec<(String, String)> {
+    gateway::FORWARDED_REQUEST_HEADERS
+        .iter()
+        .filter_map(|name| {
+            let value = request.headers().get(name).ok().flatten()?;
+            Some(((*name).to_owned(), value))
+        })
+        .collect()
+}
+
+async fn read_body(request: &Request) -> Result<Option<Vec<u8>>, AppError> {
+    if request.method() == Method::Get || request.method() == Method::Head {
+        return Ok(None);
+    }
+    request::read_bytes(request, MAX_BODY_BYTES).await.map(Some)
+}
+
+/// Sends the call with the account's credential; a token WeChat rejects is replaced (one
+/// passive refresh naming it, shared by every caller) and the call sent once more. Calls that
+/// carry the appsecret are sent once: a login code is single-use.
+async fn forward(
+    env: &Env,
+    ctx: &Context,
+    settings: &Settings,
+    account: &Account,
+    call: Call,
+    mode: Mode,
+) -> Result<Forwarded, AppError> {
+    let started_ms = now_millis();
+    let origin = match account.api {
+        TokenApi::WeCom => &settings.wecom_api_base,
+        TokenApi::Classic | TokenApi::Stable => &settings.api_base,
+    };
+    let send = |credential: Vec<(&'static str, String)>| {
+        let url = upstream_url(origin, &call.path, &call.query, &credential);
+        let secret = account.secret.clone();
+        let (method, headers, body) =
+            (call.method.clone(), call.headers.clone(), call.body.clone());
+        async move {
+            let url = url?;
+            upstream::forward(
+                method,
+                url.as_str(),
+                &headers,
+                body,
+                &secret,
+                settings.upstream_timeout_ms,
+            )
+            .await
+            .map_err(AppError::Upstream)
+        }
+    };
+    let (answer, retried) = match call.secret_call {
+        Some(_) => {
+            let credential = vec![
+                ("appid", account.appid.clone()),
+                ("secret", account.secret.clone()),
+            ];
+            (send(credential).await?, false)
+        }
+        None => {
+            let token = read::<TokenRecord>(env, ctx, settings, account, ()).await?;
+            let first = send(vec![("access_token", token.access_token.clone())]).await?;
+            if token_rejected(&first) {
+                let stale_token = token.access_token.clone();
+                let fresh =
+                    refresh(env, settings, account, Trigger::Rejected { stale_token }).await?;
+                if fresh.access_token != token.access_token {
+                    (
+                        send(vec![("access_token", fresh.access_token)]).await?,
+                        true,
+                    )
+                } else {
+                    (first, false)
+                }
+            } else {
+                (first, false)
+            }
+        }
+    };
+    log_event(json!({
+        "event": "gateway_call",
+        "account": account.id,
+        "method": call.method.to_string(),
+        "path": call.path,
+        "mode": mode.name(),
+        "status": answer.status,
+        "wechat_errcode": errcode_of(&answer),
+        "retried": retried,
+        "duration_ms": now_millis().saturating_sub(started_ms),
+    }));
+    Ok(answer)
+}
+
+fn upstream_url(
+    origin: &str,
+    path: &str,
+    query: &[(String, String)],
+    credential: &[(&str, String)],
+) -> Result<Url, AppError> {
+    let mut url = Url::parse(&format!("{origin}{path}"))
+        .map_err(|_| AppError::BadRequest("gateway path refused: not a URL path".into()))?;
+    {
+        let mut pairs = url.query_pairs_mut();
+        for (key, value) in credential {
+            pairs.append_pair(key, value);
+        }
+        for (key, value) in query {
+            pairs.append_pair(key, value);
+        }
+    }
+    Ok(url)
+}
+
+/// The errcode of a JSON (or text) answer small enough to read, if it has one.
+fn errcode_of(answer: &Forwarded) -> Option<i64> {
+    let textual = answer
+        .content_type
+        .as_deref()
+        .is_some_and(|t| t.contains("json") || t.starts_with("text/"));
+    if !textual || answer.body.len() > MAX_INSPECTED_BYTES {
+        return None;
+    }
+    let json: Value = serde_json::from_slice(&answer.body).ok()?;
+    json.get("errcode").and_then(Value::as_i64)
+}
+
+fn token_rejected(answer: &Forwarded) -> bool {
+    errcode_of(answer).is_some_and(wechat_codes::is_token_rejected)
+}
+
+impl Forwarded {
+    fn into_response(self) -> Response {
+        respond::bytes(self.status, self.content_type.as_deref(), self.body)
+    }
+}

@@ -1,0 +1,157 @@
+"""The API gateway (first slice): WeChat API calls through the edge, keyed or passed through as
+an SDK sends them, with the credential added, a rejected token healed once for everyone, and the
+forwarding rules of a security boundary. The refusals come first."""
+
+import http.client
+import json
+import re
+
+import pytest
+
+from harness import CLIENT_KEY, burst
+from setups import SCOPED_KEY, SECOND, STABLE, several
+from test_api import assert_error
+
+SIGNER = "signer-key-0123456789abcdef"
+
+
+def raw_get(worker, path, headers=None):
+    """A GET whose path is sent exactly as written (urllib would re-encode some of it)."""
+    conn = http.client.HTTPConnection("127.0.0.1", worker.port, timeout=30)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def worker(fake):
+    from conftest import WorkerFactory
+    factory = WorkerFactory(fake)
+    keys = f"{CLIENT_KEY},{SCOPED_KEY}@second,{SIGNER}:signature"
+    yield factory(**several(fake, CLIENT_KEYS=keys, MIN_REFRESH_INTERVAL_SECS="0"))
+    factory.close()
+
+
+class TestRefusals:
+    def test_the_keyed_way_needs_a_key_with_the_gateway_route(self, worker, fake):
+        path = "/gateway/cgi-bin/user/info?openid=o1"
+        assert_error(worker.request("GET", path, key=None), 401, "unauthorized")
+        assert_error(worker.request("GET", path, key=SIGNER), 403, "forbidden_route")
+        assert_error(worker.request("GET", path, key=SCOPED_KEY), 403, "forbidden_account")
+        assert fake.api_requests == [] and fake.calls == 0
+
+    @pytest.mark.parametrize("path", [
+        "/gateway/cgi-bin/user%2finfo",
+        "/gateway/cgi-bin/user%5cinfo",
+        "/gateway/cgi-bin//user/info",
+    ])
+    def test_paths_that_could_leave_the_api_are_refused_before_anything_is_sent(
+            self, worker, fake, path):
+        status, text = raw_get(worker, path, {"Authorization": f"Bearer {CLIENT_KEY}"})
+        assert status == 400 and json.loads(text)["error"] == "bad_request", text
+        assert fake.api_requests == [] and fake.calls == 0
+
+    def test_dot_segments_are_resolved_before_the_worker_sees_them(self, worker, fake):
+        # The runtime's URL parser resolves `..` (encoded or not): what is left is checked
+        # like any path, here one outside WeChat's API families.
+        status, text = raw_get(worker, "/gateway/cgi-bin/%2e%2e/admin",
+                               {"Authorization": f"Bearer {CLIENT_KEY}"})
+        assert status == 404 and json.loads(text)["error"] == "not_found", text
+        assert fake.api_requests == []
+
+    def test_only_wechats_api_families_are_forwarded(self, worker, fake):
+        assert_error(worker.request("GET", "/gateway/admin/x"), 404, "not_found")
+        assert_error(worker.request("GET", "/somewhere/else"), 404, "not_found")
+        assert fake.api_requests == []
+
+    @pytest.mark.parametrize("token", ["", "FAKE-not-issued-here", CLIENT_KEY])
+    def test_a_pass_through_call_needs_a_token_this_server_issued(self, worker, fake, token):
+        reply = worker.request("GET", f"/cgi-bin/user/info?access_token={token}&openid=o1",
+                               key=None)
+        assert reply.status == 200
+        assert reply.json["errcode"] == 40001
+        assert fake.api_requests == [], "nothing was forwarded: no open proxy"
+
+    def test_a_login_call_needs_a_client_key_as_its_secret(self, worker, fake):
+        fake.login_codes.add("code-1")
+        reply = worker.request(
+            "GET", f"/sns/jscode2session?appid={STABLE[0]}&secret=wrong-key-0123456789"
+            "&js_code=code-1&grant_type=authorization_code", key=None)
+        assert reply.json["errcode"] == 40125
+        assert fake.api_requests == [] and "code-1" in fake.login_codes
+
+
+class TestForwarding:
+    def test_a_keyed_call_gets_the_current_token_and_only_allowed_headers(self, worker, fake):
+        reply = worker.request(
+            "GET", "/gateway/cgi-bin/user/info?openid=o1&account=second",
+            headers={"Cookie": "session=1", "X-Forwarded-For": "198.51.100.7",
+                     "CF-Connecting-IP": "198.51.100.7", "Accept": "application/json"})
+        assert reply.status == 200, reply.text
+        assert reply.json == {"subscribe": 1, "openid": "o1", "nickname": "fake user"}
+        [call] = fake.api_requests
+        assert call["path"] == "/cgi-bin/user/info"
+        # `CF-Worker` is the platform's own mark on every subrequest, not the client's.
+        assert set(call["headers"]) == {"host", "accept", "cf-worker"}, call["headers"]
+        assert call["headers"]["accept"] == "application/json"
+        assert "198.51.100.7" not in json.dumps(call["headers"])
+        token = worker.request("GET", "/token?account=second").json["access_token"]
+        assert fake.is_valid(token) and fake.api_rejected == []
+
+    def test_a_keyed_post_carries_its_json_body(self, worker, fake):
+        message = {"touser": "o1", "msgtype": "text", "text": {"content": "你好"}}
+        reply = worker.request("POST", "/gateway/cgi-bin/message/custom/send",
+                               body=json.dumps(message, ensure_ascii=False))
+        assert reply.status == 200 and reply.json == {"errcode": 0, "errmsg": "ok"}
+        assert fake.messages == [message]
+
+    def test_a_pass_through_call_with_an_issued_token(self, worker, fake):
+        token = worker.request("GET", "/token?account=second").json["access_token"]
+        reply = worker.request("GET", f"/cgi-bin/user/info?access_token={token}&openid=o2",
+                               key=None)
+        assert reply.status == 200 and reply.json["openid"] == "o2"
+        assert len(fake.api_requests) == 1
+
+    def test_login_calls_get_the_appid_and_secret_injected_and_are_sent_once(self, worker, fake):
+        fake.login_codes.update({"code-2", "code-3"})
+        keyed = worker.request(
+            "GET", "/gateway/sns/jscode2session?account=shop&js_code=code-2"
+            "&grant_type=authorization_code")
+        assert keyed.status == 200 and keyed.json["openid"] == "openid-code-2", keyed.text
+        passed = worker.request(
+            "GET", f"/sns/jscode2session?appid={STABLE[0]}&secret={CLIENT_KEY}&js_code=code-3"
+            "&grant_type=authorization_code", key=None)
+        assert passed.json["openid"] == "openid-code-3"
+        used_again = worker.request(
+            "GET", "/gateway/sns/jscode2session?account=shop&js_code=code-2"
+            "&grant_type=authorization_code")
+        assert used_again.json["errcode"] == 40029
+        assert len(fake.api_requests) == 3, "never retried"
+
+
+def test_a_rejected_token_is_healed_once_for_a_concurrent_batch(worker, fake):
+    token = worker.request("GET", "/token?account=second").json["access_token"]
+    fake.revoked.add(token)  # WeChat stopped accepting it behind everyone's back
+    fake.latency_ms = 200
+    replies = burst(20, lambda: worker.request(
+        "GET", "/gateway/cgi-bin/user/info?openid=o3&account=second"))
+    assert all(r.status == 200 and r.json.get("openid") == "o3" for r in replies), \
+        [r.text for r in replies if r.status != 200 or "openid" not in r.json][:3]
+    assert fake.calls_for(SECOND[0]) == 1, "one token refresh for all of them"
+    fresh = worker.request("GET", "/token?account=second").json["access_token"]
+    assert fresh != token and fake.is_valid(fresh)
+    calls = [e for e in worker.events("gateway_call") if e["path"] == "/cgi-bin/user/info"]
+    assert any(e["retried"] for e in calls)
+
+
+def test_gateway_log_lines_name_the_call_never_its_credentials(worker, fake):
+    worker.request("GET", "/gateway/cgi-bin/user/info?openid=o4")
+    event = worker.events("gateway_call")[-1]
+    assert set(event) >= {"account", "method", "path", "mode", "status", "wechat_errcode",
+                          "retried", "duration_ms"}
+    assert event["path"] == "/cgi-bin/user/info" and event["mode"] == "keyed"
+    log = worker.log()
+    assert not re.search(r"access_token=|js_code=|secret=", log)
