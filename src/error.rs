@@ -21,6 +21,8 @@ pub enum UpstreamFailure {
     Unreachable { detail: String },
     /// No complete answer within the upstream timeout.
     Timeout { after_ms: u64 },
+    /// The fixed-IP egress relay refused the call: the relay key does not match.
+    EgressRefused,
 }
 
 impl UpstreamFailure {
@@ -31,6 +33,7 @@ impl UpstreamFailure {
             Self::BadResponse { .. } => "upstream_bad_response",
             Self::Unreachable { .. } => "upstream_unreachable",
             Self::Timeout { .. } => "upstream_timeout",
+            Self::EgressRefused => "egress_refused",
         }
     }
 
@@ -56,6 +59,9 @@ impl UpstreamFailure {
             Self::Timeout { after_ms } => {
                 format!("WeChat did not answer within {after_ms} ms (UPSTREAM_TIMEOUT_MS).")
             }
+            Self::EgressRefused => "The egress relay refused the call (HTTP 403): \
+                WECHAT_EGRESS_KEY does not match the key the relay expects."
+                .into(),
         }
     }
 

@@ -83,6 +83,8 @@ class FakeWeChat:
         self.api_requests: list[dict] = []  # gateway-style API calls: method, path, headers
         self.messages: list[dict] = []  # custom-message bodies received
         self.login_codes: set[str] = set()  # js_codes not used yet
+        self.egress_key: str | None = None  # when set, act as the relay: 403 without this key
+        self.egress_refused = 0
         self.revoked: set[str] = set()  # tokens getticket answers with 40001
         self.ticket_mode = "ok"  # or "busy"
         self.ticket_expires_in = 7200
@@ -142,6 +144,8 @@ class FakeWeChat:
             self.api_requests.clear()
             self.messages.clear()
             self.login_codes.clear()
+            self.egress_key = None
+            self.egress_refused = 0
 
 
     @property
@@ -318,7 +322,17 @@ class FakeWeChat:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def _relay_refuses(self) -> bool:
+                if fake.egress_key is None or self.headers.get("X-Egress-Key") == fake.egress_key:
+                    return False
+                with fake._lock:
+                    fake.egress_refused += 1
+                self._send(403, "text/plain", "forbidden")
+                return True
+
             def do_GET(self):  # noqa: N802 (http.server's naming)
+                if self._relay_refuses():
+                    return
                 url = urlsplit(self.path)
                 query = {k: v[0] for k, v in parse_qs(url.query).items()}
                 if url.path == "/cgi-bin/token":
@@ -344,6 +358,8 @@ class FakeWeChat:
                 url = urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
+                if self._relay_refuses():
+                    return
                 if url.path == "/cgi-bin/message/custom/send":
                     self._record_api(len(raw))
                     query = {k: v[0] for k, v in parse_qs(url.query).items()}

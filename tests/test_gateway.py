@@ -9,7 +9,7 @@ import re
 import pytest
 
 from harness import CLIENT_KEY, burst
-from setups import SCOPED_KEY, SECOND, STABLE, several
+from setups import CORP, SCOPED_KEY, SECOND, STABLE, several
 from test_api import assert_error
 
 SIGNER = "signer-key-0123456789abcdef"
@@ -155,3 +155,40 @@ def test_gateway_log_lines_name_the_call_never_its_credentials(worker, fake):
     assert event["path"] == "/cgi-bin/user/info" and event["mode"] == "keyed"
     log = worker.log()
     assert not re.search(r"access_token=|js_code=|secret=", log)
+
+
+def test_wecom_sdks_get_their_token_in_wecoms_shape(worker, fake):
+    for corpid in ("corp-app", CORP[0]):
+        reply = worker.request(
+            "GET", f"/cgi-bin/gettoken?corpid={corpid}&corpsecret={CLIENT_KEY}", key=None)
+        assert reply.status == 200
+        answer = reply.json
+        assert (answer["errcode"], answer["errmsg"]) == (0, "ok")
+        assert set(answer) == {"errcode", "errmsg", "access_token", "expires_in"}
+        served = worker.request("GET", "/token?account=corp-app").json["access_token"]
+        assert answer["access_token"] == served
+    wrong = worker.request(
+        "GET", "/cgi-bin/gettoken?corpid=corp-app&corpsecret=wrong-key-0123456789", key=None)
+    assert wrong.json["errcode"] == 40001 and "access_token" not in wrong.json
+
+
+EGRESS_KEY = "fake-secret-egress-0123456789"  # the log checks look for every fake-secret-…
+
+
+def test_every_call_to_wechat_carries_the_relay_key(start_worker, fake):
+    fake.egress_key = EGRESS_KEY  # the fake answers 403 without it, as the relay does
+    worker = start_worker(WECHAT_EGRESS_KEY=EGRESS_KEY)
+    assert worker.get_token().status == 200
+    assert worker.request("GET", "/ticket?type=jsapi").status == 200
+    reply = worker.request("GET", "/gateway/cgi-bin/user/info?openid=o5")
+    assert reply.status == 200 and reply.json["openid"] == "o5"
+    assert fake.egress_refused == 0
+    assert fake.calls == 1 and len(fake.api_requests) == 1
+
+
+def test_a_relay_refusal_names_the_relay_key(start_worker, fake):
+    fake.egress_key = EGRESS_KEY
+    worker = start_worker(WECHAT_EGRESS_KEY="fake-secret-egress-wrong-0123")
+    body = assert_error(worker.get_token(), 502, "egress_refused")
+    assert "WECHAT_EGRESS_KEY" in body["message"]
+    assert fake.egress_refused == 1, "not retried: a wrong key stays wrong"

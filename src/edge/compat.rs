@@ -1,4 +1,4 @@
-//! WeChat's own token and ticket paths, in WeChat's own JSON, so an unmodified SDK whose API
+//! WeChat's own token and ticket paths (and WeCom's `gettoken`), in WeChat's own JSON, so an unmodified SDK whose API
 //! base points here works. The `secret` an SDK sends is a client key; the access_token it sends
 //! to `getticket` must be one this server issued (current, or replaced moments ago and still
 //! accepted by WeChat).
@@ -48,6 +48,7 @@ pub async fn answer(
 ) -> Response {
     let outcome = match path {
         "/cgi-bin/token" => token(pairs, env, ctx).await,
+        "/cgi-bin/gettoken" => wecom_token(pairs, env, ctx).await,
         "/cgi-bin/stable_token" => stable_token(body, env, ctx).await,
         _ => ticket(pairs, env, ctx).await,
     };
@@ -60,6 +61,28 @@ async fn token(pairs: &[(String, String)], env: &Env, ctx: &Context) -> Result<V
         return Err(wechat_error(40002, "invalid grant_type"));
     }
     issue(env, ctx, param(pairs, "appid"), param(pairs, "secret")).await
+}
+
+/// WeCom's `GET /cgi-bin/gettoken?corpid=<account id or corpid>&corpsecret=<client key>`, in
+/// WeCom's shape (`errcode` 0 on success; a wrong secret is 40001 there). Apps of one corp share
+/// the corpid: name them by account id.
+async fn wecom_token(
+    pairs: &[(String, String)],
+    env: &Env,
+    ctx: &Context,
+) -> Result<Value, WeChatError> {
+    let issued = issue(env, ctx, param(pairs, "corpid"), param(pairs, "corpsecret")).await;
+    match issued {
+        Ok(mut answer) => {
+            answer["errcode"] = json!(0);
+            answer["errmsg"] = json!("ok");
+            Ok(answer)
+        }
+        Err(WeChatError(body)) if body["errcode"] == 40125 => {
+            Err(wechat_error(40001, "invalid secret"))
+        }
+        Err(other) => Err(other),
+    }
 }
 
 /// `POST /cgi-bin/stable_token` with `{"grant_type","appid","secret","force_refresh"}`.

@@ -179,16 +179,9 @@ async fn forward(
             (call.method.clone(), call.headers.clone(), call.body.clone());
         async move {
             let url = url?;
-            upstream::forward(
-                method,
-                url.as_str(),
-                &headers,
-                body,
-                &secret,
-                settings.upstream_timeout_ms,
-            )
-            .await
-            .map_err(AppError::Upstream)
+            upstream::forward(settings, method, url.as_str(), &headers, body, &secret)
+                .await
+                .map_err(AppError::Upstream)
         }
     };
     let (answer, retried) = match call.secret_call {

@@ -82,7 +82,7 @@ async fn route(request: Request, env: &Env, ctx: &Context) -> Result<Response, A
             allow(Method::Get)?;
             get_status(&request, env).await
         }
-        "/cgi-bin/token" | "/cgi-bin/ticket/getticket" => {
+        "/cgi-bin/token" | "/cgi-bin/gettoken" | "/cgi-bin/ticket/getticket" => {
             allow(Method::Get)?;
             let pairs = query(&request)?;
             Ok(compat::answer(&path, &pairs, "", env, ctx).await)

@@ -1,5 +1,6 @@
-//! One call to WeChat (or WeCom) for a token or a ticket, bounded by a time budget: what is
-//! left of `UPSTREAM_TIMEOUT_MS` (retries are the refresher's business).
+//! One call to WeChat (or WeCom), bounded by a time budget: for a token or a ticket (what is
+//! left of `UPSTREAM_TIMEOUT_MS`; retries are the refresher's business), or a gateway call.
+//! With `WECHAT_EGRESS_KEY` set, every call carries it for the fixed-IP egress relay.
 
 use crate::error::UpstreamFailure;
 use crate::policy::accounts::Account;
@@ -13,6 +14,9 @@ use std::time::Duration;
 use wasm_bindgen::JsValue;
 use worker::js_sys::Uint8Array;
 use worker::{AbortController, Delay, Fetch, Headers, Method, Request, RequestInit};
+
+/// The header the fixed-IP egress relay checks (`WECHAT_EGRESS_KEY`).
+const EGRESS_HEADER: &str = "x-egress-key";
 
 pub async fn fetch_token(
     settings: &Settings,
@@ -28,6 +32,7 @@ pub async fn fetch_token(
         &spec.url,
         spec.body.as_deref(),
         secret,
+        egress(settings),
         budget_ms,
     )
     .await?;
@@ -48,8 +53,21 @@ pub async fn fetch_ticket(
         kind,
         access_token,
     );
-    let (status, body) = send(HttpMethod::Get, &url, None, access_token, budget_ms).await?;
+    let egress = egress(settings);
+    let (status, body) = send(HttpMethod::Get, &url, None, access_token, egress, budget_ms).await?;
     api::parse_ticket_response(status, &body, access_token)
+}
+
+fn egress(settings: &Settings) -> Option<&str> {
+    settings.egress_key.as_ref().map(|key| key.0.as_str())
+}
+
+/// The relay's refusal, told apart from WeChat's own statuses when a relay key is configured.
+fn refused_by_relay(status: u16, egress: Option<&str>) -> Result<(), UpstreamFailure> {
+    match (status, egress) {
+        (403, Some(_)) => Err(UpstreamFailure::EgressRefused),
+        _ => Ok(()),
+    }
 }
 
 /// A gateway call's answer, as WeChat gave it.
@@ -62,13 +80,14 @@ pub struct Forwarded {
 /// Forwards one gateway call. `url` carries the credential; `secret` (the appsecret, which
 /// login calls carry) is scrubbed from any error text, and so is the whole query.
 pub async fn forward(
+    settings: &Settings,
     method: Method,
     url: &str,
     headers: &[(String, String)],
     body: Option<Vec<u8>>,
     secret: &str,
-    budget_ms: u64,
 ) -> Result<Forwarded, UpstreamFailure> {
+    let (budget_ms, egress) = (settings.upstream_timeout_ms, egress(settings));
     let query = url.split_once('?').map(|(_, q)| q).unwrap_or_default();
     let unreachable = |error: worker::Error| UpstreamFailure::Unreachable {
         detail: api::scrub(&api::scrub(&error.to_string(), query), secret),
@@ -81,6 +100,11 @@ pub async fn forward(
         for (name, value) in headers {
             request_headers.set(name, value).map_err(unreachable)?;
         }
+        if let Some(key) = egress {
+            request_headers
+                .set(EGRESS_HEADER, key)
+                .map_err(unreachable)?;
+        }
         init.with_method(method).with_headers(request_headers);
         if let Some(body) = body {
             init.with_body(Some(Uint8Array::from(body.as_slice()).into()));
@@ -90,6 +114,7 @@ pub async fn forward(
             .send_with_signal(&signal)
             .await
             .map_err(unreachable)?;
+        refused_by_relay(response.status_code(), egress)?;
         let content_type = response.headers().get("content-type").ok().flatten();
         let body = response.bytes().await.map_err(unreachable)?;
         Ok(Forwarded {
@@ -116,6 +141,7 @@ async fn send(
     url: &str,
     json_body: Option<&str>,
     sensitive: &str,
+    egress: Option<&str>,
     budget_ms: u64,
 ) -> Result<(u16, String), UpstreamFailure> {
     let unreachable = |error: worker::Error| UpstreamFailure::Unreachable {
@@ -125,19 +151,24 @@ async fn send(
     let signal = controller.signal();
     let call = async {
         let mut init = RequestInit::new();
+        let headers = Headers::new();
         if method == HttpMethod::Post {
-            let headers = Headers::new();
             headers
                 .set("content-type", "application/json")
                 .map_err(unreachable)?;
-            init.with_method(Method::Post).with_headers(headers);
+            init.with_method(Method::Post);
         }
+        if let Some(key) = egress {
+            headers.set(EGRESS_HEADER, key).map_err(unreachable)?;
+        }
+        init.with_headers(headers);
         init.with_body(json_body.map(JsValue::from_str));
         let request = Request::new_with_init(url, &init).map_err(unreachable)?;
         let mut response = Fetch::Request(request)
             .send_with_signal(&signal)
             .await
             .map_err(unreachable)?;
+        refused_by_relay(response.status_code(), egress)?;
         let body = response.text().await.map_err(unreachable)?;
         Ok((response.status_code(), body))
     };

@@ -18,7 +18,9 @@ pub fn is_retryable(failure: &UpstreamFailure) -> bool {
         UpstreamFailure::WeChat { errcode, .. } => *errcode == -1,
         UpstreamFailure::HttpStatus { status } => *status >= 500,
         UpstreamFailure::Unreachable { .. } => true,
-        UpstreamFailure::BadResponse { .. } | UpstreamFailure::Timeout { .. } => false,
+        UpstreamFailure::BadResponse { .. }
+        | UpstreamFailure::Timeout { .. }
+        | UpstreamFailure::EgressRefused => false,
     }
 }
 

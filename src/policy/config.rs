@@ -44,6 +44,19 @@ pub struct Settings {
     pub kv_max_age_secs: u64,
     /// `GATEWAY_PATH_PREFIXES`: the WeChat paths the gateway forwards.
     pub gateway_prefixes: Vec<String>,
+    /// `WECHAT_EGRESS_KEY`: sent as `X-Egress-Key` on every call to WeChat, for the fixed-IP
+    /// egress relay.
+    pub egress_key: Option<EgressKey>,
+}
+
+/// The relay key: a secret, so its `Debug` says nothing.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EgressKey(pub String);
+
+impl std::fmt::Debug for EgressKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EgressKey([redacted])")
+    }
 }
 
 /// How a request names its account.
@@ -170,6 +183,7 @@ pub fn settings(lookup: &impl Fn(&str) -> Option<String>) -> Result<Settings, Ap
         gateway_prefixes: gateway::path_prefixes(
             present(lookup, "GATEWAY_PATH_PREFIXES").as_deref(),
         )?,
+        egress_key: present(lookup, "WECHAT_EGRESS_KEY").map(EgressKey),
     })
 }
 
@@ -414,7 +428,14 @@ mod tests {
 
     #[test]
     fn secret_never_appears_in_debug_output() {
-        let settings = settings(&env(MINIMAL)).unwrap();
+        let mut pairs = MINIMAL.to_vec();
+        pairs.push(("WECHAT_EGRESS_KEY", "relay-key-0123456789"));
+        let settings = settings(&env(&pairs)).unwrap();
+        assert_eq!(
+            settings.egress_key,
+            Some(EgressKey("relay-key-0123456789".into()))
+        );
         assert!(!format!("{settings:?}").contains("s3cret"));
+        assert!(!format!("{settings:?}").contains("relay-key"));
     }
 }
