@@ -1,0 +1,141 @@
+"""The shipped egress relay (deploy/egress/wechat-egress.conf) in real nginx (Debian's package),
+on 127.0.0.1, between the worker and the fake WeChat: tokens, tickets, gateway calls and WeCom
+go through it with the relay key; anything without the key is refused; its logs keep no secret.
+
+For the test only, the relay listens without TLS and its upstreams are the fake's plain HTTP
+address; every other line is the shipped file's."""
+
+import json
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from harness import CLIENT_KEY, free_port
+from setups import CORP, several
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = REPO / "deploy" / "egress" / "wechat-egress.conf"
+RELAY_KEY = "fake-secret-relay-key-0123456789"
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+
+def rendered(conf: str, port: int, fake_url: str, logs: Path) -> str:
+    """The shipped configuration with the test's address, key, upstreams and log files."""
+    replacements = [
+        ("listen 443 ssl;", f"listen 127.0.0.1:{port};"),
+        ('"CHANGE-ME-to-a-long-random-key" 1;', f'"{RELAY_KEY}" 1;'),
+        ("https://api.weixin.qq.com/", f"{fake_url}/"),
+        ("https://qyapi.weixin.qq.com/", f"{fake_url}/"),
+        ("/var/log/nginx/wechat-egress.access.log", str(logs / "access.log")),
+        ("/var/log/nginx/wechat-egress.error.log", str(logs / "error.log")),
+    ]
+    for old, new in replacements:
+        assert old in conf, old
+        conf = conf.replace(old, new)
+    # No certificate in the test (workerd would not trust one made here).
+    return re.sub(r"\n\s*ssl_certificate(_key)? [^\n]*;", "", conf)
+
+
+@pytest.fixture
+def relay(fake, tmp_path):
+    assert Path(NGINX).exists(), "nginx is missing: scripts/setup installs Debian's package"
+    port = free_port()
+    conf = tmp_path / "nginx.conf"
+    site = rendered(SHIPPED.read_text(), port, fake.base_url, tmp_path)
+    conf.write_text(f"""
+pid {tmp_path}/nginx.pid;
+error_log {tmp_path}/main-error.log crit;
+events {{ worker_connections 256; }}
+http {{
+    client_body_temp_path {tmp_path}/body;
+    proxy_temp_path {tmp_path}/proxy;
+    fastcgi_temp_path {tmp_path}/fastcgi;
+    uwsgi_temp_path {tmp_path}/uwsgi;
+    scgi_temp_path {tmp_path}/scgi;
+    access_log off;
+{site}
+}}
+""")
+    check = subprocess.run([NGINX, "-t", "-p", str(tmp_path), "-c", str(conf)],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    process = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(conf),
+                                "-g", "daemon off; master_process off;"],
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", tmp_path
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def direct(url, headers=None):
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(urllib.request.Request(url, headers=headers or {}), timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_the_worker_reaches_wechat_through_the_relay(relay, start_worker, fake):
+    base, logs = relay
+    worker = start_worker(**several(
+        fake, WECHAT_API_BASE=f"{base}/wechat", WECOM_API_BASE=f"{base}/wecom",
+        WECHAT_EGRESS_KEY=RELAY_KEY))
+    token = worker.get_token()
+    assert token.status == 200, token.text
+    assert worker.request("GET", "/ticket?type=jsapi").status == 200
+    assert worker.request("GET", "/token?account=corp-app").status == 200
+    reply = worker.request("GET", "/gateway/cgi-bin/user/info?openid=o1")
+    assert reply.status == 200 and reply.json["openid"] == "o1", reply.text
+    assert fake.calls == 2 and fake.calls_for(CORP[0]) == 1
+    # The relay takes its key off before WeChat sees the call.
+    assert "x-egress-key" not in fake.api_requests[0]["headers"]
+
+    log = (logs / "access.log").read_text()
+    assert "/wechat/cgi-bin/token" in log and "/wecom/cgi-bin/gettoken" in log
+    everything = log + "".join(p.read_text() for p in logs.glob("*error.log"))
+    for secret in [fake.secret, RELAY_KEY, token.json["access_token"], *fake.all_issued]:
+        assert secret not in everything
+    assert "?" not in log, "no query string in the relay's log"
+
+
+def test_the_relay_refuses_calls_without_its_key(relay, fake):
+    base, _ = relay
+    path = f"{base}/wechat/cgi-bin/getcallbackip?access_token=x"
+    assert direct(path) == 403
+    assert direct(path, {"X-Egress-Key": "wrong-key-0123456789"}) == 403
+    assert direct(path, {"X-Egress-Key": RELAY_KEY}) == 200
+    assert direct(f"{base}/elsewhere/", {"X-Egress-Key": RELAY_KEY}) == 404
+    assert fake.api_calls == 1
+
+
+def test_a_wrong_relay_key_is_named_in_the_error(relay, start_worker, fake):
+    base, _ = relay
+    worker = start_worker(WECHAT_API_BASE=f"{base}/wechat",
+                          WECHAT_EGRESS_KEY="fake-secret-relay-wrong-0123")
+    reply = worker.get_token()
+    body = json.loads(reply.text)
+    assert reply.status == 502 and body["error"] == "egress_refused"
+    assert "WECHAT_EGRESS_KEY" in body["message"]
+    assert fake.calls == 0
+    assert CLIENT_KEY not in reply.text
