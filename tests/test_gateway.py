@@ -192,3 +192,19 @@ def test_a_relay_refusal_names_the_relay_key(start_worker, fake):
     body = assert_error(worker.get_token(), 502, "egress_refused")
     assert "WECHAT_EGRESS_KEY" in body["message"]
     assert fake.egress_refused == 1, "not retried: a wrong key stays wrong"
+
+
+def test_wechatpy_calls_apis_through_the_pass_through_and_never_sees_a_rotation(worker, fake):
+    from test_compat import sdk_client
+
+    client = sdk_client(worker, SECOND[0])  # its API base is the worker; its secret a key
+    assert client.user.get("o6")["openid"] == "o6"
+    client.message.send_text("o6", "hello from wechatpy")
+    assert fake.messages[-1]["text"]["content"] == "hello from wechatpy"
+    # WeChat stops accepting the token behind the SDK's back: the edge heals it, once.
+    fake.revoked.add(client.access_token)
+    before = fake.calls_for(SECOND[0])
+    fake.latency_ms = 100
+    openids = burst(10, lambda: client.user.get("o7")["openid"])
+    assert openids == ["o7"] * 10
+    assert fake.calls_for(SECOND[0]) == before + 1
