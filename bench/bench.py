@@ -4,6 +4,10 @@ wrangler dev and driven by wrk, alternating, several rounds; the workerd process
 request, read from /proc; a 1000-request cold burst; the wasm's size. Prints a report; asserts
 nothing (the targets are read off the report).
 
+The gateway row: a keyed gateway call (`GET /gateway/cgi-bin/user/info`) against a minimal
+JavaScript pass-through worker (bench/passthrough), both forwarding to nginx answering fixed JSON
+(a Python fake would be the bottleneck of both).
+
 `--contender NAME=PATH/wrangler.toml` adds another build of the server to the same run (for
 example an earlier commit, checked out and built elsewhere), with the same settings."""
 
@@ -15,9 +19,14 @@ import json
 import os
 import platform
 import re
+import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -39,6 +48,54 @@ def worker_vars(fake: FakeWeChat) -> dict[str, str]:
         "CLIENT_KEYS": CLIENT_KEY,
         "WECHAT_API_BASE": fake.base_url,
     }
+
+
+FIXED_UPSTREAM = """
+pid {dir}/nginx.pid;
+error_log {dir}/error.log crit;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        default_type application/json;
+        location = /cgi-bin/token {{
+            return 200 '{{"access_token":"BENCH-TOKEN-0123456789","expires_in":7200}}';
+        }}
+        location = /healthz {{
+            return 200 '{{"ok":true}}';
+        }}
+        location = /cgi-bin/user/info {{
+            return 200 '{{"subscribe":1,"openid":"o-bench","nickname":"bench user"}}';
+        }}
+    }}
+}}
+"""
+
+
+def start_fixed_upstream() -> tuple[subprocess.Popen, str, tempfile.TemporaryDirectory]:
+    """nginx answering fixed JSON for the token and one API call, on 127.0.0.1."""
+    folder = tempfile.TemporaryDirectory(prefix="bench-nginx-")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = Path(folder.name) / "nginx.conf"
+    conf.write_text(FIXED_UPSTREAM.format(dir=folder.name, port=port))
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    process = subprocess.Popen([nginx, "-p", folder.name, "-c", str(conf), "-g", "daemon off;"],
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return process, f"http://127.0.0.1:{port}", folder
 
 
 def workerd_cpu_secs(worker: Worker) -> float:
@@ -126,6 +183,13 @@ def main() -> None:
                               "/", False)
         runs["JS floor"] = (Worker(body, config=REPO / "bench/baseline/wrangler.toml").start(),
                             "/", False)
+        nginx, upstream, nginx_dir = start_fixed_upstream()
+        gateway = Worker(worker_vars(fake) | {"WECHAT_API_BASE": upstream}).start()
+        runs["gateway GET (keyed)"] = (gateway, "/gateway/cgi-bin/user/info?openid=o", True)
+        passthrough = Worker({"UPSTREAM": upstream},
+                             config=REPO / "bench/passthrough/wrangler.toml").start()
+        runs["JS pass-through"] = (passthrough,
+                                   "/cgi-bin/user/info?openid=o&access_token=x", False)
         results: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
         for worker, path, auth in runs.values():  # warm every isolate up
             run_wrk(worker, path, args.connections, 2, auth)
@@ -140,6 +204,10 @@ def main() -> None:
     finally:
         for worker, _, _ in runs.values():
             worker.cleanup()
+        if "nginx" in locals():
+            nginx.send_signal(signal.SIGTERM)
+            nginx.wait(timeout=10)
+            nginx_dir.cleanup()
 
     calls, errors = cold_burst(fake, args.burst)
     fake.stop()
@@ -162,12 +230,14 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|")
     for name, m in median.items():
         print(f"| {name} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {m['cpu_us']:.0f} |")
+    def ratio(label, a, b):
+        print(f"| {label} | {a['rps'] / b['rps']:.2f}x | {a['p50'] / b['p50']:.2f}x "
+              f"| {a['p99'] / b['p99']:.2f}x | {a['cpu_us'] / b['cpu_us']:.2f}x |")
+
     token = median["hot GET /token"]
     for floor in ("Rust floor", "JS floor"):
-        f = median[floor]
-        print(f"| `GET /token` ÷ {floor} | {token['rps'] / f['rps']:.2f}x "
-              f"| {token['p50'] / f['p50']:.2f}x | {token['p99'] / f['p99']:.2f}x "
-              f"| {token['cpu_us'] / f['cpu_us']:.2f}x |")
+        ratio(f"`GET /token` ÷ {floor}", token, median[floor])
+    ratio("gateway ÷ JS pass-through", median["gateway GET (keyed)"], median["JS pass-through"])
     print()
     print(f"Upstream calls during the hot runs: {hot_calls} (one first fetch per server build)")
     print(f"Upstream calls for a {args.burst}-request cold burst: {calls} "
