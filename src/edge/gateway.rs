@@ -59,6 +59,29 @@ struct Call {
     secret_call: Option<SecretCall>,
 }
 
+impl Call {
+    /// The call a request makes to `path`, less the query parameters in `used` (the edge's own,
+    /// and any credential the client sent: the edge puts in the real one).
+    async fn of(
+        request: &Request,
+        path: &str,
+        pairs: Vec<(String, String)>,
+        used: &[&str],
+    ) -> Result<Self, AppError> {
+        Ok(Self {
+            method: request.method(),
+            path: path.to_owned(),
+            query: pairs
+                .into_iter()
+                .filter(|(k, _)| !used.contains(&k.as_str()))
+                .collect(),
+            headers: forwarded_headers(request),
+            body: read_body(request).await?,
+            secret_call: gateway::secret_call(path),
+        })
+    }
+}
+
 /// `/gateway/<path>`: the client key names the account; the edge adds the credential.
 pub async fn keyed(
     request: &Request,
@@ -72,15 +95,7 @@ pub async fn keyed(
     let (grant, settings) = access::authenticate(env, key, Route::Gateway)?;
     let account = access::account(&grant, &settings, account_name(&pairs)?)?.clone();
     gateway::check_path(path, &settings.gateway_prefixes)?;
-    let passed_on = |k: &str| !matches!(k, "account" | "appid" | "access_token");
-    let call = Call {
-        method: request.method(),
-        path: path.to_owned(),
-        query: pairs.into_iter().filter(|(k, _)| passed_on(k)).collect(),
-        headers: forwarded_headers(request),
-        body: read_body(request).await?,
-        secret_call: gateway::secret_call(path),
-    };
+    let call = Call::of(request, path, pairs, &["account", "appid", "access_token"]).await?;
     let answer = forward(env, ctx, &settings, &account, call, Mode::Keyed).await?;
     Ok(answer.into_response())
 }
@@ -103,8 +118,7 @@ async fn pass_through_call(
     let settings = runtime::settings(env)?;
     gateway::check_path(path, &settings.gateway_prefixes)?;
     let pairs = query(request)?;
-    let secret_call = gateway::secret_call(path);
-    let account = match secret_call {
+    let account = match gateway::secret_call(path) {
         Some(_) => {
             let (grant, settings) =
                 access::authenticate(env, param(&pairs, "secret"), Route::Gateway)?;
@@ -119,15 +133,7 @@ async fn pass_through_call(
             settings.account(&id)?.clone()
         }
     };
-    let passed_on = |k: &str| !matches!(k, "access_token" | "appid" | "secret");
-    let call = Call {
-        method: request.method(),
-        path: path.to_owned(),
-        query: pairs.into_iter().filter(|(k, _)| passed_on(k)).collect(),
-        headers: forwarded_headers(request),
-        body: read_body(request).await?,
-        secret_call,
-    };
+    let call = Call::of(request, path, pairs, &["access_token", "appid", "secret"]).await?;
     forward(env, ctx, &settings, &account, call, Mode::PassThrough).await
 }
 
