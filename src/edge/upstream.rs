@@ -87,28 +87,70 @@ pub async fn forward(
     body: Option<Vec<u8>>,
     secret: &str,
 ) -> Result<Forwarded, UpstreamFailure> {
-    let (budget_ms, egress) = (settings.upstream_timeout_ms, egress(settings));
     let query = url.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    let body = body.map(|body| Uint8Array::from(body.as_slice()).into());
+    let scrub = |text: &str| api::scrub(&api::scrub(text, query), secret);
+    let (egress, budget_ms) = (egress(settings), settings.upstream_timeout_ms);
+    exchange(method, url, &headers, body, egress, budget_ms, scrub).await
+}
+
+/// Sends a token or ticket request; returns the status and the whole body, or why not.
+/// `sensitive` (the secret or token the request carries) is scrubbed from any error text.
+async fn send(
+    method: HttpMethod,
+    url: &str,
+    json_body: Option<&str>,
+    sensitive: &str,
+    egress: Option<&str>,
+    budget_ms: u64,
+) -> Result<(u16, String), UpstreamFailure> {
+    let (method, headers): (Method, &[(&str, &str)]) = match method {
+        HttpMethod::Post => (Method::Post, &[("content-type", "application/json")]),
+        HttpMethod::Get => (Method::Get, &[]),
+    };
+    let body = json_body.map(JsValue::from_str);
+    let scrub = |text: &str| api::scrub(text, sensitive);
+    let answer = exchange(method, url, headers, body, egress, budget_ms, scrub).await?;
+    Ok((
+        answer.status,
+        String::from_utf8_lossy(&answer.body).into_owned(),
+    ))
+}
+
+/// One request to WeChat, with the relay key `egress` if one is configured, within
+/// `budget_ms` for headers and body alike: the status, the Content-Type and the whole body, or
+/// why not. `scrub` cleans error text of whatever secret the request carries.
+async fn exchange(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<JsValue>,
+    egress: Option<&str>,
+    budget_ms: u64,
+    scrub: impl Fn(&str) -> String,
+) -> Result<Forwarded, UpstreamFailure> {
     let unreachable = |error: worker::Error| UpstreamFailure::Unreachable {
-        detail: api::scrub(&api::scrub(&error.to_string(), query), secret),
+        detail: scrub(&error.to_string()),
     };
     let controller = AbortController::default();
     let signal = controller.signal();
     let call = async {
-        let mut init = RequestInit::new();
         let request_headers = Headers::new();
-        for (name, value) in headers {
+        for (name, value) in headers
+            .iter()
+            .copied()
+            .chain(egress.map(|key| (EGRESS_HEADER, key)))
+        {
             request_headers.set(name, value).map_err(unreachable)?;
         }
-        if let Some(key) = egress {
-            request_headers
-                .set(EGRESS_HEADER, key)
-                .map_err(unreachable)?;
-        }
-        init.with_method(method).with_headers(request_headers);
-        if let Some(body) = body {
-            init.with_body(Some(Uint8Array::from(body.as_slice()).into()));
-        }
+        let mut init = RequestInit::new();
+        init.with_method(method)
+            .with_headers(request_headers)
+            .with_body(body);
         let request = Request::new_with_init(url, &init).map_err(unreachable)?;
         let mut response = Fetch::Request(request)
             .send_with_signal(&signal)
@@ -123,56 +165,6 @@ pub async fn forward(
             body,
         })
     };
-    match within(Duration::from_millis(budget_ms), call).await {
-        Some(outcome) => outcome,
-        None => {
-            controller.abort();
-            Err(UpstreamFailure::Timeout {
-                after_ms: budget_ms,
-            })
-        }
-    }
-}
-
-/// Sends one request; returns the status and the whole body, or why not. `sensitive` (the
-/// secret or token the request carries) is scrubbed from any error text.
-async fn send(
-    method: HttpMethod,
-    url: &str,
-    json_body: Option<&str>,
-    sensitive: &str,
-    egress: Option<&str>,
-    budget_ms: u64,
-) -> Result<(u16, String), UpstreamFailure> {
-    let unreachable = |error: worker::Error| UpstreamFailure::Unreachable {
-        detail: api::scrub(&error.to_string(), sensitive),
-    };
-    let controller = AbortController::default();
-    let signal = controller.signal();
-    let call = async {
-        let mut init = RequestInit::new();
-        let headers = Headers::new();
-        if method == HttpMethod::Post {
-            headers
-                .set("content-type", "application/json")
-                .map_err(unreachable)?;
-            init.with_method(Method::Post);
-        }
-        if let Some(key) = egress {
-            headers.set(EGRESS_HEADER, key).map_err(unreachable)?;
-        }
-        init.with_headers(headers);
-        init.with_body(json_body.map(JsValue::from_str));
-        let request = Request::new_with_init(url, &init).map_err(unreachable)?;
-        let mut response = Fetch::Request(request)
-            .send_with_signal(&signal)
-            .await
-            .map_err(unreachable)?;
-        refused_by_relay(response.status_code(), egress)?;
-        let body = response.text().await.map_err(unreachable)?;
-        Ok((response.status_code(), body))
-    };
-
     match within(Duration::from_millis(budget_ms), call).await {
         Some(outcome) => outcome,
         None => {
