@@ -9,6 +9,9 @@ It answers WeChat's token endpoints the way WeChat does, for any number of apps:
   GET  /cgi-bin/getcallbackip?access_token=..       (an ordinary API call that uses a token)
   GET  /cgi-bin/user/info?access_token=..&openid=..  and  POST /cgi-bin/message/custom/send
   GET  /sns/jscode2session?appid=..&secret=..&js_code=..&grant_type=authorization_code
+  POST /cgi-bin/media/upload?access_token=..&type=..  (multipart, `media` part)
+  GET  /cgi-bin/media/get?access_token=..&media_id=..  (the file, binary)
+  GET  /cgi-bin/user/get?access_token=..  (a follower list of `followers` openids: large JSON)
        (the API calls the gateway tests make; every one is recorded with its headers)
 It checks the credentials, issues fresh tokens, counts every call per account, and can be told
 to fail the way WeChat fails. Like WeChat, a classic or WeCom token stays valid for
@@ -83,6 +86,8 @@ class FakeWeChat:
         self.api_requests: list[dict] = []  # gateway-style API calls: method, path, headers
         self.messages: list[dict] = []  # custom-message bodies received
         self.login_codes: set[str] = set()  # js_codes not used yet
+        self.media: dict[str, bytes] = {}  # media_id -> the uploaded file
+        self.followers = 6000  # how many openids user/get lists (about 200 KB of JSON)
         self.egress_key: str | None = None  # when set, act as the relay: 403 without this key
         self.egress_refused = 0
         self.revoked: set[str] = set()  # tokens getticket answers with 40001
@@ -144,6 +149,7 @@ class FakeWeChat:
             self.api_requests.clear()
             self.messages.clear()
             self.login_codes.clear()
+            self.media.clear()
             self.egress_key = None
             self.egress_refused = 0
 
@@ -246,6 +252,37 @@ class FakeWeChat:
         with self._lock:
             self.messages.append(message)
         return _json({"errcode": 0, "errmsg": "ok"})
+
+    def media_upload(self, query: dict[str, str], content_type: str, body: bytes):
+        refused = self._token_error(query.get("access_token", ""))
+        if refused:
+            return refused
+        data = _multipart_file(content_type, body, "media")
+        if data is None:
+            return _json({"errcode": 41005, "errmsg": "media data missing"})
+        with self._lock:
+            media_id = f"MEDIA-{next(self._serial):04d}"
+            self.media[media_id] = data
+        return _json({"type": query.get("type", "image"), "media_id": media_id,
+                      "created_at": int(time.time())})
+
+    def media_get(self, query: dict[str, str]):
+        refused = self._token_error(query.get("access_token", ""))
+        if refused:
+            return refused
+        media_id = query.get("media_id", "")
+        if media_id not in self.media:
+            return _json({"errcode": 40007, "errmsg": "invalid media_id"})
+        return 200, "image/jpeg", self.media[media_id], {
+            "Content-disposition": f'attachment; filename="{media_id}.jpg"'}
+
+    def user_list(self, query: dict[str, str]):
+        refused = self._token_error(query.get("access_token", ""))
+        if refused:
+            return refused
+        openids = [f"oFAKE{i:023d}" for i in range(self.followers)]
+        return _json({"total": len(openids), "count": len(openids),
+                      "data": {"openid": openids}, "next_openid": openids[-1]})
 
     def code_to_session(self, query: dict[str, str]):
         appid, code = query.get("appid"), query.get("js_code", "")
@@ -351,19 +388,29 @@ class FakeWeChat:
                 elif url.path == "/sns/jscode2session":
                     self._record_api()
                     self._send(*fake.code_to_session(query))
+                elif url.path == "/cgi-bin/media/get":
+                    self._record_api()
+                    self._send(*fake.media_get(query))
+                elif url.path == "/cgi-bin/user/get":
+                    self._record_api()
+                    self._send(*fake.user_list(query))
                 else:
                     self._send(*_json({"errcode": 404, "errmsg": "not found"}, status=404))
 
             def do_POST(self):  # noqa: N802
                 url = urlsplit(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length)
+                raw = self._read_body()
                 if self._relay_refuses():
                     return
+                query = {k: v[0] for k, v in parse_qs(url.query).items()}
                 if url.path == "/cgi-bin/message/custom/send":
                     self._record_api(len(raw))
-                    query = {k: v[0] for k, v in parse_qs(url.query).items()}
                     self._send(*fake.custom_send(query, raw))
+                    return
+                if url.path == "/cgi-bin/media/upload":
+                    self._record_api(len(raw))
+                    content_type = self.headers.get("Content-Type", "")
+                    self._send(*fake.media_upload(query, content_type, raw))
                     return
                 if url.path != "/cgi-bin/stable_token":
                     self._send(*_json({"errcode": 404, "errmsg": "not found"}, status=404))
@@ -404,10 +451,25 @@ class FakeWeChat:
                         "body_bytes": body_bytes,
                     })
 
-            def _send(self, status: int, content_type: str, body: str) -> None:
-                data = body.encode()
+            def _read_body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    data = b""
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0], 16)
+                        if size == 0:
+                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                                pass  # trailers, up to the blank line that ends the body
+                            return data
+                        data += self.rfile.read(size + 2)[:size]  # each chunk ends in CRLF
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _send(self, status: int, content_type: str, body: str | bytes,
+                      extra_headers: dict | None = None) -> None:
+                data = body.encode() if isinstance(body, str) else body
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
+                for name, value in (extra_headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 try:
@@ -419,6 +481,19 @@ class FakeWeChat:
                 pass  # request lines carry the secret: never print them
 
         return Handler
+
+
+def _multipart_file(content_type: str, body: bytes, field: str) -> bytes | None:
+    """The content of the form-data part named `field`, read the way a server reads it."""
+    marker = "boundary="
+    if not content_type.startswith("multipart/form-data") or marker not in content_type:
+        return None
+    boundary = content_type.split(marker, 1)[1].split(";")[0].strip().strip('"').encode()
+    for part in body.split(b"--" + boundary)[1:]:
+        head, _, content = part.partition(b"\r\n\r\n")
+        if f'name="{field}"'.encode() in head:
+            return content[:-2] if content.endswith(b"\r\n") else content
+    return None
 
 
 def _json(payload: dict, status: int = 200) -> tuple[int, str, str]:

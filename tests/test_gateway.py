@@ -1,14 +1,18 @@
-"""The API gateway (first slice): WeChat API calls through the edge, keyed or passed through as
-an SDK sends them, with the credential added, a rejected token healed once for everyone, and the
-forwarding rules of a security boundary. The refusals come first."""
+"""The API gateway: WeChat API calls through the edge, keyed or passed through as an SDK sends
+them, with the credential added, a rejected token healed once for everyone, the forwarding rules
+of a security boundary, and bodies too large to keep streamed both ways. The refusals come
+first."""
 
+import hashlib
 import http.client
+import io
 import json
+import os
 import re
 
 import pytest
 
-from harness import CLIENT_KEY, burst
+from harness import CLIENT_KEY, burst, wait_for
 from setups import CORP, SCOPED_KEY, SECOND, STABLE, several
 from test_api import assert_error
 
@@ -24,6 +28,38 @@ def raw_get(worker, path, headers=None):
         return response.status, response.read().decode()
     finally:
         conn.close()
+
+
+def raw_call(worker, method, path, body=None, headers=None, chunked=False):
+    """A keyed call whose answer is kept as bytes (a download is binary); with `chunked`, the
+    body goes without a Content-Length, in pieces."""
+    conn = http.client.HTTPConnection("127.0.0.1", worker.port, timeout=60)
+    try:
+        all_headers = {"Authorization": f"Bearer {CLIENT_KEY}", **(headers or {})}
+        if chunked:
+            pieces = (body[i:i + 65536] for i in range(0, len(body), 65536))
+            conn.request(method, path, body=pieces, headers=all_headers, encode_chunked=True)
+        else:
+            conn.request(method, path, body=body, headers=all_headers)
+        response = conn.getresponse()
+        answer_headers = {k.lower(): v for k, v in response.getheaders()}
+        return response.status, answer_headers, response.read()
+    finally:
+        conn.close()
+
+
+def next_gateway_event(worker, seen):
+    """The gateway log line after the first `seen` (it may reach the log after the answer)."""
+    assert wait_for(lambda: len(worker.events("gateway_call")) > seen, 10)
+    return worker.events("gateway_call")[seen]
+
+
+def multipart(field, filename, data):
+    boundary = "fake-boundary-7MA4YWxkTrZu0gW"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
+            f'filename="{filename}"\r\nContent-Type: image/jpeg\r\n\r\n').encode()
+    body += data + f"\r\n--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
 @pytest.fixture(scope="module")
@@ -208,3 +244,76 @@ def test_wechatpy_calls_apis_through_the_pass_through_and_never_sees_a_rotation(
     openids = burst(10, lambda: client.user.get("o7")["openid"])
     assert openids == ["o7"] * 10
     assert fake.calls_for(SECOND[0]) == before + 1
+
+
+class TestStreaming:
+    """Bodies over 1 MiB stream upstream, unkept; answers that are not small JSON or text
+    stream back, unread. Both arrive byte for byte."""
+
+    BIG = os.urandom(3 * 1024 * 1024 + 17)
+
+    def test_wechatpy_uploads_and_downloads_media_through_the_pass_through(self, worker, fake):
+        from test_compat import sdk_client
+
+        client = sdk_client(worker, SECOND[0])
+        uploaded = client.media.upload("image", io.BytesIO(self.BIG))
+        media_id = uploaded["media_id"]
+        assert fake.media[media_id] == self.BIG
+        # Handed on untouched, its declared length goes with it (WeChat wants one).
+        [upload] = fake.api_requests
+        assert int(upload["headers"]["content-length"]) == upload["body_bytes"] > len(self.BIG)
+        seen = len(worker.events("gateway_call"))
+        download = client.media.download(media_id)
+        assert download.status_code == 200
+        assert download.headers["Content-Type"] == "image/jpeg"
+        assert f'filename="{media_id}.jpg"' in download.headers["Content-Disposition"]
+        assert hashlib.sha256(download.content).digest() == hashlib.sha256(self.BIG).digest()
+        event = next_gateway_event(worker, seen)
+        assert event["path"] == "/cgi-bin/media/get" and event["wechat_errcode"] is None
+
+    def test_a_small_upload_is_kept_and_sent_again_after_a_rotation(self, worker, fake):
+        token = worker.request("GET", "/token?account=second").json["access_token"]
+        fake.revoked.add(token)
+        small = os.urandom(200 * 1024)
+        body, headers = multipart("media", "small.jpg", small)
+        seen = len(worker.events("gateway_call"))
+        status, _, answer = raw_call(
+            worker, "POST", "/gateway/cgi-bin/media/upload?account=second&type=image",
+            body, headers)
+        assert status == 200, answer
+        assert fake.media[json.loads(answer)["media_id"]] == small
+        assert [r["path"] for r in fake.api_requests] == ["/cgi-bin/media/upload"] * 2
+        assert next_gateway_event(worker, seen)["retried"] is True
+
+    def test_a_chunked_body_over_the_limit_streams_on(self, worker, fake):
+        body, headers = multipart("media", "big.jpg", self.BIG)
+        status, _, answer = raw_call(
+            worker, "POST", "/gateway/cgi-bin/media/upload?account=second&type=image",
+            body, headers, chunked=True)
+        assert status == 200, answer
+        assert fake.media[json.loads(answer)["media_id"]] == self.BIG
+
+    def test_a_streamed_body_is_not_sent_again_but_the_token_is_healed(self, worker, fake):
+        token = worker.request("GET", "/token?account=second").json["access_token"]
+        fake.revoked.add(token)
+        before = fake.calls_for(SECOND[0])
+        body, headers = multipart("media", "big.jpg", self.BIG)
+        path = "/gateway/cgi-bin/media/upload?account=second&type=image"
+        seen = len(worker.events("gateway_call"))
+        status, _, answer = raw_call(worker, "POST", path, body, headers)
+        assert status == 200 and json.loads(answer)["errcode"] == 40001, answer
+        assert len(fake.api_requests) == 1, "a streamed body cannot be sent twice"
+        assert fake.calls_for(SECOND[0]) == before + 1, "but the token is replaced for all"
+        event = next_gateway_event(worker, seen)
+        assert (event["wechat_errcode"], event["retried"]) == (40001, False)
+        status, _, answer = raw_call(worker, "POST", path, body, headers)
+        assert status == 200 and "media_id" in json.loads(answer), answer
+
+    def test_a_large_json_answer_passes_back_whole_and_unread(self, worker, fake):
+        seen = len(worker.events("gateway_call"))
+        path = "/gateway/cgi-bin/user/get?account=second"
+        status, headers, answer = raw_call(worker, "GET", path)
+        assert status == 200 and headers["content-type"].startswith("application/json")
+        listing = json.loads(answer)
+        assert len(answer) > 64 * 1024 and listing["count"] == fake.followers
+        assert next_gateway_event(worker, seen)["wechat_errcode"] is None

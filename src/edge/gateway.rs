@@ -13,9 +13,10 @@
 
 use crate::edge::access::{self, account_name};
 use crate::edge::reader::{self, read, refresh};
-use crate::edge::request::{self, param, query};
+use crate::edge::request::{param, query};
 use crate::edge::respond;
 use crate::edge::runtime::{self, log_event, now_millis};
+use crate::edge::streams::{self, Body};
 use crate::edge::upstream::{self, Forwarded};
 use crate::error::{wechat_codes, wechat_shape, AppError, UpstreamFailure};
 use crate::policy::accounts::{Account, TokenApi};
@@ -24,14 +25,8 @@ use crate::policy::config::{AccountName, Settings};
 use crate::policy::gateway::{self, SecretCall};
 use crate::policy::refresh::Trigger;
 use crate::policy::token::TokenRecord;
-use serde_json::{json, Value};
+use serde_json::json;
 use worker::{Context, Env, Method, Request, Response, Url};
-
-/// Request bodies up to this size are kept, so that a call WeChat refused for its token can be
-/// sent again; larger ones are refused (413).
-pub const MAX_BODY_BYTES: usize = 1 << 20;
-/// Only answers up to this size are read for an errcode.
-const MAX_INSPECTED_BYTES: usize = 64 * 1024;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -49,13 +44,14 @@ impl Mode {
 }
 
 /// What a call needs besides the account: the method, the WeChat path, the query the client
-/// sent (less what the edge uses itself), the headers that may go on, and the body.
+/// sent (less what the edge uses itself), the headers that may go on, and the body (kept, so
+/// it can be sent again, or streaming, so it cannot).
 struct Call {
     method: Method,
     path: String,
     query: Vec<(String, String)>,
     headers: Vec<(String, String)>,
-    body: Option<Vec<u8>>,
+    body: Option<Body>,
     secret_call: Option<SecretCall>,
 }
 
@@ -155,16 +151,31 @@ fn forwarded_headers(request: &Request) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn read_body(request: &Request) -> Result<Option<Vec<u8>>, AppError> {
+/// The body, kept if it ends within [`gateway::MAX_KEPT_BODY_BYTES`]; a larger one (declared
+/// or found so) streams on as it comes.
+async fn read_body(request: &Request) -> Result<Option<Body>, AppError> {
     if request.method() == Method::Get || request.method() == Method::Head {
         return Ok(None);
     }
-    request::read_bytes(request, MAX_BODY_BYTES).await.map(Some)
+    let Some(stream) = request.inner().body() else {
+        return Ok(None);
+    };
+    let declared = request.headers().get("content-length").ok().flatten();
+    let declared_len = declared.and_then(|n| n.parse::<usize>().ok());
+    if declared_len.is_some_and(|n| n > gateway::MAX_KEPT_BODY_BYTES) {
+        // Handed on untouched, so that its length goes upstream with it.
+        return Ok(Some(Body::Stream(stream)));
+    }
+    streams::peek(stream, gateway::MAX_KEPT_BODY_BYTES)
+        .await
+        .map(Some)
+        .map_err(|_| AppError::BadRequest("unreadable body".into()))
 }
 
 /// Sends the call with the account's credential; a token WeChat rejects is replaced (one
-/// passive refresh naming it, shared by every caller) and the call sent once more. Calls that
-/// carry the appsecret are sent once: a login code is single-use.
+/// passive refresh naming it, shared by every caller) and the call sent once more, unless its
+/// body streamed (nothing is left to send again). Calls that carry the appsecret are sent
+/// once: a login code is single-use.
 async fn forward(
     env: &Env,
     ctx: &Context,
@@ -201,11 +212,12 @@ async fn forward(
         None => {
             let token = read::<TokenRecord>(env, ctx, settings, account, ()).await?;
             let first = send(vec![("access_token", token.access_token.clone())]).await?;
-            if token_rejected(&first) {
+            if first.errcode().is_some_and(wechat_codes::is_token_rejected) {
                 let stale_token = token.access_token.clone();
                 let fresh =
                     refresh(env, settings, account, Trigger::Rejected { stale_token }).await?;
-                if fresh.access_token != token.access_token {
+                let resendable = !matches!(call.body, Some(Body::Stream(_)));
+                if resendable && fresh.access_token != token.access_token {
                     (
                         send(vec![("access_token", fresh.access_token)]).await?,
                         true,
@@ -225,7 +237,7 @@ async fn forward(
         "path": call.path,
         "mode": mode.name(),
         "status": answer.status,
-        "wechat_errcode": errcode_of(&answer),
+        "wechat_errcode": answer.errcode(),
         "retried": retried,
         "duration_ms": now_millis().saturating_sub(started_ms),
     }));
@@ -252,25 +264,8 @@ fn upstream_url(
     Ok(url)
 }
 
-/// The errcode of a JSON (or text) answer small enough to read, if it has one.
-fn errcode_of(answer: &Forwarded) -> Option<i64> {
-    let textual = answer
-        .content_type
-        .as_deref()
-        .is_some_and(|t| t.contains("json") || t.starts_with("text/"));
-    if !textual || answer.body.len() > MAX_INSPECTED_BYTES {
-        return None;
-    }
-    let json: Value = serde_json::from_slice(&answer.body).ok()?;
-    json.get("errcode").and_then(Value::as_i64)
-}
-
-fn token_rejected(answer: &Forwarded) -> bool {
-    errcode_of(answer).is_some_and(wechat_codes::is_token_rejected)
-}
-
 impl Forwarded {
     fn into_response(self) -> Response {
-        respond::bytes(self.status, self.content_type.as_deref(), self.body)
+        respond::passed_on(self.status, &self.headers, self.body)
     }
 }

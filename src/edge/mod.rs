@@ -1,6 +1,6 @@
 //! The edge: everything that touches the Workers runtime. The HTTP entry (`router`, with the
 //! one authentication path in `access`, request bodies and queries in `request`, responses in
-//! `respond`), the read-through from isolate memory (`memo`) and KV (`kv_cache`) to the
+//! `respond`, bodies that stream through the gateway in `streams`), the read-through from isolate memory (`memo`) and KV (`kv_cache`) to the
 //! account's Durable Object (`account_object`), which refreshes through `refresher` and calls
 //! WeChat through `upstream`; the WeChat-compatible endpoints (`compat`), the API gateway
 //! (`gateway`), the cron, runtime adapters (`runtime`) and test-only fault injection (`faults`). It uses the policy and the
@@ -20,4 +20,5 @@ mod request;
 mod respond;
 mod router;
 mod runtime;
+mod streams;
 mod upstream;

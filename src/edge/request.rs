@@ -47,7 +47,7 @@ pub async fn read(request: &Request) -> Result<String, AppError> {
 
 /// The body's bytes, at most `limit` of them (413 past it), read from the stream no further
 /// than that (and a little more thrown away).
-pub async fn read_bytes(request: &Request, limit: usize) -> Result<Vec<u8>, AppError> {
+async fn read_bytes(request: &Request, limit: usize) -> Result<Vec<u8>, AppError> {
     let unreadable = |_| AppError::BadRequest("unreadable body".into());
     let Some(stream) = request.inner().body() else {
         return Ok(Vec::new());

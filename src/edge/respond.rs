@@ -1,8 +1,9 @@
 //! HTTP responses: every answer is JSON, never cached, and every error is mapped here.
 
+use crate::edge::streams::Body;
 use crate::error::AppError;
 use serde_json::Value;
-use worker::{Headers, Response};
+use worker::{Headers, Response, ResponseBody};
 
 pub fn json(status: u16, body: &Value) -> Response {
     let headers = Headers::new();
@@ -15,15 +16,19 @@ pub fn json(status: u16, body: &Value) -> Response {
         .with_headers(headers)
 }
 
-/// An answer passed on as it came (the gateway's), never cached.
-pub fn bytes(status: u16, content_type: Option<&str>, body: Vec<u8>) -> Response {
+/// An answer passed on as it came (the gateway's), with the headers it may keep, never cached.
+pub fn passed_on(status: u16, kept_headers: &[(&str, String)], body: Body) -> Response {
     let headers = Headers::new();
-    if let Some(content_type) = content_type {
-        let _ = headers.set("content-type", content_type);
+    for (name, value) in kept_headers {
+        let _ = headers.set(name, value);
     }
     let _ = headers.set("cache-control", "no-store");
-    Response::from_bytes(body)
-        .expect("a byte body is always accepted")
+    let body = match body {
+        Body::Whole(bytes) => ResponseBody::Body(bytes),
+        Body::Stream(stream) => ResponseBody::Stream(stream),
+    };
+    Response::from_body(body)
+        .expect("a body is always accepted")
         .with_status(status)
         .with_headers(headers)
 }

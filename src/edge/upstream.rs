@@ -1,10 +1,14 @@
 //! One call to WeChat (or WeCom), bounded by a time budget: for a token or a ticket (what is
 //! left of `UPSTREAM_TIMEOUT_MS`; retries are the refresher's business), or a gateway call.
-//! With `WECHAT_EGRESS_KEY` set, every call carries it for the fixed-IP egress relay.
+//! With `WECHAT_EGRESS_KEY` set, every call carries it for the fixed-IP egress relay. A gateway
+//! call's bodies may stream both ways; the budget then covers the answer's headers and the part
+//! read for an errcode.
 
+use crate::edge::streams::{self, Body};
 use crate::error::UpstreamFailure;
 use crate::policy::accounts::Account;
 use crate::policy::config::Settings;
+use crate::policy::gateway;
 use crate::policy::ticket::TicketKind;
 use crate::wechat::api::{self, HttpMethod, Issued};
 use std::future::{poll_fn, Future};
@@ -12,8 +16,7 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 use wasm_bindgen::JsValue;
-use worker::js_sys::Uint8Array;
-use worker::{AbortController, Delay, Fetch, Headers, Method, Request, RequestInit};
+use worker::{AbortController, Delay, Fetch, Headers, Method, Request, RequestInit, ResponseBody};
 
 /// The header the fixed-IP egress relay checks (`WECHAT_EGRESS_KEY`).
 const EGRESS_HEADER: &str = "x-egress-key";
@@ -70,11 +73,31 @@ fn refused_by_relay(status: u16, egress: Option<&str>) -> Result<(), UpstreamFai
     }
 }
 
-/// A gateway call's answer, as WeChat gave it.
+/// A gateway call's answer, as WeChat gave it: the status, the answer headers the gateway
+/// passes back, and the body, read whole when it may carry an errcode, else still streaming.
 pub struct Forwarded {
     pub status: u16,
-    pub content_type: Option<String>,
-    pub body: Vec<u8>,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Body,
+}
+
+impl Forwarded {
+    /// The errcode of a JSON answer read whole.
+    pub fn errcode(&self) -> Option<i64> {
+        match &self.body {
+            Body::Whole(bytes) => gateway::errcode(bytes),
+            Body::Stream(_) => None,
+        }
+    }
+}
+
+/// How much of an answer to read before handing it on.
+#[derive(Clone, Copy)]
+enum Reading {
+    /// All of it: a token or ticket answer.
+    Whole,
+    /// A gateway answer: read if it may carry an errcode (policy's rule), else streamed.
+    Inspect,
 }
 
 /// Forwards one gateway call. `url` carries the credential; `secret` (the appsecret, which
@@ -84,7 +107,7 @@ pub async fn forward(
     method: Method,
     url: &str,
     headers: &[(String, String)],
-    body: Option<Vec<u8>>,
+    body: Option<Body>,
     secret: &str,
 ) -> Result<Forwarded, UpstreamFailure> {
     let query = url.split_once('?').map(|(_, q)| q).unwrap_or_default();
@@ -92,10 +115,14 @@ pub async fn forward(
         .iter()
         .map(|(name, value)| (name.as_str(), value.as_str()))
         .collect();
-    let body = body.map(|body| Uint8Array::from(body.as_slice()).into());
+    let body = body.map(Body::into_js);
     let scrub = |text: &str| api::scrub(&api::scrub(text, query), secret);
     let (egress, budget_ms) = (egress(settings), settings.upstream_timeout_ms);
-    exchange(method, url, &headers, body, egress, budget_ms, scrub).await
+    let reading = Reading::Inspect;
+    exchange(
+        method, url, &headers, body, egress, budget_ms, reading, scrub,
+    )
+    .await
 }
 
 /// Sends a token or ticket request; returns the status and the whole body, or why not.
@@ -114,16 +141,23 @@ async fn send(
     };
     let body = json_body.map(JsValue::from_str);
     let scrub = |text: &str| api::scrub(text, sensitive);
-    let answer = exchange(method, url, headers, body, egress, budget_ms, scrub).await?;
-    Ok((
-        answer.status,
-        String::from_utf8_lossy(&answer.body).into_owned(),
-    ))
+    let reading = Reading::Whole;
+    let answer = exchange(
+        method, url, headers, body, egress, budget_ms, reading, scrub,
+    )
+    .await?;
+    let text = match &answer.body {
+        Body::Whole(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        Body::Stream(_) => String::new(),
+    };
+    Ok((answer.status, text))
 }
 
 /// One request to WeChat, with the relay key `egress` if one is configured, within
-/// `budget_ms` for headers and body alike: the status, the Content-Type and the whole body, or
-/// why not. `scrub` cleans error text of whatever secret the request carries.
+/// `budget_ms` for the headers and whatever of the body `reading` asks for: the status, the
+/// answer headers and the body, or why not. `scrub` cleans error text of whatever secret the
+/// request carries.
+#[allow(clippy::too_many_arguments)]
 async fn exchange(
     method: Method,
     url: &str,
@@ -131,6 +165,7 @@ async fn exchange(
     body: Option<JsValue>,
     egress: Option<&str>,
     budget_ms: u64,
+    reading: Reading,
     scrub: impl Fn(&str) -> String,
 ) -> Result<Forwarded, UpstreamFailure> {
     let unreachable = |error: worker::Error| UpstreamFailure::Unreachable {
@@ -152,16 +187,36 @@ async fn exchange(
             .with_headers(request_headers)
             .with_body(body);
         let request = Request::new_with_init(url, &init).map_err(unreachable)?;
-        let mut response = Fetch::Request(request)
+        let response = Fetch::Request(request)
             .send_with_signal(&signal)
             .await
             .map_err(unreachable)?;
         refused_by_relay(response.status_code(), egress)?;
-        let content_type = response.headers().get("content-type").ok().flatten();
-        let body = response.bytes().await.map_err(unreachable)?;
+        let header = |name| response.headers().get(name).ok().flatten();
+        let answer_headers = gateway::PASSED_BACK_ANSWER_HEADERS
+            .iter()
+            .filter_map(|name| Some((*name, header(name)?)))
+            .collect();
+        let declared_len = header("content-length").and_then(|n| n.parse().ok());
+        let inspected = gateway::inspects_answer(header("content-type").as_deref(), declared_len);
+        let body = match (reading, response.body().clone()) {
+            (Reading::Inspect, ResponseBody::Stream(stream)) if !inspected => Body::Stream(stream),
+            // Unknown length: read no further than the limit.
+            (Reading::Inspect, ResponseBody::Stream(stream)) if declared_len.is_none() => {
+                streams::peek(stream, gateway::MAX_INSPECTED_BYTES)
+                    .await
+                    .map_err(|e| unreachable(e.into()))?
+            }
+            (_, ResponseBody::Stream(stream)) => Body::Whole(
+                streams::whole(&stream)
+                    .await
+                    .map_err(|e| unreachable(e.into()))?,
+            ),
+            (_, _) => Body::Whole(Vec::new()),
+        };
         Ok(Forwarded {
             status: response.status_code(),
-            content_type,
+            headers: answer_headers,
             body,
         })
     };

@@ -1,6 +1,6 @@
-//! The API gateway's forwarding rules (issue 11's first slice; the routes that use them come
-//! next): which paths are forwarded, which paths are refused before anything is sent, which
-//! request headers may go upstream, and which calls carry the appsecret. Pure.
+//! The API gateway's forwarding rules: which paths are forwarded, which paths are refused before
+//! anything is sent, which headers pass either way, which calls carry the appsecret, and which
+//! bodies are kept (for a retry) or read (for an errcode) rather than streamed. Pure.
 //!
 //! A gateway is a security boundary: the upstream origin is fixed by configuration, so what is
 //! left to check is that a client-chosen path cannot step outside WeChat's API (no dot
@@ -16,6 +16,37 @@ pub const DEFAULT_PATH_PREFIXES: &str = "/cgi-bin/,/sns/,/wxa/,/wxaapi/,/datacub
 /// The only request headers forwarded upstream (the body goes too). Never `Authorization`,
 /// `Cookie`, `Host`, `CF-*`, `X-Forwarded-*` or the client's address.
 pub const FORWARDED_REQUEST_HEADERS: [&str; 2] = ["content-type", "accept"];
+
+/// The only answer headers passed back: what the body is, and the file name of a download
+/// (SDKs such as EasyWeChat name a saved media file after it).
+pub const PASSED_BACK_ANSWER_HEADERS: [&str; 2] = ["content-type", "content-disposition"];
+
+/// Request bodies up to this size are kept, so that a call WeChat refused for its token can be
+/// sent again; larger ones are streamed upstream and not retried.
+pub const MAX_KEPT_BODY_BYTES: usize = 1 << 20;
+
+/// Answers are read for an errcode only when JSON or text and at most this large; all others
+/// (media downloads, large lists) stream back untouched.
+pub const MAX_INSPECTED_BYTES: usize = 64 * 1024;
+
+/// Whether an answer of this type and declared length may be read for an errcode (one with no
+/// declared length is read up to [`MAX_INSPECTED_BYTES`] and streamed past it).
+pub fn inspects_answer(content_type: Option<&str>, declared_len: Option<u64>) -> bool {
+    let textual = content_type.is_some_and(|t| {
+        let t = t.trim_start().to_ascii_lowercase();
+        t.starts_with("application/json") || t.starts_with("text/")
+    });
+    textual && declared_len.is_none_or(|len| len <= MAX_INSPECTED_BYTES as u64)
+}
+
+/// The `errcode` of an answer's body, if it is a JSON object that has one.
+pub fn errcode(body: &[u8]) -> Option<i64> {
+    #[derive(serde::Deserialize)]
+    struct Errcode {
+        errcode: Option<i64>,
+    }
+    serde_json::from_slice::<Errcode>(body).ok()?.errcode
+}
 
 /// `GATEWAY_PATH_PREFIXES`: comma-separated path prefixes such as `/cgi-bin/`, each of letters,
 /// digits, `_` and `-` between a leading and a trailing `/`.
@@ -214,6 +245,28 @@ mod tests {
         ] {
             assert!(!forwards_header(name), "{name}");
         }
+    }
+
+    #[test]
+    fn only_small_json_or_text_answers_are_read() {
+        let json = Some("application/json; charset=utf-8");
+        assert!(inspects_answer(json, Some(120)));
+        assert!(inspects_answer(Some("text/plain"), None));
+        assert!(inspects_answer(json, Some(MAX_INSPECTED_BYTES as u64)));
+        assert!(!inspects_answer(json, Some(MAX_INSPECTED_BYTES as u64 + 1)));
+        assert!(!inspects_answer(Some("image/jpeg"), Some(10)));
+        assert!(!inspects_answer(None, Some(10)));
+    }
+
+    #[test]
+    fn an_errcode_is_read_from_a_json_object_only() {
+        assert_eq!(
+            errcode(br#"{"errcode":40001,"errmsg":"x","a":[1,{}]}"#),
+            Some(40001)
+        );
+        assert_eq!(errcode(br#"{"openid":"o"}"#), None);
+        assert_eq!(errcode(b"[1,2]"), None);
+        assert_eq!(errcode(b"\xff\xd8 binary"), None);
     }
 
     #[test]
