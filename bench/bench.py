@@ -161,6 +161,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--burst", type=int, default=1000)
+    parser.add_argument("--only", choices=("all", "token", "gateway"), default="all",
+                        help="run one group of rows (a quicker A/B while working on it)")
     parser.add_argument("--contender", action="append", default=[],
                         help="NAME=PATH/wrangler.toml: another build of the server")
     args = parser.parse_args()
@@ -168,28 +170,36 @@ def main() -> None:
     fake = FakeWeChat(APPID, SECRET).start()
     # name -> (worker, path, needs a key)
     runs: dict[str, tuple[Worker, str, bool]] = {}
+    contenders = [spec.split("=", 1) for spec in args.contender]
     try:
-        server = Worker(worker_vars(fake)).start()
-        runs["hot GET /token"] = (server, "/token", True)
-        answer = server.get_token()
-        assert answer.status == 200, answer.text
-        for spec in args.contender:
-            name, config = spec.split("=", 1)
-            other = Worker(worker_vars(fake), config=Path(config).resolve()).start()
-            assert other.get_token().status == 200
-            runs[f"{name}: hot GET /token"] = (other, "/token", True)
-        body = {"BODY": "x" * len(answer.text)}
-        runs["Rust floor"] = (Worker(body, config=REPO / "bench/floor/wrangler.toml").start(),
-                              "/", False)
-        runs["JS floor"] = (Worker(body, config=REPO / "bench/baseline/wrangler.toml").start(),
-                            "/", False)
-        nginx, upstream, nginx_dir = start_fixed_upstream()
-        gateway = Worker(worker_vars(fake) | {"WECHAT_API_BASE": upstream}).start()
-        runs["gateway GET (keyed)"] = (gateway, "/gateway/cgi-bin/user/info?openid=o", True)
-        passthrough = Worker({"UPSTREAM": upstream},
-                             config=REPO / "bench/passthrough/wrangler.toml").start()
-        runs["JS pass-through"] = (passthrough,
-                                   "/cgi-bin/user/info?openid=o&access_token=x", False)
+        if args.only in ("all", "token"):
+            server = Worker(worker_vars(fake)).start()
+            runs["hot GET /token"] = (server, "/token", True)
+            answer = server.get_token()
+            assert answer.status == 200, answer.text
+            for name, config in contenders:
+                other = Worker(worker_vars(fake), config=Path(config).resolve()).start()
+                assert other.get_token().status == 200
+                runs[f"{name}: hot GET /token"] = (other, "/token", True)
+            body = {"BODY": "x" * len(answer.text)}
+            runs["Rust floor"] = (Worker(body, config=REPO / "bench/floor/wrangler.toml").start(),
+                                  "/", False)
+            runs["JS floor"] = (Worker(body, config=REPO / "bench/baseline/wrangler.toml").start(),
+                                "/", False)
+        if args.only in ("all", "gateway"):
+            nginx, upstream, nginx_dir = start_fixed_upstream()
+            gateway_vars = worker_vars(fake) | {"WECHAT_API_BASE": upstream}
+            keyed_path = "/gateway/cgi-bin/user/info?openid=o"
+            runs["gateway GET (keyed)"] = (Worker(gateway_vars).start(), keyed_path, True)
+            for name, config in contenders:
+                other = Worker(gateway_vars, config=Path(config).resolve()).start()
+                runs[f"{name}: gateway GET (keyed)"] = (other, keyed_path, True)
+            js_path = "/cgi-bin/user/info?openid=o&access_token=x"
+            js_config = REPO / "bench/passthrough/wrangler.toml"
+            runs["JS pass-through"] = (Worker({"UPSTREAM": upstream}, config=js_config).start(),
+                                       js_path, False)
+            logged = Worker({"UPSTREAM": upstream, "LOG_LINE": "1"}, config=js_config).start()
+            runs["JS pass-through + log line"] = (logged, js_path, False)
         results: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
         for worker, path, auth in runs.values():  # warm every isolate up
             run_wrk(worker, path, args.connections, 2, auth)
@@ -209,7 +219,8 @@ def main() -> None:
             nginx.wait(timeout=10)
             nginx_dir.cleanup()
 
-    calls, errors = cold_burst(fake, args.burst)
+    burst = args.burst if args.only != "gateway" else 0
+    calls, errors = cold_burst(fake, burst) if burst else (0, 0)
     fake.stop()
 
     wasm = (REPO / "build/index_bg.wasm").read_bytes()
@@ -234,14 +245,18 @@ def main() -> None:
         print(f"| {label} | {a['rps'] / b['rps']:.2f}x | {a['p50'] / b['p50']:.2f}x "
               f"| {a['p99'] / b['p99']:.2f}x | {a['cpu_us'] / b['cpu_us']:.2f}x |")
 
-    token = median["hot GET /token"]
-    for floor in ("Rust floor", "JS floor"):
-        ratio(f"`GET /token` ÷ {floor}", token, median[floor])
-    ratio("gateway ÷ JS pass-through", median["gateway GET (keyed)"], median["JS pass-through"])
+    if "hot GET /token" in median:
+        for floor in ("Rust floor", "JS floor"):
+            ratio(f"`GET /token` ÷ {floor}", median["hot GET /token"], median[floor])
+    if "JS pass-through" in median:
+        for name in [n for n in median if n.endswith("gateway GET (keyed)")]:
+            for js in ("JS pass-through", "JS pass-through + log line"):
+                ratio(f"{name} ÷ {js}", median[name], median[js])
     print()
     print(f"Upstream calls during the hot runs: {hot_calls} (one first fetch per server build)")
-    print(f"Upstream calls for a {args.burst}-request cold burst: {calls} "
-          f"({errors} non-200 answers)")
+    if burst:
+        print(f"Upstream calls for a {burst}-request cold burst: {calls} "
+              f"({errors} non-200 answers)")
     print(f"wasm: {len(wasm) / 1024:.0f} KiB raw, {len(gzip.compress(wasm, 9)) / 1024:.0f} KiB gzipped")
     print(json.dumps({"median": median, "cold_burst_calls": calls, "wasm_bytes": len(wasm),
                       "wasm_gzip_bytes": len(gzip.compress(wasm, 9))}))
