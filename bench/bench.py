@@ -220,7 +220,7 @@ def main() -> None:
             nginx_dir.cleanup()
 
     burst = args.burst if args.only != "gateway" else 0
-    calls, errors = cold_burst(fake, burst) if burst else (0, 0)
+    calls, errors = cold_burst(fake, burst) if burst else (None, 0)
     fake.stop()
 
     wasm = (REPO / "build/index_bg.wasm").read_bytes()

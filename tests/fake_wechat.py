@@ -88,6 +88,7 @@ class FakeWeChat:
         self.login_codes: set[str] = set()  # js_codes not used yet
         self.media: dict[str, bytes] = {}  # media_id -> the uploaded file
         self.followers = 6000  # how many openids user/get lists (about 200 KB of JSON)
+        self.chunked_answers = False  # answer without a Content-Length, in chunks
         self.egress_key: str | None = None  # when set, act as the relay: 403 without this key
         self.egress_refused = 0
         self.revoked: set[str] = set()  # tokens getticket answers with 40001
@@ -150,6 +151,7 @@ class FakeWeChat:
             self.messages.clear()
             self.login_codes.clear()
             self.media.clear()
+            self.chunked_answers = False
             self.egress_key = None
             self.egress_refused = 0
 
@@ -470,7 +472,12 @@ class FakeWeChat:
                 self.send_header("Content-Type", content_type)
                 for name, value in (extra_headers or {}).items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
+                if fake.chunked_answers:
+                    self.send_header("Transfer-Encoding", "chunked")
+                    pieces = [data[i:i + 16384] for i in range(0, len(data), 16384)]
+                    data = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+                else:
+                    self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 try:
                     self.wfile.write(data)

@@ -285,13 +285,18 @@ class TestStreaming:
         assert [r["path"] for r in fake.api_requests] == ["/cgi-bin/media/upload"] * 2
         assert next_gateway_event(worker, seen)["retried"] is True
 
-    def test_a_chunked_body_over_the_limit_streams_on(self, worker, fake):
+    def test_a_chunked_body_over_the_limit_streams_on_unkept(self, worker, fake):
+        token = worker.request("GET", "/token?account=second").json["access_token"]
+        fake.revoked.add(token)
         body, headers = multipart("media", "big.jpg", self.BIG)
-        status, _, answer = raw_call(
-            worker, "POST", "/gateway/cgi-bin/media/upload?account=second&type=image",
-            body, headers, chunked=True)
+        path = "/gateway/cgi-bin/media/upload?account=second&type=image"
+        status, _, answer = raw_call(worker, "POST", path, body, headers, chunked=True)
+        assert status == 200 and json.loads(answer)["errcode"] == 40001, answer
+        assert len(fake.api_requests) == 1, "streamed, so not sent again"
+        status, _, answer = raw_call(worker, "POST", path, body, headers, chunked=True)
         assert status == 200, answer
         assert fake.media[json.loads(answer)["media_id"]] == self.BIG
+        assert "content-length" not in fake.api_requests[-1]["headers"]
 
     def test_a_streamed_body_is_not_sent_again_but_the_token_is_healed(self, worker, fake):
         token = worker.request("GET", "/token?account=second").json["access_token"]
@@ -308,6 +313,18 @@ class TestStreaming:
         assert (event["wechat_errcode"], event["retried"]) == (40001, False)
         status, _, answer = raw_call(worker, "POST", path, body, headers)
         assert status == 200 and "media_id" in json.loads(answer), answer
+
+    def test_answers_without_a_length_are_read_for_an_errcode_up_to_the_limit(
+            self, worker, fake):
+        fake.chunked_answers = True
+        token = worker.request("GET", "/token?account=second").json["access_token"]
+        fake.revoked.add(token)  # a chunked 40001 is read and healed
+        reply = worker.request("GET", "/gateway/cgi-bin/user/info?openid=o8&account=second")
+        assert reply.status == 200 and reply.json["openid"] == "o8", reply.text
+        assert len(fake.api_requests) == 2
+        status, _, answer = raw_call(worker, "GET", "/gateway/cgi-bin/user/get?account=second")
+        assert status == 200 and json.loads(answer)["count"] == fake.followers
+        assert len(answer) > 64 * 1024, "what was read is replayed ahead of the rest"
 
     def test_a_large_json_answer_passes_back_whole_and_unread(self, worker, fake):
         seen = len(worker.events("gateway_call"))

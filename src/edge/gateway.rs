@@ -172,10 +172,8 @@ async fn read_body(request: &Request) -> Result<Option<Body>, AppError> {
         .map_err(|_| AppError::BadRequest("unreadable body".into()))
 }
 
-/// Sends the call with the account's credential; a token WeChat rejects is replaced (one
-/// passive refresh naming it, shared by every caller) and the call sent once more, unless its
-/// body streamed (nothing is left to send again). Calls that carry the appsecret are sent
-/// once: a login code is single-use.
+/// Sends the call with the account's credential (see [`send_healed`]) and writes its one log
+/// line, whatever the outcome.
 async fn forward(
     env: &Env,
     ctx: &Context,
@@ -185,10 +183,43 @@ async fn forward(
     mode: Mode,
 ) -> Result<Forwarded, AppError> {
     let started_ms = now_millis();
+    let outcome = send_healed(env, ctx, settings, account, &call).await;
+    let (status, errcode, retried, edge_error) = match &outcome {
+        Ok((answer, retried)) => (answer.status, answer.errcode, *retried, None),
+        Err(e) => (e.status(), None, false, Some(e.code().to_owned())),
+    };
+    log_event(json!({
+        "event": "gateway_call",
+        "account": account.id,
+        "method": call.method.to_string(),
+        "path": call.path,
+        "mode": mode.name(),
+        "status": status,
+        "wechat_errcode": errcode,
+        "edge_error": edge_error,
+        "retried": retried,
+        "duration_ms": now_millis().saturating_sub(started_ms),
+    }));
+    outcome.map(|(answer, _)| answer)
+}
+
+/// Sends the call; a token WeChat rejects is replaced (one passive refresh naming it, shared
+/// by every caller) and the call sent once more, unless its body streamed: then nothing is
+/// left to send again, and the caller gets WeChat's answer (its next call has the new token).
+/// Calls that carry the appsecret are sent once: a login code is single-use. Returns the answer
+/// and whether it came from a second send.
+async fn send_healed(
+    env: &Env,
+    ctx: &Context,
+    settings: &Settings,
+    account: &Account,
+    call: &Call,
+) -> Result<(Forwarded, bool), AppError> {
     let origin = match account.api {
         TokenApi::WeCom => &settings.wecom_api_base,
         TokenApi::Classic | TokenApi::Stable => &settings.api_base,
     };
+    // A streamed body can be sent once only; the guard below sees to that.
     let send = |credential: Vec<(&'static str, String)>| {
         let url = upstream_url(origin, &call.path, &call.query, &credential);
         let secret = account.secret.clone();
@@ -201,47 +232,30 @@ async fn forward(
                 .map_err(AppError::Upstream)
         }
     };
-    let (answer, retried) = match call.secret_call {
-        Some(_) => {
-            let credential = vec![
-                ("appid", account.appid.clone()),
-                ("secret", account.secret.clone()),
-            ];
-            (send(credential).await?, false)
+    if call.secret_call.is_some() {
+        let credential = vec![
+            ("appid", account.appid.clone()),
+            ("secret", account.secret.clone()),
+        ];
+        return Ok((send(credential).await?, false));
+    }
+    let token = read::<TokenRecord>(env, ctx, settings, account, ()).await?;
+    let first = send(vec![("access_token", token.access_token.clone())]).await?;
+    if !first.errcode.is_some_and(wechat_codes::is_token_rejected) {
+        return Ok((first, false));
+    }
+    let resendable = call.body.as_ref().is_none_or(Body::resendable);
+    let stale_token = token.access_token.clone();
+    let healed = refresh(env, settings, account, Trigger::Rejected { stale_token }).await;
+    match healed {
+        Ok(fresh) if resendable && fresh.access_token != token.access_token => {
+            let second = send(vec![("access_token", fresh.access_token)]).await?;
+            Ok((second, true))
         }
-        None => {
-            let token = read::<TokenRecord>(env, ctx, settings, account, ()).await?;
-            let first = send(vec![("access_token", token.access_token.clone())]).await?;
-            if first.errcode().is_some_and(wechat_codes::is_token_rejected) {
-                let stale_token = token.access_token.clone();
-                let fresh =
-                    refresh(env, settings, account, Trigger::Rejected { stale_token }).await?;
-                let resendable = !matches!(call.body, Some(Body::Stream(_)));
-                if resendable && fresh.access_token != token.access_token {
-                    (
-                        send(vec![("access_token", fresh.access_token)]).await?,
-                        true,
-                    )
-                } else {
-                    (first, false)
-                }
-            } else {
-                (first, false)
-            }
-        }
-    };
-    log_event(json!({
-        "event": "gateway_call",
-        "account": account.id,
-        "method": call.method.to_string(),
-        "path": call.path,
-        "mode": mode.name(),
-        "status": answer.status,
-        "wechat_errcode": answer.errcode(),
-        "retried": retried,
-        "duration_ms": now_millis().saturating_sub(started_ms),
-    }));
-    Ok(answer)
+        // Healing failed: why is worth more than WeChat's 40001 to a caller that can resend.
+        Err(e) if resendable => Err(e),
+        _ => Ok((first, false)),
+    }
 }
 
 fn upstream_url(

@@ -1,10 +1,11 @@
 //! The edge: everything that touches the Workers runtime. The HTTP entry (`router`, with the
 //! one authentication path in `access`, request bodies and queries in `request`, responses in
-//! `respond`, bodies that stream through the gateway in `streams`), the read-through from isolate memory (`memo`) and KV (`kv_cache`) to the
-//! account's Durable Object (`account_object`), which refreshes through `refresher` and calls
-//! WeChat through `upstream`; the WeChat-compatible endpoints (`compat`), the API gateway
-//! (`gateway`), the cron, runtime adapters (`runtime`) and test-only fault injection (`faults`). It uses the policy and the
-//! protocol; nothing below uses it.
+//! `respond`, the gateway's bodies in `streams`), the read-through from isolate memory (`memo`)
+//! and KV (`kv_cache`) to the account's Durable Object (`account_object`), which refreshes
+//! through `refresher` and calls WeChat through `upstream`; the WeChat-compatible endpoints
+//! (`compat`), the API gateway (`gateway`), the cron, runtime adapters (`runtime`) and
+//! test-only fault injection (`faults`). It uses the policy and the protocol; nothing below
+//! uses it.
 
 mod access;
 pub mod account_object;

@@ -1,9 +1,11 @@
-//! HTTP responses: every answer is JSON, never cached, and every error is mapped here.
+//! HTTP responses: the server's own answers are JSON, the gateway's pass on what WeChat sent;
+//! none is cached, and every error is mapped here.
 
+use crate::edge::runtime;
 use crate::edge::streams::Body;
 use crate::error::AppError;
 use serde_json::Value;
-use worker::{Headers, Response, ResponseBody};
+use worker::{web_sys, Headers, Response};
 
 pub fn json(status: u16, body: &Value) -> Response {
     let headers = Headers::new();
@@ -17,20 +19,33 @@ pub fn json(status: u16, body: &Value) -> Response {
 }
 
 /// An answer passed on as it came (the gateway's), with the headers it may keep, never cached.
-pub fn passed_on(status: u16, kept_headers: &[(&str, String)], body: Body) -> Response {
+/// Its body stays in the runtime's memory (held or streaming), never copied into the worker's.
+pub fn passed_on(status: u16, kept_headers: &[(&str, String)], body: Option<Body>) -> Response {
     let headers = Headers::new();
     for (name, value) in kept_headers {
         let _ = headers.set(name, value);
     }
     let _ = headers.set("cache-control", "no-store");
-    let body = match body {
-        Body::Whole(bytes) => ResponseBody::Body(bytes),
-        Body::Stream(stream) => ResponseBody::Stream(stream),
+    let init = web_sys::ResponseInit::new();
+    init.set_status(status);
+    init.set_headers(&headers.0);
+    let answer = match body {
+        // No body at all where there was none (204, 304) or it was empty.
+        Some(Body::Kept(bytes)) if bytes.length() > 0 => {
+            web_sys::Response::new_with_opt_buffer_source_and_init(Some(&bytes), &init)
+        }
+        Some(Body::Stream(stream)) => {
+            web_sys::Response::new_with_opt_readable_stream_and_init(Some(&stream), &init)
+        }
+        _ => web_sys::Response::new_with_opt_str_and_init(None, &init),
     };
-    Response::from_body(body)
-        .expect("a body is always accepted")
-        .with_status(status)
-        .with_headers(headers)
+    match answer {
+        Ok(answer) => answer.into(),
+        Err(e) => error(&runtime::internal(
+            "the answer could not be built",
+            e.as_string().unwrap_or_default(),
+        )),
+    }
 }
 
 /// The one place an [`AppError`] becomes an HTTP response.

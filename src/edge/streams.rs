@@ -1,6 +1,7 @@
-//! Bodies that pass through the gateway without being held whole: a stream is read up to a
-//! limit, and if it goes on past it, what was read is replayed ahead of the rest (the chunks
-//! stay JavaScript values; nothing past the limit is copied into the worker's memory).
+//! Bodies that pass through the gateway. Whatever the gateway holds stays in the runtime's
+//! memory as a JavaScript byte array, not in the worker's (wasm memory never shrinks back);
+//! only an answer's first 64 KiB are copied in, to look for an errcode. A stream is read up to
+//! a limit, and if it goes on past it, what was read is replayed ahead of the rest.
 
 use futures_util::{stream, StreamExt};
 use worker::js_sys::Uint8Array;
@@ -8,18 +9,23 @@ use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::web_sys::{self, ReadableStream};
 
-/// A body either held (small enough to send twice or to read) or still streaming.
+/// A body either held whole (small enough to send twice, or to read) or still streaming.
 #[derive(Clone)]
 pub enum Body {
-    Whole(Vec<u8>),
+    Kept(Uint8Array),
     Stream(ReadableStream),
 }
 
 impl Body {
-    /// The value `fetch` takes as a body. A stream can be sent only once.
+    /// Whether it can be sent again: a stream is consumed by its first send.
+    pub fn resendable(&self) -> bool {
+        matches!(self, Self::Kept(_))
+    }
+
+    /// The value `fetch` takes as a body.
     pub fn into_js(self) -> JsValue {
         match self {
-            Self::Whole(bytes) => Uint8Array::from(bytes.as_slice()).into(),
+            Self::Kept(bytes) => bytes.into(),
             Self::Stream(stream) => stream.into(),
         }
     }
@@ -31,26 +37,28 @@ pub async fn peek(body: ReadableStream, limit: usize) -> Result<Body, JsValue> {
     let mut chunks = wasm_streams::ReadableStream::from_raw(body.unchecked_into()).into_stream();
     let (mut seen, mut seen_len) = (Vec::new(), 0);
     while let Some(chunk) = chunks.next().await {
-        let chunk = chunk?;
-        seen_len += Uint8Array::new(&chunk).length() as usize;
+        let chunk: Uint8Array = chunk?.dyn_into()?;
+        seen_len += chunk.length() as usize;
         seen.push(chunk);
         if seen_len > limit {
-            let replay = stream::iter(seen.into_iter().map(Ok)).chain(chunks);
+            let replay = stream::iter(seen.into_iter().map(|c| Ok(c.into()))).chain(chunks);
             let raw = wasm_streams::ReadableStream::from_stream(replay).into_raw();
             return Ok(Body::Stream(raw.unchecked_into()));
         }
     }
-    let mut whole = Vec::with_capacity(seen_len);
+    let whole = Uint8Array::new_with_length(seen_len as u32);
+    let mut offset = 0;
     for chunk in seen {
-        whole.extend_from_slice(&Uint8Array::new(&chunk).to_vec());
+        whole.set(&chunk, offset);
+        offset += chunk.length();
     }
-    Ok(Body::Whole(whole))
+    Ok(Body::Kept(whole))
 }
 
 /// A whole body in one read by the runtime (cheaper than pumping the stream chunk by chunk
-/// through the worker).
-pub async fn whole(body: &ReadableStream) -> Result<Vec<u8>, JsValue> {
-    let reader = web_sys::Response::new_with_opt_readable_stream(Some(body))?;
-    let buffer = JsFuture::from(reader.array_buffer()?).await?;
-    Ok(Uint8Array::new(&buffer).to_vec())
+/// through the worker). Only for bodies known to be small.
+pub async fn whole(body: &ReadableStream) -> Result<Uint8Array, JsValue> {
+    let wrapper = web_sys::Response::new_with_opt_readable_stream(Some(body))?;
+    let buffer = JsFuture::from(wrapper.array_buffer()?).await?;
+    Ok(Uint8Array::new(&buffer))
 }

@@ -73,22 +73,13 @@ fn refused_by_relay(status: u16, egress: Option<&str>) -> Result<(), UpstreamFai
     }
 }
 
-/// A gateway call's answer, as WeChat gave it: the status, the answer headers the gateway
-/// passes back, and the body, read whole when it may carry an errcode, else still streaming.
+/// An answer, as WeChat gave it: the status, the headers the gateway passes back, the body
+/// (held when it was read, else still streaming), and its errcode if it was read for one.
 pub struct Forwarded {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
-    pub body: Body,
-}
-
-impl Forwarded {
-    /// The errcode of a JSON answer read whole.
-    pub fn errcode(&self) -> Option<i64> {
-        match &self.body {
-            Body::Whole(bytes) => gateway::errcode(bytes),
-            Body::Stream(_) => None,
-        }
-    }
+    pub body: Option<Body>,
+    pub errcode: Option<i64>,
 }
 
 /// How much of an answer to read before handing it on.
@@ -101,7 +92,8 @@ enum Reading {
 }
 
 /// Forwards one gateway call. `url` carries the credential; `secret` (the appsecret, which
-/// login calls carry) is scrubbed from any error text, and so is the whole query.
+/// login calls carry) is scrubbed from any error text, and so is the whole query. A streamed
+/// body has longer than `UPSTREAM_TIMEOUT_MS`: WeChat answers only once it has all of it.
 pub async fn forward(
     settings: &Settings,
     method: Method,
@@ -115,9 +107,15 @@ pub async fn forward(
         .iter()
         .map(|(name, value)| (name.as_str(), value.as_str()))
         .collect();
+    let budget_ms = match body {
+        Some(Body::Stream(_)) => settings
+            .upstream_timeout_ms
+            .max(gateway::STREAMED_BODY_BUDGET_MS),
+        _ => settings.upstream_timeout_ms,
+    };
     let body = body.map(Body::into_js);
     let scrub = |text: &str| api::scrub(&api::scrub(text, query), secret);
-    let (egress, budget_ms) = (egress(settings), settings.upstream_timeout_ms);
+    let egress = egress(settings);
     let reading = Reading::Inspect;
     exchange(
         method, url, &headers, body, egress, budget_ms, reading, scrub,
@@ -147,8 +145,8 @@ async fn send(
     )
     .await?;
     let text = match &answer.body {
-        Body::Whole(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-        Body::Stream(_) => String::new(),
+        Some(Body::Kept(bytes)) => String::from_utf8_lossy(&bytes.to_vec()).into_owned(),
+        _ => String::new(),
     };
     Ok((answer.status, text))
 }
@@ -198,26 +196,37 @@ async fn exchange(
             .filter_map(|name| Some((*name, header(name)?)))
             .collect();
         let declared_len = header("content-length").and_then(|n| n.parse().ok());
-        let inspected = gateway::inspects_answer(header("content-type").as_deref(), declared_len);
-        let body = match (reading, response.body().clone()) {
-            (Reading::Inspect, ResponseBody::Stream(stream)) if !inspected => Body::Stream(stream),
-            // Unknown length: read no further than the limit.
-            (Reading::Inspect, ResponseBody::Stream(stream)) if declared_len.is_none() => {
+        // A compressed answer's declared length is not what reading it yields.
+        let length_known = declared_len.is_some() && header("content-encoding").is_none();
+        let content_type = header("content-type");
+        let read = match reading {
+            Reading::Whole => true,
+            Reading::Inspect => gateway::inspects_answer(content_type.as_deref(), declared_len),
+        };
+        let js_failure = |e: JsValue| unreachable(e.into());
+        let body = match response.body().clone() {
+            ResponseBody::Stream(stream) if !read => Some(Body::Stream(stream)),
+            ResponseBody::Stream(stream) if length_known || matches!(reading, Reading::Whole) => {
+                Some(Body::Kept(
+                    streams::whole(&stream).await.map_err(js_failure)?,
+                ))
+            }
+            ResponseBody::Stream(stream) => Some(
                 streams::peek(stream, gateway::MAX_INSPECTED_BYTES)
                     .await
-                    .map_err(|e| unreachable(e.into()))?
-            }
-            (_, ResponseBody::Stream(stream)) => Body::Whole(
-                streams::whole(&stream)
-                    .await
-                    .map_err(|e| unreachable(e.into()))?,
+                    .map_err(js_failure)?,
             ),
-            (_, _) => Body::Whole(Vec::new()),
+            _ => None,
+        };
+        let errcode = match (&body, reading) {
+            (Some(Body::Kept(bytes)), Reading::Inspect) => gateway::errcode(&bytes.to_vec()),
+            _ => None,
         };
         Ok(Forwarded {
             status: response.status_code(),
             headers: answer_headers,
             body,
+            errcode,
         })
     };
     match within(Duration::from_millis(budget_ms), call).await {

@@ -25,6 +25,10 @@ pub const PASSED_BACK_ANSWER_HEADERS: [&str; 2] = ["content-type", "content-disp
 /// sent again; larger ones are streamed upstream and not retried.
 pub const MAX_KEPT_BODY_BYTES: usize = 1 << 20;
 
+/// How long a call whose body streams may take: WeChat answers only once it has the whole body,
+/// which comes at the client's pace (`UPSTREAM_TIMEOUT_MS` covers the others).
+pub const STREAMED_BODY_BUDGET_MS: u64 = 60_000;
+
 /// Answers are read for an errcode only when JSON or text and at most this large; all others
 /// (media downloads, large lists) stream back untouched.
 pub const MAX_INSPECTED_BYTES: usize = 64 * 1024;
