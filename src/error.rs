@@ -140,6 +140,12 @@ pub enum AppError {
     PayloadTooLarge,
     UnsupportedMediaType,
     Unauthorized,
+    /// An admin route without a valid admin key; `disabled`: `ADMIN_KEYS` is not set.
+    AdminUnauthorized {
+        disabled: bool,
+    },
+    /// The request contradicts what is there (an environment account is read-only).
+    Conflict(String),
     /// The client key is limited to other accounts.
     ForbiddenAccount,
     /// The client key is limited to other routes.
@@ -177,7 +183,8 @@ impl AppError {
             Self::BadRequest(_) => 400,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
-            Self::Unauthorized => 401,
+            Self::Unauthorized | Self::AdminUnauthorized { .. } => 401,
+            Self::Conflict(_) => 409,
             Self::ForbiddenAccount | Self::ForbiddenRoute => 403,
             Self::NotFound | Self::UnknownAccount => 404,
             Self::MethodNotAllowed { .. } => 405,
@@ -197,7 +204,8 @@ impl AppError {
             Self::BadRequest(_) => "bad_request",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
-            Self::Unauthorized => "unauthorized",
+            Self::Unauthorized | Self::AdminUnauthorized { .. } => "unauthorized",
+            Self::Conflict(_) => "conflict",
             Self::ForbiddenAccount => "forbidden_account",
             Self::ForbiddenRoute => "forbidden_route",
             Self::NotFound => "not_found",
@@ -217,9 +225,7 @@ impl AppError {
             }
             Self::BadRequest(why) => format!("Malformed request: {why}."),
             Self::PayloadTooLarge => {
-                "The request body is larger than this route takes (8 KiB; 1 MiB through the \
-                 gateway)."
-                    .into()
+                "The request body is larger than this route takes (8 KiB).".into()
             }
             Self::UnsupportedMediaType => {
                 "Send the request body as JSON, with `Content-Type: application/json`.".into()
@@ -227,6 +233,15 @@ impl AppError {
             Self::Unauthorized => {
                 "Missing or wrong client key: send `Authorization: Bearer <client key>`.".into()
             }
+            Self::AdminUnauthorized { disabled: true } => {
+                "The admin API is disabled: set ADMIN_KEYS to enable it.".into()
+            }
+            Self::AdminUnauthorized { disabled: false } => {
+                "Missing or wrong admin key: send `Authorization: Bearer <admin key>` (a client \
+                 key is not one)."
+                    .into()
+            }
+            Self::Conflict(why) => format!("Conflict: {why}."),
             Self::ForbiddenAccount => "This client key is not allowed to read that account.".into(),
             Self::ForbiddenRoute => "This client key is not allowed to use this route.".into(),
             Self::NotFound => "No such route.".into(),

@@ -21,3 +21,4 @@ pub mod wechat;
 mod edge;
 
 pub use edge::account_object::AccountTokenObject;
+pub use edge::registry::AccountRegistry;

@@ -3,7 +3,7 @@
 //! to some accounts gets the same 403 for an account outside its list and for one that does
 //! not exist, so it cannot probe which accounts are configured.
 
-use crate::edge::runtime;
+use crate::edge::{directory, runtime};
 use crate::error::AppError;
 use crate::policy::accounts::Account;
 use crate::policy::auth::{Grant, Route};
@@ -12,7 +12,8 @@ use std::rc::Rc;
 use worker::Env;
 
 /// Authenticates `presented` (a client key) for `route`. Also checks, once the settings are
-/// known, that every key's account scope names configured accounts.
+/// known, that every key's account scope names configured accounts (unless the admin API is
+/// enabled: then a scope may name an account registered at runtime).
 pub fn authenticate(
     env: &Env,
     presented: Option<&str>,
@@ -22,17 +23,20 @@ pub fn authenticate(
     let grant = keys.authorize_key(presented)?;
     grant.check_route(route)?;
     let settings = runtime::settings(env)?;
-    keys.check_scopes(|id| settings.account(id).is_ok())?;
+    if runtime::admin_keys(env)?.is_none() {
+        keys.check_scopes(|id| settings.account(id).is_ok())?;
+    }
     Ok((grant, settings))
 }
 
 /// The account `name` names, if `grant` may use it.
-pub fn account<'s>(
+pub async fn account(
+    env: &Env,
     grant: &Grant,
-    settings: &'s Settings,
-    name: AccountName,
-) -> Result<&'s Account, AppError> {
-    let found = match settings.find(name) {
+    settings: &Settings,
+    name: AccountName<'_>,
+) -> Result<Rc<Account>, AppError> {
+    let found = match directory::find(env, settings, name).await {
         Err(_) if grant.is_scoped() => None,
         other => other?,
     };

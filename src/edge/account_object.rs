@@ -5,15 +5,19 @@
 //! record (the worker builds the public answer), or with the public error response, which the
 //! worker relays unchanged.
 
+use crate::edge::directory;
 use crate::edge::refresher::{AccountCtx, AccountState, Acquired};
+use crate::edge::registry;
 use crate::edge::respond;
 use crate::edge::runtime::{self, OBJECT_BINDING};
 use crate::error::AppError;
+use crate::policy::accounts::Account;
 use crate::policy::refresh::Trigger;
 use crate::policy::ticket::{TicketKind, TicketRecord};
 use crate::policy::token::TokenRecord;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
+use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::JsValue;
 use worker::{durable_object, DurableObject, Env, Method, Request, RequestInit, Response, State};
@@ -27,10 +31,21 @@ struct ObjectCall {
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum Op {
-    Token { trigger: Trigger },
-    Ticket { kind: TicketKind, trigger: Trigger },
+    Token {
+        trigger: Trigger,
+    },
+    Ticket {
+        kind: TicketKind,
+        trigger: Trigger,
+    },
     Cron,
     Status,
+    /// The account's registration changed: read it again, and the stored state with it.
+    Forget,
+    /// Lift the quota pause and the credential block.
+    Reset,
+    /// The account is deleted: erase its state, alarm and KV entries.
+    Erase,
 }
 
 pub async fn token(
@@ -58,6 +73,19 @@ pub async fn status(env: &Env, account_id: &str) -> Result<Value, AppError> {
 /// The cron visit's summary: outcomes only, never a credential.
 pub async fn cron(env: &Env, account_id: &str) -> Result<Value, AppError> {
     decode(ask(env, account_id, Op::Cron).await?).await
+}
+
+/// Tells the object its account's registration changed.
+pub async fn forget(env: &Env, account_id: &str) -> Result<(), AppError> {
+    decode(ask(env, account_id, Op::Forget).await?).await
+}
+
+pub async fn reset(env: &Env, account_id: &str) -> Result<(), AppError> {
+    decode(ask(env, account_id, Op::Reset).await?).await
+}
+
+pub async fn erase(env: &Env, account_id: &str) -> Result<(), AppError> {
+    decode(ask(env, account_id, Op::Erase).await?).await
 }
 
 async fn ask(env: &Env, account_id: &str, op: Op) -> Result<Response, AppError> {
@@ -101,7 +129,10 @@ async fn decode<T: DeserializeOwned>(mut response: Response) -> Result<T, AppErr
 pub struct AccountTokenObject {
     object: Rc<State>,
     env: Env,
-    state: Rc<AccountState>,
+    /// Replaced by a fresh one (read from storage again) when the registration changes.
+    state: RefCell<Rc<AccountState>>,
+    /// A runtime account's registration, opened, once read from the registry.
+    registered: RefCell<Option<Rc<Account>>>,
 }
 
 impl DurableObject for AccountTokenObject {
@@ -109,7 +140,8 @@ impl DurableObject for AccountTokenObject {
         Self {
             object: Rc::new(state),
             env,
-            state: Rc::default(),
+            state: RefCell::default(),
+            registered: RefCell::default(),
         }
     }
 
@@ -153,21 +185,53 @@ impl DurableObject for AccountTokenObject {
 impl AccountTokenObject {
     async fn context(&self, account_id: &str) -> Result<AccountCtx, AppError> {
         let settings = runtime::settings(&self.env)?;
-        let account = settings.account(account_id)?.clone();
+        let account = match settings.account(account_id) {
+            Ok(account) => Rc::new(account.clone()),
+            Err(_) => self.registered_account(account_id).await?,
+        };
         let ctx = AccountCtx {
-            state: self.state.clone(),
+            state: self.state.borrow().clone(),
             object: self.object.clone(),
             env: self.env.clone(),
             settings,
-            account: Rc::new(account),
+            account,
         };
         ctx.load().await?;
         Ok(ctx)
     }
 
+    /// A runtime account, from the registry (the truth) the first time.
+    async fn registered_account(&self, account_id: &str) -> Result<Rc<Account>, AppError> {
+        if let Some(account) = self.registered.borrow().clone() {
+            return Ok(account);
+        }
+        let entry = registry::get(&self.env, account_id)
+            .await?
+            .ok_or(AppError::UnknownAccount)?;
+        let account = Rc::new(directory::open(&self.env, &entry)?);
+        *self.registered.borrow_mut() = Some(account.clone());
+        Ok(account)
+    }
+
     async fn handle(&self, call: ObjectCall) -> Result<Response, AppError> {
+        if let Op::Forget = call.op {
+            *self.registered.borrow_mut() = None;
+            *self.state.borrow_mut() = Rc::default();
+            return Ok(respond::json(200, &Value::Null));
+        }
         let ctx = self.context(&call.account).await?;
         let answer = match call.op {
+            Op::Forget => Ok(Value::Null),
+            Op::Reset => {
+                ctx.reset().await;
+                Ok(Value::Null)
+            }
+            Op::Erase => {
+                ctx.erase().await?;
+                *self.registered.borrow_mut() = None;
+                *self.state.borrow_mut() = Rc::default();
+                Ok(Value::Null)
+            }
             Op::Token { trigger } => serde_json::to_value(ctx.token(&trigger).await?),
             Op::Ticket { kind, trigger } => serde_json::to_value(ctx.ticket(kind, &trigger).await?),
             Op::Cron => Ok(ctx.cron().await),

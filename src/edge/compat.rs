@@ -6,6 +6,7 @@
 //! Answers are always HTTP 200, errors as `{"errcode","errmsg"}`, as WeChat does.
 
 use crate::edge::access;
+use crate::edge::directory;
 use crate::edge::reader::{self, read};
 use crate::edge::request::param;
 use crate::edge::respond;
@@ -107,8 +108,8 @@ async fn issue(
 ) -> Result<Value, WeChatError> {
     let (grant, settings) = access::authenticate(env, key, Route::Token)?;
     let name = AccountName::AppId(appid.unwrap_or_default());
-    let account = access::account(&grant, &settings, name)?;
-    let record = read::<TokenRecord>(env, ctx, &settings, account, ()).await?;
+    let account = access::account(env, &grant, &settings, name).await?;
+    let record = read::<TokenRecord>(env, ctx, &settings, &account, ()).await?;
     Ok(
         json!({ "access_token": record.access_token, "expires_in": record.remaining_secs(now_secs()) }),
     )
@@ -127,10 +128,10 @@ async fn ticket(
     let account_id = reader::recognize(env, ctx, &settings, presented)
         .await?
         .ok_or_else(invalid_token)?;
-    let account = settings.account(&account_id)?;
+    let account = directory::by_id(env, &settings, &account_id).await?;
     let kind = TicketKind::parse(Some(param(pairs, "type").unwrap_or("jsapi")), account.kind)
         .map_err(|e| wechat_error(40097, &format!("invalid args: {}", e.message())))?;
-    let record = read::<TicketRecord>(env, ctx, &settings, account, kind).await?;
+    let record = read::<TicketRecord>(env, ctx, &settings, &account, kind).await?;
     Ok(json!({
         "errcode": 0,
         "errmsg": "ok",

@@ -5,7 +5,9 @@
 //! so every failure is logged here.
 
 use crate::edge::account_object;
+use crate::edge::registry;
 use crate::edge::runtime::{self, log_error, log_event};
+use crate::policy::registry::MAX_PAGE;
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 use worker::{event, Env, ScheduleContext, ScheduledEvent};
@@ -20,11 +22,24 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
             return;
         }
     };
-    let visits = settings
-        .accounts
-        .iter()
-        .map(|account| visit(&env, &account.id));
-    join_all(visits).await;
+    let mut ids: Vec<String> = settings.accounts.iter().map(|a| a.id.clone()).collect();
+    let mut after = String::new();
+    loop {
+        let page = match registry::list(&env, &after, MAX_PAGE).await {
+            Ok(page) => page,
+            Err(e) => {
+                log_error(json!({ "event": "cron", "outcome": e.code(), "message": e.message() }));
+                break;
+            }
+        };
+        let full = page.len() == MAX_PAGE;
+        after = page.last().map(|e| e.id.clone()).unwrap_or_default();
+        ids.extend(page.into_iter().map(|e| e.id));
+        if !full {
+            break;
+        }
+    }
+    join_all(ids.iter().map(|id| visit(&env, id))).await;
 }
 
 async fn visit(env: &Env, account_id: &str) {

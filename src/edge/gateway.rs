@@ -12,6 +12,7 @@
 //! The rules (paths refused, headers forwarded) are `policy::gateway`'s.
 
 use crate::edge::access::{self, account_name};
+use crate::edge::directory;
 use crate::edge::reader::{self, read, refresh};
 use crate::edge::request::{param, query};
 use crate::edge::respond;
@@ -89,7 +90,7 @@ pub async fn keyed(
     let header = request.headers().get("authorization").ok().flatten();
     let key = header.as_deref().and_then(bearer_token);
     let (grant, settings) = access::authenticate(env, key, Route::Gateway)?;
-    let account = access::account(&grant, &settings, account_name(&pairs)?)?.clone();
+    let account = access::account(env, &grant, &settings, account_name(&pairs)?).await?;
     gateway::check_path(path, &settings.gateway_prefixes)?;
     let call = Call::of(request, path, pairs, &["account", "appid", "access_token"]).await?;
     let answer = forward(env, ctx, &settings, &account, call, Mode::Keyed).await?;
@@ -119,14 +120,14 @@ async fn pass_through_call(
             let (grant, settings) =
                 access::authenticate(env, param(&pairs, "secret"), Route::Gateway)?;
             let name = AccountName::AppId(param(&pairs, "appid").unwrap_or_default());
-            access::account(&grant, &settings, name)?.clone()
+            access::account(env, &grant, &settings, name).await?
         }
         None => {
             let presented = param(&pairs, "access_token").unwrap_or_default();
             let id = reader::recognize(env, ctx, &settings, presented)
                 .await?
                 .ok_or_else(|| AppError::Upstream(token_refused()))?;
-            settings.account(&id)?.clone()
+            directory::by_id(env, &settings, &id).await?
         }
     };
     let call = Call::of(request, path, pairs, &["access_token", "appid", "secret"]).await?;

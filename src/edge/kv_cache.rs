@@ -121,3 +121,16 @@ async fn put<T: Serialize>(
         .await?;
     Ok(())
 }
+
+/// Removes an account's credential entries, and the index entries of the tokens named, when
+/// the account is deleted.
+pub async fn erase(env: &Env, account_id: &str, tokens: &[&str]) -> worker::Result<()> {
+    let store = env.kv(KV_BINDING)?;
+    for which in CredentialKind::ALL {
+        store.delete(&key(account_id, which)).await?;
+    }
+    for token in tokens {
+        store.delete(&index_key(token)).await?;
+    }
+    Ok(())
+}

@@ -9,14 +9,17 @@
 
 mod access;
 pub mod account_object;
+mod admin;
 mod compat;
 mod cron;
+mod directory;
 mod faults;
 mod gateway;
 mod kv_cache;
 mod memo;
 mod reader;
 mod refresher;
+pub mod registry;
 mod request;
 mod respond;
 mod router;

@@ -2,6 +2,7 @@
 //! account's Durable Object.
 
 use crate::edge::account_object;
+use crate::edge::directory;
 use crate::edge::kv_cache;
 use crate::edge::memo;
 use crate::edge::refresher::Acquired;
@@ -142,6 +143,13 @@ fn first_ask(key: &str, now_ms: u64) -> bool {
     true
 }
 
+/// Drops this isolate's copies of an account's credentials (it was deleted or replaced).
+pub fn forget_account(account_id: &str) {
+    for which in CredentialKind::ALL {
+        forget(&kv_cache::key(account_id, which));
+    }
+}
+
 /// Drops this isolate's copy of `key` before something that may replace it, and notes when:
 /// a read that started earlier must not put the old record back.
 fn forget(key: &str) {
@@ -183,14 +191,18 @@ pub async fn recognize(
 ) -> Result<Option<String>, AppError> {
     let now = now_secs();
     if let Some(entry) = kv_cache::read_index(env, presented).await {
-        let current = settings
-            .account(&entry.account)
+        let current = directory::by_id(env, settings, &entry.account)
+            .await
             .is_ok_and(|account| account.issuer == entry.issuer);
         return Ok((current && now < entry.accepted_until).then_some(entry.account));
     }
+    // One account, and none can be registered at runtime: the token can only be its.
     let [only] = settings.accounts.as_slice() else {
         return Ok(None);
     };
+    if runtime::admin_keys(env)?.is_some() {
+        return Ok(None);
+    }
     let current = read::<TokenRecord>(env, ctx, settings, only, ()).await?;
     Ok(current.accepts(presented, now).then(|| only.id.clone()))
 }

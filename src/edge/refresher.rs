@@ -6,6 +6,7 @@
 //! [`AccountCtx`] is cheap to clone so that background refreshes can outlive the request that
 //! started them.
 
+mod admin;
 mod calls;
 mod flight;
 mod kv_sync;

@@ -1,7 +1,9 @@
 //! The worker's HTTP entry point: which route, which method, and each route's handler.
 
 use crate::edge::access::{self, account_name};
+use crate::edge::admin;
 use crate::edge::compat;
+use crate::edge::directory;
 use crate::edge::gateway;
 use crate::edge::reader::{read, refresh};
 use crate::edge::request::{self, param, query};
@@ -12,6 +14,7 @@ use crate::policy::accounts::Account;
 use crate::policy::auth::{bearer_token, Route};
 use crate::policy::config::{AccountName, Settings};
 use crate::policy::refresh::Trigger;
+use crate::policy::registry::{self, Cursor};
 use crate::policy::requests;
 use crate::policy::ticket::{TicketKind, TicketRecord};
 use crate::policy::token::TokenRecord;
@@ -93,6 +96,9 @@ async fn route(request: Request, env: &Env, ctx: &Context) -> Result<Response, A
             let body = request::read(&request).await?;
             Ok(compat::answer(&path, &[], &body, env, ctx).await)
         }
+        admin if admin == "/admin/accounts" || admin.starts_with("/admin/accounts/") => {
+            admin::route(&request, method, &admin["/admin/accounts".len()..], env).await
+        }
         keyed if keyed.starts_with("/gateway/") => {
             allow_gateway(&method)?;
             gateway::keyed(&request, &keyed["/gateway".len()..], env, ctx).await
@@ -131,15 +137,15 @@ fn allow_gateway(method: &Method) -> Result<(), AppError> {
 /// An authenticated request for one account.
 struct Caller {
     settings: Rc<Settings>,
-    account: Account,
+    account: Rc<Account>,
     query: Vec<(String, String)>,
 }
 
 /// `Authorization: Bearer <key>` for `route`, and the account the query names.
-fn authorized(request: &Request, env: &Env, route: Route) -> Result<Caller, AppError> {
+async fn authorized(request: &Request, env: &Env, route: Route) -> Result<Caller, AppError> {
     let query = query(request)?;
     let (grant, settings) = access::authenticate(env, bearer(request).as_deref(), route)?;
-    let account = access::account(&grant, &settings, account_name(&query)?)?.clone();
+    let account = access::account(env, &grant, &settings, account_name(&query)?).await?;
     Ok(Caller {
         settings,
         account,
@@ -150,7 +156,7 @@ fn authorized(request: &Request, env: &Env, route: Route) -> Result<Caller, AppE
 async fn get_token(request: &Request, env: &Env, ctx: &Context) -> Result<Response, AppError> {
     let Caller {
         settings, account, ..
-    } = authorized(request, env, Route::Token)?;
+    } = authorized(request, env, Route::Token).await?;
     let record = read::<TokenRecord>(env, ctx, &settings, &account, ()).await?;
     Ok(respond::json(
         200,
@@ -162,7 +168,7 @@ async fn refresh_token(request: &Request, env: &Env) -> Result<Response, AppErro
     // Authenticated before the body is read.
     let Caller {
         settings, account, ..
-    } = authorized(request, env, Route::Token)?;
+    } = authorized(request, env, Route::Token).await?;
     let body = request::read(request).await?;
     let stale_token = requests::passive_refresh_body(&body)?;
     let record = refresh(env, &settings, &account, Trigger::Passive { stale_token }).await?;
@@ -172,18 +178,23 @@ async fn refresh_token(request: &Request, env: &Env) -> Result<Response, AppErro
     ))
 }
 
-/// Every account the key may read (or the one the query names), each from its object.
+/// Every account the key may read, a page at a time (`?limit=&cursor=`), or the one the query
+/// names; each from its object.
 async fn get_status(request: &Request, env: &Env) -> Result<Response, AppError> {
     let pairs = query(request)?;
     let (grant, settings) = access::authenticate(env, bearer(request).as_deref(), Route::Status)?;
-    let ids: Vec<&str> = match account_name(&pairs)? {
-        AccountName::Default => settings
-            .accounts
-            .iter()
-            .map(|account| account.id.as_str())
-            .filter(|id| grant.permits(id))
-            .collect(),
-        named => vec![access::account(&grant, &settings, named)?.id.as_str()],
+    let (ids, next): (Vec<String>, _) = match account_name(&pairs)? {
+        AccountName::Default => {
+            let cursor = Cursor::parse(param(&pairs, "cursor"))?;
+            let limit = registry::page_limit(param(&pairs, "limit"))?;
+            let (listed, next) = directory::page(env, &settings, &cursor, limit).await?;
+            let ids = listed.iter().map(|l| l.id().to_owned());
+            (ids.filter(|id| grant.permits(id)).collect(), next)
+        }
+        named => {
+            let account = access::account(env, &grant, &settings, named).await?;
+            (vec![account.id.clone()], None)
+        }
     };
     let entries = join_all(
         ids.iter()
@@ -195,7 +206,11 @@ async fn get_status(request: &Request, env: &Env) -> Result<Response, AppError> 
         .zip(entries)
         .map(|(id, entry)| entry.unwrap_or_else(|e| json!({ "account": id, "error": e.body() })))
         .collect();
-    Ok(respond::json(200, &json!({ "accounts": accounts })))
+    let next_cursor = next.map(|c| c.encode());
+    Ok(respond::json(
+        200,
+        &json!({ "accounts": accounts, "next_cursor": next_cursor }),
+    ))
 }
 
 async fn get_ticket(request: &Request, env: &Env, ctx: &Context) -> Result<Response, AppError> {
@@ -203,7 +218,7 @@ async fn get_ticket(request: &Request, env: &Env, ctx: &Context) -> Result<Respo
         settings,
         account,
         query: pairs,
-    } = authorized(request, env, Route::Ticket)?;
+    } = authorized(request, env, Route::Ticket).await?;
     let kind = TicketKind::parse(param(&pairs, "type"), account.kind)?;
     let record = read::<TicketRecord>(env, ctx, &settings, &account, kind).await?;
     Ok(respond::json(
@@ -217,7 +232,7 @@ async fn get_signature(request: &Request, env: &Env, ctx: &Context) -> Result<Re
         settings,
         account,
         query: pairs,
-    } = authorized(request, env, Route::Signature)?;
+    } = authorized(request, env, Route::Signature).await?;
     let url = jssdk::page_url(param(&pairs, "url"))?;
     TicketKind::parse(Some("jsapi"), account.kind)?;
     let ticket = read::<TicketRecord>(env, ctx, &settings, &account, TicketKind::Jsapi).await?;

@@ -5,6 +5,8 @@ use crate::edge::memo;
 use crate::error::AppError;
 use crate::policy::auth::ClientKeys;
 use crate::policy::config::{self, Settings};
+use crate::policy::registry::AdminKeys;
+use crate::policy::sealing::KeyRing;
 use serde_json::Value;
 use std::rc::Rc;
 
@@ -13,6 +15,7 @@ use worker::{console_error, console_log, Date, Env};
 /// Binding names in wrangler.toml.
 pub const KV_BINDING: &str = "TOKENS";
 pub const OBJECT_BINDING: &str = "ACCOUNT_TOKENS";
+pub const REGISTRY_BINDING: &str = "ACCOUNT_REGISTRY";
 
 pub fn lookup(env: &Env) -> impl Fn(&str) -> Option<String> + '_ {
     move |name| env.var(name).ok().map(|value| value.to_string())
@@ -28,6 +31,20 @@ pub fn settings(env: &Env) -> Result<Rc<Settings>, AppError> {
 pub fn client_keys(env: &Env) -> Result<Rc<ClientKeys>, AppError> {
     memo::once("config:client_keys", || {
         config::client_keys(&lookup(env)).map(Rc::new)
+    })
+}
+
+/// `ADMIN_KEYS`; None: the admin API is disabled.
+pub fn admin_keys(env: &Env) -> Result<Rc<Option<AdminKeys>>, AppError> {
+    memo::once("config:admin_keys", || {
+        AdminKeys::parse(lookup(env)("ADMIN_KEYS").as_deref()).map(Rc::new)
+    })
+}
+
+/// `ACCOUNTS_ENCRYPTION_KEY`, parsed when a runtime account's secret is sealed or opened.
+pub fn key_ring(env: &Env) -> Result<Rc<KeyRing>, AppError> {
+    memo::once("config:key_ring", || {
+        KeyRing::parse(lookup(env)("ACCOUNTS_ENCRYPTION_KEY").as_deref()).map(Rc::new)
     })
 }
 

@@ -17,6 +17,12 @@ pub enum AccountKind {
 }
 
 impl AccountKind {
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::OfficialAccount, Self::MiniProgram, Self::WeCom]
+            .into_iter()
+            .find(|kind| kind.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::OfficialAccount => "official_account",
@@ -38,6 +44,12 @@ pub enum TokenApi {
 }
 
 impl TokenApi {
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Classic, Self::Stable, Self::WeCom]
+            .into_iter()
+            .find(|api| api.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Classic => "classic",
@@ -210,6 +222,42 @@ fn check_distinct(accounts: &[Account]) -> Result<(), AppError> {
 
 fn parse_entry(position: usize, entry: &Value, default_api: TokenApi) -> Result<Account, AppError> {
     let fail = |problem: &str| config("WECHAT_ACCOUNTS", format!("entry {position} {problem}"));
+    entry_fields(entry, default_api, fail)
+}
+
+/// An account registered at runtime (`PUT /admin/accounts/{id}`): the body is a
+/// `WECHAT_ACCOUNTS` entry whose id, if given, is the path's. Errors are 400s naming the field.
+pub fn parse_registered(
+    id: &str,
+    entry: &Value,
+    default_api: TokenApi,
+) -> Result<Account, AppError> {
+    let fail = |problem: &str| AppError::BadRequest(format!("the account {problem}"));
+    if !is_identifier(id) {
+        return Err(fail(
+            "id (in the path) must be 1 to 64 letters, digits, '_' or '-'",
+        ));
+    }
+    let mut entry = entry.clone();
+    match entry.as_object_mut() {
+        Some(object) => match object.get("id") {
+            None | Some(Value::Null) => {
+                object.insert("id".into(), Value::String(id.to_owned()));
+            }
+            Some(Value::String(given)) if given == id => {}
+            Some(_) => return Err(fail("body's \"id\" differs from the path's")),
+        },
+        None => return Err(fail("body is not a JSON object")),
+    }
+    entry_fields(&entry, default_api, fail)
+}
+
+/// The fields of one entry, checked one by one; `fail` makes the error for a problem.
+fn entry_fields(
+    entry: &Value,
+    default_api: TokenApi,
+    fail: impl Fn(&str) -> AppError,
+) -> Result<Account, AppError> {
     let object: &Map<String, Value> = entry
         .as_object()
         .ok_or_else(|| fail("is not a JSON object"))?;
@@ -253,12 +301,7 @@ fn parse_entry(position: usize, entry: &Value, default_api: TokenApi) -> Result<
             "has an \"id\" with characters other than letters, digits, '_' and '-'",
         ));
     }
-    let fail = |problem: &str| {
-        config(
-            "WECHAT_ACCOUNTS",
-            format!("entry {position} (id \"{id}\") {problem}"),
-        )
-    };
+    let fail = |problem: &str| fail(&format!("(id \"{id}\") {problem}"));
     let secret =
         text("secret").map_err(|_| fail("has a \"secret\" that is not a non-empty string"))?;
     let secret = secret.ok_or_else(|| fail("has no \"secret\""))?;

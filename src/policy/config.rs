@@ -31,6 +31,8 @@ pub struct Settings {
     pub accounts: Vec<Account>,
     /// The account a request without `?account=` means: `WECHAT_APPID`'s, or the only one.
     pub default_account: Option<String>,
+    /// `WECHAT_TOKEN_API`: the API of an official account or mini program that names none.
+    pub default_api: TokenApi,
     pub api_base: String,
     pub wecom_api_base: String,
     pub refresh: RefreshPolicy,
@@ -141,6 +143,7 @@ pub fn settings(lookup: &impl Fn(&str) -> Option<String>) -> Result<Settings, Ap
     };
     Ok(Settings {
         default_account,
+        default_api,
         accounts,
         api_base: origin(lookup, "WECHAT_API_BASE", DEFAULT_API_BASE)?,
         wecom_api_base: origin(lookup, "WECOM_API_BASE", DEFAULT_WECOM_API_BASE)?,

@@ -1,6 +1,6 @@
 //! The domain policy: accounts and configuration, client keys, token and ticket freshness and
 //! the refresh decision, backoff, WeChat's quota day, what `/status` shows, and the request
-//! rules of the HTTP API. Pure: no `worker` types, every rule unit-tested natively with an
+//! rules of the HTTP API, the runtime account registry and its sealed secrets. Pure: no `worker` types, every rule unit-tested natively with an
 //! explicit "now"; it uses only the error type and (for explanations) WeChat's error codes.
 
 pub mod accounts;
@@ -12,7 +12,9 @@ pub mod gateway;
 pub mod ledger;
 pub mod quota;
 pub mod refresh;
+pub mod registry;
 pub mod requests;
+pub mod sealing;
 pub mod status;
 pub mod ticket;
 pub mod token;

@@ -216,3 +216,28 @@ fn the_issuer_changes_with_appid_kind_and_api() {
         "a new secret keeps the tokens"
     );
 }
+
+#[test]
+fn a_registered_account_takes_its_id_from_the_path_and_fails_as_a_bad_request() {
+    let entry = serde_json::json!({"kind": "mini_program", "appid": "wx9", "secret": "s3cr3t"});
+    let account = parse_registered("shop-9", &entry, TokenApi::Stable).unwrap();
+    assert_eq!(
+        (account.id.as_str(), account.api),
+        ("shop-9", TokenApi::Stable)
+    );
+    let other_id = serde_json::json!({"id": "x", "appid": "wx9", "secret": "s3cr3t"});
+    for (id, entry, field) in [
+        ("shop 9", &entry, "id"),
+        ("shop-9", &other_id, "\"id\""),
+        ("shop-9", &serde_json::json!({"appid": "wx9"}), "\"secret\""),
+        ("shop-9", &serde_json::json!([1]), "JSON object"),
+    ] {
+        match parse_registered(id, entry, TokenApi::Classic) {
+            Err(AppError::BadRequest(message)) => {
+                assert!(message.contains(field), "{message}");
+                assert!(!message.contains("s3cr3t"), "{message}");
+            }
+            other => panic!("{id}: {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The admin API: accounts registered at runtime (`/admin/accounts…`), behind `ADMIN_KEYS`.
+//! A write goes to the registry object (the truth) first, then to KV (what the edge reads),
+//! then to the account's own object. Environment accounts are listed and can be reset, but
+//! are read-only here.
+
+use crate::edge::account_object;
+use crate::edge::directory::{self, Listed};
+use crate::edge::reader;
+use crate::edge::registry;
+use crate::edge::request::{self, param, query};
+use crate::edge::respond;
+use crate::edge::runtime::{self, log_event, now_secs};
+use crate::error::AppError;
+use crate::policy::accounts::{self, TokenApi};
+use crate::policy::auth::bearer_token;
+use crate::policy::config::Settings;
+use crate::policy::registry::{env_public, page_limit, Cursor, Registered};
+use crate::policy::sealing::NONCE_BYTES;
+use serde_json::{json, Value};
+use worker::{Env, Method, Request, Response};
+
+/// `/admin/accounts` and `/admin/accounts/<id>[/reset]`; `rest` is the path after
+/// `/admin/accounts`, `method` the request's (HEAD as GET). The key is checked before anything
+/// else, the body read only after it.
+pub async fn route(
+    request: &Request,
+    method: Method,
+    rest: &str,
+    env: &Env,
+) -> Result<Response, AppError> {
+    let keys = runtime::admin_keys(env)?;
+    let Some(keys) = keys.as_ref() else {
+        return Err(AppError::AdminUnauthorized { disabled: true });
+    };
+    let header = request.headers().get("authorization").ok().flatten();
+    keys.authorize(header.as_deref().and_then(bearer_token))?;
+    let settings = runtime::settings(env)?;
+    match (rest.strip_prefix('/'), method) {
+        (None, Method::Get) if rest.is_empty() => list(request, env, &settings).await,
+        (None, _) if rest.is_empty() => Err(AppError::MethodNotAllowed { allow: "GET, HEAD" }),
+        (Some(id_reset), Method::Post) if id_reset.ends_with("/reset") => {
+            reset(env, &settings, &id_reset[..id_reset.len() - "/reset".len()]).await
+        }
+        (Some(id_reset), _) if id_reset.ends_with("/reset") => {
+            Err(AppError::MethodNotAllowed { allow: "POST" })
+        }
+        (Some(id), _) if id.contains('/') || id.is_empty() => Err(AppError::NotFound),
+        (Some(id), Method::Get) => show(env, &settings, id).await,
+        (Some(id), Method::Put) => put(request, env, &settings, id).await,
+        (Some(id), Method::Delete) => delete(env, &settings, id).await,
+        (Some(_), _) => Err(AppError::MethodNotAllowed {
+            allow: "GET, HEAD, PUT, DELETE",
+        }),
+        (None, _) => Err(AppError::NotFound),
+    }
+}
+
+async fn list(request: &Request, env: &Env, settings: &Settings) -> Result<Response, AppError> {
+    let pairs = query(request)?;
+    let cursor = Cursor::parse(param(&pairs, "cursor"))?;
+    let limit = page_limit(param(&pairs, "limit"))?;
+    let (listed, next) = directory::page(env, settings, &cursor, limit).await?;
+    let accounts: Vec<Value> = listed.iter().map(Listed::public).collect();
+    let next_cursor = next.map(|c| c.encode());
+    Ok(respond::json(
+        200,
+        &json!({ "accounts": accounts, "next_cursor": next_cursor }),
+    ))
+}
+
+async fn show(env: &Env, settings: &Settings, id: &str) -> Result<Response, AppError> {
+    if let Ok(account) = settings.account(id) {
+        return Ok(respond::json(200, &env_public(account)));
+    }
+    let entry = registry::get(env, id)
+        .await?
+        .ok_or(AppError::UnknownAccount)?;
+    Ok(respond::json(200, &entry.public()))
+}
+
+fn read_only(id: &str) -> AppError {
+    AppError::Conflict(format!(
+        "\"{id}\" is configured in the environment (WECHAT_ACCOUNTS or WECHAT_APPID), which \
+         the admin API does not change"
+    ))
+}
+
+async fn put(
+    request: &Request,
+    env: &Env,
+    settings: &Settings,
+    id: &str,
+) -> Result<Response, AppError> {
+    let body = request::read(request).await?;
+    let entry: Value = serde_json::from_str(&body)
+        .map_err(|_| AppError::BadRequest("the body is not a JSON object".into()))?;
+    let account = accounts::parse_registered(id, &entry, settings.default_api)?;
+    if settings.account(id).is_ok() {
+        return Err(read_only(id));
+    }
+    let rival = settings.accounts.iter().find(|other| {
+        other.appid == account.appid && other.api == account.api && account.api != TokenApi::WeCom
+    });
+    if let Some(rival) = rival {
+        return Err(AppError::Conflict(format!(
+            "the environment account \"{}\" already fetches tokens for this appid through this \
+             API; two would invalidate each other's tokens",
+            rival.id
+        )));
+    }
+    // Sealed here, so the registry, KV and the logs only ever see the sealed form.
+    let nonce = runtime::random_bytes::<NONCE_BYTES>();
+    let sealed = runtime::key_ring(env)?.seal(&account.id, &account.secret, nonce);
+    let previous = registry::get(env, id).await?;
+    let stored = registry::put(env, Registered::new(&account, sealed, now_secs(), None)).await?;
+    directory::publish(env, &stored.entry, previous.as_ref()).await?;
+    if !stored.created {
+        reader::forget_account(id);
+        account_object::forget(env, id).await?;
+    }
+    log_event(json!({
+        "event": "admin_account_put", "account": id, "created": stored.created,
+    }));
+    let status = if stored.created { 201 } else { 200 };
+    Ok(respond::json(status, &stored.entry.public()))
+}
+
+async fn delete(env: &Env, settings: &Settings, id: &str) -> Result<Response, AppError> {
+    if settings.account(id).is_ok() {
+        return Err(read_only(id));
+    }
+    let entry = registry::get(env, id)
+        .await?
+        .ok_or(AppError::UnknownAccount)?;
+    // The edge stops serving it first, then its state goes, then the registration.
+    directory::withdraw(env, &entry).await?;
+    reader::forget_account(id);
+    account_object::erase(env, id).await?;
+    registry::delete(env, id).await?;
+    log_event(json!({ "event": "admin_account_deleted", "account": id }));
+    Ok(respond::empty(204))
+}
+
+async fn reset(env: &Env, settings: &Settings, id: &str) -> Result<Response, AppError> {
+    directory::by_id(env, settings, id).await?;
+    account_object::reset(env, id).await?;
+    log_event(json!({ "event": "admin_account_reset", "account": id }));
+    Ok(respond::json(200, &json!({ "id": id, "reset": true })))
+}

@@ -1,0 +1,181 @@
+//! Which account a request names: one from the environment (`WECHAT_ACCOUNTS`), else one
+//! registered at runtime, found through KV (`account:<id>`, and `account-appid:<appid>` for
+//! an SDK that names the appid) and kept in isolate memory briefly, so that a hot request
+//! costs no Durable Object call. The registry object is the truth; the admin API writes KV
+//! after it.
+
+use crate::edge::memo;
+use crate::edge::registry as registry_object;
+use crate::edge::runtime::{self, now_millis, KV_BINDING};
+use crate::error::AppError;
+use crate::policy::accounts::Account;
+use crate::policy::config::{AccountName, Settings};
+use crate::policy::registry::{self, Cursor, Registered};
+use std::rc::Rc;
+use worker::Env;
+
+/// How long an isolate trusts what it read of a registered account (or of its absence).
+const DESCRIPTOR_MEMO_MS: u64 = 30_000;
+
+fn descriptor_key(id: &str) -> String {
+    format!("account:{id}")
+}
+
+fn appid_key(appid: &str) -> String {
+    format!("account-appid:{appid}")
+}
+
+fn memo_key(id: &str) -> String {
+    format!("registered:{id}")
+}
+
+/// The account `name` names, if there is one.
+pub async fn find(
+    env: &Env,
+    settings: &Settings,
+    name: AccountName<'_>,
+) -> Result<Option<Rc<Account>>, AppError> {
+    if let Some(account) = settings.find(name)? {
+        return Ok(Some(Rc::new(account.clone())));
+    }
+    match name {
+        AccountName::Default => Ok(None),
+        AccountName::Id(id) => registered(env, id).await,
+        AccountName::AppId(appid) => {
+            let kv = env.kv(KV_BINDING).map_err(|e| runtime::internal("KV", e))?;
+            let id = kv.get(&appid_key(appid)).text().await.ok().flatten();
+            registered(env, id.as_deref().unwrap_or(appid)).await
+        }
+    }
+}
+
+/// The account with this id, from the environment or registered.
+pub async fn by_id(env: &Env, settings: &Settings, id: &str) -> Result<Rc<Account>, AppError> {
+    find(env, settings, AccountName::Id(id))
+        .await?
+        .ok_or(AppError::UnknownAccount)
+}
+
+/// A registered account, through isolate memory and KV.
+async fn registered(env: &Env, id: &str) -> Result<Option<Rc<Account>>, AppError> {
+    let now_ms = now_millis();
+    if let Some(known) = memo::recall::<Option<Rc<Account>>>(&memo_key(id), now_ms) {
+        return Ok(known);
+    }
+    let kv = env.kv(KV_BINDING).map_err(|e| runtime::internal("KV", e))?;
+    let entry = kv
+        .get(&descriptor_key(id))
+        .json::<Registered>()
+        .await
+        .map_err(|e| runtime::internal("reading a registered account from KV", e))?;
+    let account = match entry {
+        Some(entry) => Some(Rc::new(open(env, &entry)?)),
+        None => None,
+    };
+    memo::remember(
+        &memo_key(id),
+        account.clone(),
+        Some(now_ms + DESCRIPTOR_MEMO_MS),
+    );
+    Ok(account)
+}
+
+/// The account a registry entry describes, its secret opened.
+pub fn open(env: &Env, entry: &Registered) -> Result<Account, AppError> {
+    let secret = runtime::key_ring(env)?.open(&entry.id, &entry.sealed_secret)?;
+    entry.account(&secret)
+}
+
+/// Publishes a registered account to the edge (after the registry has it).
+pub async fn publish(
+    env: &Env,
+    entry: &Registered,
+    replaced: Option<&Registered>,
+) -> Result<(), AppError> {
+    let kv = env.kv(KV_BINDING).map_err(|e| runtime::internal("KV", e))?;
+    let failed = |e| runtime::internal("writing a registered account to KV", e);
+    if let Some(old) = replaced.filter(|old| old.appid != entry.appid) {
+        kv.delete(&appid_key(&old.appid)).await.map_err(failed)?;
+    }
+    let descriptor = serde_json::to_string(entry).map_err(|e| runtime::internal("encoding", e))?;
+    kv.put(&descriptor_key(&entry.id), descriptor)
+        .map_err(failed)?
+        .execute()
+        .await
+        .map_err(failed)?;
+    kv.put(&appid_key(&entry.appid), entry.id.as_str())
+        .map_err(failed)?
+        .execute()
+        .await
+        .map_err(failed)?;
+    memo::forget(&memo_key(&entry.id));
+    Ok(())
+}
+
+/// Withdraws a deleted account from the edge: at once in this isolate, within KV's
+/// propagation elsewhere.
+pub async fn withdraw(env: &Env, entry: &Registered) -> Result<(), AppError> {
+    let kv = env.kv(KV_BINDING).map_err(|e| runtime::internal("KV", e))?;
+    let failed = |e| runtime::internal("deleting a registered account from KV", e);
+    kv.delete(&descriptor_key(&entry.id))
+        .await
+        .map_err(failed)?;
+    kv.delete(&appid_key(&entry.appid)).await.map_err(failed)?;
+    memo::remember::<Option<Rc<Account>>>(
+        &memo_key(&entry.id),
+        None,
+        Some(now_millis() + DESCRIPTOR_MEMO_MS),
+    );
+    Ok(())
+}
+
+/// One account in a listing.
+pub enum Listed {
+    Env(Account),
+    Registered(Registered),
+}
+
+impl Listed {
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Env(account) => &account.id,
+            Self::Registered(entry) => &entry.id,
+        }
+    }
+
+    /// What an admin sees of it: never a secret.
+    pub fn public(&self) -> serde_json::Value {
+        match self {
+            Self::Env(account) => registry::env_public(account),
+            Self::Registered(entry) => entry.public(),
+        }
+    }
+}
+
+/// One page of every account (environment ones first), from `cursor`, and the next cursor.
+pub async fn page(
+    env: &Env,
+    settings: &Settings,
+    cursor: &Cursor,
+    limit: usize,
+) -> Result<(Vec<Listed>, Option<Cursor>), AppError> {
+    let (env_part, next) = registry::env_page(&settings.accounts, cursor, limit);
+    let mut listed: Vec<Listed> = env_part.into_iter().cloned().map(Listed::Env).collect();
+    let room = limit - listed.len();
+    let next = match next {
+        Some(Cursor::Runtime(after)) if room > 0 => {
+            // One more than fits tells whether another page follows.
+            let mut entries = registry_object::list(env, &after, room + 1).await?;
+            let more = entries.len() > room;
+            entries.truncate(room);
+            let last = entries.last().map(|e| e.id.clone());
+            listed.extend(entries.into_iter().map(Listed::Registered));
+            match (more, last) {
+                (true, Some(last)) => Some(Cursor::Runtime(last)),
+                _ => None,
+            }
+        }
+        other => other,
+    };
+    Ok((listed, next))
+}

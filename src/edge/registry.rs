@@ -1,0 +1,191 @@
+//! The account registry: one Durable Object (SQLite storage) holding every account registered
+//! at runtime, its appsecret sealed; and the worker's client for it. The admin API writes here
+//! first, then KV (which the edge reads, so that resolving an account costs no object call),
+//! then tells the account's own object.
+
+use crate::edge::respond;
+use crate::edge::runtime::{self, REGISTRY_BINDING};
+use crate::error::AppError;
+use crate::policy::registry::Registered;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_json::Value;
+use wasm_bindgen::JsValue;
+use worker::{durable_object, DurableObject, Env, Method, Request, RequestInit, Response, State};
+
+/// The one registry object's name.
+const REGISTRY_NAME: &str = "registry";
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Op {
+    /// Stores the entry (keeping its `created_at` if it replaces one); answers [`Stored`].
+    Put {
+        entry: Registered,
+    },
+    Get {
+        id: String,
+    },
+    /// Registered accounts with ids after `after`, in id order.
+    List {
+        after: String,
+        limit: usize,
+    },
+    /// Answers the removed entry, if there was one.
+    Delete {
+        id: String,
+    },
+}
+
+/// What a put did.
+#[derive(Serialize, Deserialize)]
+pub struct Stored {
+    pub entry: Registered,
+    pub created: bool,
+}
+
+pub async fn put(env: &Env, entry: Registered) -> Result<Stored, AppError> {
+    ask(env, &Op::Put { entry }).await
+}
+
+pub async fn get(env: &Env, id: &str) -> Result<Option<Registered>, AppError> {
+    ask(env, &Op::Get { id: id.to_owned() }).await
+}
+
+pub async fn list(env: &Env, after: &str, limit: usize) -> Result<Vec<Registered>, AppError> {
+    let after = after.to_owned();
+    ask(env, &Op::List { after, limit }).await
+}
+
+pub async fn delete(env: &Env, id: &str) -> Result<Option<Registered>, AppError> {
+    ask(env, &Op::Delete { id: id.to_owned() }).await
+}
+
+async fn ask<T: DeserializeOwned>(env: &Env, op: &Op) -> Result<T, AppError> {
+    let failed = |e: worker::Error| runtime::internal("the account registry failed", e);
+    let stub = env
+        .durable_object(REGISTRY_BINDING)
+        .and_then(|namespace| namespace.get_by_name(REGISTRY_NAME))
+        .map_err(failed)?;
+    let body = serde_json::to_string(op).map_err(|e| runtime::internal("encoding", e))?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_body(Some(JsValue::from_str(&body)));
+    let request = Request::new_with_init("https://account-registry/", &init).map_err(failed)?;
+    let mut response = stub.fetch_with_request(request).await.map_err(failed)?;
+    let answer: Value = response.json().await.map_err(failed)?;
+    if response.status_code() != 200 {
+        return Err(AppError::Relayed {
+            status: response.status_code(),
+            body: answer,
+            retry_after_secs: None,
+        });
+    }
+    serde_json::from_value(answer).map_err(|e| runtime::internal("unreadable registry answer", e))
+}
+
+#[durable_object]
+pub struct AccountRegistry {
+    state: State,
+}
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS accounts (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, appid TEXT NOT NULL, api TEXT NOT NULL,
+    sealed_secret TEXT NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+    CREATE INDEX IF NOT EXISTS accounts_by_appid ON accounts (appid, api)";
+
+impl DurableObject for AccountRegistry {
+    fn new(state: State, _env: Env) -> Self {
+        Self { state }
+    }
+
+    async fn fetch(&self, mut request: Request) -> worker::Result<Response> {
+        let outcome = match request.json::<Op>().await {
+            Ok(op) => self.handle(op),
+            Err(e) => Err(runtime::internal("unreadable registry call", e)),
+        };
+        Ok(respond::result(outcome.map(|v| respond::json(200, &v))))
+    }
+}
+
+impl AccountRegistry {
+    fn handle(&self, op: Op) -> Result<Value, AppError> {
+        let sql = self.state.storage().sql();
+        let failed = |e: worker::Error| runtime::internal("the registry's storage failed", e);
+        sql.exec(SCHEMA, None).map_err(failed)?;
+        let one = |id: &str| -> Result<Option<Registered>, AppError> {
+            let rows: Vec<Registered> = sql
+                .exec("SELECT * FROM accounts WHERE id = ?", vec![id.into()])
+                .and_then(|cursor| cursor.to_array())
+                .map_err(failed)?;
+            Ok(rows.into_iter().next())
+        };
+        match op {
+            Op::Put { mut entry } => {
+                // Two fetchers of one appid through one API invalidate each other's tokens
+                // (WeCom apps of one corp share the corpid legitimately).
+                let rival: Vec<Value> = sql
+                    .exec(
+                        "SELECT id FROM accounts WHERE appid = ? AND api = ? AND id != ? \
+                         AND api != 'wecom'",
+                        vec![
+                            entry.appid.as_str().into(),
+                            entry.api.as_str().into(),
+                            entry.id.as_str().into(),
+                        ],
+                    )
+                    .and_then(|cursor| cursor.to_array())
+                    .map_err(failed)?;
+                if let Some(rival) = rival.first() {
+                    return Err(AppError::Conflict(format!(
+                        "the account \"{}\" already fetches tokens for this appid through \
+                         this API; two would invalidate each other's tokens",
+                        rival["id"].as_str().unwrap_or_default()
+                    )));
+                }
+                let existing = one(&entry.id)?;
+                if let Some(existing) = &existing {
+                    entry.created_at = existing.created_at;
+                }
+                sql.exec(
+                    "INSERT OR REPLACE INTO accounts VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    vec![
+                        entry.id.as_str().into(),
+                        entry.kind.as_str().into(),
+                        entry.appid.as_str().into(),
+                        entry.api.as_str().into(),
+                        entry.sealed_secret.as_str().into(),
+                        (entry.created_at as i64).into(),
+                        (entry.updated_at as i64).into(),
+                    ],
+                )
+                .map_err(failed)?;
+                let created = existing.is_none();
+                encode(&Stored { entry, created })
+            }
+            Op::Get { id } => encode(&one(&id)?),
+            Op::List { after, limit } => {
+                let rows: Vec<Registered> = sql
+                    .exec(
+                        "SELECT * FROM accounts WHERE id > ? ORDER BY id LIMIT ?",
+                        vec![after.as_str().into(), (limit as i64).into()],
+                    )
+                    .and_then(|cursor| cursor.to_array())
+                    .map_err(failed)?;
+                encode(&rows)
+            }
+            Op::Delete { id } => {
+                let existing = one(&id)?;
+                sql.exec(
+                    "DELETE FROM accounts WHERE id = ?",
+                    vec![id.as_str().into()],
+                )
+                .map_err(failed)?;
+                encode(&existing)
+            }
+        }
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Value, AppError> {
+    serde_json::to_value(value).map_err(|e| runtime::internal("encoding", e))
+}

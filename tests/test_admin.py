@@ -1,0 +1,237 @@
+"""The admin API: accounts registered at runtime, their appsecrets sealed at rest, behaving
+like environment accounts everywhere; and every refusal. The refusals come first."""
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from harness import CLIENT_KEY
+from test_api import assert_error
+
+ADMIN_KEY = "admin-key-0123456789abcdef0123456789"
+KEY_A = base64.b64encode(bytes(range(32))).decode()
+KEY_B = base64.b64encode(bytes(range(32, 64))).decode()
+RUNTIME_APPS = [(f"wxruntime{n:09d}", f"fake-secret-runtime-{n}-0123456789") for n in range(1, 8)]
+RT_KEY = "runtime-scoped-key-0123456789"
+
+
+def admin_vars(fake, **overrides):
+    return {
+        "ADMIN_KEYS": ADMIN_KEY,
+        "ACCOUNTS_ENCRYPTION_KEY": KEY_A,
+        "CLIENT_KEYS": f"{CLIENT_KEY},{RT_KEY}@rt1",
+        "MIN_REFRESH_INTERVAL_SECS": "0",
+        **overrides,
+    }
+
+
+def admin(worker, method, path, body=None, key=ADMIN_KEY):
+    data = json.dumps(body) if isinstance(body, dict) else body
+    return worker.request(method, path, key=key, body=data)
+
+
+def register(worker, account_id, n, **fields):
+    appid, secret = RUNTIME_APPS[n - 1]
+    entry = {"kind": "official_account", "appid": appid, "secret": secret, **fields}
+    return admin(worker, "PUT", f"/admin/accounts/{account_id}", entry)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def runtime_apps(fake):
+    for appid, secret in RUNTIME_APPS:
+        fake.add_app(appid, secret)
+
+
+@pytest.fixture(scope="module")
+def worker(fake, runtime_apps):
+    from conftest import WorkerFactory
+    factory = WorkerFactory(fake)
+    yield factory(**admin_vars(fake))
+    factory.close()
+
+
+class TestRefusals:
+    def test_without_admin_keys_the_admin_api_says_it_is_disabled(self, start_worker):
+        worker = start_worker()
+        body = assert_error(admin(worker, "GET", "/admin/accounts"), 401, "unauthorized")
+        assert "ADMIN_KEYS" in body["message"]
+
+    def test_client_keys_and_admin_keys_do_not_cross(self, worker):
+        assert_error(admin(worker, "GET", "/admin/accounts", key=CLIENT_KEY), 401, "unauthorized")
+        assert_error(admin(worker, "GET", "/admin/accounts", key=None), 401, "unauthorized")
+        assert_error(worker.request("GET", "/token", key=ADMIN_KEY), 401, "unauthorized")
+
+    @pytest.mark.parametrize("entry, field", [
+        ({"kind": "official_account", "appid": "wxruntime000000001"}, "secret"),
+        ({"kind": "robot", "appid": "wxruntime000000001", "secret": "s"}, "kind"),
+        ({"kind": "official_account", "appid": "wx 1", "secret": "s"}, "appid"),
+        ({"kind": "wecom", "appid": "ww1", "secret": "s", "api": "stable"}, "api"),
+        ({"appid": "wx1", "secret": "s", "id": "other"}, "id"),
+        ({"appid": "wx1", "secret": "s", "colour": "red"}, "colour"),
+    ])
+    def test_invalid_entries_name_the_field_and_never_the_secret(self, worker, entry, field):
+        entry = {**entry}
+        if "secret" in entry:
+            entry["secret"] = "fake-secret-never-echoed-0123"
+        body = assert_error(admin(worker, "PUT", "/admin/accounts/rtbad", entry), 400,
+                            "bad_request")
+        assert field in body["message"] and "never-echoed" not in json.dumps(body)
+        assert_error(admin(worker, "GET", "/admin/accounts/rtbad"), 404, "unknown_account")
+
+    def test_bodies_must_be_small_json(self, worker):
+        assert_error(admin(worker, "PUT", "/admin/accounts/rtbad", "{not json"), 400,
+                     "bad_request")
+        big = json.dumps({"appid": "wx1", "secret": "x" * 9000})
+        assert_error(admin(worker, "PUT", "/admin/accounts/rtbad", big), 413,
+                     "payload_too_large")
+        reply = worker.request("PUT", "/admin/accounts/rtbad", key=ADMIN_KEY, body="a=b",
+                               headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert_error(reply, 415, "unsupported_media_type")
+
+    def test_environment_accounts_are_read_only(self, worker, fake):
+        entry = {"appid": fake.appid, "secret": "fake-secret-x-0123456789"}
+        assert_error(admin(worker, "PUT", f"/admin/accounts/{fake.appid}", entry), 409,
+                     "conflict")
+        assert_error(admin(worker, "DELETE", f"/admin/accounts/{fake.appid}"), 409, "conflict")
+        # Nor may a registered account fetch tokens for an environment account's appid.
+        clash = admin(worker, "PUT", "/admin/accounts/rtclash", entry)
+        assert_error(clash, 409, "conflict")
+        shown = admin(worker, "GET", f"/admin/accounts/{fake.appid}").json
+        assert shown["source"] == "env" and "secret" not in shown
+
+
+class TestRuntimeAccounts:
+    def test_create_show_replace(self, worker):
+        created = register(worker, "rt1", 1)
+        assert created.status == 201, created.text
+        shown = created.json
+        assert set(shown) == {"id", "kind", "appid", "api", "source", "created_at",
+                              "updated_at"}
+        assert (shown["id"], shown["source"], shown["api"]) == ("rt1", "runtime", "classic")
+        assert admin(worker, "GET", "/admin/accounts/rt1").json == shown
+        replaced = register(worker, "rt1", 1, kind="official_account")
+        assert replaced.status == 200
+        assert replaced.json["created_at"] == shown["created_at"]
+        assert "fake-secret" not in replaced.text
+
+    def test_a_runtime_account_works_like_an_environment_one(self, worker, fake):
+        register(worker, "rt1", 1)
+        appid = RUNTIME_APPS[0][0]
+        token = worker.request("GET", "/token?account=rt1")
+        assert token.status == 200, token.text
+        assert fake.is_valid(token.json["access_token"])
+        assert fake.calls_for(appid) == 1
+        by_appid = worker.request("GET", f"/token?appid={appid}")
+        assert by_appid.json["access_token"] == token.json["access_token"]
+        scoped = worker.request("GET", "/token?account=rt1", key=RT_KEY)
+        assert scoped.json["access_token"] == token.json["access_token"]
+        assert_error(worker.request("GET", "/token", key=RT_KEY), 403, "forbidden_account")
+        ticket = worker.request("GET", "/ticket?account=rt1&type=jsapi")
+        assert ticket.status == 200 and ticket.json["ticket"].startswith("TICKET-")
+        sdk = worker.request(
+            "GET", f"/cgi-bin/token?grant_type=client_credential&appid={appid}"
+            f"&secret={CLIENT_KEY}", key=None)
+        assert sdk.json["access_token"] == token.json["access_token"]
+        gateway = worker.request("GET", "/gateway/cgi-bin/user/info?openid=o9&account=rt1")
+        assert gateway.status == 200 and gateway.json["openid"] == "o9"
+        passed = worker.request(
+            "GET", f"/cgi-bin/user/info?access_token={token.json['access_token']}&openid=o10",
+            key=None)
+        assert passed.json.get("openid") == "o10", passed.text
+        refreshed = worker.request("POST", "/token/refresh?account=rt1",
+                                   body=json.dumps({"stale_token": token.json["access_token"]}))
+        assert refreshed.status == 200 and refreshed.json["access_token"] != \
+            token.json["access_token"]
+        status = worker.request("GET", "/status?account=rt1").json["accounts"][0]
+        assert status["account"] == "rt1" and status["token"]["fingerprint"]
+
+    def test_listing_pages_through_environment_then_runtime_accounts(self, worker):
+        for n in range(2, 6):
+            assert register(worker, f"rt{n}", n).status in (200, 201)
+        seen, cursor = [], None
+        while True:
+            path = "/admin/accounts?limit=2" + (f"&cursor={cursor}" if cursor else "")
+            page = admin(worker, "GET", path).json
+            assert len(page["accounts"]) <= 2
+            seen += page["accounts"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        ids = [a["id"] for a in seen]
+        assert ids[0] == worker.variables.get("WECHAT_APPID") or seen[0]["source"] == "env"
+        assert [i for i in ids if i.startswith("rt")] == ["rt1", "rt2", "rt3", "rt4", "rt5"]
+        assert len(ids) == len(set(ids))
+        status = worker.request("GET", "/status?limit=3").json
+        assert len(status["accounts"]) == 3 and status["next_cursor"]
+
+    def test_delete_removes_the_account_and_its_token(self, worker, fake):
+        register(worker, "rt6", 6)
+        token = worker.request("GET", "/token?account=rt6").json["access_token"]
+        assert admin(worker, "DELETE", "/admin/accounts/rt6").status == 204
+        assert_error(worker.request("GET", "/token?account=rt6"), 404, "unknown_account")
+        assert_error(admin(worker, "GET", "/admin/accounts/rt6"), 404, "unknown_account")
+        assert_error(admin(worker, "DELETE", "/admin/accounts/rt6"), 404, "unknown_account")
+        passed = worker.request("GET", f"/cgi-bin/user/info?access_token={token}&openid=o",
+                                key=None)
+        assert passed.json["errcode"] == 40001, "its token is no longer recognized"
+        again = register(worker, "rt6", 6)
+        assert again.status == 201, "a deleted account can be registered anew"
+        fresh = worker.request("GET", "/token?account=rt6").json["access_token"]
+        assert fresh != token
+
+    def test_reset_lifts_a_quota_pause(self, worker, fake):
+        register(worker, "rt7", 7)
+        appid = RUNTIME_APPS[6][0]
+        fake.modes[appid] = "quota"
+        assert worker.request("GET", "/token?account=rt7").status >= 400
+        status = worker.request("GET", "/status?account=rt7").json["accounts"][0]
+        assert status["auto_refresh"].startswith("paused_until")
+        fake.modes[appid] = "ok"  # WeChat's clear_quota
+        reset = admin(worker, "POST", "/admin/accounts/rt7/reset")
+        assert reset.status == 200 and reset.json == {"id": "rt7", "reset": True}
+        status = worker.request("GET", "/status?account=rt7").json["accounts"][0]
+        assert status["auto_refresh"] == "on"
+        assert worker.request("GET", "/token?account=rt7").status == 200
+        assert any(e["account"] == "rt7" for e in worker.events("admin_account_reset"))
+
+
+def test_accounts_survive_a_restart_and_their_secrets_are_sealed(start_worker, fake):
+    worker = start_worker(**admin_vars(fake))
+    assert register(worker, "rt1", 1).status == 201
+    token = worker.request("GET", "/token?account=rt1").json["access_token"]
+    calls = fake.calls_for(RUNTIME_APPS[0][0])
+    worker.restart()
+    again = worker.request("GET", "/token?account=rt1")
+    assert again.status == 200 and again.json["access_token"] == token
+    assert fake.calls_for(RUNTIME_APPS[0][0]) == calls
+    secret = RUNTIME_APPS[0][1].encode()
+    files = [p for p in Path(worker.persist_dir).rglob("*") if p.is_file()]
+    assert files, "the state was persisted"
+    assert not [p for p in files if secret in p.read_bytes()], "an appsecret stored in plain"
+    assert RUNTIME_APPS[0][1] not in worker.log()
+
+
+def test_the_encryption_key_rotates(start_worker, fake):
+    worker = start_worker(**admin_vars(fake))
+    assert register(worker, "rt1", 1).status == 201
+    stale = worker.request("GET", "/token?account=rt1").json["access_token"]
+    # new,old: the account sealed under the old key still opens (a refresh needs its secret).
+    worker.variables["ACCOUNTS_ENCRYPTION_KEY"] = f"{KEY_B},{KEY_A}"
+    worker.restart()
+    refreshed = worker.request("POST", "/token/refresh?account=rt1",
+                               body=json.dumps({"stale_token": stale}))
+    assert refreshed.status == 200, refreshed.text
+    assert register(worker, "rt1", 1).status == 200  # sealed again, under the new key
+    worker.variables["ACCOUNTS_ENCRYPTION_KEY"] = KEY_B
+    worker.restart()
+    stale = refreshed.json["access_token"]
+    refreshed = worker.request("POST", "/token/refresh?account=rt1",
+                               body=json.dumps({"stale_token": stale}))
+    assert refreshed.status == 200, refreshed.text
+    # Without the key that sealed it, the account cannot be used: a configuration error.
+    worker.variables["ACCOUNTS_ENCRYPTION_KEY"] = KEY_A
+    worker.restart()
+    body = assert_error(worker.request("GET", "/token?account=rt1"), 500, "config_error")
+    assert "ACCOUNTS_ENCRYPTION_KEY" in body["message"]
