@@ -8,6 +8,8 @@ The gateway row: a keyed gateway call (`GET /gateway/cgi-bin/user/info`) against
 JavaScript pass-through worker (bench/passthrough), both forwarding to nginx answering fixed JSON
 (a Python fake would be the bottleneck of both).
 
+`--scale N` runs the scale run instead (bench/scale.py).
+
 `--contender NAME=PATH/wrangler.toml` adds another build of the server to the same run (for
 example an earlier commit, checked out and built elsewhere), with the same settings."""
 
@@ -163,9 +165,18 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=1000)
     parser.add_argument("--only", choices=("all", "token", "gateway"), default="all",
                         help="run one group of rows (a quicker A/B while working on it)")
+    parser.add_argument("--scale", type=int, default=0,
+                        help="instead: the scale run with this many accounts (bench/scale.py)")
+    parser.add_argument("--lifetime", type=int, default=90,
+                        help="the scale run's token lifetime in seconds")
     parser.add_argument("--contender", action="append", default=[],
                         help="NAME=PATH/wrangler.toml: another build of the server")
     args = parser.parse_args()
+    if args.scale:
+        import scale
+        scale.run(args.scale, args.lifetime, args.lifetime // 3, args.rounds, args.seconds,
+                  run_wrk, REPO / "bench/floor/wrangler.toml")
+        return
 
     fake = FakeWeChat(APPID, SECRET).start()
     # name -> (worker, path, needs a key)

@@ -76,6 +76,7 @@ class FakeWeChat:
         self.issued: list[str] = []  # since the last reset
         self.issued_by: dict[str, list[str]] = {}
         self.all_issued: list[str] = []  # ever, for the log checks
+        self.issued_at: dict[str, float] = {}  # token -> when it was issued (time.time())
         self.requests: list[dict] = []  # each call's parameters, secret included: tests only
         self.call_times: list[float] = []  # when each token call arrived (time.monotonic())
         self._stable: dict[str, tuple[str, float]] = {}  # appid -> (token, expires_at)
@@ -351,6 +352,7 @@ class FakeWeChat:
             self.issued.append(token)
             self.issued_by.setdefault(appid, []).append(token)
             self.all_issued.append(token)
+            self.issued_at[token] = now
         if mode == "lost":  # issued, but the caller gives up before the answer arrives
             time.sleep(self.lost_ms / 1000)
         return _json({"access_token": token, "expires_in": self.expires_in})

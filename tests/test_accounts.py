@@ -159,7 +159,8 @@ class TestStableToken:
 
 
 def test_cron_visits_every_account_and_one_failure_stops_none(start_worker, fake):
-    worker = start_worker(**several(fake, MIN_REFRESH_INTERVAL_SECS="1"))
+    # The cron alone: no account's alarm refreshes it first.
+    worker = start_worker(**several(fake, MIN_REFRESH_INTERVAL_SECS="1", TEST_NO_DUE_ALARMS="1"))
     fake.expires_in = 600  # inside the 900 s margin: every account is due
     accounts = {None: fake.appid, "second": SECOND[0], "corp-app": CORP[0], "shop": STABLE[0]}
     for account in accounts:

@@ -3,6 +3,7 @@ like environment accounts everywhere; and every refusal. The refusals come first
 
 import base64
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -119,10 +120,11 @@ class TestRuntimeAccounts:
     def test_a_runtime_account_works_like_an_environment_one(self, worker, fake):
         register(worker, "rt1", 1)
         appid = RUNTIME_APPS[0][0]
+        warmed = fake.calls_for(appid)
         token = worker.request("GET", "/token?account=rt1")
         assert token.status == 200, token.text
         assert fake.is_valid(token.json["access_token"])
-        assert fake.calls_for(appid) == 1
+        assert fake.calls_for(appid) == warmed, "registration fetched it already"
         by_appid = worker.request("GET", f"/token?appid={appid}")
         assert by_appid.json["access_token"] == token.json["access_token"]
         scoped = worker.request("GET", "/token?account=rt1", key=RT_KEY)
@@ -182,9 +184,9 @@ class TestRuntimeAccounts:
         assert fresh != token
 
     def test_reset_lifts_a_quota_pause(self, worker, fake):
-        register(worker, "rt7", 7)
         appid = RUNTIME_APPS[6][0]
         fake.modes[appid] = "quota"
+        assert register(worker, "rt7", 7).status == 201, "stored, though its first fetch failed"
         assert worker.request("GET", "/token?account=rt7").status >= 400
         status = worker.request("GET", "/status?account=rt7").json["accounts"][0]
         assert status["auto_refresh"].startswith("paused_until")
@@ -235,3 +237,54 @@ def test_the_encryption_key_rotates(start_worker, fake):
     worker.restart()
     body = assert_error(worker.request("GET", "/token?account=rt1"), 500, "config_error")
     assert "ACCOUNTS_ENCRYPTION_KEY" in body["message"]
+
+
+def test_an_account_no_one_reads_is_refreshed_by_its_alarm_alone(start_worker, fake):
+    # Tokens live 24 s and are due 10 s before expiry; nobody reads, no cron runs.
+    fake.expires_in = 24
+    worker = start_worker(**admin_vars(fake, REFRESH_MARGIN_SECS="10",
+                                       MIN_REFRESH_INTERVAL_SECS="1"))
+    appid = RUNTIME_APPS[1][0]
+    assert register(worker, "rt2", 2).status == 201
+    assert fake.calls_for(appid) == 1, "registration fetches the first token"
+    time.sleep(36)
+    assert fake.calls_for(appid) >= 3, "the alarm refreshed it, twice, before each margin ran out"
+    alarms = [e for e in worker.events("alarm") if e["account"] == "rt2"]
+    assert any(e["token"]["outcome"] == "refreshed" for e in alarms), alarms[-3:]
+    calls = fake.calls_for(appid)
+    token = worker.request("GET", "/token?account=rt2").json
+    assert fake.calls_for(appid) == calls, "the read was a KV hit"
+    assert fake.is_valid(token["access_token"]) and token["expires_in"] > 10
+
+
+class TestCronWatchdog:
+    def test_a_cron_run_visits_at_most_its_batch_and_the_rotation_reaches_everyone(
+            self, start_worker, fake):
+        worker = start_worker(**admin_vars(fake, CRON_BATCH="3"))
+        for n in range(1, 6):
+            assert register(worker, f"rt{n}", n).status == 201
+        everyone = {fake.appid, "rt1", "rt2", "rt3", "rt4", "rt5"}
+        visited = []
+        for _ in range(2):
+            seen = len(worker.events("cron_run"))
+            lines = worker.run_cron(lines=3)
+            run = worker.events("cron_run")[seen]
+            assert run["subrequests"] <= 4 and run["batch"] == 3
+            visited.append({line["account"] for line in lines})
+        assert len(visited[0]) == 3 and len(visited[1]) == 3
+        assert visited[0] | visited[1] == everyone, "two runs of three cover all six"
+
+    def test_the_cron_refreshes_an_account_whose_alarm_never_fired(self, start_worker, fake):
+        fake.expires_in = 30  # due 20 s before expiry: at once plus 10 s
+        worker = start_worker(**admin_vars(fake, REFRESH_MARGIN_SECS="20", CRON_BATCH="1",
+                                           TEST_NO_DUE_ALARMS="1"))
+        appid = RUNTIME_APPS[0][0]
+        assert register(worker, "rt1", 1).status == 201
+        assert fake.calls_for(appid) == 1
+        time.sleep(17)  # due at +10 s; a quarter of the margin (5 s) late is overdue
+        assert fake.calls_for(appid) == 1, "no alarm refreshed it"
+        seen = len(worker.events("cron_run"))
+        [line] = worker.run_cron(lines=1)
+        assert worker.events("cron_run")[seen]["overdue"] == ["rt1"]
+        assert (line["account"], line["outcome"]) == ("rt1", "refreshed")
+        assert fake.calls_for(appid) == 2

@@ -48,10 +48,13 @@ def raw_call(worker, method, path, body=None, headers=None, chunked=False):
         conn.close()
 
 
-def next_gateway_event(worker, seen):
-    """The gateway log line after the first `seen` (it may reach the log after the answer)."""
-    assert wait_for(lambda: len(worker.events("gateway_call")) > seen, 10)
-    return worker.events("gateway_call")[seen]
+def next_gateway_event(worker, seen, path):
+    """The first gateway log line for `path` after the first `seen` lines (a line may reach
+    the log after its answer, and after the next call's)."""
+    def found():
+        return [e for e in worker.events("gateway_call")[seen:] if e["path"] == path]
+    assert wait_for(lambda: found(), 10), f"no gateway_call line for {path}"
+    return found()[0]
 
 
 def multipart(field, filename, data):
@@ -268,8 +271,8 @@ class TestStreaming:
         assert download.headers["Content-Type"] == "image/jpeg"
         assert f'filename="{media_id}.jpg"' in download.headers["Content-Disposition"]
         assert hashlib.sha256(download.content).digest() == hashlib.sha256(self.BIG).digest()
-        event = next_gateway_event(worker, seen)
-        assert event["path"] == "/cgi-bin/media/get" and event["wechat_errcode"] is None
+        event = next_gateway_event(worker, seen, "/cgi-bin/media/get")
+        assert event["wechat_errcode"] is None
 
     def test_a_small_upload_is_kept_and_sent_again_after_a_rotation(self, worker, fake):
         token = worker.request("GET", "/token?account=second").json["access_token"]
@@ -283,7 +286,7 @@ class TestStreaming:
         assert status == 200, answer
         assert fake.media[json.loads(answer)["media_id"]] == small
         assert [r["path"] for r in fake.api_requests] == ["/cgi-bin/media/upload"] * 2
-        assert next_gateway_event(worker, seen)["retried"] is True
+        assert next_gateway_event(worker, seen, "/cgi-bin/media/upload")["retried"] is True
 
     def test_a_chunked_body_over_the_limit_streams_on_unkept(self, worker, fake):
         token = worker.request("GET", "/token?account=second").json["access_token"]
@@ -309,7 +312,7 @@ class TestStreaming:
         assert status == 200 and json.loads(answer)["errcode"] == 40001, answer
         assert len(fake.api_requests) == 1, "a streamed body cannot be sent twice"
         assert fake.calls_for(SECOND[0]) == before + 1, "but the token is replaced for all"
-        event = next_gateway_event(worker, seen)
+        event = next_gateway_event(worker, seen, "/cgi-bin/media/upload")
         assert (event["wechat_errcode"], event["retried"]) == (40001, False)
         status, _, answer = raw_call(worker, "POST", path, body, headers)
         assert status == 200 and "media_id" in json.loads(answer), answer
@@ -333,4 +336,4 @@ class TestStreaming:
         assert status == 200 and headers["content-type"].startswith("application/json")
         listing = json.loads(answer)
         assert len(answer) > 64 * 1024 and listing["count"] == fake.followers
-        assert next_gateway_event(worker, seen)["wechat_errcode"] is None
+        assert next_gateway_event(worker, seen, "/cgi-bin/user/get")["wechat_errcode"] is None

@@ -22,7 +22,8 @@ def status_entry(worker, account=None):
 
 
 def test_explicit_refreshes_have_a_daily_budget_and_automatic_ones_go_on(start_worker, fake):
-    worker = start_worker(MIN_REFRESH_INTERVAL_SECS="0", EXPLICIT_REFRESH_DAILY_LIMIT="2")
+    worker = start_worker(MIN_REFRESH_INTERVAL_SECS="0", EXPLICIT_REFRESH_DAILY_LIMIT="2",
+                          TEST_NO_DUE_ALARMS="1")
     fake.expires_in = 600  # inside the margin, so the cron refreshes it
     token = worker.get_token().json["access_token"]
     token = worker.refresh(token).json["access_token"]  # naming the current token
@@ -142,7 +143,7 @@ def test_readers_in_the_margin_ask_the_object_once_not_once_each(start_worker, f
 
 def test_a_stable_token_handed_back_unchanged_is_held_until_wechat_rotates_it(start_worker,
                                                                              fake):
-    worker = start_worker(**several(fake, MIN_REFRESH_INTERVAL_SECS="1"))
+    worker = start_worker(**several(fake, MIN_REFRESH_INTERVAL_SECS="1", TEST_NO_DUE_ALARMS="1"))
     fake.expires_in = 800  # due (margin 900), but stable_token hands it back until 300 s left
     token = worker.request("GET", "/token?account=shop").json["access_token"]
     time.sleep(1.1)

@@ -87,7 +87,8 @@ class TestCronAndBackground:
     @pytest.fixture(scope="class")
     @classmethod
     def worker(cls, class_workers):
-        return class_workers(MIN_REFRESH_INTERVAL_SECS="1")
+        # The cron and background refreshes alone: no alarm refreshes a due token first.
+        return class_workers(MIN_REFRESH_INTERVAL_SECS="1", TEST_NO_DUE_ALARMS="1")
 
     def fire_cron_and_settle(self, worker):
         """Fires the cron trigger and waits for the worker's log line about it."""

@@ -36,7 +36,9 @@ class TestTickets:
     @pytest.fixture(scope="class")
     @classmethod
     def worker(cls, class_workers, fake):
-        return class_workers(**several(fake, MIN_REFRESH_INTERVAL_SECS="1"))
+        # The cron and reads alone: no alarm refreshes a due ticket first.
+        return class_workers(**several(fake, MIN_REFRESH_INTERVAL_SECS="1",
+                                       TEST_NO_DUE_ALARMS="1"))
 
     def test_a_cold_burst_fetches_one_ticket_with_one_token(self, worker, fake):
         fake.latency_ms = 200

@@ -104,6 +104,10 @@ async fn ask(env: &Env, account_id: &str, op: Op) -> Result<Response, AppError> 
     stub.fetch_with_request(request).await.map_err(failed)
 }
 
+fn encode<T: Serialize>(value: T) -> Result<Value, AppError> {
+    serde_json::to_value(value).map_err(|e| runtime::internal("encoding", e))
+}
+
 /// The object's answer: the value on 200, else its error response as [`AppError::Relayed`].
 async fn decode<T: DeserializeOwned>(mut response: Response) -> Result<T, AppError> {
     let unreadable = |e| runtime::internal("unreadable answer from the Durable Object", e);
@@ -169,6 +173,7 @@ impl DurableObject for AccountTokenObject {
             Some(id) => match self.context(&id).await {
                 Ok(ctx) => {
                     ctx.alarm().await;
+                    ctx.arm_due().await;
                 }
                 Err(e) => runtime::log_error(serde_json::json!({
                     "event": "alarm", "account": id, "outcome": e.code(), "message": e.message(),
@@ -220,26 +225,27 @@ impl AccountTokenObject {
             return Ok(respond::json(200, &Value::Null));
         }
         let ctx = self.context(&call.account).await?;
-        let answer = match call.op {
+        let answer: Result<Value, AppError> = match call.op {
             Op::Forget => Ok(Value::Null),
             Op::Reset => {
                 ctx.reset().await;
                 Ok(Value::Null)
             }
             Op::Erase => {
+                // No alarm after this: nothing is left to wake for.
                 ctx.erase().await?;
                 *self.registered.borrow_mut() = None;
                 *self.state.borrow_mut() = Rc::default();
-                Ok(Value::Null)
+                return Ok(respond::json(200, &Value::Null));
             }
-            Op::Token { trigger } => serde_json::to_value(ctx.token(&trigger).await?),
-            Op::Ticket { kind, trigger } => serde_json::to_value(ctx.ticket(kind, &trigger).await?),
+            Op::Token { trigger } => ctx.token(&trigger).await.and_then(encode),
+            Op::Ticket { kind, trigger } => ctx.ticket(kind, &trigger).await.and_then(encode),
             Op::Cron => Ok(ctx.cron().await),
             Op::Status => Ok(ctx.status()),
         };
-        Ok(respond::json(
-            200,
-            &answer.map_err(|e| runtime::internal("encoding", e))?,
-        ))
+        // Whatever the call did (a failure too), the alarm is set for when something next
+        // falls due.
+        ctx.arm_due().await;
+        Ok(respond::json(200, &answer?))
     }
 }

@@ -118,8 +118,12 @@ async fn put(
         reader::forget_account(id);
         account_object::forget(env, id).await?;
     }
+    // Its first token now, and its alarm set: the first read is a KV hit. A failure here
+    // (a wrong secret, say) is the account's to report in `/status`, not the write's.
+    let warm = account_object::cron(env, id).await;
     log_event(json!({
         "event": "admin_account_put", "account": id, "created": stored.created,
+        "warmed": warm.is_ok(),
     }));
     let status = if stored.created { 201 } else { 200 };
     Ok(respond::json(status, &stored.entry.public()))

@@ -1,13 +1,16 @@
-//! The cron trigger: refresh every account's token, and the tickets it uses, inside the margin.
+//! The cron trigger, a watchdog now that each account's object sets its own alarm: every run
+//! visits at most `CRON_BATCH` accounts, first those whose due time passed without their alarm
+//! firing (the registry keeps every account's due time), then the next few of a rotation over
+//! all of them, so every account is looked at now and then whatever happens to its alarm.
 //!
 //! Accounts are visited concurrently and each outcome is logged on its own, so one failing
 //! account neither stops nor delays the others. The scheduled macro discards returned errors,
 //! so every failure is logged here.
 
 use crate::edge::account_object;
-use crate::edge::registry;
-use crate::edge::runtime::{self, log_error, log_event};
-use crate::policy::registry::MAX_PAGE;
+use crate::edge::registry::{self, Picked};
+use crate::edge::runtime::{self, log_error, log_event, now_secs};
+use crate::policy::schedule::overdue_after_secs;
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 use worker::{event, Env, ScheduleContext, ScheduledEvent};
@@ -22,24 +25,32 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
             return;
         }
     };
-    let mut ids: Vec<String> = settings.accounts.iter().map(|a| a.id.clone()).collect();
-    let mut after = String::new();
-    loop {
-        let page = match registry::list(&env, &after, MAX_PAGE).await {
-            Ok(page) => page,
-            Err(e) => {
-                log_error(json!({ "event": "cron", "outcome": e.code(), "message": e.message() }));
-                break;
+    let env_ids: Vec<String> = settings.accounts.iter().map(|a| a.id.clone()).collect();
+    let batch = settings.cron_batch;
+    let overdue_after = overdue_after_secs(settings.refresh.margin_secs);
+    let overdue_before = now_secs().saturating_sub(overdue_after);
+    let picked = match registry::pick(&env, env_ids.clone(), batch, overdue_before).await {
+        Ok(picked) => picked,
+        Err(e) => {
+            // Without the registry, the environment accounts at least.
+            log_error(json!({ "event": "cron_run", "outcome": e.code(), "message": e.message() }));
+            let rotation = env_ids.into_iter().take(batch).collect();
+            Picked {
+                overdue: Vec::new(),
+                rotation,
             }
-        };
-        let full = page.len() == MAX_PAGE;
-        after = page.last().map(|e| e.id.clone()).unwrap_or_default();
-        ids.extend(page.into_iter().map(|e| e.id));
-        if !full {
-            break;
         }
-    }
-    join_all(ids.iter().map(|id| visit(&env, id))).await;
+    };
+    let ids: Vec<&String> = picked.overdue.iter().chain(&picked.rotation).collect();
+    log_event(json!({
+        "event": "cron_run",
+        "batch": batch,
+        "overdue": picked.overdue,
+        "rotation": picked.rotation.len(),
+        // The registry, then one call per account.
+        "subrequests": 1 + ids.len(),
+    }));
+    join_all(ids.into_iter().map(|id| visit(&env, id))).await;
 }
 
 async fn visit(env: &Env, account_id: &str) {

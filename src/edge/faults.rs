@@ -1,12 +1,14 @@
-//! Test-only fault injection for the edge cache, off unless its variables are set. Local KV
-//! never fails and has no rate limit; Cloudflare's does (transient errors, one write per
-//! second per key, the Free plan's daily cap). The end-to-end tests set these to show that a
-//! lost KV write heals. Never set them in production.
+//! Test-only fault injection, off unless its variables are set. Local KV never fails and has
+//! no rate limit; Cloudflare's does (transient errors, one write per second per key, the Free
+//! plan's daily cap). The end-to-end tests set these to show that a lost KV write heals, and
+//! that the cron catches an account whose alarm never fired. Never set them in production.
 //!
 //! - `TEST_FAIL_KV_WRITES="2-3"`: the 2nd and 3rd writes to each KV key fail; `"2-"`: every
 //!   write from the 2nd on.
 //! - `TEST_KV_ONE_WRITE_PER_SEC="1"`: a write to a key less than a second after the last one
 //!   fails, as Cloudflare's KV answers 429.
+//! - `TEST_NO_DUE_ALARMS="1"`: objects set no alarm for their due times (they still tell the
+//!   registry), as if every alarm were lost; the cron and reads are then the only triggers.
 
 use crate::edge::memo;
 use crate::edge::runtime::{self, now_millis};
@@ -20,6 +22,7 @@ struct Faults {
     /// Inclusive range of write ordinals (per key) that fail.
     failing_writes: Option<(u64, u64)>,
     one_write_per_sec: bool,
+    no_due_alarms: bool,
 }
 
 thread_local! {
@@ -41,11 +44,18 @@ fn faults(env: &Env) -> Rc<Faults> {
             Some((first, last))
         });
         let one_write_per_sec = lookup("TEST_KV_ONE_WRITE_PER_SEC").is_some_and(|v| v == "1");
+        let no_due_alarms = lookup("TEST_NO_DUE_ALARMS").is_some_and(|v| v == "1");
         Rc::new(Faults {
             failing_writes,
             one_write_per_sec,
+            no_due_alarms,
         })
     })
+}
+
+/// Whether objects must not set alarms for their due times.
+pub fn no_due_alarms(env: &Env) -> bool {
+    faults(env).no_due_alarms
 }
 
 /// An injected failure for this write to `key`, if the test variables ask for one.

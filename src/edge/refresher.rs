@@ -12,6 +12,8 @@ mod flight;
 mod kv_sync;
 mod state;
 
+use crate::edge::faults;
+use crate::edge::registry;
 use crate::edge::runtime::{self, now_secs};
 use crate::error::AppError;
 use crate::policy::accounts::{Account, TokenApi};
@@ -19,6 +21,7 @@ use crate::policy::config::Settings;
 use crate::policy::fingerprint::config_fingerprint;
 use crate::policy::quota::{next_beijing_midnight, quota_pause};
 use crate::policy::refresh::{decide, AttemptRecord, Decision, ExplicitBudget, Observed, Trigger};
+use crate::policy::schedule::{credential_due, next_wake};
 use crate::policy::status::{self, ErrorRecord};
 use crate::policy::ticket::ticket_in_use;
 use crate::policy::ticket::{TicketKind, TicketRecord};
@@ -156,8 +159,13 @@ impl AccountCtx {
 
     /// The cron visit: the token, then every ticket someone read in the last day.
     pub async fn cron(&self) -> Value {
+        self.visit(&Trigger::Cron).await
+    }
+
+    /// The token, and each ticket in use, refreshed if due (the cron's and the alarm's visit).
+    async fn visit(&self, trigger: &Trigger) -> Value {
         let mut tickets = Map::new();
-        let token = outcome_summary(self.token(&Trigger::Cron).await);
+        let token = outcome_summary(self.token(trigger).await);
         let now = now_secs();
         for kind in TicketKind::ALL {
             let state = self.state.ticket(kind).state.borrow().clone();
@@ -165,7 +173,7 @@ impl AccountCtx {
                 continue;
             }
             let outcome = if ticket_in_use(state.last_read_at, now) {
-                outcome_summary(self.ticket(kind, &Trigger::Cron).await)
+                outcome_summary(self.ticket(kind, trigger).await)
             } else {
                 json!({ "status": 200, "outcome": "idle" })
             };
@@ -174,8 +182,9 @@ impl AccountCtx {
         json!({ "token": token, "tickets": tickets })
     }
 
-    /// The alarm: KV writes to retry, and a token to refresh after an interrupted call.
-    /// Returns whether anything is left for another run.
+    /// The alarm: KV writes to retry, and whatever is due (or was cut off) refreshed, so an
+    /// account no one reads stays fresh in KV. Returns whether KV writes are left for another
+    /// run; the next due time is set by [`AccountCtx::arm_due`].
     pub async fn alarm(&self) -> bool {
         for which in CredentialKind::ALL {
             if self.state.kv_pending(which) {
@@ -183,17 +192,69 @@ impl AccountCtx {
             }
             self.sync_kv(which).await;
         }
-        let token = outcome_summary(self.token(&Trigger::Alarm).await);
+        let visit = self.visit(&Trigger::Alarm).await;
         let pending = CredentialKind::ALL
             .iter()
             .any(|which| self.state.kv_pending(*which));
         runtime::log_event(json!({
             "event": "alarm",
             "account": self.account.id,
-            "token": token,
+            "token": visit["token"],
+            "tickets": visit["tickets"],
             "kv_pending": pending,
         }));
         pending
+    }
+
+    /// Sets the alarm for when the token, or a ticket in use, next falls due (see
+    /// `policy::schedule`), unless one is set sooner.
+    pub async fn arm_due(&self) {
+        let now = now_secs();
+        let policy = self.settings.refresh;
+        let due = |expires_at: Option<u64>, attempt: Option<&AttemptRecord>| {
+            let attempt = attempt.map(|a| (a.at, a.failures_in_a_row));
+            credential_due(
+                expires_at,
+                attempt,
+                policy.margin_secs,
+                policy.min_interval_secs,
+            )
+        };
+        let mut dues = Vec::new();
+        if !self.automatic_blocked() {
+            let token = self.state.token.state.borrow();
+            let expires_at = token.record.as_ref().map(|r| r.expires_at);
+            let at = due(expires_at, token.last_attempt.as_ref());
+            let paused = self.paused_until(CredentialKind::Token, now).unwrap_or(0);
+            dues.push(at.max(paused));
+        }
+        for kind in TicketKind::ALL {
+            let state = self.state.ticket(kind).state.borrow();
+            if state.record.is_some() && ticket_in_use(state.last_read_at, now) {
+                let expires_at = state.record.as_ref().map(|r| r.expires_at);
+                dues.push(due(expires_at, state.last_attempt.as_ref()));
+            }
+        }
+        // The registry keeps every account's due time, for the cron to find missed alarms.
+        let earliest = dues.iter().copied().min();
+        if self.state.reported_due.get() != Some(earliest) {
+            match registry::report_due(&self.env, &self.account.id, earliest).await {
+                Ok(()) => self.state.reported_due.set(Some(earliest)),
+                Err(e) => runtime::log_error(json!({
+                    "event": "due_report_failed", "account": self.account.id,
+                    "message": e.message(),
+                })),
+            }
+        }
+        let random = u32::from_le_bytes(runtime::random_bytes::<4>());
+        if faults::no_due_alarms(&self.env) {
+            return;
+        }
+        if let Some(at) = next_wake(dues, policy.margin_secs, random) {
+            // Never at once: an alarm that finds nothing to do must not fire again at once.
+            let delay_secs = at.saturating_sub(now).max(1);
+            self.schedule_alarm(delay_secs * 1000).await;
+        }
     }
 
     /// The account's entry in `/status`.

@@ -1,7 +1,9 @@
 //! The account registry: one Durable Object (SQLite storage) holding every account registered
-//! at runtime, its appsecret sealed; and the worker's client for it. The admin API writes here
-//! first, then KV (which the edge reads, so that resolving an account costs no object call),
-//! then tells the account's own object.
+//! at runtime, its appsecret sealed, and every account's next due time (each object reports
+//! its own), so that the cron can find missed alarms among thousands of accounts with one
+//! indexed query; and the worker's client for it. The admin API writes here first, then KV
+//! (which the edge reads, so that resolving an account costs no object call), then tells the
+//! account's own object.
 
 use crate::edge::respond;
 use crate::edge::runtime::{self, REGISTRY_BINDING};
@@ -10,7 +12,10 @@ use crate::policy::registry::Registered;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
 use wasm_bindgen::JsValue;
-use worker::{durable_object, DurableObject, Env, Method, Request, RequestInit, Response, State};
+use worker::{
+    durable_object, DurableObject, Env, Method, Request, RequestInit, Response, SqlStorage,
+    SqlStorageValue, State,
+};
 
 /// The one registry object's name.
 const REGISTRY_NAME: &str = "registry";
@@ -34,6 +39,29 @@ enum Op {
     Delete {
         id: String,
     },
+    /// An account's next due time (None: nothing to wake for, such as a blocked secret).
+    Due {
+        id: String,
+        due_at: Option<u64>,
+    },
+    /// The cron's batch; answers [`Picked`].
+    Pick {
+        env_ids: Vec<String>,
+        batch: usize,
+        overdue_before: u64,
+    },
+}
+
+/// The cron's batch: accounts whose alarm was missed, then the rotation's next ones.
+#[derive(Serialize, Deserialize)]
+pub struct Picked {
+    pub overdue: Vec<String>,
+    pub rotation: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct IdRow {
+    id: String,
 }
 
 /// What a put did.
@@ -58,6 +86,27 @@ pub async fn list(env: &Env, after: &str, limit: usize) -> Result<Vec<Registered
 
 pub async fn delete(env: &Env, id: &str) -> Result<Option<Registered>, AppError> {
     ask(env, &Op::Delete { id: id.to_owned() }).await
+}
+
+pub async fn report_due(env: &Env, id: &str, due_at: Option<u64>) -> Result<(), AppError> {
+    let id = id.to_owned();
+    ask::<Value>(env, &Op::Due { id, due_at }).await.map(drop)
+}
+
+/// Up to `batch` accounts for the cron: those due before `overdue_before` first (their alarm
+/// did not fire), then the next of a rotation over all of them (`env_ids` and registered).
+pub async fn pick(
+    env: &Env,
+    env_ids: Vec<String>,
+    batch: usize,
+    overdue_before: u64,
+) -> Result<Picked, AppError> {
+    let op = Op::Pick {
+        env_ids,
+        batch,
+        overdue_before,
+    };
+    ask(env, &op).await
 }
 
 async fn ask<T: DeserializeOwned>(env: &Env, op: &Op) -> Result<T, AppError> {
@@ -91,7 +140,10 @@ pub struct AccountRegistry {
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS accounts (
     id TEXT PRIMARY KEY, kind TEXT NOT NULL, appid TEXT NOT NULL, api TEXT NOT NULL,
     sealed_secret TEXT NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
-    CREATE INDEX IF NOT EXISTS accounts_by_appid ON accounts (appid, api)";
+    CREATE INDEX IF NOT EXISTS accounts_by_appid ON accounts (appid, api);
+    CREATE TABLE IF NOT EXISTS schedule (id TEXT PRIMARY KEY, due_at INTEGER NOT NULL);
+    CREATE INDEX IF NOT EXISTS schedule_by_due ON schedule (due_at);
+    CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)";
 
 impl DurableObject for AccountRegistry {
     fn new(state: State, _env: Env) -> Self {
@@ -180,9 +232,123 @@ impl AccountRegistry {
                     vec![id.as_str().into()],
                 )
                 .map_err(failed)?;
+                sql.exec(
+                    "DELETE FROM schedule WHERE id = ?",
+                    vec![id.as_str().into()],
+                )
+                .map_err(failed)?;
                 encode(&existing)
             }
+            Op::Due { id, due_at } => {
+                match due_at {
+                    Some(due_at) => sql.exec(
+                        "INSERT OR REPLACE INTO schedule VALUES (?, ?)",
+                        vec![id.as_str().into(), (due_at as i64).into()],
+                    ),
+                    None => sql.exec(
+                        "DELETE FROM schedule WHERE id = ?",
+                        vec![id.as_str().into()],
+                    ),
+                }
+                .map_err(failed)?;
+                encode(&Value::Null)
+            }
+            Op::Pick {
+                env_ids,
+                batch,
+                overdue_before,
+            } => encode(&self.pick(&sql, &env_ids, batch, overdue_before)?),
         }
+    }
+
+    /// The cron's batch: accounts whose due time passed before `overdue_before` (a missed
+    /// alarm) first, most overdue first; then the next accounts of a rotation over all of
+    /// them (environment ids and registered ones, in id order), whose place is kept here.
+    fn pick(
+        &self,
+        sql: &SqlStorage,
+        env_ids: &[String],
+        batch: usize,
+        overdue_before: u64,
+    ) -> Result<Picked, AppError> {
+        let failed = |e: worker::Error| runtime::internal("the registry's storage failed", e);
+        let ids = |query: &str, bindings: Vec<SqlStorageValue>| -> Result<Vec<String>, AppError> {
+            let rows: Vec<IdRow> = sql
+                .exec(query, bindings)
+                .and_then(|cursor| cursor.to_array())
+                .map_err(failed)?;
+            Ok(rows.into_iter().map(|row| row.id).collect())
+        };
+        let known = |id: &str| -> Result<bool, AppError> {
+            Ok(env_ids.iter().any(|e| e == id)
+                || !ids("SELECT id FROM accounts WHERE id = ?", vec![id.into()])?.is_empty())
+        };
+        let mut overdue = Vec::new();
+        let late = ids(
+            "SELECT id FROM schedule WHERE due_at < ? ORDER BY due_at LIMIT ?",
+            vec![(overdue_before as i64).into(), (batch as i64 * 2).into()],
+        )?;
+        for id in late {
+            if overdue.len() == batch {
+                break;
+            }
+            if known(&id)? {
+                overdue.push(id);
+            } else {
+                // An account that left the environment: it has nothing to be late for.
+                sql.exec(
+                    "DELETE FROM schedule WHERE id = ?",
+                    vec![id.as_str().into()],
+                )
+                .map_err(failed)?;
+            }
+        }
+        let cursor: String = ids(
+            "SELECT value AS id FROM meta WHERE key = 'rotation'",
+            vec![],
+        )?
+        .pop()
+        .unwrap_or_default();
+        let mut sorted_env: Vec<&String> = env_ids.iter().collect();
+        sorted_env.sort();
+        let mut rotation = Vec::new();
+        let room = batch - overdue.len();
+        // From the cursor to the end, then from the start: one lap at most.
+        for after in [cursor.as_str(), ""] {
+            let wanted = room - rotation.len();
+            if wanted == 0 {
+                break;
+            }
+            let registered = ids(
+                "SELECT id FROM accounts WHERE id > ? ORDER BY id LIMIT ?",
+                vec![after.into(), (wanted as i64 + batch as i64).into()],
+            )?;
+            let env_after = sorted_env
+                .iter()
+                .filter(|id| id.as_str() > after)
+                .map(|id| (*id).clone());
+            let mut merged: Vec<String> = registered.into_iter().chain(env_after).collect();
+            merged.sort();
+            merged.dedup();
+            for id in merged {
+                let lapped =
+                    after.is_empty() && !cursor.is_empty() && id.as_str() > cursor.as_str();
+                if rotation.len() == room || lapped {
+                    break;
+                }
+                if !overdue.contains(&id) && !rotation.contains(&id) {
+                    rotation.push(id);
+                }
+            }
+        }
+        if let Some(last) = rotation.last() {
+            sql.exec(
+                "INSERT OR REPLACE INTO meta VALUES ('rotation', ?)",
+                vec![last.as_str().into()],
+            )
+            .map_err(failed)?;
+        }
+        Ok(Picked { overdue, rotation })
     }
 }
 

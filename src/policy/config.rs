@@ -44,6 +44,9 @@ pub struct Settings {
     pub explicit_limit_override: Option<u64>,
     /// `KV_MAX_AGE_SECS`: how long an edge reader trusts a KV entry before asking the object.
     pub kv_max_age_secs: u64,
+    /// `CRON_BATCH`: the most accounts one cron run visits (the free plan allows 50
+    /// subrequests per invocation; the run makes one more, to the registry).
+    pub cron_batch: usize,
     /// `GATEWAY_PATH_PREFIXES`: the WeChat paths the gateway forwards.
     pub gateway_prefixes: Vec<String>,
     /// `WECHAT_EGRESS_KEY`: sent as `X-Egress-Key` on every call to WeChat, for the fixed-IP
@@ -183,6 +186,7 @@ pub fn settings(lookup: &impl Fn(&str) -> Option<String>) -> Result<Settings, Ap
             0..=10_000_000,
         )?,
         kv_max_age_secs: number(lookup, "KV_MAX_AGE_SECS", DEFAULT_KV_MAX_AGE_SECS, 1..=7200)?,
+        cron_batch: number(lookup, "CRON_BATCH", DEFAULT_CRON_BATCH, 1..=1000)? as usize,
         gateway_prefixes: gateway::path_prefixes(
             present(lookup, "GATEWAY_PATH_PREFIXES").as_deref(),
         )?,
@@ -207,6 +211,10 @@ fn present(lookup: &impl Fn(&str) -> Option<String>, name: &str) -> Option<Strin
         .map(|v| v.trim().to_owned())
         .filter(|v| !v.is_empty())
 }
+
+/// One cron run: 40 object calls and one registry call stay under the free plan's 50
+/// subrequests per invocation.
+const DEFAULT_CRON_BATCH: u64 = 40;
 
 fn number(
     lookup: &impl Fn(&str) -> Option<String>,

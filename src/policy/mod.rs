@@ -14,6 +14,7 @@ pub mod quota;
 pub mod refresh;
 pub mod registry;
 pub mod requests;
+pub mod schedule;
 pub mod sealing;
 pub mod status;
 pub mod ticket;

@@ -5,6 +5,7 @@
 use crate::error::{TooSoonReason, UpstreamFailure};
 use crate::policy::backoff;
 use crate::policy::quota::{ForceLimits, ForceLog};
+use crate::policy::schedule::jitter_window;
 use crate::policy::token::Credential;
 use serde::{Deserialize, Serialize};
 
@@ -152,7 +153,13 @@ pub fn decide<R: Credential>(
 ) -> Decision {
     let in_flight = observed.in_flight;
     let valid = observed.record.filter(|r| r.is_valid(now));
-    let due = valid.is_none_or(|r| r.is_due(now, policy.margin_secs));
+    // An alarm comes up to the jitter window early (`schedule`): what falls due within it is
+    // due now, so that an early alarm refreshes rather than setting itself again.
+    let due_by = match trigger {
+        Trigger::Alarm => now + jitter_window(policy.margin_secs),
+        _ => now,
+    };
+    let due = valid.is_none_or(|r| r.is_due(due_by, policy.margin_secs));
     let paused_for = observed
         .paused_until
         .filter(|until| now < *until)

@@ -70,6 +70,8 @@ pub struct AccountState {
     pub(super) wx_card: Slot<TicketRecord>,
     /// Consecutive failed alarm runs, for the retry delay.
     pub(super) alarm_failures: Cell<u32>,
+    /// The due time last told to the registry (outer None: not told yet).
+    pub(super) reported_due: Cell<Option<Option<u64>>>,
 }
 
 impl AccountState {

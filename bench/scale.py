@@ -1,0 +1,123 @@
+"""The scale run (`scripts/bench --scale N`): N accounts registered through the admin API
+against the fake WeChat, token lifetimes shortened, then left alone for two lifetimes, no
+reads and no cron, so that only the accounts' own alarms keep them fresh. Prints what the
+README turns into figures for 10,000 accounts; asserts nothing."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from fake_wechat import FakeWeChat
+from harness import CLIENT_KEY, Worker
+
+ADMIN_KEY = "scale-admin-key-0123456789abcdef0123"
+
+
+def appid_of(n: int) -> str:
+    return f"wxscale{n:011d}"
+
+
+def run(n: int, lifetime: int, margin: int, rounds: int, seconds: int, run_wrk, floor_config):
+    fake = FakeWeChat("wxscaleunused00000", "unused").start()
+    for i in range(n):
+        fake.add_app(appid_of(i), f"scale-secret-{i}")
+    fake.expires_in = lifetime
+    variables = {
+        "WECHAT_API_BASE": fake.base_url,
+        "CLIENT_KEYS": CLIENT_KEY,
+        "ADMIN_KEYS": ADMIN_KEY,
+        "ACCOUNTS_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "REFRESH_MARGIN_SECS": str(margin),
+        "MIN_REFRESH_INTERVAL_SECS": "1",
+    }
+    worker = Worker(variables).start()
+    floor = None
+    try:
+        def register(i: int) -> int:
+            entry = {"kind": "official_account", "appid": appid_of(i),
+                     "secret": f"scale-secret-{i}"}
+            return worker.request("PUT", f"/admin/accounts/scale-{i:05d}", key=ADMIN_KEY,
+                                  body=json.dumps(entry), timeout=120).status
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            statuses = list(pool.map(register, range(n)))
+        registration_secs = time.monotonic() - started
+        failed = sum(1 for s in statuses if s != 201)
+        print(f"registered {n} accounts in {registration_secs:.1f} s ({failed} failed)",
+              flush=True)
+
+        window_start = time.time()
+        calls_before = fake.calls
+        watch = 2 * lifetime
+        print(f"watching {watch} s: no reads, no cron", flush=True)
+        time.sleep(watch)
+        window_end = time.time()
+        window_calls = fake.calls - calls_before
+
+        # Each account's tokens in issue order: was each replaced before it expired?
+        on_time = 0
+        for i in range(n):
+            tokens = fake.issued_by.get(appid_of(i), [])
+            times = [fake.issued_at[t] for t in tokens]
+            in_window = [t for t in times if t <= window_end]
+            gaps_ok = all(b < a + lifetime for a, b in zip(in_window, in_window[1:]))
+            alive_at_end = bool(in_window) and in_window[-1] + lifetime > window_end
+            on_time += gaps_ok and alive_at_end
+        alarms = [e for e in worker.events("alarm") if e.get("account", "").startswith("scale-")]
+        period = lifetime - margin
+        periods = (window_end - window_start) / period
+
+        # The cron as a watchdog: three manual runs, the largest number of subrequests.
+        for _ in range(3):
+            worker.fire_cron()
+            time.sleep(2)
+        runs = worker.events("cron_run")
+        largest = max((r["subrequests"] for r in runs), default=0)
+
+        # Hot GET /token for a runtime account against the constant workers-rs floor.
+        body = worker.request("GET", "/token?account=scale-00000").text
+        floor = Worker({"BODY": "x" * len(body)}, config=floor_config).start()
+        results = {"runtime account GET /token": [], "Rust floor": []}
+        runs_of = {"runtime account GET /token": (worker, "/token?account=scale-00000", True),
+                   "Rust floor": (floor, "/", False)}
+        for w, path, auth in runs_of.values():
+            run_wrk(w, path, 32, 2, auth)
+        for _ in range(rounds):
+            for name, (w, path, auth) in runs_of.items():
+                results[name].append(run_wrk(w, path, 32, seconds, auth))
+        median = {name: {k: statistics.median(r[k] for r in rows) for k in ("rps", "cpu_us")}
+                  for name, rows in results.items()}
+    finally:
+        worker.cleanup()
+        if floor:
+            floor.cleanup()
+        fake.stop()
+
+    ratio = median["runtime account GET /token"]["rps"] / median["Rust floor"]["rps"]
+    print()
+    print(f"Scale run: {n} accounts, token lifetime {lifetime} s, margin {margin} s "
+          f"(due every {period} s), watched {watch} s with no reads and no cron.")
+    print()
+    print("| | value |")
+    print("|---|---:|")
+    print(f"| registration ({n} PUTs, 16 at a time, each fetching the first token) | "
+          f"{registration_secs:.1f} s |")
+    print(f"| accounts whose every token was replaced before it expired | "
+          f"{100 * on_time / n:.1f} % |")
+    print(f"| upstream token calls per account per due period | "
+          f"{window_calls / n / periods:.2f} |")
+    print(f"| alarm runs per account per due period | {len(alarms) / n / periods:.2f} |")
+    print(f"| largest number of subrequests in one cron run | {largest} |")
+    print(f"| hot `GET /token` of a runtime account ÷ Rust floor (req/s) | {ratio:.2f}x |")
+    print(f"| … workerd CPU µs/request, runtime account / floor | "
+          f"{median['runtime account GET /token']['cpu_us']:.0f} / "
+          f"{median['Rust floor']['cpu_us']:.0f} |")
+    print(json.dumps({"n": n, "registration_secs": registration_secs, "on_time": on_time,
+                      "window_calls": window_calls, "periods": periods, "alarms": len(alarms),
+                      "largest_cron_subrequests": largest, "median": median}))
