@@ -182,6 +182,8 @@ class TestRuntimeAccounts:
         assert again.status == 201, "a deleted account can be registered anew"
         fresh = worker.request("GET", "/token?account=rt6").json["access_token"]
         assert fresh != token
+        status = worker.request("GET", "/status?account=rt6").json["accounts"][0]
+        assert status["upstream_calls_today"] == 1, "its counts went with it"
 
     def test_reset_lifts_a_quota_pause(self, worker, fake):
         appid = RUNTIME_APPS[6][0]
@@ -251,6 +253,7 @@ def test_an_account_no_one_reads_is_refreshed_by_its_alarm_alone(start_worker, f
     assert fake.calls_for(appid) >= 3, "the alarm refreshed it, twice, before each margin ran out"
     alarms = [e for e in worker.events("alarm") if e["account"] == "rt2"]
     assert any(e["token"]["outcome"] == "refreshed" for e in alarms), alarms[-3:]
+    assert len(alarms) <= 6, f"about one alarm per due time, not a loop: {len(alarms)}"
     calls = fake.calls_for(appid)
     token = worker.request("GET", "/token?account=rt2").json
     assert fake.calls_for(appid) == calls, "the read was a KV hit"
@@ -288,3 +291,24 @@ class TestCronWatchdog:
         assert worker.events("cron_run")[seen]["overdue"] == ["rt1"]
         assert (line["account"], line["outcome"]) == ("rt1", "refreshed")
         assert fake.calls_for(appid) == 2
+
+
+def test_a_deployment_may_hold_runtime_accounts_only(start_worker, fake):
+    worker = start_worker(**admin_vars(fake, WECHAT_APPID="", WECHAT_APPSECRET=""))
+    assert admin(worker, "GET", "/admin/accounts").json == {"accounts": [], "next_cursor": None}
+    assert register(worker, "rt3", 3).status == 201
+    assert worker.request("GET", "/token?account=rt3").status == 200
+    body = assert_error(worker.request("GET", "/token"), 400, "bad_request")
+    assert "account" in body["message"]
+
+
+def test_a_held_stable_token_does_not_wake_its_alarm_over_and_over(start_worker, fake):
+    # Due at once (700 s left, margin 900 s), but stable_token hands the same token back until
+    # 300 s are left: the alarm must wait for that, not fire every second.
+    fake.expires_in = 700
+    worker = start_worker(**admin_vars(fake))
+    assert register(worker, "rt4", 4, api="stable").status == 201
+    time.sleep(12)
+    alarms = [e for e in worker.events("alarm") if e["account"] == "rt4"]
+    assert 1 <= len(alarms) <= 3, alarms
+    assert fake.calls_for(RUNTIME_APPS[3][0]) <= 3

@@ -6,7 +6,7 @@
 //! worker relays unchanged.
 
 use crate::edge::directory;
-use crate::edge::refresher::{AccountCtx, AccountState, Acquired};
+use crate::edge::refresher::{self, AccountCtx, AccountState, Acquired};
 use crate::edge::registry;
 use crate::edge::respond;
 use crate::edge::runtime::{self, OBJECT_BINDING};
@@ -162,7 +162,8 @@ impl DurableObject for AccountTokenObject {
         Ok(respond::result(self.handle(call).await))
     }
 
-    /// Retries of failed KV writes, and the refresh after a call cut off by an eviction.
+    /// The account's own alarm: whatever falls due (or was cut off, or a KV write to retry),
+    /// then set again for the next due time.
     async fn alarm(&self) -> worker::Result<Response> {
         // The alarm names no account: the object stored its id on its first load.
         let stored: Option<String> = self.object.storage().get("account").await?;
@@ -219,24 +220,24 @@ impl AccountTokenObject {
     }
 
     async fn handle(&self, call: ObjectCall) -> Result<Response, AppError> {
-        if let Op::Forget = call.op {
-            *self.registered.borrow_mut() = None;
-            *self.state.borrow_mut() = Rc::default();
-            return Ok(respond::json(200, &Value::Null));
-        }
-        let ctx = self.context(&call.account).await?;
-        let answer: Result<Value, AppError> = match call.op {
-            Op::Forget => Ok(Value::Null),
-            Op::Reset => {
-                ctx.reset().await;
-                Ok(Value::Null)
-            }
-            Op::Erase => {
-                // No alarm after this: nothing is left to wake for.
-                ctx.erase().await?;
+        // These two need no configuration of the account (for Erase, it is already gone).
+        match call.op {
+            Op::Forget | Op::Erase => {
+                if let Op::Erase = call.op {
+                    refresher::erase(&self.env, &self.object, &call.account).await?;
+                }
                 *self.registered.borrow_mut() = None;
                 *self.state.borrow_mut() = Rc::default();
                 return Ok(respond::json(200, &Value::Null));
+            }
+            _ => {}
+        }
+        let ctx = self.context(&call.account).await?;
+        let answer: Result<Value, AppError> = match call.op {
+            Op::Forget | Op::Erase => Ok(Value::Null),
+            Op::Reset => {
+                ctx.reset().await;
+                Ok(Value::Null)
             }
             Op::Token { trigger } => ctx.token(&trigger).await.and_then(encode),
             Op::Ticket { kind, trigger } => ctx.ticket(kind, &trigger).await.and_then(encode),
@@ -244,8 +245,8 @@ impl AccountTokenObject {
             Op::Status => Ok(ctx.status()),
         };
         // Whatever the call did (a failure too), the alarm is set for when something next
-        // falls due.
-        ctx.arm_due().await;
+        // falls due; after the answer, which need not wait for it.
+        self.object.wait_until(async move { ctx.arm_due().await });
         Ok(respond::json(200, &answer?))
     }
 }

@@ -133,14 +133,14 @@ async fn delete(env: &Env, settings: &Settings, id: &str) -> Result<Response, Ap
     if settings.account(id).is_ok() {
         return Err(read_only(id));
     }
-    let entry = registry::get(env, id)
+    // The registration goes first, so that nothing can bring the account back (an object
+    // woken by a late read finds it unknown); then the edge's copy; then its state.
+    let entry = registry::delete(env, id)
         .await?
         .ok_or(AppError::UnknownAccount)?;
-    // The edge stops serving it first, then its state goes, then the registration.
     directory::withdraw(env, &entry).await?;
     reader::forget_account(id);
     account_object::erase(env, id).await?;
-    registry::delete(env, id).await?;
     log_event(json!({ "event": "admin_account_deleted", "account": id }));
     Ok(respond::empty(204))
 }

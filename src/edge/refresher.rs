@@ -21,7 +21,7 @@ use crate::policy::config::Settings;
 use crate::policy::fingerprint::config_fingerprint;
 use crate::policy::quota::{next_beijing_midnight, quota_pause};
 use crate::policy::refresh::{decide, AttemptRecord, Decision, ExplicitBudget, Observed, Trigger};
-use crate::policy::schedule::{credential_due, next_wake};
+use crate::policy::schedule::{alarm_delay_secs, credential_due, next_wake};
 use crate::policy::status::{self, ErrorRecord};
 use crate::policy::ticket::ticket_in_use;
 use crate::policy::ticket::{TicketKind, TicketRecord};
@@ -33,6 +33,7 @@ use worker::durable::State;
 use worker::Env;
 
 use crate::policy::ledger::CredentialKind;
+pub use admin::erase;
 pub use state::AccountState;
 
 /// What a request for a credential got.
@@ -211,28 +212,36 @@ impl AccountCtx {
     pub async fn arm_due(&self) {
         let now = now_secs();
         let policy = self.settings.refresh;
-        let due = |expires_at: Option<u64>, attempt: Option<&AttemptRecord>| {
+        // Each credential's due time, from what `refresh::decide` weighs: expiry, hold, last
+        // attempt, quota pause.
+        let due = |which, record: Option<(u64, Option<u64>)>, attempt: Option<&AttemptRecord>| {
             let attempt = attempt.map(|a| (a.at, a.failures_in_a_row));
-            credential_due(
-                expires_at,
-                attempt,
-                policy.margin_secs,
-                policy.min_interval_secs,
-            )
+            let (margin, interval) = (policy.margin_secs, policy.min_interval_secs);
+            let at = credential_due(record, attempt, margin, interval);
+            at.max(self.paused_until(which, now).unwrap_or(0))
         };
         let mut dues = Vec::new();
         if !self.automatic_blocked() {
             let token = self.state.token.state.borrow();
-            let expires_at = token.record.as_ref().map(|r| r.expires_at);
-            let at = due(expires_at, token.last_attempt.as_ref());
-            let paused = self.paused_until(CredentialKind::Token, now).unwrap_or(0);
-            dues.push(at.max(paused));
+            let record = token
+                .record
+                .as_ref()
+                .map(|r| (r.expires_at, r.hold_until()));
+            dues.push(due(
+                CredentialKind::Token,
+                record,
+                token.last_attempt.as_ref(),
+            ));
         }
         for kind in TicketKind::ALL {
             let state = self.state.ticket(kind).state.borrow();
             if state.record.is_some() && ticket_in_use(state.last_read_at, now) {
-                let expires_at = state.record.as_ref().map(|r| r.expires_at);
-                dues.push(due(expires_at, state.last_attempt.as_ref()));
+                let record = state
+                    .record
+                    .as_ref()
+                    .map(|r| (r.expires_at, r.hold_until()));
+                let which = CredentialKind::Ticket(kind);
+                dues.push(due(which, record, state.last_attempt.as_ref()));
             }
         }
         // The registry keeps every account's due time, for the cron to find missed alarms.
@@ -251,8 +260,7 @@ impl AccountCtx {
             return;
         }
         if let Some(at) = next_wake(dues, policy.margin_secs, random) {
-            // Never at once: an alarm that finds nothing to do must not fire again at once.
-            let delay_secs = at.saturating_sub(now).max(1);
+            let delay_secs = alarm_delay_secs(at, now, policy.min_interval_secs);
             self.schedule_alarm(delay_secs * 1000).await;
         }
     }

@@ -135,6 +135,8 @@ async fn ask<T: DeserializeOwned>(env: &Env, op: &Op) -> Result<T, AppError> {
 #[durable_object]
 pub struct AccountRegistry {
     state: State,
+    /// Whether this instance has created its tables (once per object life).
+    schema_ready: std::cell::Cell<bool>,
 }
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS accounts (
@@ -147,7 +149,10 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS accounts (
 
 impl DurableObject for AccountRegistry {
     fn new(state: State, _env: Env) -> Self {
-        Self { state }
+        Self {
+            state,
+            schema_ready: Default::default(),
+        }
     }
 
     async fn fetch(&self, mut request: Request) -> worker::Result<Response> {
@@ -163,7 +168,10 @@ impl AccountRegistry {
     fn handle(&self, op: Op) -> Result<Value, AppError> {
         let sql = self.state.storage().sql();
         let failed = |e: worker::Error| runtime::internal("the registry's storage failed", e);
-        sql.exec(SCHEMA, None).map_err(failed)?;
+        if !self.schema_ready.get() {
+            sql.exec(SCHEMA, None).map_err(failed)?;
+            self.schema_ready.set(true);
+        }
         let one = |id: &str| -> Result<Option<Registered>, AppError> {
             let rows: Vec<Registered> = sql
                 .exec("SELECT * FROM accounts WHERE id = ?", vec![id.into()])
@@ -199,7 +207,9 @@ impl AccountRegistry {
                     entry.created_at = existing.created_at;
                 }
                 sql.exec(
-                    "INSERT OR REPLACE INTO accounts VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO accounts \
+                     (id, kind, appid, api, sealed_secret, created_at, updated_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?)",
                     vec![
                         entry.id.as_str().into(),
                         entry.kind.as_str().into(),
@@ -288,8 +298,11 @@ impl AccountRegistry {
             "SELECT id FROM schedule WHERE due_at < ? ORDER BY due_at LIMIT ?",
             vec![(overdue_before as i64).into(), (batch as i64 * 2).into()],
         )?;
+        // At most half the batch: accounts that stay overdue (failing ones) never starve the
+        // rotation.
+        let overdue_cap = batch.div_ceil(2);
         for id in late {
-            if overdue.len() == batch {
+            if overdue.len() == overdue_cap {
                 break;
             }
             if known(&id)? {

@@ -37,7 +37,13 @@ pub fn client_keys(env: &Env) -> Result<Rc<ClientKeys>, AppError> {
 /// `ADMIN_KEYS`; None: the admin API is disabled.
 pub fn admin_keys(env: &Env) -> Result<Rc<Option<AdminKeys>>, AppError> {
     memo::once("config:admin_keys", || {
-        AdminKeys::parse(lookup(env)("ADMIN_KEYS").as_deref()).map(Rc::new)
+        let clients = client_keys(env).ok();
+        let is_client_key = |key: &str| {
+            clients
+                .as_ref()
+                .is_some_and(|c| c.authorize_key(Some(key)).is_ok())
+        };
+        AdminKeys::parse(lookup(env)("ADMIN_KEYS").as_deref(), is_client_key).map(Rc::new)
     })
 }
 

@@ -113,7 +113,8 @@ impl std::fmt::Debug for Account {
 
 const FIELDS: [&str; 5] = ["id", "kind", "appid", "secret", "api"];
 
-/// All configured accounts, shorthand first. `shorthand` is (`WECHAT_APPID`, `WECHAT_APPSECRET`)
+/// All configured accounts, shorthand first (none is not an error here: accounts may be
+/// registered at runtime; `config::settings` decides). `shorthand` is (`WECHAT_APPID`, `WECHAT_APPSECRET`)
 /// as set; `accounts_json` is `WECHAT_ACCOUNTS`.
 pub fn parse(
     shorthand: (Option<String>, Option<String>),
@@ -169,12 +170,6 @@ pub fn parse(
         }
     }
 
-    if accounts.is_empty() {
-        return Err(config(
-            "WECHAT_ACCOUNTS",
-            "and WECHAT_APPID are both unset: configure at least one account".into(),
-        ));
-    }
     check_distinct(&accounts)?;
     Ok(accounts)
 }

@@ -99,7 +99,9 @@ impl Settings {
             AccountName::Default => {
                 let id = self.default_account.as_deref().ok_or_else(|| {
                     AppError::BadRequest(
-                        "several accounts are configured: name one with ?account=<id>".into(),
+                        "no default account (several, or none, are configured): name one with \
+                         ?account=<id>"
+                            .into(),
                     )
                 })?;
                 Ok(by_id(id))
@@ -139,6 +141,15 @@ pub fn settings(lookup: &impl Fn(&str) -> Option<String>) -> Result<Settings, Ap
         present(lookup, "WECHAT_ACCOUNTS").as_deref(),
         default_api,
     )?;
+    // Without environment accounts, the admin API is the only way to add one.
+    if accounts.is_empty() && present(lookup, "ADMIN_KEYS").is_none() {
+        return Err(AppError::Config {
+            variable: "WECHAT_ACCOUNTS",
+            problem: "and WECHAT_APPID are both unset: configure at least one account, or \
+                      enable the admin API (ADMIN_KEYS) to register them at runtime"
+                .into(),
+        });
+    }
     let default_account = match (shorthand_appid, accounts.as_slice()) {
         (Some(appid), _) => Some(appid),
         (None, [only]) => Some(only.id.clone()),
@@ -282,6 +293,19 @@ mod tests {
     }
 
     const MINIMAL: &[(&str, &str)] = &[("WECHAT_APPID", "wx0123"), ("WECHAT_APPSECRET", "s3cret")];
+
+    #[test]
+    fn no_environment_account_needs_the_admin_api() {
+        match settings(&env(&[])) {
+            Err(AppError::Config { variable, problem }) => {
+                assert_eq!(variable, "WECHAT_ACCOUNTS");
+                assert!(problem.contains("ADMIN_KEYS"), "{problem}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let registry_only = settings(&env(&[("ADMIN_KEYS", "k")])).unwrap();
+        assert!(registry_only.accounts.is_empty() && registry_only.default_account.is_none());
+    }
 
     #[test]
     fn defaults() {

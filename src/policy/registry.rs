@@ -25,8 +25,13 @@ impl std::fmt::Debug for AdminKeys {
 }
 
 impl AdminKeys {
-    /// None: the admin API is disabled. Errors name the entry's position, never the key.
-    pub fn parse(value: Option<&str>) -> Result<Option<Self>, AppError> {
+    /// None: the admin API is disabled. `is_client_key` tells whether a key is also in
+    /// `CLIENT_KEYS`, which would let it read tokens. Errors name the entry's position, never
+    /// the key.
+    pub fn parse(
+        value: Option<&str>,
+        is_client_key: impl Fn(&str) -> bool,
+    ) -> Result<Option<Self>, AppError> {
         let entries: Vec<&str> = value
             .unwrap_or_default()
             .split(',')
@@ -44,6 +49,15 @@ impl AdminKeys {
                 variable: "ADMIN_KEYS",
                 problem: format!(
                     "entry {} is shorter than {MIN_ADMIN_KEY_CHARS} characters",
+                    index + 1
+                ),
+            });
+        }
+        if let Some(index) = entries.iter().position(|key| is_client_key(key)) {
+            return Err(AppError::Config {
+                variable: "ADMIN_KEYS",
+                problem: format!(
+                    "entry {} is also a client key (CLIENT_KEYS): keep the two apart",
                     index + 1
                 ),
             });
@@ -205,10 +219,11 @@ mod tests {
 
     #[test]
     fn admin_keys_are_long_and_checked_in_full() {
-        assert!(AdminKeys::parse(None).unwrap().is_none());
-        assert!(AdminKeys::parse(Some(" , ")).unwrap().is_none());
+        let no_client = |_: &str| false;
+        assert!(AdminKeys::parse(None, no_client).unwrap().is_none());
+        assert!(AdminKeys::parse(Some(" , "), no_client).unwrap().is_none());
         let long = "a".repeat(32);
-        let keys = AdminKeys::parse(Some(&format!("{long},{}", "b".repeat(40))))
+        let keys = AdminKeys::parse(Some(&format!("{long},{}", "b".repeat(40))), no_client)
             .unwrap()
             .unwrap();
         assert_eq!(keys.authorize(Some(&long)), Ok(()));
@@ -219,7 +234,11 @@ mod tests {
                 Err(AppError::AdminUnauthorized { disabled: false })
             );
         }
-        match AdminKeys::parse(Some(&format!("{long},short-key"))) {
+        let shared = AdminKeys::parse(Some(&long), |k| k == long);
+        assert!(
+            matches!(shared, Err(AppError::Config { problem, .. }) if problem.contains("entry 1 is also"))
+        );
+        match AdminKeys::parse(Some(&format!("{long},short-key")), no_client) {
             Err(AppError::Config { problem, .. }) => {
                 assert!(problem.contains("entry 2") && !problem.contains("short-key"))
             }

@@ -19,11 +19,12 @@ pub fn overdue_after_secs(margin_secs: u64) -> u64 {
     (margin_secs / 4).min(120)
 }
 
-/// When one credential falls due: its expiry less `margin_secs`, but not before automatic
-/// refreshes may call again after its last attempt at `.0` (`.1` failures in a row), which is
-/// `min_interval_secs` or more.
+/// When one credential falls due: its record's expiry less `margin_secs`, not before the
+/// record's hold (a stable token WeChat hands back unchanged until it rotates it), and not
+/// before automatic refreshes may call again after its last attempt at `.0` (`.1` failures in
+/// a row), which is `min_interval_secs` or more. The same inputs `refresh::decide` weighs.
 pub fn credential_due(
-    expires_at: Option<u64>,
+    record: Option<(u64, Option<u64>)>,
     last_attempt: Option<(u64, u32)>,
     margin_secs: u64,
     min_interval_secs: u64,
@@ -31,8 +32,24 @@ pub fn credential_due(
     let may_call_at = last_attempt
         .map(|(at, failures)| at + automatic_wait_secs(failures, min_interval_secs))
         .unwrap_or(0);
-    let due = expires_at.map_or(0, |expires_at| expires_at.saturating_sub(margin_secs));
+    let due = record.map_or(0, |(expires_at, hold_until)| {
+        expires_at
+            .saturating_sub(margin_secs)
+            .max(hold_until.unwrap_or(0))
+    });
     due.max(may_call_at)
+}
+
+/// The alarm's delay from `now` for a wake time `at`. One that is already due and yet was not
+/// refreshed (its alarm just ran and the policy said no) waits `min_interval_secs`, at least
+/// ten seconds: a safety net, so that a due time the policy does not share never makes an
+/// alarm fire over and over.
+pub fn alarm_delay_secs(at: u64, now: u64, min_interval_secs: u64) -> u64 {
+    if at > now {
+        at - now
+    } else {
+        min_interval_secs.max(10)
+    }
 }
 
 /// The alarm time for the credentials' due times, `random` (any value) choosing the jitter.
@@ -51,7 +68,26 @@ mod tests {
     use super::*;
 
     fn due(expires_at: Option<u64>, last_attempt: Option<(u64, u32)>) -> u64 {
-        credential_due(expires_at, last_attempt, 900, 60)
+        credential_due(expires_at.map(|e| (e, None)), last_attempt, 900, 60)
+    }
+
+    #[test]
+    fn a_held_stable_token_is_due_when_its_hold_ends() {
+        assert_eq!(
+            credential_due(Some((10_000, Some(9_700))), None, 900, 60),
+            9_700
+        );
+        assert_eq!(
+            credential_due(Some((10_000, Some(5_000))), None, 900, 60),
+            9_100
+        );
+    }
+
+    #[test]
+    fn an_alarm_never_fires_again_at_once() {
+        assert_eq!(alarm_delay_secs(1_030, 1_000, 60), 30);
+        assert_eq!(alarm_delay_secs(1_000, 1_000, 60), 60);
+        assert_eq!(alarm_delay_secs(900, 1_000, 0), 10);
     }
 
     #[test]

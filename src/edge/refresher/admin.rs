@@ -1,11 +1,14 @@
 //! What the admin API asks of an account's object: lift its pauses, or erase it.
 
+use super::state::storage_key;
 use super::AccountCtx;
 use crate::edge::kv_cache;
 use crate::edge::runtime;
 use crate::error::AppError;
-use crate::policy::ledger::CredentialKind;
+use crate::policy::ledger::{CredentialKind, CredentialState};
+use crate::policy::token::TokenRecord;
 use serde_json::json;
+use worker::{Env, State};
 
 impl AccountCtx {
     /// Clears the quota pause (WeChat's 45009, after its `clear_quota`) and the credential
@@ -26,28 +29,33 @@ impl AccountCtx {
         }
         runtime::log_event(json!({ "event": "account_reset", "account": self.account.id }));
     }
+}
 
-    /// Removes everything the object and KV hold for the account: its credentials, its
-    /// counts, its alarm, and the index entries of its tokens.
-    pub async fn erase(&self) -> Result<(), AppError> {
-        let tokens: Vec<String> = {
-            let token = self.state.token.state.borrow();
-            let record = token.record.as_ref();
-            record
-                .map(|r| r.access_token.clone())
-                .into_iter()
-                .chain(record.and_then(|r| r.previous.as_ref().map(|p| p.access_token.clone())))
-                .collect()
-        };
-        let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
-        kv_cache::erase(&self.env, &self.account.id, &tokens)
-            .await
-            .map_err(|e| runtime::internal("erasing the account's KV entries", e))?;
-        let storage = self.object.storage();
-        let failed = |e| runtime::internal("erasing the account's storage", e);
-        storage.delete_alarm().await.map_err(failed)?;
-        storage.delete_all().await.map_err(failed)?;
-        runtime::log_event(json!({ "event": "account_erased", "account": self.account.id }));
-        Ok(())
-    }
+/// Removes everything an account's object and KV hold for it: its credentials, its counts, its
+/// alarm, and the index entries of its tokens. Needs no configuration of the account (it is
+/// already gone from the registry), only what the object stored.
+pub async fn erase(env: &Env, object: &State, account_id: &str) -> Result<(), AppError> {
+    let storage = object.storage();
+    let failed = |e| runtime::internal("erasing the account's state", e);
+    let stored: Option<String> = storage
+        .get(&storage_key(CredentialKind::Token))
+        .await
+        .map_err(failed)?;
+    let token =
+        stored.and_then(|text| serde_json::from_str::<CredentialState<TokenRecord>>(&text).ok());
+    let record = token.and_then(|state| state.record);
+    let tokens: Vec<&str> = record
+        .iter()
+        .flat_map(|r| {
+            std::iter::once(r.access_token.as_str())
+                .chain(r.previous.as_ref().map(|p| p.access_token.as_str()))
+        })
+        .collect();
+    kv_cache::erase(env, account_id, &tokens)
+        .await
+        .map_err(failed)?;
+    storage.delete_alarm().await.map_err(failed)?;
+    storage.delete_all().await.map_err(failed)?;
+    runtime::log_event(json!({ "event": "account_erased", "account": account_id }));
+    Ok(())
 }

@@ -19,7 +19,7 @@ use worker::wasm_bindgen::JsValue;
 
 const ACCOUNT_KEY: &str = "account";
 
-fn storage_key(which: CredentialKind) -> String {
+pub(super) fn storage_key(which: CredentialKind) -> String {
     format!("cred:{}", which.name())
 }
 
