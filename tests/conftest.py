@@ -43,6 +43,11 @@ def assert_log_keeps_secrets(worker: Worker, fake: FakeWeChat) -> None:
     for value in worker.variables.values():
         if value.startswith("fake-secret"):
             assert value not in log, "a configured secret appeared in the worker's log"
+    for secret in list(fake.apps.values()):
+        assert secret not in log, "an appsecret appeared in the worker's log"
+    for name in ("ADMIN_KEYS", "ACCOUNTS_ENCRYPTION_KEY"):
+        for value in worker.variables.get(name, "").split(","):
+            assert not value.strip() or value.strip() not in log, f"{name} appeared in the log"
     for token in fake.all_issued:
         assert token not in log, "an access_token appeared in the worker's log"
     for ticket in fake.tickets_issued:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import CLIENT_KEY
+from harness import CLIENT_KEY, wait_for
 from test_api import assert_error
 
 ADMIN_KEY = "admin-key-0123456789abcdef0123456789"
@@ -90,6 +90,26 @@ class TestRefusals:
         reply = worker.request("PUT", "/admin/accounts/rtbad", key=ADMIN_KEY, body="a=b",
                                headers={"Content-Type": "application/x-www-form-urlencoded"})
         assert_error(reply, 415, "unsupported_media_type")
+
+    def test_limits_of_pages_and_keys(self, worker, start_worker):
+        assert_error(admin(worker, "GET", "/admin/accounts?limit=1001"), 400, "bad_request")
+        assert admin(worker, "GET", "/admin/accounts?limit=1000").status == 200
+        body = assert_error(worker.request("GET", "/status?limit=101"), 400, "bad_request")
+        assert "1 to 100" in body["message"]
+        short = start_worker(ADMIN_KEYS="admin-key-too-short-0123")
+        body = assert_error(admin(short, "GET", "/admin/accounts", key="admin-key-too-short-0123"),
+                            500, "config_error")
+        assert "ADMIN_KEYS" in body["message"] and "too-short" not in body["message"]
+
+    @pytest.mark.parametrize("key", [None, "bm90IDMyIGJ5dGVz"])
+    def test_a_write_without_a_usable_encryption_key_is_a_config_error(self, start_worker, fake,
+                                                                       key):
+        overrides = {"ACCOUNTS_ENCRYPTION_KEY": key} if key else {}
+        worker = start_worker(**{k: v for k, v in admin_vars(fake).items()
+                                 if k != "ACCOUNTS_ENCRYPTION_KEY"}, **overrides)
+        body = assert_error(register(worker, "rt1", 1), 500, "config_error")
+        assert "ACCOUNTS_ENCRYPTION_KEY" in body["message"]
+        assert_error(admin(worker, "GET", "/admin/accounts/rt1"), 404, "unknown_account")
 
     def test_environment_accounts_are_read_only(self, worker, fake):
         entry = {"appid": fake.appid, "secret": "fake-secret-x-0123456789"}
@@ -199,6 +219,62 @@ class TestRuntimeAccounts:
         assert status["auto_refresh"] == "on"
         assert worker.request("GET", "/token?account=rt7").status == 200
         assert any(e["account"] == "rt7" for e in worker.events("admin_account_reset"))
+
+
+class TestReset:
+    def test_reset_lifts_the_servers_own_quota_count(self, start_worker, fake):
+        # DAILY_QUOTA=2: two calls today and the server pauses by its own count; after
+        # WeChat's clear_quota the operator's reset lifts it, and the count shown stays.
+        worker = start_worker(**admin_vars(fake, DAILY_QUOTA="2", EXPLICIT_REFRESH_DAILY_LIMIT="5"))
+        assert register(worker, "rt1", 1).status == 201
+        stale = worker.request("GET", "/token?account=rt1").json["access_token"]
+        refreshed = worker.request("POST", "/token/refresh?account=rt1",
+                                   body=json.dumps({"stale_token": stale}))
+        assert refreshed.status == 200
+        status = worker.request("GET", "/status?account=rt1").json["accounts"][0]
+        assert status["auto_refresh"].startswith("paused_until"), status
+        assert admin(worker, "POST", "/admin/accounts/rt1/reset").status == 200
+        status = worker.request("GET", "/status?account=rt1").json["accounts"][0]
+        assert (status["auto_refresh"], status["upstream_calls_today"]) == ("on", 2)
+
+    def test_reset_lifts_a_credential_block_and_works_for_environment_accounts(
+            self, start_worker, fake):
+        appid, secret = RUNTIME_APPS[4]
+        fake.add_app(appid, "fake-secret-frozen-for-now-0123456")  # WeChat refuses ours
+        worker = start_worker(**admin_vars(fake))
+        try:
+            assert register(worker, "rt5", 5).status == 201
+            assert_error(worker.request("GET", "/token?account=rt5"), 502, "wechat_error")
+            status = worker.request("GET", "/status?account=rt5").json["accounts"][0]
+            assert status["auto_refresh"] == "blocked_until_config_changes"
+            fake.add_app(appid, secret)  # unfrozen, same secret
+            assert admin(worker, "POST", "/admin/accounts/rt5/reset").status == 200
+            status = worker.request("GET", "/status?account=rt5").json["accounts"][0]
+            assert status["auto_refresh"] == "on"
+            assert worker.request("GET", "/token?account=rt5").status == 200
+        finally:
+            fake.add_app(appid, secret)
+        env_reset = admin(worker, "POST", f"/admin/accounts/{fake.appid}/reset")
+        assert env_reset.status == 200 and env_reset.json == {"id": fake.appid, "reset": True}
+        def logged():
+            return [e["account"] for e in worker.events("admin_account_reset")]
+        assert wait_for(lambda: len(logged()) == 2, 10) and logged() == ["rt5", fake.appid]
+
+
+def test_delete_takes_the_tickets_and_the_alarm_with_it(start_worker, fake):
+    fake.expires_in = 24
+    worker = start_worker(**admin_vars(fake, REFRESH_MARGIN_SECS="10",
+                                       MIN_REFRESH_INTERVAL_SECS="1"))
+    assert register(worker, "rt6", 6).status == 201
+    ticket = worker.request("GET", "/ticket?account=rt6&type=jsapi").json["ticket"]
+    assert admin(worker, "DELETE", "/admin/accounts/rt6").status == 204
+    deleted_at = len([e for e in worker.events("alarm") if e["account"] == "rt6"])
+    time.sleep(20)  # the token would have been due at +14 s
+    alarms = [e for e in worker.events("alarm") if e["account"] == "rt6"]
+    assert len(alarms) == deleted_at, "no alarm fires for a deleted account"
+    assert register(worker, "rt6", 6).status == 201
+    again = worker.request("GET", "/ticket?account=rt6&type=jsapi").json["ticket"]
+    assert again != ticket, "the ticket and its KV entry went with the account"
 
 
 def test_accounts_survive_a_restart_and_their_secrets_are_sealed(start_worker, fake):

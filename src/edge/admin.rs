@@ -14,7 +14,7 @@ use crate::error::AppError;
 use crate::policy::accounts::{self, TokenApi};
 use crate::policy::auth::bearer_token;
 use crate::policy::config::Settings;
-use crate::policy::registry::{env_public, page_limit, Cursor, Registered};
+use crate::policy::registry::{env_public, page_limit, Cursor, Registered, ADMIN_PAGE};
 use crate::policy::sealing::NONCE_BYTES;
 use serde_json::{json, Value};
 use worker::{Env, Method, Request, Response};
@@ -58,7 +58,7 @@ pub async fn route(
 async fn list(request: &Request, env: &Env, settings: &Settings) -> Result<Response, AppError> {
     let pairs = query(request)?;
     let cursor = Cursor::parse(param(&pairs, "cursor"))?;
-    let limit = page_limit(param(&pairs, "limit"))?;
+    let limit = page_limit(param(&pairs, "limit"), ADMIN_PAGE)?;
     let (listed, next) = directory::page(env, settings, &cursor, limit).await?;
     let accounts: Vec<Value> = listed.iter().map(Listed::public).collect();
     let next_cursor = next.map(|c| c.encode());

@@ -341,7 +341,12 @@ impl AccountCtx {
     fn paused_until(&self, which: CredentialKind, now: u64) -> Option<u64> {
         let usage = self.state.usage(which);
         let quota = self.settings.daily_quota(&self.account);
-        quota_pause(usage.quota_error_at, usage.calls.today(now), quota, now)
+        quota_pause(
+            usage.quota_error_at,
+            usage.calls.since_reset(now),
+            quota,
+            now,
+        )
     }
 
     /// WeChat refused this very configuration's credentials: no automatic retries.

@@ -186,7 +186,7 @@ async fn get_status(request: &Request, env: &Env) -> Result<Response, AppError> 
     let (ids, next): (Vec<String>, _) = match account_name(&pairs)? {
         AccountName::Default => {
             let cursor = Cursor::parse(param(&pairs, "cursor"))?;
-            let limit = registry::page_limit(param(&pairs, "limit"))?;
+            let limit = registry::page_limit(param(&pairs, "limit"), registry::STATUS_PAGE)?;
             let (listed, next) = directory::page(env, &settings, &cursor, limit).await?;
             let ids = listed.iter().map(|l| l.id().to_owned());
             (ids.filter(|id| grant.permits(id)).collect(), next)

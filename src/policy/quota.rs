@@ -77,6 +77,10 @@ impl ForceLog {
 pub struct DailyCount {
     pub day: u64,
     pub count: u64,
+    /// Today's calls made before the operator reset the account (after WeChat's
+    /// `clear_quota`): they no longer count against the quota, but still show in `/status`.
+    #[serde(default)]
+    pub before_reset: u64,
 }
 
 impl DailyCount {
@@ -93,16 +97,30 @@ impl DailyCount {
         if self.day != today {
             *self = Self {
                 day: today,
-                count: 0,
+                ..Self::default()
             };
         }
         self.count += calls;
     }
+
+    /// Today's calls since the last reset: what counts against the quota.
+    pub fn since_reset(&self, now: u64) -> u64 {
+        match self.day == beijing_day(now) {
+            true => self.count.saturating_sub(self.before_reset),
+            false => 0,
+        }
+    }
+
+    /// WeChat's quota was cleared: today's calls so far no longer count against it.
+    pub fn reset(&mut self, now: u64) {
+        self.add(now, 0);
+        self.before_reset = self.count;
+    }
 }
 
 /// Until when automatic refreshes are paused, if they are: after WeChat said the daily quota is
-/// used up (45009), or after this server counted `daily_quota` calls today, until the quota
-/// resets at midnight Beijing time.
+/// used up (45009), or after this server counted `daily_quota` calls today (since the last
+/// reset), until the quota resets at midnight Beijing time.
 pub fn quota_pause(
     quota_error_at: Option<u64>,
     calls_today: u64,
@@ -189,6 +207,21 @@ mod tests {
         assert_eq!(count.today(BEFORE_MIDNIGHT + 1), 0);
         count.add(BEFORE_MIDNIGHT + 1, 2);
         assert_eq!(count.today(BEFORE_MIDNIGHT + 1), 2);
+    }
+
+    #[test]
+    fn a_reset_lifts_the_count_against_the_quota_not_the_count_shown() {
+        let mut count = DailyCount::default();
+        count.add(BEFORE_MIDNIGHT - 10, 2000);
+        count.reset(BEFORE_MIDNIGHT - 5);
+        assert_eq!(count.today(BEFORE_MIDNIGHT - 5), 2000);
+        assert_eq!(count.since_reset(BEFORE_MIDNIGHT - 5), 0);
+        count.add(BEFORE_MIDNIGHT, 3);
+        assert_eq!(count.since_reset(BEFORE_MIDNIGHT), 3);
+        // The next day starts from nothing.
+        count.add(BEFORE_MIDNIGHT + 1, 1);
+        assert_eq!(count.since_reset(BEFORE_MIDNIGHT + 1), 1);
+        assert_eq!(count.before_reset, 0);
     }
 
     #[test]

@@ -11,9 +11,27 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 const MIN_ADMIN_KEY_CHARS: usize = 32;
-/// The most accounts one page lists.
-pub const MAX_PAGE: usize = 1000;
-const DEFAULT_PAGE: usize = 100;
+
+/// How many accounts a page holds: `?limit=` from 1 to `max`, `default` if absent.
+#[derive(Clone, Copy, Debug)]
+pub struct PageSize {
+    pub default: usize,
+    pub max: usize,
+}
+
+/// The admin listing: one registry query a page.
+pub const ADMIN_PAGE: PageSize = PageSize {
+    default: 100,
+    max: 1000,
+};
+
+/// `/status`: each account on the page is one Durable Object call, a subrequest; 40 keeps a
+/// page within the Free plan's 50 subrequests per request, and 100 well within the Paid
+/// plan's.
+pub const STATUS_PAGE: PageSize = PageSize {
+    default: 40,
+    max: 100,
+};
 
 /// `ADMIN_KEYS`: the bearer keys of the admin API, kept as digests.
 pub struct AdminKeys(Vec<[u8; 32]>);
@@ -143,15 +161,15 @@ pub fn env_public(account: &Account) -> Value {
     })
 }
 
-/// `?limit=`: 1 to [`MAX_PAGE`], 100 if absent.
-pub fn page_limit(value: Option<&str>) -> Result<usize, AppError> {
+/// `?limit=`, within `size`.
+pub fn page_limit(value: Option<&str>, size: PageSize) -> Result<usize, AppError> {
     match value {
-        None => Ok(DEFAULT_PAGE),
+        None => Ok(size.default),
         Some(text) => text
             .parse::<usize>()
             .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| AppError::BadRequest(format!("limit must be 1 to {MAX_PAGE}"))),
+            .filter(|n| (1..=size.max).contains(n))
+            .ok_or_else(|| AppError::BadRequest(format!("limit must be 1 to {}", size.max))),
     }
 }
 
@@ -272,7 +290,11 @@ mod tests {
             assert_eq!(Cursor::parse(Some(&cursor.encode())), Ok(cursor));
         }
         assert!(Cursor::parse(Some("x.1")).is_err());
-        assert_eq!(page_limit(None), Ok(100));
-        assert!(page_limit(Some("0")).is_err() && page_limit(Some("1001")).is_err());
+        assert_eq!(page_limit(None, ADMIN_PAGE), Ok(100));
+        assert_eq!(page_limit(Some("1000"), ADMIN_PAGE), Ok(1000));
+        assert!(page_limit(Some("0"), ADMIN_PAGE).is_err());
+        assert!(page_limit(Some("1001"), ADMIN_PAGE).is_err());
+        assert_eq!(page_limit(None, STATUS_PAGE), Ok(40));
+        assert!(page_limit(Some("101"), STATUS_PAGE).is_err());
     }
 }

@@ -5,7 +5,7 @@ use super::AccountCtx;
 use crate::edge::kv_cache;
 use crate::edge::runtime;
 use crate::error::AppError;
-use crate::policy::ledger::{CredentialKind, CredentialState};
+use crate::policy::ledger::{CredentialKind, CredentialState, Usage};
 use crate::policy::token::TokenRecord;
 use serde_json::json;
 use worker::{Env, State};
@@ -14,15 +14,16 @@ impl AccountCtx {
     /// Clears the quota pause (WeChat's 45009, after its `clear_quota`) and the credential
     /// block (a secret WeChat refused, since unfrozen), so automatic refreshes resume.
     pub async fn reset(&self) {
+        let now = runtime::now_secs();
         self.state.ledger.borrow_mut().blocked_config = None;
-        self.state.token.state.borrow_mut().usage.quota_error_at = None;
+        let lift = |usage: &mut Usage| {
+            usage.quota_error_at = None;
+            // Our own count of today's calls pauses too: WeChat's count starts again.
+            usage.calls.reset(now);
+        };
+        lift(&mut self.state.token.state.borrow_mut().usage);
         for kind in crate::policy::ticket::TicketKind::ALL {
-            self.state
-                .ticket(kind)
-                .state
-                .borrow_mut()
-                .usage
-                .quota_error_at = None;
+            lift(&mut self.state.ticket(kind).state.borrow_mut().usage);
         }
         for which in CredentialKind::ALL {
             self.persist(Some(which)).await;
