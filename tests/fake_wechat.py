@@ -32,6 +32,12 @@ import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class _Server(ThreadingHTTPServer):
+    # WeChat takes a burst of connections; socketserver's default backlog of 5 would drop
+    # SYNs under one and turn it into retransmission delays.
+    request_queue_size = 256
 from urllib.parse import parse_qs, urlsplit
 
 # Each failure mode, as WeChat (or the network in front of it) would produce it.
@@ -86,7 +92,9 @@ class FakeWeChat:
         self.api_rejected: list[str] = []  # tokens getcallbackip refused
         self.api_requests: list[dict] = []  # gateway-style API calls: method, path, headers
         self.messages: list[dict] = []  # custom-message bodies received
-        self.login_codes: set[str] = set()  # js_codes not used yet
+        self.login_codes: set[str] = set()  # js_codes and OAuth codes not used yet
+        self.user_tokens: dict[str, str] = {}  # web OAuth user token -> openid
+        self.user_refresh: dict[str, tuple[str, str]] = {}  # refresh token -> (appid, openid)
         self.media: dict[str, bytes] = {}  # media_id -> the uploaded file
         self.followers = 6000  # how many openids user/get lists (about 200 KB of JSON)
         self.chunked_answers = False  # answer without a Content-Length, in chunks
@@ -97,7 +105,7 @@ class FakeWeChat:
         self.ticket_expires_in = 7200
         self.ticket_calls: Counter[tuple[str, str]] = Counter()  # (appid, type) -> calls
         self.tickets_issued: list[str] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self._server = _Server(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -151,6 +159,8 @@ class FakeWeChat:
             self.api_requests.clear()
             self.messages.clear()
             self.login_codes.clear()
+            self.user_tokens.clear()
+            self.user_refresh.clear()
             self.media.clear()
             self.chunked_answers = False
             self.egress_key = None
@@ -287,6 +297,40 @@ class FakeWeChat:
         return _json({"total": len(openids), "count": len(openids),
                       "data": {"openid": openids}, "next_openid": openids[-1]})
 
+    def web_oauth(self, path: str, query: dict[str, str]):
+        """Web OAuth (网页授权): a code for a user's token with the appsecret; a user's token for
+        the user's info; a refresh token, with the appid only, for a new user token."""
+        appid = query.get("appid")
+        with self._lock:
+            if path == "/sns/oauth2/access_token":
+                if appid not in self.apps:
+                    return _json({"errcode": 40013, "errmsg": "invalid appid"})
+                if query.get("secret") != self.apps[appid]:
+                    return _json({"errcode": 40125, "errmsg": "invalid appsecret"})
+                code = query.get("code", "")
+                if code not in self.login_codes:
+                    return _json({"errcode": 40029, "errmsg": "invalid code"})
+                self.login_codes.discard(code)
+                user_token, refresh = f"USER-{secrets.token_hex(8)}", f"REFRESH-{secrets.token_hex(8)}"
+                self.user_tokens[user_token] = f"openid-{code}"
+                self.user_refresh[refresh] = (appid, f"openid-{code}")
+                return _json({"access_token": user_token, "expires_in": 7200,
+                              "refresh_token": refresh, "openid": f"openid-{code}",
+                              "scope": "snsapi_userinfo"})
+            if path == "/sns/oauth2/refresh_token":
+                owner = self.user_refresh.get(query.get("refresh_token", ""))
+                if owner is None or owner[0] != appid:
+                    return _json({"errcode": 40030, "errmsg": "invalid refresh_token"})
+                user_token = f"USER-{secrets.token_hex(8)}"
+                self.user_tokens[user_token] = owner[1]
+                return _json({"access_token": user_token, "expires_in": 7200,
+                              "refresh_token": query["refresh_token"], "openid": owner[1],
+                              "scope": "snsapi_userinfo"})
+            openid = self.user_tokens.get(query.get("access_token", ""))
+            if openid is None or openid != query.get("openid"):
+                return _json({"errcode": 40001, "errmsg": "invalid credential"})
+            return _json({"openid": openid, "nickname": "web user"})
+
     def code_to_session(self, query: dict[str, str]):
         appid, code = query.get("appid"), query.get("js_code", "")
         if appid not in self.apps:
@@ -368,7 +412,8 @@ class FakeWeChat:
                     return False
                 with fake._lock:
                     fake.egress_refused += 1
-                self._send(403, "text/plain", "forbidden")
+                # As the shipped relay answers: its refusal marked as its own.
+                self._send(403, "text/plain", "forbidden", {"X-Egress-Refused": "1"})
                 return True
 
             def do_GET(self):  # noqa: N802 (http.server's naming)
@@ -398,6 +443,15 @@ class FakeWeChat:
                 elif url.path == "/cgi-bin/user/get":
                     self._record_api()
                     self._send(*fake.user_list(query))
+                elif url.path == "/cgi-bin/denied":
+                    # WeChat's own 403 (a relay must pass it on as such).
+                    self._record_api()
+                    self._send(*_json({"errcode": 48001, "errmsg": "api unauthorized"},
+                                      status=403))
+                elif url.path in ("/sns/userinfo", "/sns/oauth2/refresh_token",
+                                  "/sns/oauth2/access_token"):
+                    self._record_api()
+                    self._send(*fake.web_oauth(url.path, query))
                 else:
                     self._send(*_json({"errcode": 404, "errmsg": "not found"}, status=404))
 

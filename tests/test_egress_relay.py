@@ -87,12 +87,16 @@ http {{
         process.wait()
 
 
-def direct(url, headers=None):
+def direct(url, headers=None, answer_headers=None):
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(urllib.request.Request(url, headers=headers or {}), timeout=10) as r:
+            if answer_headers is not None:
+                answer_headers.update({k.lower(): v for k, v in r.headers.items()})
             return r.status
     except urllib.error.HTTPError as error:
+        if answer_headers is not None:
+            answer_headers.update({k.lower(): v for k, v in error.headers.items()})
         return error.code
 
 
@@ -122,7 +126,9 @@ def test_the_worker_reaches_wechat_through_the_relay(relay, start_worker, fake):
 def test_the_relay_refuses_calls_without_its_key(relay, fake):
     base, _ = relay
     path = f"{base}/wechat/cgi-bin/getcallbackip?access_token=x"
-    assert direct(path) == 403
+    refusal = {}
+    assert direct(path, answer_headers=refusal) == 403
+    assert refusal.get("x-egress-refused") == "1", "the relay marks its own refusal"
     assert direct(path, {"X-Egress-Key": "wrong-key-0123456789"}) == 403
     assert direct(path, {"X-Egress-Key": RELAY_KEY}) == 200
     assert direct(f"{base}/elsewhere/", {"X-Egress-Key": RELAY_KEY}) == 404
@@ -139,3 +145,21 @@ def test_a_wrong_relay_key_is_named_in_the_error(relay, start_worker, fake):
     assert "WECHAT_EGRESS_KEY" in body["message"]
     assert fake.calls == 0
     assert CLIENT_KEY not in reply.text
+
+
+def test_wechats_own_403_and_media_sized_bodies_pass_through_the_relay(relay, start_worker, fake):
+    base, logs = relay
+    worker = start_worker(WECHAT_API_BASE=f"{base}/wechat", WECHAT_EGRESS_KEY=RELAY_KEY)
+    denied = worker.request("GET", "/gateway/cgi-bin/denied")
+    assert denied.status == 403 and denied.json["errcode"] == 48001, denied.text
+    picture = bytes(range(256)) * (12 * 1024)  # 3 MiB: streamed, not kept
+    boundary = "relay-boundary-0123456789"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="media"; '
+            f'filename="p.jpg"\r\nContent-Type: image/jpeg\r\n\r\n').encode()
+    body += picture + f"\r\n--{boundary}--\r\n".encode()
+    uploaded = worker.request(
+        "POST", "/gateway/cgi-bin/media/upload?type=image", body=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert uploaded.status == 200, uploaded.text
+    assert fake.media[uploaded.json["media_id"]] == picture
+    assert "?" not in (logs / "access.log").read_text()

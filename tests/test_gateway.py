@@ -93,6 +93,67 @@ class TestRefusals:
         assert status == 400 and json.loads(text)["error"] == "bad_request", text
         assert fake.api_requests == [] and fake.calls == 0
 
+    @pytest.mark.parametrize("path", [
+        "/gateway/cgi-bin/user/info%00",
+        "/gateway/http://evil.example/cgi-bin/user/info",
+        "/gateway/cgi-bin/user/info;http://evil.example/",
+    ])
+    def test_nul_bytes_and_urls_are_refused(self, worker, fake, path):
+        status, text = raw_get(worker, path, {"Authorization": f"Bearer {CLIENT_KEY}"})
+        assert status == 400 and json.loads(text)["error"] == "bad_request", text
+        assert fake.api_requests == [] and fake.calls == 0
+
+    @pytest.mark.parametrize("path", [
+        "/gateway/cgi-bin\\..\\..\\admin",
+        "/gateway/cgi-bin/%2e%2e/%2e%2e/admin",
+        "/gateway/cgi-bin/.%2e/.%2E/admin",
+    ])
+    def test_backslash_and_encoded_dot_escapes_never_leave_the_api(self, worker, fake, path):
+        # The runtime's URL parser turns `\` into `/` and resolves `.`/`..` segments, encoded
+        # or not, before the worker sees the path: what is left is checked like any path.
+        status, text = raw_get(worker, path, {"Authorization": f"Bearer {CLIENT_KEY}"})
+        assert status == 404 and json.loads(text)["error"] == "not_found", text
+        assert fake.api_requests == []
+
+    def test_a_backslash_or_dot_inside_the_api_reaches_only_the_path_it_resolves_to(
+            self, worker, fake):
+        for path in ("/gateway/cgi-bin/user\\info?openid=o", "/gateway/cgi-bin/./user/info"
+                     "?openid=o", "/gateway/cgi-bin/%2e/user/info?openid=o"):
+            status, text = raw_get(worker, path, {"Authorization": f"Bearer {CLIENT_KEY}"})
+            assert status == 200, text
+        assert [r["path"] for r in fake.api_requests] == ["/cgi-bin/user/info"] * 3
+
+    def test_pass_through_refusals_come_in_wechats_shape_and_send_nothing(self, worker, fake):
+        token = worker.request("GET", "/token?account=second").json["access_token"]
+        status, text = raw_get(worker, f"/cgi-bin/user%2finfo?access_token={token}&openid=o")
+        assert status == 200 and json.loads(text)["errcode"] == 40097, text
+        status, text = raw_get(worker, f"/cgi-bin//user/info?access_token={token}&openid=o")
+        assert status == 200 and json.loads(text)["errcode"] == 40097, text
+        assert fake.api_requests == []
+
+    def test_a_wrong_key_in_keyed_mode_is_refused(self, worker, fake):
+        assert_error(worker.request("GET", "/gateway/cgi-bin/user/info?openid=o",
+                                    key="wrong-key-0123456789abcdef"), 401, "unauthorized")
+        assert fake.api_requests == []
+
+    def test_pass_through_login_checks_the_appid_and_the_keys_scope(self, worker, fake):
+        fake.login_codes.add("code-9")
+        unknown = worker.request(
+            "GET", f"/sns/jscode2session?appid=wxunknown0000000&secret={CLIENT_KEY}"
+            "&js_code=code-9&grant_type=authorization_code", key=None)
+        assert unknown.json["errcode"] == 40013
+        scoped = worker.request(
+            "GET", f"/sns/jscode2session?appid={STABLE[0]}&secret={SCOPED_KEY}"
+            "&js_code=code-9&grant_type=authorization_code", key=None)
+        assert scoped.json["errcode"] == 40125, "the key is scoped to another account"
+        assert fake.api_requests == [] and "code-9" in fake.login_codes
+
+    def test_a_users_oauth_call_is_not_passed_through_without_a_key(self, worker, fake):
+        reply = worker.request("GET", "/sns/userinfo?access_token=USER-x&openid=o", key=None)
+        assert reply.status == 200 and reply.json["errcode"] == 40097
+        assert "/gateway/" in reply.json["errmsg"]
+        assert fake.api_requests == []
+
     def test_dot_segments_are_resolved_before_the_worker_sees_them(self, worker, fake):
         # The runtime's URL parser resolves `..` (encoded or not): what is left is checked
         # like any path, here one outside WeChat's API families.
@@ -171,11 +232,63 @@ class TestForwarding:
         assert len(fake.api_requests) == 3, "never retried"
 
 
+class TestWebOAuth:
+    """Web OAuth (网页授权) through the keyed gateway: the code exchange gets the appsecret;
+    the user's own token and refresh token pass as sent, and their refusals heal nothing."""
+
+    def test_the_code_exchange_gets_the_secret_and_the_users_token_stays_the_users(
+            self, worker, fake):
+        fake.login_codes.add("oauth-code-1")
+        exchanged = worker.request(
+            "GET", "/gateway/sns/oauth2/access_token?account=shop&code=oauth-code-1"
+            "&grant_type=authorization_code&secret=client-sent-secret-ignored")
+        assert exchanged.status == 200 and exchanged.json["openid"] == "openid-oauth-code-1", \
+            exchanged.text
+        user_token, refresh = exchanged.json["access_token"], exchanged.json["refresh_token"]
+        info = worker.request(
+            "GET", f"/gateway/sns/userinfo?account=shop&access_token={user_token}"
+            "&openid=openid-oauth-code-1&lang=zh_CN")
+        assert info.json == {"openid": "openid-oauth-code-1", "nickname": "web user"}
+        renewed = worker.request(
+            "GET", f"/gateway/sns/oauth2/refresh_token?account=shop&refresh_token={refresh}"
+            "&grant_type=refresh_token")
+        assert renewed.json["openid"] == "openid-oauth-code-1", renewed.text
+        assert len(fake.api_requests) == 3
+
+    def test_a_refused_user_token_heals_nothing(self, worker, fake):
+        before = fake.calls_for(STABLE[0])
+        worker.request("GET", "/token?account=shop")
+        warmed = fake.calls_for(STABLE[0])
+        replies = [worker.request(
+            "GET", "/gateway/sns/userinfo?account=shop&access_token=USER-forged&openid=o")
+            for _ in range(3)]
+        assert all(r.json["errcode"] == 40001 for r in replies)
+        assert len(fake.api_requests) == 3, "each sent once, never retried"
+        assert fake.calls_for(STABLE[0]) == warmed >= before, "the account's token untouched"
+
+
+def test_a_pass_through_call_strips_the_clients_headers(worker, fake):
+    token = worker.request("GET", "/token?account=second").json["access_token"]
+    reply = worker.request(
+        "GET", f"/cgi-bin/user/info?access_token={token}&openid=o8", key=None,
+        headers={"Cookie": "session=1", "X-Forwarded-For": "198.51.100.9",
+                 "Authorization": "Bearer whatever-0123456789", "X-Custom": "1"})
+    assert reply.json["openid"] == "o8"
+    [call] = fake.api_requests
+    assert set(call["headers"]) <= {"host", "accept", "cf-worker"}, call["headers"]
+
+
+def test_a_head_request_is_sent_upstream_as_a_get(worker, fake):
+    status, _, body = raw_call(worker, "HEAD", "/gateway/cgi-bin/user/info?openid=o9")
+    assert status == 200 and body == b""
+    assert [r["method"] for r in fake.api_requests] == ["GET"]
+
+
 def test_a_rejected_token_is_healed_once_for_a_concurrent_batch(worker, fake):
     token = worker.request("GET", "/token?account=second").json["access_token"]
     fake.revoked.add(token)  # WeChat stopped accepting it behind everyone's back
     fake.latency_ms = 200
-    replies = burst(20, lambda: worker.request(
+    replies = burst(100, lambda: worker.request(
         "GET", "/gateway/cgi-bin/user/info?openid=o3&account=second"))
     assert all(r.status == 200 and r.json.get("openid") == "o3" for r in replies), \
         [r.text for r in replies if r.status != 200 or "openid" not in r.json][:3]
@@ -189,11 +302,13 @@ def test_a_rejected_token_is_healed_once_for_a_concurrent_batch(worker, fake):
 def test_gateway_log_lines_name_the_call_never_its_credentials(worker, fake):
     worker.request("GET", "/gateway/cgi-bin/user/info?openid=o4")
     event = worker.events("gateway_call")[-1]
-    assert set(event) >= {"account", "method", "path", "mode", "status", "wechat_errcode",
+    assert set(event) >= {"account", "method", "path", "mode", "status", "errcode",
                           "retried", "duration_ms"}
     assert event["path"] == "/cgi-bin/user/info" and event["mode"] == "keyed"
     log = worker.log()
-    assert not re.search(r"access_token=|js_code=|secret=", log)
+    assert not re.search(r"access_token=|js_code=|secret=|code=|refresh_token=", log)
+    for value in [*fake.login_codes, *fake.user_tokens, *fake.user_refresh]:
+        assert value not in log
 
 
 def test_wecom_sdks_get_their_token_in_wecoms_shape(worker, fake):
@@ -231,6 +346,14 @@ def test_a_relay_refusal_names_the_relay_key(start_worker, fake):
     body = assert_error(worker.get_token(), 502, "egress_refused")
     assert "WECHAT_EGRESS_KEY" in body["message"]
     assert fake.egress_refused == 1, "not retried: a wrong key stays wrong"
+
+
+def test_a_403_of_wechats_is_not_taken_for_the_relays(start_worker, fake):
+    fake.egress_key = EGRESS_KEY
+    worker = start_worker(WECHAT_EGRESS_KEY=EGRESS_KEY)
+    status, _, body = raw_call(worker, "GET", "/gateway/cgi-bin/denied")
+    assert status == 403 and json.loads(body)["errcode"] == 48001, body
+    assert fake.egress_refused == 0
 
 
 def test_wechatpy_calls_apis_through_the_pass_through_and_never_sees_a_rotation(worker, fake):
@@ -272,7 +395,7 @@ class TestStreaming:
         assert f'filename="{media_id}.jpg"' in download.headers["Content-Disposition"]
         assert hashlib.sha256(download.content).digest() == hashlib.sha256(self.BIG).digest()
         event = next_gateway_event(worker, seen, "/cgi-bin/media/get")
-        assert event["wechat_errcode"] is None
+        assert event["errcode"] is None
 
     def test_a_small_upload_is_kept_and_sent_again_after_a_rotation(self, worker, fake):
         token = worker.request("GET", "/token?account=second").json["access_token"]
@@ -313,7 +436,7 @@ class TestStreaming:
         assert len(fake.api_requests) == 1, "a streamed body cannot be sent twice"
         assert fake.calls_for(SECOND[0]) == before + 1, "but the token is replaced for all"
         event = next_gateway_event(worker, seen, "/cgi-bin/media/upload")
-        assert (event["wechat_errcode"], event["retried"]) == (40001, False)
+        assert (event["errcode"], event["retried"]) == (40001, False)
         status, _, answer = raw_call(worker, "POST", path, body, headers)
         assert status == 200 and "media_id" in json.loads(answer), answer
 
@@ -336,4 +459,4 @@ class TestStreaming:
         assert status == 200 and headers["content-type"].startswith("application/json")
         listing = json.loads(answer)
         assert len(answer) > 64 * 1024 and listing["count"] == fake.followers
-        assert next_gateway_event(worker, seen, "/cgi-bin/user/get")["wechat_errcode"] is None
+        assert next_gateway_event(worker, seen, "/cgi-bin/user/get")["errcode"] is None

@@ -13,7 +13,7 @@ export default {
     if (env.LOG_LINE) {
       console.log(JSON.stringify({
         event: "gateway_call", account: "bench", method: request.method, path: url.pathname,
-        mode: "keyed", status: answer.status, wechat_errcode: null, retried: false,
+        mode: "keyed", status: answer.status, errcode: null, retried: false,
         duration_ms: Date.now() - started,
       }));
     }

@@ -23,7 +23,7 @@ use crate::error::{wechat_codes, wechat_shape, AppError, UpstreamFailure};
 use crate::policy::accounts::{Account, TokenApi};
 use crate::policy::auth::{bearer_token, Route};
 use crate::policy::config::{AccountName, Settings};
-use crate::policy::gateway::{self, SecretCall};
+use crate::policy::gateway::{self, CallCredential};
 use crate::policy::refresh::Trigger;
 use crate::policy::token::TokenRecord;
 use serde_json::json;
@@ -53,7 +53,7 @@ struct Call {
     query: Vec<(String, String)>,
     headers: Vec<(String, String)>,
     body: Option<Body>,
-    secret_call: Option<SecretCall>,
+    credential: CallCredential,
 }
 
 impl Call {
@@ -65,8 +65,13 @@ impl Call {
         pairs: Vec<(String, String)>,
         used: &[&str],
     ) -> Result<Self, AppError> {
+        let method = match request.method() {
+            // Answered as a GET without its body: WeChat's API knows GET and POST only.
+            Method::Head => Method::Get,
+            method => method,
+        };
         Ok(Self {
-            method: request.method(),
+            method,
             path: path.to_owned(),
             query: pairs
                 .into_iter()
@@ -74,7 +79,7 @@ impl Call {
                 .collect(),
             headers: forwarded_headers(request),
             body: read_body(request).await?,
-            secret_call: gateway::secret_call(path),
+            credential: gateway::call_credential(path),
         })
     }
 }
@@ -92,7 +97,13 @@ pub async fn keyed(
     let (grant, settings) = access::authenticate(env, key, Route::Gateway)?;
     let account = access::account(env, &grant, &settings, account_name(&pairs)?).await?;
     gateway::check_path(path, &settings.gateway_prefixes)?;
-    let call = Call::of(request, path, pairs, &["account", "appid", "access_token"]).await?;
+    // The edge's own parameters, and any credential the client sent: the edge puts in the
+    // real one (a user's OAuth token is the client's own and stays).
+    let used: &[&str] = match gateway::call_credential(path) {
+        CallCredential::UserToken { .. } => &["account", "appid", "secret"],
+        _ => &["account", "appid", "access_token", "secret"],
+    };
+    let call = Call::of(request, path, pairs, used).await?;
     let answer = forward(env, ctx, &settings, &account, call, Mode::Keyed).await?;
     Ok(answer.into_response())
 }
@@ -115,14 +126,22 @@ async fn pass_through_call(
     let settings = runtime::settings(env)?;
     gateway::check_path(path, &settings.gateway_prefixes)?;
     let pairs = query(request)?;
-    let account = match gateway::secret_call(path) {
-        Some(_) => {
+    let account = match gateway::call_credential(path) {
+        CallCredential::AppSecret => {
             let (grant, settings) =
                 access::authenticate(env, param(&pairs, "secret"), Route::Gateway)?;
             let name = AccountName::AppId(param(&pairs, "appid").unwrap_or_default());
             access::account(env, &grant, &settings, name).await?
         }
-        None => {
+        CallCredential::UserToken { .. } => {
+            // Nothing in it is this server's to check: no open proxy.
+            return Err(AppError::BadRequest(
+                "a user's OAuth call carries no credential of this server: send it through \
+                 /gateway/ with a client key, or straight to WeChat"
+                    .into(),
+            ));
+        }
+        CallCredential::AccountToken => {
             let presented = param(&pairs, "access_token").unwrap_or_default();
             let id = reader::recognize(env, ctx, &settings, presented)
                 .await?
@@ -196,7 +215,7 @@ async fn forward(
         "path": call.path,
         "mode": mode.name(),
         "status": status,
-        "wechat_errcode": errcode,
+        "errcode": errcode,
         "edge_error": edge_error,
         "retried": retried,
         "duration_ms": now_millis().saturating_sub(started_ms),
@@ -207,7 +226,8 @@ async fn forward(
 /// Sends the call; a token WeChat rejects is replaced (one passive refresh naming it, shared
 /// by every caller) and the call sent once more, unless its body streamed: then nothing is
 /// left to send again, and the caller gets WeChat's answer (its next call has the new token).
-/// Calls that carry the appsecret are sent once: a login code is single-use. Returns the answer
+/// Calls that carry the appsecret are sent once (a login code is single-use), and so are a
+/// user's OAuth calls (their token is not the account's). Returns the answer
 /// and whether it came from a second send.
 async fn send_healed(
     env: &Env,
@@ -233,12 +253,19 @@ async fn send_healed(
                 .map_err(AppError::Upstream)
         }
     };
-    if call.secret_call.is_some() {
-        let credential = vec![
-            ("appid", account.appid.clone()),
-            ("secret", account.secret.clone()),
-        ];
-        return Ok((send(credential).await?, false));
+    match call.credential {
+        CallCredential::AppSecret => {
+            let credential = vec![
+                ("appid", account.appid.clone()),
+                ("secret", account.secret.clone()),
+            ];
+            return Ok((send(credential).await?, false));
+        }
+        CallCredential::UserToken { with_appid } => {
+            let credential = with_appid.then(|| ("appid", account.appid.clone()));
+            return Ok((send(credential.into_iter().collect()).await?, false));
+        }
+        CallCredential::AccountToken => {}
     }
     let token = read::<TokenRecord>(env, ctx, settings, account, ()).await?;
     let first = send(vec![("access_token", token.access_token.clone())]).await?;

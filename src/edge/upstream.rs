@@ -65,10 +65,18 @@ fn egress(settings: &Settings) -> Option<&str> {
     settings.egress_key.as_ref().map(|key| key.0.as_str())
 }
 
-/// The relay's refusal, told apart from WeChat's own statuses when a relay key is configured.
-fn refused_by_relay(status: u16, egress: Option<&str>) -> Result<(), UpstreamFailure> {
-    match (status, egress) {
-        (403, Some(_)) => Err(UpstreamFailure::EgressRefused),
+/// The relay marks its own refusal (`X-Egress-Refused`), so that a 403 of WeChat's passes on
+/// as WeChat's.
+const EGRESS_REFUSED_HEADER: &str = "x-egress-refused";
+
+/// The relay's refusal of the key, told apart from WeChat's own statuses.
+fn refused_by_relay(
+    status: u16,
+    marked: bool,
+    egress: Option<&str>,
+) -> Result<(), UpstreamFailure> {
+    match (status, marked, egress) {
+        (403, true, Some(_)) => Err(UpstreamFailure::EgressRefused),
         _ => Ok(()),
     }
 }
@@ -189,7 +197,11 @@ async fn exchange(
             .send_with_signal(&signal)
             .await
             .map_err(unreachable)?;
-        refused_by_relay(response.status_code(), egress)?;
+        let marked = response
+            .headers()
+            .has(EGRESS_REFUSED_HEADER)
+            .unwrap_or(false);
+        refused_by_relay(response.status_code(), marked, egress)?;
         let header = |name| response.headers().get(name).ok().flatten();
         let answer_headers = gateway::PASSED_BACK_ANSWER_HEADERS
             .iter()

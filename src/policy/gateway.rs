@@ -126,22 +126,30 @@ pub fn check_path(path: &str, prefixes: &[String]) -> Result<(), AppError> {
     Ok(())
 }
 
-/// Calls that take the appsecret instead of an access_token: the edge checks the client key
-/// that the caller sends as `secret` and puts the real appid and appsecret in. Never retried
-/// (a login code is single-use).
+/// The credential a WeChat API call carries, which decides what the edge adds and whether a
+/// rejection heals.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SecretCall {
-    /// Mini program login: `/sns/jscode2session`.
-    CodeToSession,
-    /// Web OAuth: `/sns/oauth2/access_token`.
-    OAuthAccessToken,
+pub enum CallCredential {
+    /// The account's access_token (most of the API): the edge adds the current one, and a
+    /// rejection heals it.
+    AccountToken,
+    /// The appid and appsecret: mini program login (`/sns/jscode2session`) and web OAuth's
+    /// code exchange (`/sns/oauth2/access_token`). The edge checks the client key sent as
+    /// `secret` and puts the real ones in. Never retried: a login code is single-use.
+    AppSecret,
+    /// A user's web OAuth token (`/sns/userinfo`, `/sns/auth`) or refresh token
+    /// (`/sns/oauth2/refresh_token`, which also names the appid): the caller's own, forwarded
+    /// as sent, keyed only. Never healed: WeChat refusing a user's token says nothing about
+    /// the account's, and healing on it would let any caller rotate the account's token.
+    UserToken { with_appid: bool },
 }
 
-pub fn secret_call(path: &str) -> Option<SecretCall> {
+pub fn call_credential(path: &str) -> CallCredential {
     match path {
-        "/sns/jscode2session" => Some(SecretCall::CodeToSession),
-        "/sns/oauth2/access_token" => Some(SecretCall::OAuthAccessToken),
-        _ => None,
+        "/sns/jscode2session" | "/sns/oauth2/access_token" => CallCredential::AppSecret,
+        "/sns/userinfo" | "/sns/auth" => CallCredential::UserToken { with_appid: false },
+        "/sns/oauth2/refresh_token" => CallCredential::UserToken { with_appid: true },
+        _ => CallCredential::AccountToken,
     }
 }
 
@@ -186,6 +194,22 @@ mod tests {
                 other => panic!("{value:?}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_call_carries_the_account_token_unless_it_logs_in_or_acts_for_a_user() {
+        use CallCredential::*;
+        assert_eq!(call_credential("/cgi-bin/user/info"), AccountToken);
+        assert_eq!(call_credential("/sns/jscode2session"), AppSecret);
+        assert_eq!(call_credential("/sns/oauth2/access_token"), AppSecret);
+        assert_eq!(
+            call_credential("/sns/userinfo"),
+            UserToken { with_appid: false }
+        );
+        assert_eq!(
+            call_credential("/sns/oauth2/refresh_token"),
+            UserToken { with_appid: true }
+        );
     }
 
     #[test]
@@ -271,18 +295,5 @@ mod tests {
         assert_eq!(errcode(br#"{"openid":"o"}"#), None);
         assert_eq!(errcode(b"[1,2]"), None);
         assert_eq!(errcode(b"\xff\xd8 binary"), None);
-    }
-
-    #[test]
-    fn login_and_oauth_calls_carry_the_secret() {
-        assert_eq!(
-            secret_call("/sns/jscode2session"),
-            Some(SecretCall::CodeToSession)
-        );
-        assert_eq!(
-            secret_call("/sns/oauth2/access_token"),
-            Some(SecretCall::OAuthAccessToken)
-        );
-        assert_eq!(secret_call("/sns/userinfo"), None);
     }
 }
