@@ -25,9 +25,24 @@ pub enum UpstreamFailure {
     EgressRefused,
 }
 
+/// What to check when the platform has no usable verify ticket.
+const NO_VERIFY_TICKET_ADVICE: &str = "No current component_verify_ticket: WeChat pushes one \
+    every ten minutes to the platform's 授权事件接收URL, which must be \
+    https://<this worker>/component/events, with WECHAT_COMPONENT's token and encoding_aes_key \
+    equal to the platform's settings. The server has asked WeChat to push one again \
+    (api_start_push_ticket, at most once an hour).";
+
 impl UpstreamFailure {
     fn code(&self) -> &'static str {
         match self {
+            Self::WeChat {
+                errcode: wechat_codes::VERIFY_TICKET_EXPIRED | wechat_codes::VERIFY_TICKET_INVALID,
+                ..
+            } => "no_verify_ticket",
+            Self::WeChat {
+                errcode: wechat_codes::REFRESH_TOKEN_INVALID,
+                ..
+            } => "authorizer_refresh_token_invalid",
             Self::WeChat { .. } => "wechat_error",
             Self::HttpStatus { .. } => "upstream_http_error",
             Self::BadResponse { .. } => "upstream_bad_response",
@@ -40,6 +55,10 @@ impl UpstreamFailure {
     fn status(&self) -> u16 {
         match self {
             Self::Timeout { .. } => 504,
+            Self::WeChat {
+                errcode: wechat_codes::VERIFY_TICKET_EXPIRED | wechat_codes::VERIFY_TICKET_INVALID,
+                ..
+            } => 503,
             _ => 502,
         }
     }
@@ -137,8 +156,18 @@ pub enum AppError {
         problem: String,
     },
     BadRequest(String),
-    PayloadTooLarge,
+    /// The body is larger than the route takes (`limit_kib`).
+    PayloadTooLarge {
+        limit_kib: usize,
+    },
     UnsupportedMediaType,
+    /// A push whose `msg_signature` is not WeChat's for the platform's token.
+    BadSignature,
+    /// The platform has no current `component_verify_ticket`: WeChat's pushes do not arrive.
+    NoVerifyTicket,
+    /// An authorizer has no refresh token (its authorization's exchange failed, and the
+    /// authorizer list does not show it): it must authorize again.
+    NoRefreshToken,
     Unauthorized,
     /// An admin route without a valid admin key; `disabled`: `ADMIN_KEYS` is not set.
     AdminUnauthorized {
@@ -181,7 +210,10 @@ impl AppError {
             Self::Config { .. } | Self::Internal(_) => 500,
             Self::Relayed { status, .. } => *status,
             Self::BadRequest(_) => 400,
-            Self::PayloadTooLarge => 413,
+            Self::PayloadTooLarge { .. } => 413,
+            Self::BadSignature => 401,
+            Self::NoVerifyTicket => 503,
+            Self::NoRefreshToken => 502,
             Self::UnsupportedMediaType => 415,
             Self::Unauthorized | Self::AdminUnauthorized { .. } => 401,
             Self::Conflict(_) => 409,
@@ -202,7 +234,10 @@ impl AppError {
                 .unwrap_or("internal_error"),
             Self::Config { .. } => "config_error",
             Self::BadRequest(_) => "bad_request",
-            Self::PayloadTooLarge => "payload_too_large",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::BadSignature => "bad_signature",
+            Self::NoVerifyTicket => "no_verify_ticket",
+            Self::NoRefreshToken => "authorizer_refresh_token_invalid",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Unauthorized | Self::AdminUnauthorized { .. } => "unauthorized",
             Self::Conflict(_) => "conflict",
@@ -224,9 +259,18 @@ impl AppError {
                 format!("Configuration error: {variable} {problem}.")
             }
             Self::BadRequest(why) => format!("Malformed request: {why}."),
-            Self::PayloadTooLarge => {
-                "The request body is larger than this route takes (8 KiB).".into()
+            Self::PayloadTooLarge { limit_kib } => {
+                format!("The request body is larger than this route takes ({limit_kib} KiB).")
             }
+            Self::BadSignature => "The push's msg_signature does not match: it is not from \
+                WeChat, or WECHAT_COMPONENT's token differs from the platform's message token \
+                (消息校验Token). Nothing was stored."
+                .into(),
+            Self::NoVerifyTicket => NO_VERIFY_TICKET_ADVICE.into(),
+            Self::NoRefreshToken => "This authorizer has no refresh token (the exchange of its \
+                authorization failed, and WeChat's authorizer list does not show it): the \
+                account must authorize the platform again (POST /component/preauthcode)."
+                .into(),
             Self::UnsupportedMediaType => {
                 "Send the request body as JSON, with `Content-Type: application/json`.".into()
             }

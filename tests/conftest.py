@@ -48,6 +48,10 @@ def assert_log_keeps_secrets(worker: Worker, fake: FakeWeChat) -> None:
     for name in ("ADMIN_KEYS", "ACCOUNTS_ENCRYPTION_KEY"):
         for value in worker.variables.get(name, "").split(","):
             assert not value.strip() or value.strip() not in log, f"{name} appeared in the log"
+    platform = fake.platform
+    for value in [*platform.all_secrets, platform.secret, platform.token,
+                  platform.encoding_aes_key]:
+        assert value not in log, "a platform secret, ticket, code or refresh token in the log"
     for token in fake.all_issued:
         assert token not in log, "an access_token appeared in the worker's log"
     for ticket in fake.tickets_issued:

@@ -33,6 +33,8 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from fake_platform import FakePlatform
+
 
 class _Server(ThreadingHTTPServer):
     # WeChat takes a burst of connections; socketserver's default backlog of 5 would drop
@@ -105,6 +107,7 @@ class FakeWeChat:
         self.ticket_expires_in = 7200
         self.ticket_calls: Counter[tuple[str, str]] = Counter()  # (appid, type) -> calls
         self.tickets_issued: list[str] = []
+        self.platform = FakePlatform(self, "wxcomponent0000001", "fake-secret-component-0123")
         self._server = _Server(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -165,6 +168,7 @@ class FakeWeChat:
             self.chunked_answers = False
             self.egress_key = None
             self.egress_refused = 0
+        self.platform.reset()
 
 
     @property
@@ -380,26 +384,37 @@ class FakeWeChat:
             current = self._stable.get(appid)
             if family == "stable" and current and current[1] - now > STABLE_RENEW_BEFORE_SECS:
                 return _json({"access_token": current[0], "expires_in": int(current[1] - now)})
-            token = f"FAKE-{appid}-{next(self._serial):04d}-{secrets.token_hex(8)}"
-            lineage = "rotating" if family == "rotating" else "stable"
-            previous = self._latest.get((appid, lineage))
-            if previous in self._tokens:
-                owner, expires_at = self._tokens[previous]
-                # classic/WeCom: the old token lives on for a while; forced stable: it dies now.
-                ends = {"rotating": now + self.grace_secs, "stable_forced": now}.get(family)
-                if ends is not None:
-                    self._tokens[previous] = (owner, min(expires_at, ends))
-            self._latest[(appid, lineage)] = token
-            if lineage == "stable":
-                self._stable[appid] = (token, now + self.expires_in)
-            self._tokens[token] = (appid, now + self.expires_in)
-            self.issued.append(token)
-            self.issued_by.setdefault(appid, []).append(token)
-            self.all_issued.append(token)
-            self.issued_at[token] = now
+            token = self._mint_locked(appid, family, self.expires_in)
         if mode == "lost":  # issued, but the caller gives up before the answer arrives
             time.sleep(self.lost_ms / 1000)
         return _json({"access_token": token, "expires_in": self.expires_in})
+
+    def mint(self, appid: str, expires_in: int) -> str:
+        """A new token for `appid` that replaces its previous one after the grace period (an
+        authorizer's token, issued by the open platform's side)."""
+        with self._lock:
+            return self._mint_locked(appid, "rotating", expires_in)
+
+    def _mint_locked(self, appid: str, family: str, expires_in: int) -> str:
+        now = time.time()
+        token = f"FAKE-{appid}-{next(self._serial):04d}-{secrets.token_hex(8)}"
+        lineage = "rotating" if family == "rotating" else "stable"
+        previous = self._latest.get((appid, lineage))
+        if previous in self._tokens:
+            owner, expires_at = self._tokens[previous]
+            # classic/WeCom: the old token lives on for a while; forced stable: it dies now.
+            ends = {"rotating": now + self.grace_secs, "stable_forced": now}.get(family)
+            if ends is not None:
+                self._tokens[previous] = (owner, min(expires_at, ends))
+        self._latest[(appid, lineage)] = token
+        if lineage == "stable":
+            self._stable[appid] = (token, now + expires_in)
+        self._tokens[token] = (appid, now + expires_in)
+        self.issued.append(token)
+        self.issued_by.setdefault(appid, []).append(token)
+        self.all_issued.append(token)
+        self.issued_at[token] = now
+        return token
 
     def _handler(self):
         fake = self
@@ -469,6 +484,9 @@ class FakeWeChat:
                     self._record_api(len(raw))
                     content_type = self.headers.get("Content-Type", "")
                     self._send(*fake.media_upload(query, content_type, raw))
+                    return
+                if url.path.startswith("/cgi-bin/component/"):
+                    self._send(*fake.platform.handle(url.path, query, raw))
                     return
                 if url.path != "/cgi-bin/stable_token":
                     self._send(*_json({"errcode": 404, "errmsg": "not found"}, status=404))

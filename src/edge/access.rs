@@ -12,8 +12,8 @@ use std::rc::Rc;
 use worker::Env;
 
 /// Authenticates `presented` (a client key) for `route`. Also checks, once the settings are
-/// known, that every key's account scope names configured accounts (unless the admin API is
-/// enabled: then a scope may name an account registered at runtime).
+/// known, that every key's account scope names configured accounts (unless accounts may be
+/// registered at runtime: the admin API, or a platform's authorizers).
 pub fn authenticate(
     env: &Env,
     presented: Option<&str>,
@@ -23,7 +23,9 @@ pub fn authenticate(
     let grant = keys.authorize_key(presented)?;
     grant.check_route(route)?;
     let settings = runtime::settings(env)?;
-    if runtime::admin_keys(env)?.is_none() {
+    // Accounts registered at runtime (by the admin API, or a platform's authorizations) may
+    // be named before they exist.
+    if runtime::admin_keys(env)?.is_none() && settings.component.is_none() {
         keys.check_scopes(|id| settings.account(id).is_ok())?;
     }
     Ok((grant, settings))

@@ -1,133 +1,21 @@
-//! The Durable Object that owns one account's credentials (named by the account id), and the
-//! worker's client for it.
-//!
-//! The worker sends an [`ObjectCall`] as JSON. The object answers 200 with the [`Acquired`]
-//! record (the worker builds the public answer), or with the public error response, which the
-//! worker relays unchanged.
+//! The Durable Object that owns one account's credentials (named by the account id). The
+//! worker reaches it through `object_client`; it answers 200 with the [`Acquired`] record (the
+//! worker builds the public answer), or with the public error response, which the worker
+//! relays unchanged.
 
 use crate::edge::directory;
-use crate::edge::refresher::{self, AccountCtx, AccountState, Acquired};
+use crate::edge::object_client::{ObjectCall, Op};
+use crate::edge::refresher::{self, AccountCtx, AccountState};
 use crate::edge::registry;
 use crate::edge::respond;
-use crate::edge::runtime::{self, OBJECT_BINDING};
+use crate::edge::runtime;
 use crate::error::AppError;
 use crate::policy::accounts::Account;
-use crate::policy::refresh::Trigger;
-use crate::policy::ticket::{TicketKind, TicketRecord};
-use crate::policy::token::TokenRecord;
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use std::cell::RefCell;
 use std::rc::Rc;
-use wasm_bindgen::JsValue;
-use worker::{durable_object, DurableObject, Env, Method, Request, RequestInit, Response, State};
-
-#[derive(Serialize, Deserialize)]
-struct ObjectCall {
-    account: String,
-    op: Op,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-enum Op {
-    Token {
-        trigger: Trigger,
-    },
-    Ticket {
-        kind: TicketKind,
-        trigger: Trigger,
-    },
-    Cron,
-    Status,
-    /// The account's registration changed: read it again, and the stored state with it.
-    Forget,
-    /// Lift the quota pause and the credential block.
-    Reset,
-    /// The account is deleted: erase its state, alarm and KV entries.
-    Erase,
-}
-
-pub async fn token(
-    env: &Env,
-    account_id: &str,
-    trigger: Trigger,
-) -> Result<Acquired<TokenRecord>, AppError> {
-    decode(ask(env, account_id, Op::Token { trigger }).await?).await
-}
-
-pub async fn ticket(
-    env: &Env,
-    account_id: &str,
-    kind: TicketKind,
-    trigger: Trigger,
-) -> Result<Acquired<TicketRecord>, AppError> {
-    decode(ask(env, account_id, Op::Ticket { kind, trigger }).await?).await
-}
-
-/// The account's `/status` entry: fingerprints, never a credential.
-pub async fn status(env: &Env, account_id: &str) -> Result<Value, AppError> {
-    decode(ask(env, account_id, Op::Status).await?).await
-}
-
-/// The cron visit's summary: outcomes only, never a credential.
-pub async fn cron(env: &Env, account_id: &str) -> Result<Value, AppError> {
-    decode(ask(env, account_id, Op::Cron).await?).await
-}
-
-/// Tells the object its account's registration changed.
-pub async fn forget(env: &Env, account_id: &str) -> Result<(), AppError> {
-    decode(ask(env, account_id, Op::Forget).await?).await
-}
-
-pub async fn reset(env: &Env, account_id: &str) -> Result<(), AppError> {
-    decode(ask(env, account_id, Op::Reset).await?).await
-}
-
-pub async fn erase(env: &Env, account_id: &str) -> Result<(), AppError> {
-    decode(ask(env, account_id, Op::Erase).await?).await
-}
-
-async fn ask(env: &Env, account_id: &str, op: Op) -> Result<Response, AppError> {
-    let failed = |e: worker::Error| runtime::internal("the account's Durable Object failed", e);
-    let namespace = env.durable_object(OBJECT_BINDING).map_err(failed)?;
-    let stub = namespace.get_by_name(account_id).map_err(failed)?;
-    let call = ObjectCall {
-        account: account_id.to_owned(),
-        op,
-    };
-    let body = serde_json::to_string(&call).map_err(|e| runtime::internal("encoding", e))?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_body(Some(JsValue::from_str(&body)));
-    let request = Request::new_with_init("https://account-object/", &init).map_err(failed)?;
-    stub.fetch_with_request(request).await.map_err(failed)
-}
-
-fn encode<T: Serialize>(value: T) -> Result<Value, AppError> {
-    serde_json::to_value(value).map_err(|e| runtime::internal("encoding", e))
-}
-
-/// The object's answer: the value on 200, else its error response as [`AppError::Relayed`].
-async fn decode<T: DeserializeOwned>(mut response: Response) -> Result<T, AppError> {
-    let unreadable = |e| runtime::internal("unreadable answer from the Durable Object", e);
-    let status = response.status_code();
-    if status == 200 {
-        return response.json::<T>().await.map_err(unreadable);
-    }
-    let retry_after_secs = response
-        .headers()
-        .get("retry-after")
-        .ok()
-        .flatten()
-        .and_then(|value| value.parse().ok());
-    let body = response.json::<Value>().await.map_err(unreadable)?;
-    Err(AppError::Relayed {
-        status,
-        body,
-        retry_after_secs,
-    })
-}
+use worker::{durable_object, DurableObject, Env, Request, Response, State};
 
 #[durable_object]
 pub struct AccountTokenObject {
@@ -188,6 +76,10 @@ impl DurableObject for AccountTokenObject {
     }
 }
 
+fn encode<T: Serialize>(value: T) -> Result<Value, AppError> {
+    serde_json::to_value(value).map_err(|e| runtime::internal("encoding", e))
+}
+
 impl AccountTokenObject {
     async fn context(&self, account_id: &str) -> Result<AccountCtx, AppError> {
         let settings = runtime::settings(&self.env)?;
@@ -242,6 +134,11 @@ impl AccountTokenObject {
             Op::Token { trigger } => ctx.token(&trigger).await.and_then(encode),
             Op::Ticket { kind, trigger } => ctx.ticket(kind, &trigger).await.and_then(encode),
             Op::Cron => Ok(ctx.cron().await),
+            Op::VerifyTicket { ticket } => {
+                ctx.receive_verify_ticket(ticket).await;
+                Ok(Value::Null)
+            }
+            Op::Authorize { code } => ctx.authorize(code).await.map(|()| Value::Null),
             Op::Status => Ok(ctx.status()),
         };
         // Whatever the call did (a failure too), the alarm is set for when something next

@@ -3,8 +3,8 @@
 //! then to the account's own object. Environment accounts are listed and can be reset, but
 //! are read-only here.
 
-use crate::edge::account_object;
 use crate::edge::directory::{self, Listed};
+use crate::edge::object_client;
 use crate::edge::reader;
 use crate::edge::registry;
 use crate::edge::request::{self, param, query};
@@ -116,11 +116,11 @@ async fn put(
     directory::publish(env, &stored.entry, previous.as_ref()).await?;
     if !stored.created {
         reader::forget_account(id);
-        account_object::forget(env, id).await?;
+        object_client::forget(env, id).await?;
     }
     // Its first token now, and its alarm set: the first read is a KV hit. A failure here
     // (a wrong secret, say) is the account's to report in `/status`, not the write's.
-    let warm = account_object::cron(env, id).await;
+    let warm = object_client::cron(env, id).await;
     log_event(json!({
         "event": "admin_account_put", "account": id, "created": stored.created,
         "warmed": warm.is_ok(),
@@ -133,21 +133,29 @@ async fn delete(env: &Env, settings: &Settings, id: &str) -> Result<Response, Ap
     if settings.account(id).is_ok() {
         return Err(read_only(id));
     }
-    // The registration goes first, so that nothing can bring the account back (an object
-    // woken by a late read finds it unknown); then the edge's copy; then its state.
-    let entry = registry::delete(env, id)
-        .await?
-        .ok_or(AppError::UnknownAccount)?;
-    directory::withdraw(env, &entry).await?;
-    reader::forget_account(id);
-    account_object::erase(env, id).await?;
+    remove(env, id).await?.ok_or(AppError::UnknownAccount)?;
     log_event(json!({ "event": "admin_account_deleted", "account": id }));
     Ok(respond::empty(204))
 }
 
+/// Removes a registered account (an admin's delete, an authorizer's withdrawal): its
+/// registration, the edge's copy, and its object's state, alarm and KV entries. None: there
+/// was no such registration.
+pub async fn remove(env: &Env, id: &str) -> Result<Option<Registered>, AppError> {
+    // The registration goes first, so that nothing can bring the account back (an object
+    // woken by a late read finds it unknown); then the edge's copy; then its state.
+    let Some(entry) = registry::delete(env, id).await? else {
+        return Ok(None);
+    };
+    directory::withdraw(env, &entry).await?;
+    reader::forget_account(id);
+    object_client::erase(env, id).await?;
+    Ok(Some(entry))
+}
+
 async fn reset(env: &Env, settings: &Settings, id: &str) -> Result<Response, AppError> {
     directory::by_id(env, settings, id).await?;
-    account_object::reset(env, id).await?;
+    object_client::reset(env, id).await?;
     log_event(json!({ "event": "admin_account_reset", "account": id }));
     Ok(respond::json(200, &json!({ "id": id, "reset": true })))
 }

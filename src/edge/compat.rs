@@ -1,4 +1,5 @@
-//! WeChat's own token and ticket paths (and WeCom's `gettoken`), in WeChat's own JSON, so an unmodified SDK whose API
+//! WeChat's own token and ticket paths (and WeCom's `gettoken`, and the open platform's
+//! component and authorizer tokens), in WeChat's own JSON, so an unmodified SDK whose API
 //! base points here works. The `secret` an SDK sends is a client key; the access_token it sends
 //! to `getticket` must be one this server issued (current, or replaced moments ago and still
 //! accepted by WeChat).
@@ -12,6 +13,7 @@ use crate::edge::request::param;
 use crate::edge::respond;
 use crate::edge::runtime::{self, now_secs};
 use crate::error::{wechat_shape, AppError};
+use crate::policy::accounts::AccountKind;
 use crate::policy::auth::Route;
 use crate::policy::config::AccountName;
 use crate::policy::ticket::{TicketKind, TicketRecord};
@@ -51,6 +53,8 @@ pub async fn answer(
         "/cgi-bin/token" => token(pairs, env, ctx).await,
         "/cgi-bin/gettoken" => wecom_token(pairs, env, ctx).await,
         "/cgi-bin/stable_token" => stable_token(body, env, ctx).await,
+        "/cgi-bin/component/api_component_token" => component_token(body, env, ctx).await,
+        "/cgi-bin/component/api_authorizer_token" => authorizer_token(pairs, body, env, ctx).await,
         _ => ticket(pairs, env, ctx).await,
     };
     respond::json(200, &outcome.unwrap_or_else(|WeChatError(body)| body))
@@ -106,13 +110,86 @@ async fn issue(
     appid: Option<&str>,
     key: Option<&str>,
 ) -> Result<Value, WeChatError> {
+    let (record, _) = issued_token(env, ctx, appid, key).await?;
+    Ok(
+        json!({ "access_token": record.access_token, "expires_in": record.remaining_secs(now_secs()) }),
+    )
+}
+
+/// The current token of the account `appid` names, for a client key, with the account's kind.
+async fn issued_token(
+    env: &Env,
+    ctx: &Context,
+    appid: Option<&str>,
+    key: Option<&str>,
+) -> Result<(TokenRecord, AccountKind), WeChatError> {
     let (grant, settings) = access::authenticate(env, key, Route::Token)?;
     let name = AccountName::AppId(appid.unwrap_or_default());
     let account = access::account(env, &grant, &settings, name).await?;
     let record = read::<TokenRecord>(env, ctx, &settings, &account, ()).await?;
-    Ok(
-        json!({ "access_token": record.access_token, "expires_in": record.remaining_secs(now_secs()) }),
+    Ok((record, account.kind))
+}
+
+/// `POST /cgi-bin/component/api_component_token` with `{"component_appid",
+/// "component_appsecret": <client key>, "component_verify_ticket"}`: the component token. The
+/// ticket an SDK sends is ignored: the server keeps WeChat's.
+async fn component_token(body: &str, env: &Env, ctx: &Context) -> Result<Value, WeChatError> {
+    let body: Value =
+        serde_json::from_str(body).map_err(|_| wechat_error(47001, "data format error"))?;
+    let text = |name| body.get(name).and_then(Value::as_str);
+    let (record, kind) = issued_token(
+        env,
+        ctx,
+        text("component_appid"),
+        text("component_appsecret"),
     )
+    .await?;
+    if kind != AccountKind::Component {
+        return Err(wechat_error(40013, "invalid appid: not the platform's"));
+    }
+    Ok(json!({
+        "component_access_token": record.access_token,
+        "expires_in": record.remaining_secs(now_secs()),
+    }))
+}
+
+/// What an SDK gets in place of an authorizer's refresh token: the server keeps the real one.
+const REFRESH_TOKEN_PLACEHOLDER: &str = "kept-by-the-central-server";
+
+/// `POST /cgi-bin/component/api_authorizer_token?component_access_token=<a component token
+/// this server issued>` with `{"component_appid","authorizer_appid","authorizer_refresh_token"}`:
+/// the authorizer's current token, refreshed with the refresh token the server keeps.
+async fn authorizer_token(
+    pairs: &[(String, String)],
+    body: &str,
+    env: &Env,
+    ctx: &Context,
+) -> Result<Value, WeChatError> {
+    let presented = param(pairs, "component_access_token")
+        .filter(|t| !t.is_empty())
+        .ok_or_else(invalid_token)?;
+    let settings = runtime::settings(env)?;
+    let component_id = settings.component.as_ref().map(|c| c.account.id.as_str());
+    let recognized = reader::recognize(env, ctx, &settings, presented).await?;
+    if recognized.is_none() || recognized.as_deref() != component_id {
+        return Err(invalid_token());
+    }
+    let body: Value =
+        serde_json::from_str(body).map_err(|_| wechat_error(47001, "data format error"))?;
+    let appid = body
+        .get("authorizer_appid")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let account = directory::find(env, &settings, AccountName::Id(appid))
+        .await?
+        .filter(|a| a.kind == AccountKind::Authorizer)
+        .ok_or_else(|| wechat_error(61003, "component is not authorized by this account"))?;
+    let record = read::<TokenRecord>(env, ctx, &settings, &account, ()).await?;
+    Ok(json!({
+        "authorizer_access_token": record.access_token,
+        "expires_in": record.remaining_secs(now_secs()),
+        "authorizer_refresh_token": REFRESH_TOKEN_PLACEHOLDER,
+    }))
 }
 
 /// `GET /cgi-bin/ticket/getticket?access_token=<token this server issued>&type=jsapi|wx_card`

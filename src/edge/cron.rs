@@ -7,7 +7,7 @@
 //! account neither stops nor delays the others. The scheduled macro discards returned errors,
 //! so every failure is logged here.
 
-use crate::edge::account_object;
+use crate::edge::object_client;
 use crate::edge::registry::{self, Picked};
 use crate::edge::runtime::{self, log_error, log_event, now_secs};
 use crate::policy::schedule::overdue_after_secs;
@@ -54,7 +54,7 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
 }
 
 async fn visit(env: &Env, account_id: &str) {
-    let summary = account_object::cron(env, account_id).await.unwrap_or_else(|e| {
+    let summary = object_client::cron(env, account_id).await.unwrap_or_else(|e| {
         json!({ "token": { "status": e.status(), "outcome": e.code(), "message": e.message() } })
     });
     let token = &summary["token"];

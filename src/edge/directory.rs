@@ -8,7 +8,7 @@ use crate::edge::memo;
 use crate::edge::registry as registry_object;
 use crate::edge::runtime::{self, now_millis, KV_BINDING};
 use crate::error::AppError;
-use crate::policy::accounts::Account;
+use crate::policy::accounts::{Account, AccountKind};
 use crate::policy::config::{AccountName, Settings};
 use crate::policy::registry::{self, Cursor, Registered};
 use std::rc::Rc;
@@ -80,8 +80,12 @@ async fn registered(env: &Env, id: &str) -> Result<Option<Rc<Account>>, AppError
     Ok(account)
 }
 
-/// The account a registry entry describes, its secret opened.
+/// The account a registry entry describes, its secret opened (an authorizer has none: its
+/// refresh token stays in its object).
 pub fn open(env: &Env, entry: &Registered) -> Result<Account, AppError> {
+    if entry.kind == AccountKind::Authorizer.name() {
+        return entry.account("");
+    }
     let secret = runtime::key_ring(env)?.open(&entry.id, &entry.sealed_secret)?;
     entry.account(&secret)
 }

@@ -20,7 +20,7 @@ use crate::edge::runtime::{self, log_event, now_millis};
 use crate::edge::streams::{self, Body};
 use crate::edge::upstream::{self, Forwarded};
 use crate::error::{wechat_codes, wechat_shape, AppError, UpstreamFailure};
-use crate::policy::accounts::{Account, TokenApi};
+use crate::policy::accounts::{Account, AccountKind, TokenApi};
 use crate::policy::auth::{bearer_token, Route};
 use crate::policy::config::{AccountName, Settings};
 use crate::policy::gateway::{self, CallCredential};
@@ -101,7 +101,13 @@ pub async fn keyed(
     // real one (a user's OAuth token is the client's own and stays).
     let used: &[&str] = match gateway::call_credential(path) {
         CallCredential::UserToken { .. } => &["account", "appid", "secret"],
-        _ => &["account", "appid", "access_token", "secret"],
+        _ => &[
+            "account",
+            "appid",
+            "access_token",
+            "component_access_token",
+            "secret",
+        ],
     };
     let call = Call::of(request, path, pairs, used).await?;
     let answer = forward(env, ctx, &settings, &account, call, Mode::Keyed).await?;
@@ -142,14 +148,18 @@ async fn pass_through_call(
             ));
         }
         CallCredential::AccountToken => {
-            let presented = param(&pairs, "access_token").unwrap_or_default();
+            // The platform's own calls carry its token as `component_access_token`.
+            let presented = param(&pairs, "access_token")
+                .or_else(|| param(&pairs, "component_access_token"))
+                .unwrap_or_default();
             let id = reader::recognize(env, ctx, &settings, presented)
                 .await?
                 .ok_or_else(|| AppError::Upstream(token_refused()))?;
             directory::by_id(env, &settings, &id).await?
         }
     };
-    let call = Call::of(request, path, pairs, &["access_token", "appid", "secret"]).await?;
+    let used = ["access_token", "component_access_token", "appid", "secret"];
+    let call = Call::of(request, path, pairs, &used).await?;
     forward(env, ctx, &settings, &account, call, Mode::PassThrough).await
 }
 
@@ -238,7 +248,9 @@ async fn send_healed(
 ) -> Result<(Forwarded, bool), AppError> {
     let origin = match account.api {
         TokenApi::WeCom => &settings.wecom_api_base,
-        TokenApi::Classic | TokenApi::Stable => &settings.api_base,
+        TokenApi::Classic | TokenApi::Stable | TokenApi::Component | TokenApi::Authorizer => {
+            &settings.api_base
+        }
     };
     // A streamed body can be sent once only; the guard below sees to that.
     let send = |credential: Vec<(&'static str, String)>| {
@@ -267,8 +279,13 @@ async fn send_healed(
         }
         CallCredential::AccountToken => {}
     }
+    // The platform's own API takes its token under another name.
+    let name = match account.kind {
+        AccountKind::Component => "component_access_token",
+        _ => "access_token",
+    };
     let token = read::<TokenRecord>(env, ctx, settings, account, ()).await?;
-    let first = send(vec![("access_token", token.access_token.clone())]).await?;
+    let first = send(vec![(name, token.access_token.clone())]).await?;
     if !first.errcode.is_some_and(wechat_codes::is_token_rejected) {
         return Ok((first, false));
     }
@@ -277,7 +294,7 @@ async fn send_healed(
     let healed = refresh(env, settings, account, Trigger::Rejected { stale_token }).await;
     match healed {
         Ok(fresh) if resendable && fresh.access_token != token.access_token => {
-            let second = send(vec![("access_token", fresh.access_token)]).await?;
+            let second = send(vec![(name, fresh.access_token)]).await?;
             Ok((second, true))
         }
         // Healing failed: why is worth more than WeChat's 40001 to a caller that can resend.

@@ -17,6 +17,8 @@ mod faults;
 mod gateway;
 mod kv_cache;
 mod memo;
+mod object_client;
+mod platform;
 mod reader;
 mod refresher;
 pub mod registry;

@@ -1,10 +1,10 @@
 //! The read-through shared by tokens and tickets: this isolate's memory, then KV, then the
 //! account's Durable Object.
 
-use crate::edge::account_object;
 use crate::edge::directory;
 use crate::edge::kv_cache;
 use crate::edge::memo;
+use crate::edge::object_client;
 use crate::edge::refresher::Acquired;
 use crate::edge::runtime::{self, log_error, now_millis, now_secs};
 use crate::error::AppError;
@@ -51,7 +51,7 @@ impl Readable for TokenRecord {
         (): (),
         trigger: Trigger,
     ) -> Result<Acquired<Self>, AppError> {
-        account_object::token(env, account_id, trigger).await
+        object_client::token(env, account_id, trigger).await
     }
 }
 
@@ -66,7 +66,7 @@ impl Readable for TicketRecord {
         kind: TicketKind,
         trigger: Trigger,
     ) -> Result<Acquired<Self>, AppError> {
-        account_object::ticket(env, account_id, kind, trigger).await
+        object_client::ticket(env, account_id, kind, trigger).await
     }
 }
 
@@ -124,7 +124,7 @@ pub async fn refresh(
 ) -> Result<TokenRecord, AppError> {
     let key = kv_cache::key(&account.id, CredentialKind::Token);
     forget(&key);
-    let acquired = account_object::token(env, &account.id, trigger).await?;
+    let acquired = object_client::token(env, &account.id, trigger).await?;
     let record = acquired
         .record()
         .ok_or_else(|| runtime::internal("policy", "a refresh got nothing"))?;

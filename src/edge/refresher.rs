@@ -10,6 +10,7 @@ mod admin;
 mod calls;
 mod flight;
 mod kv_sync;
+mod platform;
 mod state;
 
 use crate::edge::faults;
@@ -221,7 +222,11 @@ impl AccountCtx {
             at.max(self.paused_until(which, now).unwrap_or(0))
         };
         let mut dues = Vec::new();
-        if !self.automatic_blocked() {
+        // The component without a ticket has nothing to call with: the next ticket WeChat
+        // pushes fetches its token.
+        let waits_for_ticket = self.account.api == TokenApi::Component
+            && self.state.platform.borrow().usable_ticket(now).is_none();
+        if !self.automatic_blocked() && !waits_for_ticket {
             let token = self.state.token.state.borrow();
             let record = token
                 .record
@@ -283,7 +288,7 @@ impl AccountCtx {
             }
         }
         let ledger = state.ledger.borrow();
-        json!({
+        let mut entry = json!({
             "account": self.account.id,
             "kind": self.account.kind.name(),
             "api": self.account.api.name(),
@@ -296,7 +301,22 @@ impl AccountCtx {
             "explicit_daily_limit": self.settings.explicit_daily_limit(&self.account),
             "daily_quota": self.settings.daily_quota(&self.account),
             "auto_refresh": status::auto_refresh(self.paused_until(CredentialKind::Token, now), self.automatic_blocked(), now),
-        })
+        });
+        let platform = state.platform.borrow();
+        match self.account.api {
+            TokenApi::Component => {
+                entry["verify_ticket"] = json!(platform.verify_ticket.as_ref().map(|t| json!({
+                    "received_at": t.received_at,
+                    "age_secs": now.saturating_sub(t.received_at),
+                })));
+            }
+            TokenApi::Authorizer => {
+                entry["authorized_at"] = json!(platform.authorized_at);
+                entry["refresh_token_stored"] = json!(platform.refresh_token.is_some());
+            }
+            _ => {}
+        }
+        entry
     }
 
     /// Readers reach the object when their KV entry is missing or stale: note the read (the

@@ -8,6 +8,7 @@
 use crate::edge::respond;
 use crate::edge::runtime::{self, REGISTRY_BINDING};
 use crate::error::AppError;
+use crate::policy::accounts::AccountKind;
 use crate::policy::registry::Registered;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
@@ -30,10 +31,12 @@ enum Op {
     Get {
         id: String,
     },
-    /// Registered accounts with ids after `after`, in id order.
+    /// Registered accounts with ids after `after`, in id order (of one kind, if `kind`).
     List {
         after: String,
         limit: usize,
+        #[serde(default)]
+        kind: Option<String>,
     },
     /// Answers the removed entry, if there was one.
     Delete {
@@ -81,7 +84,26 @@ pub async fn get(env: &Env, id: &str) -> Result<Option<Registered>, AppError> {
 
 pub async fn list(env: &Env, after: &str, limit: usize) -> Result<Vec<Registered>, AppError> {
     let after = after.to_owned();
-    ask(env, &Op::List { after, limit }).await
+    ask(
+        env,
+        &Op::List {
+            after,
+            limit,
+            kind: None,
+        },
+    )
+    .await
+}
+
+/// Like [`list`], for one kind of account (the platform's authorizers).
+pub async fn list_kind(
+    env: &Env,
+    kind: AccountKind,
+    after: &str,
+    limit: usize,
+) -> Result<Vec<Registered>, AppError> {
+    let (after, kind) = (after.to_owned(), Some(kind.name().to_owned()));
+    ask(env, &Op::List { after, limit, kind }).await
 }
 
 pub async fn delete(env: &Env, id: &str) -> Result<Option<Registered>, AppError> {
@@ -225,12 +247,20 @@ impl AccountRegistry {
                 encode(&Stored { entry, created })
             }
             Op::Get { id } => encode(&one(&id)?),
-            Op::List { after, limit } => {
-                let rows: Vec<Registered> = sql
-                    .exec(
+            Op::List { after, limit, kind } => {
+                let (query, mut bindings) = match &kind {
+                    None => (
                         "SELECT * FROM accounts WHERE id > ? ORDER BY id LIMIT ?",
-                        vec![after.as_str().into(), (limit as i64).into()],
-                    )
+                        vec![],
+                    ),
+                    Some(kind) => (
+                        "SELECT * FROM accounts WHERE kind = ? AND id > ? ORDER BY id LIMIT ?",
+                        vec![kind.as_str().into()],
+                    ),
+                };
+                bindings.extend([after.as_str().into(), (limit as i64).into()]);
+                let rows: Vec<Registered> = sql
+                    .exec(query, bindings)
                     .and_then(|cursor| cursor.to_array())
                     .map_err(failed)?;
                 encode(&rows)

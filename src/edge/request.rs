@@ -35,19 +35,24 @@ pub fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 /// A POST body: at most 8 KiB (413), and JSON unless empty (415).
 pub async fn read(request: &Request) -> Result<String, AppError> {
-    let header = |name| request.headers().get(name).ok().flatten();
-    let (declared, content_type) = (header("content-length"), header("content-type"));
-    requests::check_body_size(declared.as_deref(), None)?;
-    let bytes = read_bytes(request, MAX_BODY_BYTES).await?;
-    let body = String::from_utf8(bytes)
-        .map_err(|_| AppError::BadRequest("the body is not UTF-8".into()))?;
+    let content_type = request.headers().get("content-type").ok().flatten();
+    let body = read_untyped(request).await?;
     requests::check_content_type(content_type.as_deref(), body.trim().is_empty())?;
     Ok(body)
 }
 
+/// A POST body of any declared type (SDKs post JSON to WeChat's own paths without saying
+/// so): at most 8 KiB (413), UTF-8.
+pub async fn read_untyped(request: &Request) -> Result<String, AppError> {
+    let declared = request.headers().get("content-length").ok().flatten();
+    requests::check_body_size(declared.as_deref(), None)?;
+    let bytes = read_bytes(request, MAX_BODY_BYTES).await?;
+    String::from_utf8(bytes).map_err(|_| AppError::BadRequest("the body is not UTF-8".into()))
+}
+
 /// The body's bytes, at most `limit` of them (413 past it), read from the stream no further
 /// than that (and a little more thrown away).
-async fn read_bytes(request: &Request, limit: usize) -> Result<Vec<u8>, AppError> {
+pub async fn read_bytes(request: &Request, limit: usize) -> Result<Vec<u8>, AppError> {
     let unreadable = |_| AppError::BadRequest("unreadable body".into());
     let Some(stream) = request.inner().body() else {
         return Ok(Vec::new());
@@ -77,7 +82,9 @@ async fn read_bytes(request: &Request, limit: usize) -> Result<Vec<u8>, AppError
         }
     }
     if kept.len() > limit {
-        return Err(AppError::PayloadTooLarge);
+        return Err(AppError::PayloadTooLarge {
+            limit_kib: limit / 1024,
+        });
     }
     Ok(kept)
 }

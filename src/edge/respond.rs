@@ -18,6 +18,17 @@ pub fn json(status: u16, body: &Value) -> Response {
         .with_headers(headers)
 }
 
+/// A plain-text answer (WeChat expects `success` to its pushes).
+pub fn text(status: u16, body: &str) -> Response {
+    let headers = Headers::new();
+    let _ = headers.set("content-type", "text/plain; charset=utf-8");
+    let _ = headers.set("cache-control", "no-store");
+    Response::from_bytes(body.as_bytes().to_vec())
+        .expect("a byte body is always accepted")
+        .with_status(status)
+        .with_headers(headers)
+}
+
 /// An answer passed on as it came (the gateway's), with the headers it may keep, never cached.
 /// Its body stays in the runtime's memory (held or streaming), never copied into the worker's.
 pub fn passed_on(status: u16, kept_headers: &[(&str, String)], body: Option<Body>) -> Response {

@@ -5,6 +5,7 @@ use crate::edge::admin;
 use crate::edge::compat;
 use crate::edge::directory;
 use crate::edge::gateway;
+use crate::edge::platform;
 use crate::edge::reader::{read, refresh};
 use crate::edge::request::{self, param, query};
 use crate::edge::respond;
@@ -90,11 +91,20 @@ async fn route(request: Request, env: &Env, ctx: &Context) -> Result<Response, A
             let pairs = query(&request)?;
             Ok(compat::answer(&path, &pairs, "", env, ctx).await)
         }
-        "/cgi-bin/stable_token" => {
+        "/cgi-bin/stable_token"
+        | "/cgi-bin/component/api_component_token"
+        | "/cgi-bin/component/api_authorizer_token" => {
             allow(Method::Post)?;
             // The client key is in the body: read it (bounded) before authenticating.
-            let body = request::read(&request).await?;
-            Ok(compat::answer(&path, &[], &body, env, ctx).await)
+            let body = match path.as_str() {
+                "/cgi-bin/stable_token" => request::read(&request).await?,
+                _ => request::read_untyped(&request).await?,
+            };
+            let pairs = query(&request)?;
+            Ok(compat::answer(&path, &pairs, &body, env, ctx).await)
+        }
+        component if component.starts_with("/component/") => {
+            platform::route(&request, method, &component["/component".len()..], env, ctx).await
         }
         admin if admin == "/admin/accounts" || admin.starts_with("/admin/accounts/") => {
             admin::route(&request, method, &admin["/admin/accounts".len()..], env).await
@@ -198,7 +208,7 @@ async fn get_status(request: &Request, env: &Env) -> Result<Response, AppError> 
     };
     let entries = join_all(
         ids.iter()
-            .map(|id| crate::edge::account_object::status(env, id)),
+            .map(|id| crate::edge::object_client::status(env, id)),
     )
     .await;
     let accounts: Vec<_> = ids

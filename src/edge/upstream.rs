@@ -11,6 +11,7 @@ use crate::policy::config::Settings;
 use crate::policy::gateway;
 use crate::policy::ticket::TicketKind;
 use crate::wechat::api::{self, HttpMethod, Issued};
+use crate::wechat::platform::PlatformRequest;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::task::Poll;
@@ -29,17 +30,40 @@ pub async fn fetch_token(
 ) -> Result<Issued, UpstreamFailure> {
     let secret = account.secret.as_str();
     // Carries the secret: it goes to fetch and nowhere else (no log, no error message).
-    let spec = api::token_request(account, &settings.api_base, &settings.wecom_api_base, force);
+    let spec = api::token_request(account, &settings.api_base, &settings.wecom_api_base, force)
+        .ok_or_else(|| UpstreamFailure::Unreachable {
+            detail: "a platform account's token is fetched through the platform".into(),
+        })?;
     let (status, body) = send(
         spec.method,
         &spec.url,
         spec.body.as_deref(),
-        secret,
+        &[secret],
         egress(settings),
         budget_ms,
     )
     .await?;
     api::parse_token_response(status, &body, secret)
+}
+
+/// Sends one of the platform's requests; the status and body of the answer, for
+/// `wechat::platform` to read. Every secret the request carries is scrubbed from error text.
+pub async fn platform_call(
+    settings: &Settings,
+    request: &PlatformRequest,
+    budget_ms: u64,
+) -> Result<(u16, String), UpstreamFailure> {
+    let sensitive: Vec<&str> = request.sensitive.iter().map(String::as_str).collect();
+    let (url, body) = (&request.url, Some(request.body.as_str()));
+    send(
+        request.method,
+        url,
+        body,
+        &sensitive,
+        egress(settings),
+        budget_ms,
+    )
+    .await
 }
 
 pub async fn fetch_ticket(
@@ -57,7 +81,8 @@ pub async fn fetch_ticket(
         access_token,
     );
     let egress = egress(settings);
-    let (status, body) = send(HttpMethod::Get, &url, None, access_token, egress, budget_ms).await?;
+    let sensitive = [access_token];
+    let (status, body) = send(HttpMethod::Get, &url, None, &sensitive, egress, budget_ms).await?;
     api::parse_ticket_response(status, &body, access_token)
 }
 
@@ -132,12 +157,12 @@ pub async fn forward(
 }
 
 /// Sends a token or ticket request; returns the status and the whole body, or why not.
-/// `sensitive` (the secret or token the request carries) is scrubbed from any error text.
+/// `sensitive` (the secrets or tokens the request carries) is scrubbed from any error text.
 async fn send(
     method: HttpMethod,
     url: &str,
     json_body: Option<&str>,
-    sensitive: &str,
+    sensitive: &[&str],
     egress: Option<&str>,
     budget_ms: u64,
 ) -> Result<(u16, String), UpstreamFailure> {
@@ -146,7 +171,11 @@ async fn send(
         HttpMethod::Get => (Method::Get, &[]),
     };
     let body = json_body.map(JsValue::from_str);
-    let scrub = |text: &str| api::scrub(text, sensitive);
+    let scrub = |text: &str| {
+        sensitive
+            .iter()
+            .fold(text.to_owned(), |text, secret| api::scrub(&text, secret))
+    };
     let reading = Reading::Whole;
     let answer = exchange(
         method, url, headers, body, egress, budget_ms, reading, scrub,

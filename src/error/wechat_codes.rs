@@ -5,6 +5,13 @@
 /// The account's daily quota for this API is used up.
 pub const QUOTA_EXHAUSTED: i64 = 45009;
 
+/// The platform's verify ticket is too old (61005) or not one WeChat pushed (61006).
+pub const VERIFY_TICKET_EXPIRED: i64 = 61005;
+pub const VERIFY_TICKET_INVALID: i64 = 61006;
+
+/// An authorizer's refresh token is no longer valid: the account must authorize again.
+pub const REFRESH_TOKEN_INVALID: i64 = 61023;
+
 /// WeChat's and WeCom's "this access_token is not (or no longer) valid" codes.
 pub fn is_token_rejected(errcode: i64) -> bool {
     matches!(errcode, 40001 | 40014 | 42001)
@@ -33,6 +40,17 @@ pub fn explain_errcode(errcode: i64, errmsg: &str) -> String {
         45009 => "The account reached WeChat's daily quota for this API (errcode 45009); \
                   refreshes are paused until the quota resets at midnight Beijing time, and the \
                   current token is served while it is valid."
+            .into(),
+        VERIFY_TICKET_EXPIRED | VERIFY_TICKET_INVALID => format!(
+            "WeChat refused the platform's component_verify_ticket (errcode {errcode}): \
+             check that the platform's 授权事件接收URL is https://<this worker>/component/events \
+             and that WECHAT_COMPONENT's token and encoding_aes_key match the platform's \
+             settings; the server has asked WeChat to push a ticket again."
+        ),
+        REFRESH_TOKEN_INVALID => "WeChat refused the authorizer's refresh token (errcode \
+            61023), also after looking it up again in api_get_authorizer_list: the account \
+            must authorize the platform again (a new authorization link, POST \
+            /component/preauthcode)."
             .into(),
         _ => format!("WeChat returned errcode {errcode}: {errmsg}"),
     }

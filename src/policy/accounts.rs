@@ -14,13 +14,29 @@ pub enum AccountKind {
     OfficialAccount,
     MiniProgram,
     WeCom,
+    /// The third-party platform itself (`WECHAT_COMPONENT`): its token is the
+    /// component_access_token.
+    Component,
+    /// An account that authorized the platform: its token comes through the platform, with
+    /// the refresh token its object keeps.
+    Authorizer,
 }
 
 impl AccountKind {
+    /// The kinds an operator configures (`WECHAT_ACCOUNTS`, the admin API).
     pub fn parse(name: &str) -> Option<Self> {
         [Self::OfficialAccount, Self::MiniProgram, Self::WeCom]
             .into_iter()
             .find(|kind| kind.name() == name)
+    }
+
+    /// Any kind, as the registry stores it (authorizers are registered by the platform).
+    pub fn parse_stored(name: &str) -> Option<Self> {
+        Self::parse(name).or(match name {
+            "component" => Some(Self::Component),
+            "authorizer" => Some(Self::Authorizer),
+            _ => None,
+        })
     }
 
     pub fn name(self) -> &'static str {
@@ -28,6 +44,8 @@ impl AccountKind {
             Self::OfficialAccount => "official_account",
             Self::MiniProgram => "mini_program",
             Self::WeCom => "wecom",
+            Self::Component => "component",
+            Self::Authorizer => "authorizer",
         }
     }
 }
@@ -41,6 +59,11 @@ pub enum TokenApi {
     Stable,
     /// WeCom's `GET /cgi-bin/gettoken`
     WeCom,
+    /// `POST /cgi-bin/component/api_component_token`, with the latest verify ticket.
+    Component,
+    /// `POST /cgi-bin/component/api_authorizer_token`, with the component token and the
+    /// authorizer's refresh token.
+    Authorizer,
 }
 
 impl TokenApi {
@@ -50,12 +73,28 @@ impl TokenApi {
             .find(|api| api.name() == name)
     }
 
+    /// Any API, as the registry stores it.
+    pub fn parse_stored(name: &str) -> Option<Self> {
+        Self::parse(name).or(match name {
+            "component" => Some(Self::Component),
+            "authorizer" => Some(Self::Authorizer),
+            _ => None,
+        })
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Classic => "classic",
             Self::Stable => "stable",
             Self::WeCom => "wecom",
+            Self::Component => "component",
+            Self::Authorizer => "authorizer",
         }
+    }
+
+    /// Whether the token comes through the third-party platform.
+    pub fn through_platform(self) -> bool {
+        matches!(self, Self::Component | Self::Authorizer)
     }
 
     /// `WECHAT_TOKEN_API`: the default for official accounts and mini programs.

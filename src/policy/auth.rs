@@ -20,15 +20,19 @@ pub enum Route {
     Status,
     /// The API gateway.
     Gateway,
+    /// The third-party platform's own routes: pre-auth codes and the authorizer list (its
+    /// component token is a token: `Token`).
+    Component,
 }
 
 impl Route {
-    const ALL: [Route; 5] = [
+    const ALL: [Route; 6] = [
         Self::Token,
         Self::Ticket,
         Self::Signature,
         Self::Status,
         Self::Gateway,
+        Self::Component,
     ];
 
     pub fn name(self) -> &'static str {
@@ -38,6 +42,7 @@ impl Route {
             Self::Signature => "signature",
             Self::Status => "status",
             Self::Gateway => "gateway",
+            Self::Component => "component",
         }
     }
 }
@@ -233,11 +238,12 @@ pub fn bearer_token(header: &str) -> Option<&str> {
 
 /// Equality of two digests without an early exit.
 /// Compares in full, whatever differs first: the time taken says nothing.
-pub(crate) fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter()
-        .zip(b)
-        .fold(0u8, |difference, (x, y)| difference | (x ^ y))
-        == 0
+pub(crate) fn digests_equal(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .fold(0u8, |difference, (x, y)| difference | (x ^ y))
+            == 0
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use crate::error::AppError;
 use crate::policy::accounts::{self, Account, TokenApi};
 use crate::policy::auth::ClientKeys;
 use crate::policy::gateway;
+use crate::policy::platform::{self, Component};
 use crate::policy::quota::ForceLimits;
 use crate::policy::refresh::RefreshPolicy;
 
@@ -52,6 +53,9 @@ pub struct Settings {
     /// `WECHAT_EGRESS_KEY`: sent as `X-Egress-Key` on every call to WeChat, for the fixed-IP
     /// egress relay.
     pub egress_key: Option<EgressKey>,
+    /// `WECHAT_COMPONENT`: the third-party platform, if this server runs one (its account is
+    /// also in `accounts`).
+    pub component: Option<Component>,
 }
 
 /// The relay key: a secret, so its `Debug` says nothing.
@@ -81,7 +85,11 @@ impl Settings {
     pub fn daily_quota(&self, account: &Account) -> u64 {
         self.daily_quota_override.unwrap_or(match account.api {
             TokenApi::Stable => 500_000,
-            TokenApi::Classic | TokenApi::WeCom => 2_000,
+            // The platform's token calls: WeChat publishes no figure we rely on; 2,000 is
+            // its usual per-API quota (DAILY_QUOTA overrides).
+            TokenApi::Classic | TokenApi::WeCom | TokenApi::Component | TokenApi::Authorizer => {
+                2_000
+            }
         })
     }
 
@@ -136,13 +144,15 @@ pub fn client_keys(lookup: &impl Fn(&str) -> Option<String>) -> Result<ClientKey
 pub fn settings(lookup: &impl Fn(&str) -> Option<String>) -> Result<Settings, AppError> {
     let default_api = TokenApi::parse_default(present(lookup, "WECHAT_TOKEN_API").as_deref())?;
     let shorthand_appid = present(lookup, "WECHAT_APPID");
-    let accounts = accounts::parse(
+    let mut accounts = accounts::parse(
         (shorthand_appid.clone(), present(lookup, "WECHAT_APPSECRET")),
         present(lookup, "WECHAT_ACCOUNTS").as_deref(),
         default_api,
     )?;
-    // Without environment accounts, the admin API is the only way to add one.
-    if accounts.is_empty() && present(lookup, "ADMIN_KEYS").is_none() {
+    let component = platform::parse(present(lookup, "WECHAT_COMPONENT").as_deref())?;
+    // Without environment accounts, the admin API (or a platform's authorizers) is the only
+    // way to have one.
+    if accounts.is_empty() && component.is_none() && present(lookup, "ADMIN_KEYS").is_none() {
         return Err(AppError::Config {
             variable: "WECHAT_ACCOUNTS",
             problem: "and WECHAT_APPID are both unset: configure at least one account, or \
@@ -155,7 +165,20 @@ pub fn settings(lookup: &impl Fn(&str) -> Option<String>) -> Result<Settings, Ap
         (None, [only]) => Some(only.id.clone()),
         (None, _) => None,
     };
+    // The component is an account of the environment too (its token refreshed like theirs),
+    // never the default one.
+    if let Some(component) = &component {
+        let id = &component.account.id;
+        if accounts.iter().any(|a| &a.id == id || &a.appid == id) {
+            return Err(AppError::Config {
+                variable: "WECHAT_COMPONENT",
+                problem: format!("has the appid \"{id}\" of an account in WECHAT_ACCOUNTS"),
+            });
+        }
+        accounts.push(component.account.clone());
+    }
     Ok(Settings {
+        component,
         default_account,
         default_api,
         accounts,

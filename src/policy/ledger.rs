@@ -4,11 +4,31 @@
 
 use crate::error::wechat_codes;
 use crate::error::UpstreamFailure;
+use crate::policy::accounts::TokenApi;
 use crate::policy::quota::{DailyCount, ForceLog};
 use crate::policy::refresh::AttemptRecord;
 use crate::policy::status::ErrorRecord;
 use crate::policy::ticket::TicketKind;
 use serde::{Deserialize, Serialize};
+
+/// The account's configuration as an outcome is recorded under it: its fingerprint (a block
+/// holds until it changes) and its token API.
+#[derive(Clone, Copy, Debug)]
+pub struct Configured<'a> {
+    pub fingerprint: &'a str,
+    pub api: TokenApi,
+}
+
+/// Whether a token call's errcode says the credentials themselves are refused, so that
+/// automatic refreshes stop until they change. An authorizer's token call takes the component
+/// token (whose 40001 heals elsewhere) and a refresh token: only a refused refresh token
+/// (61023) is the authorizer's own, and it changes with a new authorization.
+pub fn refuses_credentials(api: TokenApi, errcode: i64) -> bool {
+    match api {
+        TokenApi::Authorizer => errcode == wechat_codes::REFRESH_TOKEN_INVALID,
+        _ => wechat_codes::is_credential_error(errcode),
+    }
+}
 
 /// The account's credentials: the access_token and the two kinds of ticket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,7 +124,7 @@ impl AccountLedger {
         state: &mut CredentialState<R>,
         failure: Option<&UpstreamFailure>,
         replacement: Option<R>,
-        config: &str,
+        config: Configured,
         now: u64,
     ) -> bool {
         // The interval counts from the refresh's last call (retries included).
@@ -134,8 +154,8 @@ impl AccountLedger {
         // Only a token call says whether the credentials work (on a ticket call 40001 means
         // the access_token), and a transient failure says nothing either way.
         if which == CredentialKind::Token {
-            if errcode.is_some_and(wechat_codes::is_credential_error) {
-                self.blocked_config = Some(config.to_owned());
+            if errcode.is_some_and(|code| refuses_credentials(config.api, code)) {
+                self.blocked_config = Some(config.fingerprint.to_owned());
             } else if failure.is_none() {
                 self.blocked_config = None;
             }
@@ -147,6 +167,13 @@ impl AccountLedger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn classic(fingerprint: &str) -> Configured<'_> {
+        Configured {
+            fingerprint,
+            api: TokenApi::Classic,
+        }
+    }
 
     const NOW: u64 = 1_700_000_000;
 
@@ -167,15 +194,21 @@ mod tests {
                 &mut state,
                 Some(&busy),
                 None,
-                "c",
+                classic("c"),
                 NOW,
             );
             assert_eq!(state.last_attempt.as_ref().unwrap().failures_in_a_row, n);
         }
         assert_eq!(state.record, None);
         assert_eq!(ledger.last_error.as_ref().unwrap().credential, "token");
-        let changed =
-            ledger.record_outcome(CredentialKind::Token, &mut state, None, Some(7), "c", NOW);
+        let changed = ledger.record_outcome(
+            CredentialKind::Token,
+            &mut state,
+            None,
+            Some(7),
+            classic("c"),
+            NOW,
+        );
         assert!(changed);
         assert_eq!(state.record, Some(7));
         assert_eq!(state.last_attempt.as_ref().unwrap().failures_in_a_row, 0);
@@ -186,7 +219,14 @@ mod tests {
     fn quota_exhaustion_is_noted_for_the_credential_that_hit_it() {
         let (mut ledger, mut state) = (AccountLedger::default(), CredentialState::<u8>::default());
         let jsapi = CredentialKind::Ticket(TicketKind::Jsapi);
-        ledger.record_outcome(jsapi, &mut state, Some(&wechat(45009)), None, "c", NOW);
+        ledger.record_outcome(
+            jsapi,
+            &mut state,
+            Some(&wechat(45009)),
+            None,
+            classic("c"),
+            NOW,
+        );
         assert_eq!(state.usage.quota_error_at, Some(NOW));
         assert_eq!(ledger.last_error.as_ref().unwrap().credential, "jsapi");
     }
@@ -195,16 +235,23 @@ mod tests {
     fn refused_credentials_block_until_a_success_not_a_transient_failure() {
         let (mut ledger, mut state) = (AccountLedger::default(), CredentialState::<u8>::default());
         let token = CredentialKind::Token;
-        ledger.record_outcome(token, &mut state, Some(&wechat(40125)), None, "cfg", NOW);
+        ledger.record_outcome(
+            token,
+            &mut state,
+            Some(&wechat(40125)),
+            None,
+            classic("cfg"),
+            NOW,
+        );
         assert_eq!(ledger.blocked_config.as_deref(), Some("cfg"));
         let timeout = UpstreamFailure::Timeout { after_ms: 10 };
-        ledger.record_outcome(token, &mut state, Some(&timeout), None, "cfg", NOW);
+        ledger.record_outcome(token, &mut state, Some(&timeout), None, classic("cfg"), NOW);
         assert_eq!(
             ledger.blocked_config.as_deref(),
             Some("cfg"),
             "says nothing either way"
         );
-        ledger.record_outcome(token, &mut state, None, Some(1), "cfg", NOW);
+        ledger.record_outcome(token, &mut state, None, Some(1), classic("cfg"), NOW);
         assert_eq!(ledger.blocked_config, None);
     }
 
@@ -212,7 +259,22 @@ mod tests {
     fn a_tickets_40001_is_about_the_token_not_the_credentials() {
         let (mut ledger, mut state) = (AccountLedger::default(), CredentialState::<u8>::default());
         let jsapi = CredentialKind::Ticket(TicketKind::Jsapi);
-        ledger.record_outcome(jsapi, &mut state, Some(&wechat(40001)), None, "cfg", NOW);
+        ledger.record_outcome(
+            jsapi,
+            &mut state,
+            Some(&wechat(40001)),
+            None,
+            classic("cfg"),
+            NOW,
+        );
         assert_eq!(ledger.blocked_config, None);
+    }
+
+    #[test]
+    fn an_authorizer_is_blocked_by_a_refused_refresh_token_only() {
+        assert!(refuses_credentials(TokenApi::Classic, 40001));
+        assert!(!refuses_credentials(TokenApi::Authorizer, 40001));
+        assert!(refuses_credentials(TokenApi::Authorizer, 61023));
+        assert!(refuses_credentials(TokenApi::Component, 40125));
     }
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod fingerprint;
 pub mod gateway;
 pub mod ledger;
+pub mod platform;
 pub mod quota;
 pub mod refresh;
 pub mod registry;

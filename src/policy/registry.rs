@@ -133,8 +133,8 @@ impl Registered {
 
     /// The account, with its opened secret.
     pub fn account(&self, secret: &str) -> Result<Account, AppError> {
-        let kind = AccountKind::parse(&self.kind);
-        let api = TokenApi::parse(&self.api);
+        let kind = AccountKind::parse_stored(&self.kind);
+        let api = TokenApi::parse_stored(&self.api);
         match (kind, api) {
             (Some(kind), Some(api)) => Ok(Account::new(&self.id, kind, &self.appid, secret, api)),
             _ => Err(AppError::Internal(format!(

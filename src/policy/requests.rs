@@ -41,7 +41,7 @@ pub fn check_body_size(
         .max(actual)
         .is_some_and(|size| size > MAX_BODY_BYTES)
     {
-        return Err(AppError::PayloadTooLarge);
+        return Err(AppError::PayloadTooLarge { limit_kib: 8 });
     }
     Ok(())
 }
@@ -130,11 +130,11 @@ mod tests {
         assert_eq!(check_body_size(Some("8192"), Some(8192)), Ok(()));
         assert_eq!(
             check_body_size(Some("8193"), None),
-            Err(AppError::PayloadTooLarge)
+            Err(AppError::PayloadTooLarge { limit_kib: 8 })
         );
         assert_eq!(
             check_body_size(None, Some(9000)),
-            Err(AppError::PayloadTooLarge)
+            Err(AppError::PayloadTooLarge { limit_kib: 8 })
         );
         assert_eq!(check_body_size(Some("junk"), Some(10)), Ok(()));
     }

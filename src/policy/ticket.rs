@@ -37,6 +37,9 @@ impl TicketKind {
             AccountKind::WeCom if ticket == Self::WxCard => Err(AppError::BadRequest(
                 "WeCom accounts have no wx_card ticket".into(),
             )),
+            AccountKind::Component => Err(AppError::BadRequest(
+                "the platform's component has no JS-SDK tickets (its authorizers have)".into(),
+            )),
             AccountKind::MiniProgram => Err(AppError::BadRequest(
                 "mini programs have no JS-SDK tickets (jsapi and wx_card are for web pages in \
                  WeChat, through an official account)"

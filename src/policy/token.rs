@@ -100,7 +100,11 @@ impl Issuance {
         match (api, forced) {
             (TokenApi::Stable, true) => Self::StableForced,
             (TokenApi::Stable, false) => Self::StableNormal,
-            (TokenApi::Classic | TokenApi::WeCom, _) => Self::Rotating,
+            // The platform's tokens too: each call issues a new one, the old one lives on.
+            (
+                TokenApi::Classic | TokenApi::WeCom | TokenApi::Component | TokenApi::Authorizer,
+                _,
+            ) => Self::Rotating,
         }
     }
 }

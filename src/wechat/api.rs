@@ -12,6 +12,8 @@ use serde_json::{json, Value};
 pub struct Issued {
     pub value: String,
     pub expires_in: u64,
+    /// An authorizer's refresh token, when WeChat's answer carries one (it may be a new one).
+    pub refresh_token: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,18 +33,20 @@ pub struct TokenRequest {
 }
 
 /// `force`: stable_token's `force_refresh` (ignored by the other APIs, which always issue a
-/// new token).
+/// new token). None for the platform's accounts, whose requests carry more than the account
+/// holds (`wechat::platform`).
 pub fn token_request(
     account: &Account,
     api_base: &str,
     wecom_api_base: &str,
     force: bool,
-) -> TokenRequest {
+) -> Option<TokenRequest> {
     let (appid, secret) = (
         percent_encode(&account.appid),
         percent_encode(&account.secret),
     );
-    match account.api {
+    Some(match account.api {
+        TokenApi::Component | TokenApi::Authorizer => return None,
         TokenApi::Classic => TokenRequest {
             method: HttpMethod::Get,
             url: format!(
@@ -68,7 +72,7 @@ pub fn token_request(
             url: format!("{wecom_api_base}/cgi-bin/gettoken?corpid={appid}&corpsecret={secret}"),
             body: None,
         },
-    }
+    })
 }
 
 /// The request for a JS-SDK ticket. Its URL carries the access_token: never log it.
@@ -84,10 +88,13 @@ pub fn ticket_url(
         TokenApi::WeCom => {
             format!("{wecom_api_base}/cgi-bin/get_jsapi_ticket?access_token={token}")
         }
-        TokenApi::Classic | TokenApi::Stable => format!(
-            "{api_base}/cgi-bin/ticket/getticket?access_token={token}&type={}",
-            kind.name()
-        ),
+        // An authorizer's token works as an account's.
+        TokenApi::Classic | TokenApi::Stable | TokenApi::Component | TokenApi::Authorizer => {
+            format!(
+                "{api_base}/cgi-bin/ticket/getticket?access_token={token}&type={}",
+                kind.name()
+            )
+        }
     }
 }
 
@@ -117,6 +124,17 @@ fn parse_issued(
     field: &str,
     sensitive: &str,
 ) -> Result<Issued, UpstreamFailure> {
+    let json = parse_answer(http_status, body, sensitive)?;
+    issued_from(&json, field, "expires_in")
+}
+
+/// A WeChat answer as JSON, or its failure: a non-2xx status, a body that is not JSON, or a
+/// non-zero `errcode` (its `errmsg` scrubbed of `sensitive`).
+pub fn parse_answer(
+    http_status: u16,
+    body: &str,
+    sensitive: &str,
+) -> Result<Value, UpstreamFailure> {
     if !(200..300).contains(&http_status) {
         return Err(UpstreamFailure::HttpStatus {
             status: http_status,
@@ -133,16 +151,22 @@ fn parse_issued(
             errmsg: scrub(errmsg, sensitive),
         });
     }
+    Ok(json)
+}
+
+/// The credential in `json[field]` with its lifetime in `json[lifetime]`.
+pub fn issued_from(json: &Value, field: &str, lifetime: &str) -> Result<Issued, UpstreamFailure> {
     let value = json.get(field).and_then(Value::as_str).unwrap_or("");
-    let expires_in = json.get("expires_in").and_then(Value::as_u64).unwrap_or(0);
+    let expires_in = json.get(lifetime).and_then(Value::as_u64).unwrap_or(0);
     if value.is_empty() || expires_in == 0 {
         return Err(UpstreamFailure::BadResponse {
-            detail: format!("{field} or expires_in is missing"),
+            detail: format!("{field} or {lifetime} is missing"),
         });
     }
     Ok(Issued {
         value: value.to_owned(),
         expires_in,
+        refresh_token: None,
     })
 }
 
@@ -161,7 +185,7 @@ pub fn scrub(text: &str, secret: &str) -> String {
 
 /// RFC 3986 query-component encoding: appids and secrets are alphanumeric today, but the
 /// URL must stay well-formed whatever an operator pastes.
-fn percent_encode(value: &str) -> String {
+pub(crate) fn percent_encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for byte in value.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {

@@ -5,3 +5,5 @@
 
 pub mod api;
 pub mod jssdk;
+pub mod platform;
+pub mod push;

@@ -8,7 +8,7 @@ use crate::error::wechat_codes;
 use crate::error::{AppError, UpstreamFailure};
 use crate::policy::backoff;
 use crate::policy::fingerprint::{config_fingerprint, fingerprint};
-use crate::policy::ledger::{CredentialKind, TokenCallSent};
+use crate::policy::ledger::{Configured, CredentialKind, TokenCallSent};
 use crate::policy::refresh::{Decision, Trigger};
 use crate::policy::ticket::{TicketKind, TicketRecord};
 use crate::policy::token::{Credential, Issuance, TokenRecord};
@@ -53,6 +53,9 @@ impl AccountCtx {
         trigger: &'static str,
         force: bool,
     ) -> Result<TokenRecord, AppError> {
+        // The platform's accounts call with more than their configuration; nothing to call
+        // with answers at once.
+        let grant = self.platform_grant().await?;
         let started_at = now_secs();
         {
             let mut ledger = self.state.ledger.borrow_mut();
@@ -67,11 +70,15 @@ impl AccountCtx {
         }
         // Durable before the call: an eviction mid-call is then noticed on the next load.
         self.persist(None).await;
-        let (outcome, answer_lost) = self
-            .call_upstream(CredentialKind::Token, trigger, force, |budget_ms| {
-                upstream::fetch_token(&self.settings, &self.account, force, budget_ms)
-            })
-            .await;
+        let (outcome, answer_lost) = match grant {
+            Some(grant) => self.call_platform(trigger, grant).await,
+            None => {
+                self.call_upstream(CredentialKind::Token, trigger, force, |budget_ms| {
+                    upstream::fetch_token(&self.settings, &self.account, force, budget_ms)
+                })
+                .await
+            }
+        };
         let before = self.state.token.record();
         let issuance = Issuance::of(self.account.api, force);
         let now = now_secs();
@@ -176,7 +183,7 @@ impl AccountCtx {
     /// time budget is left for it. A forced stable_token refresh is sent once (each one counts
     /// against WeChat's daily limit of them). Also says whether any attempt's answer was lost
     /// on the way (WeChat may have processed it).
-    async fn call_upstream<F, Fut>(
+    pub(super) async fn call_upstream<F, Fut>(
         &self,
         which: CredentialKind,
         trigger: &'static str,
@@ -243,12 +250,16 @@ impl AccountCtx {
         R: Credential,
     {
         let config = config_fingerprint(&self.account.appid, &self.account.secret);
+        let configured = Configured {
+            fingerprint: &config,
+            api: self.account.api,
+        };
         let changed = self.state.ledger.borrow_mut().record_outcome(
             which,
             &mut slot.state.borrow_mut(),
             outcome.as_ref().err(),
             replacement,
-            &config,
+            configured,
             now_secs(),
         );
         if changed {

@@ -1,7 +1,8 @@
 //! What an account's object keeps about its credentials, in memory and in storage.
 //!
-//! Storage holds one key per credential (`cred:token`, `cred:jsapi`, `cred:wx_card`) and one
-//! for the account (`account`), each a JSON string. An outcome writes both keys of its
+//! Storage holds one key per credential (`cred:token`, `cred:jsapi`, `cred:wx_card`), one
+//! for the account (`account`), and for the platform's objects one more (`platform`), each a
+//! JSON string. An outcome writes both keys of its
 //! credential in one `put_multiple`, so no eviction can leave half of it behind.
 
 use super::flight::Flight;
@@ -9,6 +10,7 @@ use super::AccountCtx;
 use crate::edge::runtime;
 use crate::error::AppError;
 use crate::policy::ledger::{AccountLedger, CredentialKind, CredentialState, Usage};
+use crate::policy::platform::PlatformState;
 use crate::policy::ticket::{TicketKind, TicketRecord};
 use crate::policy::token::{Credential, Issuance, TokenRecord};
 use serde::{de::DeserializeOwned, Serialize};
@@ -18,6 +20,8 @@ use worker::js_sys::{Object, Reflect};
 use worker::wasm_bindgen::JsValue;
 
 const ACCOUNT_KEY: &str = "account";
+/// The platform's objects only: the verify ticket, or the refresh token (`PlatformState`).
+const PLATFORM_KEY: &str = "platform";
 
 pub(super) fn storage_key(which: CredentialKind) -> String {
     format!("cred:{}", which.name())
@@ -72,6 +76,8 @@ pub struct AccountState {
     pub(super) alarm_failures: Cell<u32>,
     /// The due time last told to the registry (outer None: not told yet).
     pub(super) reported_due: Cell<Option<Option<u64>>>,
+    /// What the platform's component or an authorizer keeps besides its credentials.
+    pub(super) platform: RefCell<PlatformState>,
 }
 
 impl AccountState {
@@ -140,9 +146,14 @@ impl AccountCtx {
             &storage_key(CredentialKind::Ticket(TicketKind::WxCard)),
         )
         .await?;
+        let platform: Option<PlatformState> = match self.account.api.through_platform() {
+            true => get(&storage, PLATFORM_KEY).await?,
+            false => None,
+        };
         if self.state.loaded.replace(true) {
             return Ok(());
         }
+        *self.state.platform.borrow_mut() = platform.unwrap_or_default();
         let state = &self.state;
         *state.ledger.borrow_mut() = ledger.unwrap_or_default();
         *state.token.state.borrow_mut() = token.unwrap_or_default();
@@ -226,6 +237,13 @@ impl AccountCtx {
             ACCOUNT_KEY.to_owned(),
             json_of(&*self.state.ledger.borrow()),
         )];
+        // With every write, so that a new refresh token is stored with the token it came with.
+        if self.account.api.through_platform() {
+            entries.push((
+                PLATFORM_KEY.to_owned(),
+                json_of(&*self.state.platform.borrow()),
+            ));
+        }
         if let Some(which) = which {
             let value = match which {
                 CredentialKind::Token => json_of(&*self.state.token.state.borrow()),

@@ -17,7 +17,7 @@ const WECOM: &str = "https://qyapi.weixin.qq.com";
 
 #[test]
 fn classic_request_encodes_credentials_in_the_query() {
-    let request = token_request(&account(TokenApi::Classic), BASE, WECOM, true);
+    let request = token_request(&account(TokenApi::Classic), BASE, WECOM, true).unwrap();
     assert_eq!(request.method, HttpMethod::Get);
     assert_eq!(
         request.url,
@@ -29,7 +29,7 @@ fn classic_request_encodes_credentials_in_the_query() {
 #[test]
 fn stable_request_posts_json_with_the_force_flag() {
     for force in [false, true] {
-        let request = token_request(&account(TokenApi::Stable), BASE, WECOM, force);
+        let request = token_request(&account(TokenApi::Stable), BASE, WECOM, force).unwrap();
         assert_eq!(request.method, HttpMethod::Post);
         assert_eq!(
             request.url,
@@ -45,7 +45,7 @@ fn stable_request_posts_json_with_the_force_flag() {
 
 #[test]
 fn wecom_request_uses_corpid_and_corpsecret() {
-    let request = token_request(&account(TokenApi::WeCom), BASE, WECOM, false);
+    let request = token_request(&account(TokenApi::WeCom), BASE, WECOM, false).unwrap();
     assert_eq!(request.method, HttpMethod::Get);
     assert_eq!(
         request.url,
@@ -60,7 +60,8 @@ fn parses_a_token() {
         token,
         Ok(Issued {
             value: "AT".into(),
-            expires_in: 7200
+            expires_in: 7200,
+            refresh_token: None,
         })
     );
 }
@@ -137,7 +138,8 @@ fn parses_tickets_and_scrubs_the_token() {
         parse_ticket_response(200, body, "AT"),
         Ok(Issued {
             value: "TK".into(),
-            expires_in: 7200
+            expires_in: 7200,
+            refresh_token: None,
         })
     );
     let body =

@@ -1,0 +1,135 @@
+//! The worker's client for an account's Durable Object (`account_object`): each call is an
+//! [`ObjectCall`] sent as JSON; the object answers 200 with the value, or with the public
+//! error response, which comes back as [`AppError::Relayed`] and is passed on unchanged.
+//! Apart from the object itself, so that the refresher (which the object runs) may call
+//! another account's object, as an authorizer calls the platform's.
+
+use crate::edge::refresher::Acquired;
+use crate::edge::runtime::{self, OBJECT_BINDING};
+use crate::error::AppError;
+use crate::policy::refresh::Trigger;
+use crate::policy::ticket::{TicketKind, TicketRecord};
+use crate::policy::token::TokenRecord;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_json::Value;
+use wasm_bindgen::JsValue;
+use worker::{Env, Method, Request, RequestInit, Response};
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ObjectCall {
+    pub(crate) account: String,
+    pub(crate) op: Op,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub(crate) enum Op {
+    Token {
+        trigger: Trigger,
+    },
+    Ticket {
+        kind: TicketKind,
+        trigger: Trigger,
+    },
+    Cron,
+    Status,
+    /// The account's registration changed: read it again, and the stored state with it.
+    Forget,
+    /// Lift the quota pause and the credential block.
+    Reset,
+    /// The account is deleted: erase its state, alarm and KV entries.
+    Erase,
+    /// The platform's component: a verify ticket WeChat pushed.
+    VerifyTicket {
+        ticket: String,
+    },
+    /// An authorizer: the code of its authorization, to exchange for its tokens.
+    Authorize {
+        code: String,
+    },
+}
+
+pub async fn token(
+    env: &Env,
+    account_id: &str,
+    trigger: Trigger,
+) -> Result<Acquired<TokenRecord>, AppError> {
+    decode(ask(env, account_id, Op::Token { trigger }).await?).await
+}
+
+pub async fn ticket(
+    env: &Env,
+    account_id: &str,
+    kind: TicketKind,
+    trigger: Trigger,
+) -> Result<Acquired<TicketRecord>, AppError> {
+    decode(ask(env, account_id, Op::Ticket { kind, trigger }).await?).await
+}
+
+/// The account's `/status` entry: fingerprints, never a credential.
+pub async fn status(env: &Env, account_id: &str) -> Result<Value, AppError> {
+    decode(ask(env, account_id, Op::Status).await?).await
+}
+
+/// The cron visit's summary: outcomes only, never a credential.
+pub async fn cron(env: &Env, account_id: &str) -> Result<Value, AppError> {
+    decode(ask(env, account_id, Op::Cron).await?).await
+}
+
+/// Tells the object its account's registration changed.
+pub async fn forget(env: &Env, account_id: &str) -> Result<(), AppError> {
+    decode(ask(env, account_id, Op::Forget).await?).await
+}
+
+pub async fn reset(env: &Env, account_id: &str) -> Result<(), AppError> {
+    decode(ask(env, account_id, Op::Reset).await?).await
+}
+
+pub async fn erase(env: &Env, account_id: &str) -> Result<(), AppError> {
+    decode(ask(env, account_id, Op::Erase).await?).await
+}
+
+pub async fn verify_ticket(env: &Env, component_id: &str, ticket: String) -> Result<(), AppError> {
+    decode(ask(env, component_id, Op::VerifyTicket { ticket }).await?).await
+}
+
+pub async fn authorize(env: &Env, authorizer: &str, code: String) -> Result<(), AppError> {
+    decode(ask(env, authorizer, Op::Authorize { code }).await?).await
+}
+
+async fn ask(env: &Env, account_id: &str, op: Op) -> Result<Response, AppError> {
+    let failed = |e: worker::Error| runtime::internal("the account's Durable Object failed", e);
+    let namespace = env.durable_object(OBJECT_BINDING).map_err(failed)?;
+    let stub = namespace.get_by_name(account_id).map_err(failed)?;
+    let call = ObjectCall {
+        account: account_id.to_owned(),
+        op,
+    };
+    let body = serde_json::to_string(&call).map_err(|e| runtime::internal("encoding", e))?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_body(Some(JsValue::from_str(&body)));
+    let request = Request::new_with_init("https://account-object/", &init).map_err(failed)?;
+    stub.fetch_with_request(request).await.map_err(failed)
+}
+
+/// The object's answer: the value on 200, else its error response as [`AppError::Relayed`].
+async fn decode<T: DeserializeOwned>(mut response: Response) -> Result<T, AppError> {
+    let unreadable = |e| runtime::internal("unreadable answer from the Durable Object", e);
+    let status = response.status_code();
+    if status == 200 {
+        return response.json::<T>().await.map_err(unreadable);
+    }
+    let retry_after_secs = response
+        .headers()
+        .get("retry-after")
+        .ok()
+        .flatten()
+        .and_then(|value| value.parse().ok());
+    let body = response.json::<Value>().await.map_err(unreadable)?;
+    Err(AppError::Relayed {
+        status,
+        body,
+        retry_after_secs,
+    })
+}

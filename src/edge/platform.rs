@@ -1,0 +1,280 @@
+//! The third-party platform's routes (开放平台, `WECHAT_COMPONENT`): WeChat's pushes to
+//! `POST /component/events` (verify tickets, authorizations, withdrawals), the component token,
+//! pre-auth codes with the authorization page, and the list of authorizers. The component is
+//! an account of the environment and each authorizer an account registered at runtime (kind
+//! `authorizer`, id its appid), so every other route serves them as any account.
+
+use crate::edge::access;
+use crate::edge::admin;
+use crate::edge::directory;
+use crate::edge::object_client;
+use crate::edge::reader::{read, refresh};
+use crate::edge::registry;
+use crate::edge::request::{self, param, query};
+use crate::edge::respond;
+use crate::edge::runtime::{self, log_error, log_event, now_secs};
+use crate::edge::upstream;
+use crate::error::{wechat_codes, AppError, UpstreamFailure};
+use crate::policy::accounts::AccountKind;
+use crate::policy::auth::{bearer_token, Route};
+use crate::policy::config::Settings;
+use crate::policy::platform::{self, Component, MAX_PUSH_BYTES};
+use crate::policy::refresh::Trigger;
+use crate::policy::registry::{page_limit, Registered, STATUS_PAGE};
+use crate::policy::token::TokenRecord;
+use crate::wechat::platform as protocol;
+use crate::wechat::push::{self, PlatformEvent, PushError};
+use futures_util::future::join_all;
+use serde_json::{json, Value};
+use worker::{Context, Env, Method, Request, Response};
+
+/// `/component/…`: `rest` is what follows `/component`.
+pub async fn route(
+    request: &Request,
+    method: Method,
+    rest: &str,
+    env: &Env,
+    ctx: &Context,
+) -> Result<Response, AppError> {
+    let allow = |allowed: Method, allow: &'static str| match method == allowed {
+        true => Ok(()),
+        false => Err(AppError::MethodNotAllowed { allow }),
+    };
+    match rest {
+        "/events" => {
+            allow(Method::Post, "POST")?;
+            events(request, env, ctx).await
+        }
+        "/token" => {
+            allow(Method::Get, "GET, HEAD")?;
+            token(request, env, ctx).await
+        }
+        "/preauthcode" => {
+            allow(Method::Post, "POST")?;
+            pre_auth_code(request, env, ctx).await
+        }
+        "/authorizers" => {
+            allow(Method::Get, "GET, HEAD")?;
+            authorizers(request, env).await
+        }
+        _ => Err(AppError::NotFound),
+    }
+}
+
+/// The platform, or 404 saying it is not configured.
+fn component(settings: &Settings) -> Result<&Component, AppError> {
+    settings.component.as_ref().ok_or(AppError::NotFound)
+}
+
+/// WeChat's pushes: verified, decrypted, acted on, answered `success` (WeChat's word for
+/// "received"). Anything wrong is a 4xx with a reason, and nothing is stored.
+async fn events(request: &Request, env: &Env, ctx: &Context) -> Result<Response, AppError> {
+    let settings = runtime::settings(env)?;
+    let component = component(&settings)?;
+    let pairs = query(request)?;
+    let field = |name| param(&pairs, name).unwrap_or_default();
+    if param(&pairs, "encrypt_type").is_some_and(|t| t != "aes") {
+        return Err(AppError::BadRequest("encrypt_type must be aes".into()));
+    }
+    let body = request::read_bytes(request, MAX_PUSH_BYTES).await?;
+    let body = String::from_utf8(body)
+        .map_err(|_| AppError::BadRequest("the body is not UTF-8".into()))?;
+    let refused = |error: PushError| match error {
+        PushError::BadSignature => AppError::BadSignature,
+        PushError::Malformed(why) | PushError::Undecryptable(why) => {
+            AppError::BadRequest(format!("push refused: {why}"))
+        }
+    };
+    let encrypted = push::xml_field(&body, "Encrypt")
+        .filter(|e| !e.is_empty())
+        .ok_or_else(|| refused(PushError::Malformed("no Encrypt element in an <xml> body")))?;
+    push::verify_signature(
+        &component.push_token,
+        field("timestamp"),
+        field("nonce"),
+        &encrypted,
+        field("msg_signature"),
+    )
+    .map_err(refused)?;
+    let message = push::decrypt(&encrypted, &component.aes_keys, &component.account.appid)
+        .map_err(refused)?;
+    let event = push::parse_event(&message, &component.account.appid).map_err(refused)?;
+    let id = &component.account.id;
+    match event {
+        PlatformEvent::VerifyTicket { ticket, .. } => {
+            object_client::verify_ticket(env, id, ticket).await?;
+        }
+        PlatformEvent::Authorized { authorizer, code } => {
+            let entry = register_authorizer(env, &settings, &authorizer).await?;
+            // Stored; the code's exchange need not hold up WeChat's answer.
+            let env = env.clone();
+            ctx.wait_until(async move {
+                if let Err(e) = object_client::authorize(&env, &entry.id, code).await {
+                    log_error(json!({
+                        "event": "authorizer_authorization_failed", "account": entry.id,
+                        "outcome": e.code(), "message": e.message(),
+                    }));
+                }
+            });
+        }
+        PlatformEvent::Unauthorized { authorizer } => {
+            let removed = admin::remove(env, &authorizer).await?;
+            log_event(json!({
+                "event": "authorizer_unauthorized", "account": authorizer,
+                "known": removed.is_some(),
+            }));
+        }
+        PlatformEvent::Other { info_type } => {
+            let info_type: String = info_type.chars().take(64).collect();
+            log_event(json!({ "event": "platform_push_ignored", "info_type": info_type }));
+        }
+    }
+    Ok(respond::text(200, "success"))
+}
+
+/// Registers (or keeps) an authorizer as an account of kind `authorizer`, and tells the edge.
+async fn register_authorizer(
+    env: &Env,
+    settings: &Settings,
+    appid: &str,
+) -> Result<Registered, AppError> {
+    if settings.account(appid).is_ok() {
+        return Err(AppError::Conflict(format!(
+            "the authorizer {appid} is also configured in WECHAT_ACCOUNTS"
+        )));
+    }
+    let existing = registry::get(env, appid).await?;
+    let created_at = existing.as_ref().map(|e| e.created_at);
+    let account = platform::authorizer(appid);
+    let entry = Registered::new(&account, String::new(), now_secs(), created_at);
+    let stored = registry::put(env, entry).await?;
+    directory::publish(env, &stored.entry, existing.as_ref()).await?;
+    if !stored.created {
+        object_client::forget(env, appid).await?;
+    }
+    log_event(json!({
+        "event": "authorizer_registered", "account": appid, "created": stored.created,
+    }));
+    Ok(stored.entry)
+}
+
+fn bearer(request: &Request) -> Option<String> {
+    let header = request.headers().get("authorization").ok().flatten()?;
+    bearer_token(&header).map(str::to_owned)
+}
+
+/// `GET /component/token`: the component token, shaped like `GET /token`.
+async fn token(request: &Request, env: &Env, ctx: &Context) -> Result<Response, AppError> {
+    let (grant, settings) = access::authenticate(env, bearer(request).as_deref(), Route::Token)?;
+    let id = component(&settings)?.account.id.clone();
+    let name = crate::policy::config::AccountName::Id(&id);
+    let account = access::account(env, &grant, &settings, name).await?;
+    let record = read::<TokenRecord>(env, ctx, &settings, &account, ()).await?;
+    Ok(respond::json(
+        200,
+        &record.answer(&account.id, &account.appid, now_secs()),
+    ))
+}
+
+/// `POST /component/preauthcode` `{"redirect_uri","auth_type"}` (`?mobile=1` for the page
+/// for WeChat on a phone): a pre-auth code and the page that uses it.
+async fn pre_auth_code(request: &Request, env: &Env, ctx: &Context) -> Result<Response, AppError> {
+    let pairs = query(request)?;
+    let (grant, settings) =
+        access::authenticate(env, bearer(request).as_deref(), Route::Component)?;
+    let component = component(&settings)?;
+    if !grant.permits(&component.account.id) {
+        return Err(AppError::ForbiddenAccount);
+    }
+    let body: Value = serde_json::from_str(&request::read(request).await?)
+        .map_err(|_| AppError::BadRequest("the body must be a JSON object".into()))?;
+    let redirect_uri = body["redirect_uri"]
+        .as_str()
+        .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+        .ok_or_else(|| AppError::BadRequest("redirect_uri must be an http(s) URL".into()))?;
+    let auth_type = match &body["auth_type"] {
+        Value::Null => 3,
+        value => value
+            .as_u64()
+            .filter(|t| (1..=6).contains(t))
+            .ok_or_else(|| AppError::BadRequest("auth_type must be 1 to 6".into()))?
+            as u8,
+    };
+    let mobile = param(&pairs, "mobile") == Some("1");
+    let account = directory::by_id(env, &settings, &component.account.id).await?;
+    let appid = component.account.appid.as_str();
+    // A rejected component token is refreshed once (for everyone) and the call sent again.
+    let mut token = read::<TokenRecord>(env, ctx, &settings, &account, ())
+        .await?
+        .access_token;
+    let mut healed = false;
+    let issued = loop {
+        let call = protocol::pre_auth_code_request(&settings.api_base, appid, &token);
+        let budget_ms = settings.upstream_timeout_ms;
+        let outcome = upstream::platform_call(&settings, &call, budget_ms)
+            .await
+            .and_then(|(status, body)| protocol::parse_pre_auth_code(status, &body));
+        match outcome {
+            Err(UpstreamFailure::WeChat { errcode, .. })
+                if wechat_codes::is_token_rejected(errcode) && !healed =>
+            {
+                healed = true;
+                let stale_token = token.clone();
+                token = refresh(env, &settings, &account, Trigger::Rejected { stale_token })
+                    .await?
+                    .access_token;
+            }
+            other => break other.map_err(AppError::Upstream)?,
+        }
+    };
+    let url = protocol::authorization_url(appid, &issued.value, redirect_uri, auth_type, mobile);
+    Ok(respond::json(
+        200,
+        &json!({
+            "pre_auth_code": issued.value,
+            "expires_in": issued.expires_in,
+            "authorization_url": url,
+        }),
+    ))
+}
+
+/// `GET /component/authorizers?limit=&cursor=`: each authorizer's appid, when it authorized,
+/// and its token's expiry and fingerprint; never a token.
+async fn authorizers(request: &Request, env: &Env) -> Result<Response, AppError> {
+    let pairs = query(request)?;
+    let (grant, settings) =
+        access::authenticate(env, bearer(request).as_deref(), Route::Component)?;
+    component(&settings)?;
+    let limit = page_limit(param(&pairs, "limit"), STATUS_PAGE)?;
+    let after = param(&pairs, "cursor").unwrap_or_default();
+    let mut entries = registry::list_kind(env, AccountKind::Authorizer, after, limit + 1).await?;
+    let more = entries.len() > limit;
+    entries.truncate(limit);
+    let next_cursor = more.then(|| entries.last().map(|e| e.id.clone())).flatten();
+    let entries: Vec<Registered> = entries
+        .into_iter()
+        .filter(|e| grant.permits(&e.id))
+        .collect();
+    let statuses = join_all(entries.iter().map(|e| object_client::status(env, &e.id))).await;
+    let listed: Vec<Value> = entries
+        .iter()
+        .zip(statuses)
+        .map(|(entry, status)| {
+            let status = status.unwrap_or_else(|e| json!({ "error": e.body() }));
+            json!({
+                "appid": entry.appid,
+                "registered_at": entry.created_at,
+                "authorized_at": status.get("authorized_at"),
+                "token": status.get("token").map(|t| json!({
+                    "expires_at": t.get("expires_at"),
+                    "fingerprint": t.get("fingerprint"),
+                })),
+                "last_error": status.get("last_error"),
+            })
+        })
+        .collect();
+    Ok(respond::json(
+        200,
+        &json!({ "authorizers": listed, "next_cursor": next_cursor }),
+    ))
+}

@@ -1,0 +1,352 @@
+//! The token calls of the platform's objects: the component's (with the latest verify ticket)
+//! and an authorizer's (with the component token and its refresh token, or the code of a new
+//! authorization), and what they need around them: asking WeChat to push a ticket again,
+//! healing a rejected component token, and recovering a refresh token from the authorizer
+//! list once before telling the operator the account must authorize again.
+
+use super::AccountCtx;
+use crate::edge::object_client;
+use crate::edge::runtime::{self, log_event, now_secs};
+use crate::edge::upstream;
+use crate::error::{wechat_codes, AppError, UpstreamFailure};
+use crate::policy::accounts::TokenApi;
+use crate::policy::ledger::CredentialKind;
+use crate::policy::platform::VerifyTicket;
+use crate::policy::refresh::Trigger;
+use crate::wechat::api::Issued;
+use crate::wechat::platform::{self as protocol, AuthorizerGrant};
+use serde_json::json;
+
+/// What a platform account's token call is made with.
+pub(super) enum PlatformGrant {
+    /// The component: its latest verify ticket.
+    VerifyTicket(String),
+    /// An authorizer: the component's token, and its refresh token or an authorization code.
+    Authorizer {
+        component_id: String,
+        component_token: String,
+        refresh_token: Option<String>,
+        code: Option<String>,
+    },
+}
+
+impl AccountCtx {
+    /// What the token call needs besides the configuration, for the platform's accounts (None
+    /// for the others). Nothing to call with is an answer at once, with no call to WeChat.
+    pub(super) async fn platform_grant(&self) -> Result<Option<PlatformGrant>, AppError> {
+        match self.account.api {
+            TokenApi::Component => {
+                let ticket = self
+                    .state
+                    .platform
+                    .borrow()
+                    .usable_ticket(now_secs())
+                    .map(str::to_owned);
+                match ticket {
+                    Some(ticket) => Ok(Some(PlatformGrant::VerifyTicket(ticket))),
+                    None => {
+                        self.request_push().await;
+                        Err(AppError::NoVerifyTicket)
+                    }
+                }
+            }
+            TokenApi::Authorizer => {
+                let component_id = self
+                    .settings
+                    .component
+                    .as_ref()
+                    .map(|c| c.account.id.clone())
+                    .ok_or(AppError::Config {
+                        variable: "WECHAT_COMPONENT",
+                        problem: "is not set, and an authorizer's token comes through the \
+                                  platform"
+                            .into(),
+                    })?;
+                let component_token = component_token(&self.env, &component_id).await?;
+                let (mut refresh_token, code) = {
+                    let platform = self.state.platform.borrow();
+                    (
+                        platform.refresh_token.clone(),
+                        platform.authorization_code.clone(),
+                    )
+                };
+                if refresh_token.is_none() && code.is_none() {
+                    refresh_token = self.recover_refresh_token(&component_token).await;
+                }
+                if refresh_token.is_none() && code.is_none() {
+                    return Err(AppError::NoRefreshToken);
+                }
+                Ok(Some(PlatformGrant::Authorizer {
+                    component_id,
+                    component_token,
+                    refresh_token,
+                    code,
+                }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The platform account's token call (with `call_upstream`'s retries), healing what the
+    /// platform allows: a rejected component token (refreshed once, the call sent again),
+    /// and a refused refresh token (looked up once in the authorizer list).
+    pub(super) async fn call_platform(
+        &self,
+        trigger: &'static str,
+        grant: PlatformGrant,
+    ) -> (Result<Issued, UpstreamFailure>, bool) {
+        match grant {
+            PlatformGrant::VerifyTicket(ticket) => {
+                let component = &self.account;
+                let request = protocol::component_token_request(
+                    &self.settings.api_base,
+                    &component.appid,
+                    &component.secret,
+                    &ticket,
+                );
+                let outcome = self
+                    .call_upstream(CredentialKind::Token, trigger, false, |budget_ms| {
+                        let request = &request;
+                        async move {
+                            let (status, body) =
+                                upstream::platform_call(&self.settings, request, budget_ms).await?;
+                            protocol::parse_component_token(status, &body)
+                        }
+                    })
+                    .await;
+                if let Err(UpstreamFailure::WeChat { errcode, .. }) = &outcome.0 {
+                    if matches!(
+                        *errcode,
+                        wechat_codes::VERIFY_TICKET_EXPIRED | wechat_codes::VERIFY_TICKET_INVALID
+                    ) {
+                        self.request_push().await;
+                    }
+                }
+                outcome
+            }
+            PlatformGrant::Authorizer {
+                component_id,
+                mut component_token,
+                mut refresh_token,
+                code,
+            } => {
+                // A pending code is single-use: exchanged once, whatever WeChat answers.
+                if let Some(code) = code {
+                    let grant = AuthorizerGrant::AuthorizationCode(&code);
+                    let outcome = self.authorizer_call(trigger, &component_token, grant).await;
+                    {
+                        let mut platform = self.state.platform.borrow_mut();
+                        platform.authorization_code = None;
+                        if outcome.0.is_ok() {
+                            platform.authorized_at = Some(now_secs());
+                        }
+                    }
+                    // A failed exchange falls back to the refresh token, if there is one.
+                    if outcome.0.is_ok() || refresh_token.is_none() {
+                        return self.keep_refresh_token(outcome);
+                    }
+                }
+                let mut healed = false;
+                let mut recovered = false;
+                loop {
+                    let Some(current) = refresh_token.clone() else {
+                        return (Err(no_refresh_token()), false);
+                    };
+                    let grant = AuthorizerGrant::RefreshToken(&current);
+                    let outcome = self.authorizer_call(trigger, &component_token, grant).await;
+                    let errcode = match &outcome.0 {
+                        Err(UpstreamFailure::WeChat { errcode, .. }) => Some(*errcode),
+                        _ => None,
+                    };
+                    match errcode {
+                        Some(code) if wechat_codes::is_token_rejected(code) && !healed => {
+                            healed = true;
+                            let stale = Trigger::Rejected {
+                                stale_token: component_token.clone(),
+                            };
+                            match object_client::token(&self.env, &component_id, stale).await {
+                                Ok(fresh) => match fresh.record() {
+                                    Some(record) if record.access_token != component_token => {
+                                        component_token = record.access_token;
+                                    }
+                                    _ => return outcome,
+                                },
+                                Err(_) => return outcome,
+                            }
+                        }
+                        Some(wechat_codes::REFRESH_TOKEN_INVALID) if !recovered => {
+                            recovered = true;
+                            match self.recover_refresh_token(&component_token).await {
+                                Some(listed) if Some(&listed) != refresh_token.as_ref() => {
+                                    refresh_token = Some(listed);
+                                }
+                                _ => return outcome,
+                            }
+                        }
+                        _ => return self.keep_refresh_token(outcome),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn authorizer_call(
+        &self,
+        trigger: &'static str,
+        component_token: &str,
+        grant: AuthorizerGrant<'_>,
+    ) -> (Result<Issued, UpstreamFailure>, bool) {
+        let component_appid = self
+            .settings
+            .component
+            .as_ref()
+            .map(|c| c.account.appid.as_str())
+            .unwrap_or_default();
+        let request = protocol::authorizer_token_request(
+            &self.settings.api_base,
+            component_appid,
+            component_token,
+            &self.account.appid,
+            grant,
+        );
+        self.call_upstream(CredentialKind::Token, trigger, false, |budget_ms| {
+            let request = &request;
+            async move {
+                let (status, body) =
+                    upstream::platform_call(&self.settings, request, budget_ms).await?;
+                protocol::parse_authorizer_token(status, &body, grant, &self.account.appid)
+            }
+        })
+        .await
+    }
+
+    /// A refresh token in WeChat's answer replaces the stored one (stored with the token).
+    fn keep_refresh_token(
+        &self,
+        outcome: (Result<Issued, UpstreamFailure>, bool),
+    ) -> (Result<Issued, UpstreamFailure>, bool) {
+        if let Ok(Issued {
+            refresh_token: Some(fresh),
+            ..
+        }) = &outcome.0
+        {
+            self.state.platform.borrow_mut().refresh_token = Some(fresh.clone());
+        }
+        outcome
+    }
+
+    /// The authorizer's refresh token as `api_get_authorizer_list` shows it (stored if found),
+    /// page by page.
+    async fn recover_refresh_token(&self, component_token: &str) -> Option<String> {
+        let component_appid = self.settings.component.as_ref()?.account.appid.clone();
+        let mut offset = 0;
+        let found = loop {
+            let request = protocol::authorizer_list_request(
+                &self.settings.api_base,
+                &component_appid,
+                component_token,
+                offset,
+            );
+            let budget_ms = self.settings.upstream_timeout_ms;
+            let answer = upstream::platform_call(&self.settings, &request, budget_ms).await;
+            let page = answer.and_then(|(status, body)| {
+                protocol::find_in_authorizer_list(status, &body, &self.account.appid)
+            });
+            match page {
+                Ok((Some(found), _, _)) => break Some(found),
+                Ok((None, rows, total)) if rows > 0 && offset + rows < total => offset += rows,
+                _ => break None,
+            }
+        };
+        log_event(json!({
+            "event": "authorizer_refresh_token_lookup",
+            "account": self.account.id,
+            "found": found.is_some(),
+        }));
+        if let Some(found) = &found {
+            self.state.platform.borrow_mut().refresh_token = Some(found.clone());
+            self.persist(None).await;
+        }
+        found
+    }
+
+    /// Asks WeChat to push a verify ticket now, at most once an hour.
+    async fn request_push(&self) {
+        let now = now_secs();
+        if !self.state.platform.borrow().push_request_due(now) {
+            return;
+        }
+        self.state.platform.borrow_mut().push_requested_at = Some(now);
+        self.persist(None).await;
+        let component = &self.account;
+        let request = protocol::start_push_request(
+            &self.settings.api_base,
+            &component.appid,
+            &component.secret,
+        );
+        let budget_ms = self.settings.upstream_timeout_ms;
+        let outcome = upstream::platform_call(&self.settings, &request, budget_ms)
+            .await
+            .and_then(|(status, body)| {
+                crate::wechat::api::parse_answer(status, &body, "").map(drop)
+            });
+        log_event(json!({
+            "event": "verify_ticket_push_requested",
+            "account": self.account.id,
+            "outcome": outcome.as_ref().map_or_else(|e| AppError::Upstream(e.clone()).code().to_owned(), |_| "ok".into()),
+        }));
+    }
+
+    /// The component's object: a verify ticket WeChat pushed. Stored; and if there is no
+    /// token yet, one is fetched with it without waiting for a reader.
+    pub async fn receive_verify_ticket(&self, ticket: String) {
+        let now = now_secs();
+        self.state.platform.borrow_mut().verify_ticket = Some(VerifyTicket {
+            ticket,
+            received_at: now,
+        });
+        self.persist(None).await;
+        log_event(json!({ "event": "verify_ticket_received", "account": self.account.id }));
+        let usable = self
+            .state
+            .token
+            .record()
+            .is_some_and(|r| r.expires_at > now);
+        if !usable {
+            let ctx = self.clone();
+            self.object.wait_until(async move {
+                let _ = ctx.token(&Trigger::Background).await;
+            });
+        }
+    }
+
+    /// An authorizer's object: the code of a new (or changed) authorization, exchanged now
+    /// for its first token and refresh token.
+    pub async fn authorize(&self, code: String) -> Result<(), AppError> {
+        self.state.platform.borrow_mut().authorization_code = Some(code);
+        self.persist(None).await;
+        let exchanged = self.refresh_token("authorization", false).await;
+        self.sync_kv(CredentialKind::Token).await;
+        log_event(json!({
+            "event": "authorizer_authorized",
+            "account": self.account.id,
+            "outcome": exchanged.as_ref().map_or_else(|e| e.code().to_owned(), |_| "ok".into()),
+        }));
+        exchanged.map(drop)
+    }
+}
+
+/// The platform's component token, from its object (refreshed there if due).
+async fn component_token(env: &worker::Env, component_id: &str) -> Result<String, AppError> {
+    let acquired = object_client::token(env, component_id, Trigger::Read).await?;
+    acquired
+        .record()
+        .map(|r| r.access_token)
+        .ok_or_else(|| runtime::internal("platform", "the component answered no token"))
+}
+
+fn no_refresh_token() -> UpstreamFailure {
+    UpstreamFailure::BadResponse {
+        detail: "no refresh token is stored for this authorizer".into(),
+    }
+}

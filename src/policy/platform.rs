@@ -1,0 +1,284 @@
+//! The third-party platform (开放平台): `WECHAT_COMPONENT`, what each object of the platform
+//! keeps besides its token (the component's verify ticket, an authorizer's refresh token), and
+//! the platform's timing rules. Pure.
+
+use crate::error::AppError;
+use crate::policy::accounts::{is_identifier, Account, AccountKind, TokenApi};
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::{alphabet, Engine};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+const VARIABLE: &str = "WECHAT_COMPONENT";
+const FIELDS: [&str; 5] = [
+    "appid",
+    "secret",
+    "token",
+    "encoding_aes_key",
+    "previous_encoding_aes_key",
+];
+
+/// WeChat pushes a verify ticket every ten minutes; each is good for 12 hours.
+pub const VERIFY_TICKET_LIFE_SECS: u64 = 12 * 3600;
+/// The server asks WeChat to push a ticket again (`api_start_push_ticket`) at most this often.
+pub const PUSH_REQUEST_INTERVAL_SECS: u64 = 3600;
+/// The largest push body taken.
+pub const MAX_PUSH_BYTES: usize = 64 * 1024;
+
+/// `WECHAT_COMPONENT`: the platform's appid and appsecret (its token is the component token),
+/// the message token its pushes are signed with, and the AES keys they are sealed with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Component {
+    /// An account of kind `component`, its id the platform's appid.
+    pub account: Account,
+    pub push_token: String,
+    /// The current `encoding_aes_key`, then the previous one if set.
+    pub aes_keys: Vec<[u8; 32]>,
+}
+
+impl std::fmt::Debug for Component {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Component")
+            .field("account", &self.account)
+            .field("push_token", &"[redacted]")
+            .field("aes_keys", &self.aes_keys.len())
+            .finish()
+    }
+}
+
+/// An `EncodingAESKey`'s last character carries 2 bits past the key's 256: WeChat's keys are
+/// random characters, so those bits are rarely zero, and a strict decoder refuses most keys.
+const KEY_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+);
+
+/// `EncodingAESKey`: 43 characters of base64 that, with "=", are the 32-byte AES key.
+pub fn encoding_aes_key(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 43 {
+        return None;
+    }
+    let bytes = KEY_BASE64.decode(format!("{text}=")).ok()?;
+    bytes.try_into().ok()
+}
+
+/// `WECHAT_COMPONENT`, if set. Errors name the field, never a value.
+pub fn parse(value: Option<&str>) -> Result<Option<Component>, AppError> {
+    let Some(text) = value else {
+        return Ok(None);
+    };
+    let fail = |problem: String| AppError::Config {
+        variable: VARIABLE,
+        problem,
+    };
+    let object: Map<String, Value> = match serde_json::from_str(text) {
+        Ok(Value::Object(object)) => object,
+        _ => {
+            return Err(fail(
+                "must be a JSON object {\"appid\",\"secret\",\"token\",\"encoding_aes_key\"}"
+                    .into(),
+            ))
+        }
+    };
+    if let Some(unknown) = object.keys().find(|key| !FIELDS.contains(&key.as_str())) {
+        let name: String = unknown.chars().take(32).collect();
+        return Err(fail(format!(
+            "has an unknown field \"{name}\" (fields: {})",
+            FIELDS.join(", ")
+        )));
+    }
+    let text = |field: &str| -> Result<Option<&str>, AppError> {
+        match object.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.trim())),
+            Some(_) => Err(fail(format!(
+                "has a \"{field}\" that is not a non-empty string"
+            ))),
+        }
+    };
+    let required = |field: &str| text(field)?.ok_or_else(|| fail(format!("has no \"{field}\"")));
+    let appid = required("appid")?;
+    if !is_identifier(appid) {
+        return Err(fail(
+            "has an \"appid\" with characters other than letters, digits, '_' and '-'".into(),
+        ));
+    }
+    let secret = required("secret")?;
+    let push_token = required("token")?;
+    let key = |field: &str, value: &str| {
+        encoding_aes_key(value).ok_or_else(|| {
+            fail(format!(
+                "has a \"{field}\" that is not 43 characters of base64 (the platform's \
+                 消息加解密Key)"
+            ))
+        })
+    };
+    let mut aes_keys = vec![key("encoding_aes_key", required("encoding_aes_key")?)?];
+    if let Some(previous) = text("previous_encoding_aes_key")? {
+        aes_keys.push(key("previous_encoding_aes_key", previous)?);
+    }
+    let account = Account::new(
+        appid,
+        AccountKind::Component,
+        appid,
+        secret,
+        TokenApi::Component,
+    );
+    Ok(Some(Component {
+        account,
+        push_token: push_token.to_owned(),
+        aes_keys,
+    }))
+}
+
+/// An authorizer: an account of kind `authorizer`, named by its appid; its refresh token lives
+/// in its object, not here.
+pub fn authorizer(appid: &str) -> Account {
+    Account::new(
+        appid,
+        AccountKind::Authorizer,
+        appid,
+        "",
+        TokenApi::Authorizer,
+    )
+}
+
+/// A verify ticket as the component's object keeps it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyTicket {
+    pub ticket: String,
+    pub received_at: u64,
+}
+
+/// What a platform object keeps besides its credentials, in storage under its own key.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlatformState {
+    /// The component: the latest verify ticket WeChat pushed.
+    #[serde(default)]
+    pub verify_ticket: Option<VerifyTicket>,
+    /// The component: when it last asked WeChat to push a ticket.
+    #[serde(default)]
+    pub push_requested_at: Option<u64>,
+    /// An authorizer: its refresh token (WeChat's only way to its tokens).
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    /// An authorizer: an authorization code not yet exchanged.
+    #[serde(default)]
+    pub authorization_code: Option<String>,
+    /// An authorizer: when it (last) authorized the platform.
+    #[serde(default)]
+    pub authorized_at: Option<u64>,
+}
+
+impl std::fmt::Debug for PlatformState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlatformState")
+            .field(
+                "verify_ticket_received_at",
+                &self.verify_ticket.as_ref().map(|t| t.received_at),
+            )
+            .field("push_requested_at", &self.push_requested_at)
+            .field("refresh_token", &self.refresh_token.is_some())
+            .field("authorization_code", &self.authorization_code.is_some())
+            .field("authorized_at", &self.authorized_at)
+            .finish()
+    }
+}
+
+impl PlatformState {
+    /// The verify ticket to fetch the component token with: the latest, while WeChat still
+    /// takes it.
+    pub fn usable_ticket(&self, now: u64) -> Option<&str> {
+        self.verify_ticket
+            .as_ref()
+            .filter(|t| now < t.received_at + VERIFY_TICKET_LIFE_SECS)
+            .map(|t| t.ticket.as_str())
+    }
+
+    /// Whether to ask WeChat to push a ticket now (at most once per
+    /// [`PUSH_REQUEST_INTERVAL_SECS`]).
+    pub fn push_request_due(&self, now: u64) -> bool {
+        self.push_requested_at
+            .is_none_or(|at| now >= at + PUSH_REQUEST_INTERVAL_SECS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+
+    fn component(extra: &str) -> String {
+        format!(
+            r#"{{"appid":"wxcomponent01","secret":"s3cret-value","token":"push-token",
+                 "encoding_aes_key":"{KEY}"{extra}}}"#
+        )
+    }
+
+    fn problem(value: &str) -> String {
+        match parse(Some(value)) {
+            Err(AppError::Config { variable, problem }) => {
+                assert_eq!(variable, VARIABLE);
+                problem
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_component_is_an_account_of_its_own_kind() {
+        assert_eq!(parse(None), Ok(None));
+        let parsed = parse(Some(&component(""))).unwrap().unwrap();
+        assert_eq!(parsed.account.id, "wxcomponent01");
+        assert_eq!(parsed.account.kind, AccountKind::Component);
+        assert_eq!(parsed.account.api, TokenApi::Component);
+        assert_eq!(parsed.aes_keys.len(), 1);
+        let both = component(&format!(r#","previous_encoding_aes_key":"{}""#, &KEY[..42]));
+        assert!(problem(&both).contains("previous_encoding_aes_key"));
+        let both = component(&format!(r#","previous_encoding_aes_key":"{KEY}""#));
+        assert_eq!(parse(Some(&both)).unwrap().unwrap().aes_keys.len(), 2);
+        assert!(
+            !format!("{parsed:?}").contains("s3cret")
+                && !format!("{parsed:?}").contains("push-token")
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field_never_the_value() {
+        assert!(problem("[1]").contains("JSON object"));
+        let no_token = component("").replace(r#""token":"push-token","#, "");
+        assert!(problem(&no_token).contains("\"token\""));
+        let bad_key = component("").replace(KEY, "short-key-value");
+        let text = problem(&bad_key);
+        assert!(text.contains("encoding_aes_key") && !text.contains("short-key-value"));
+        let extra = component(r#","colour":"red""#);
+        assert!(problem(&extra).contains("colour"));
+        let bad_appid = component("").replace("wxcomponent01", "wx component");
+        assert!(problem(&bad_appid).contains("appid"));
+    }
+
+    #[test]
+    fn encoding_aes_keys_are_43_characters_of_base64() {
+        assert!(encoding_aes_key(KEY).is_some(), "trailing bits allowed");
+        assert!(encoding_aes_key(&KEY[1..]).is_none());
+        assert!(encoding_aes_key(&format!("{}!", &KEY[1..])).is_none());
+    }
+
+    #[test]
+    fn a_ticket_serves_twelve_hours_and_pushes_are_asked_for_hourly() {
+        let mut state = PlatformState::default();
+        assert_eq!(state.usable_ticket(1_000), None);
+        assert!(state.push_request_due(1_000));
+        state.verify_ticket = Some(VerifyTicket {
+            ticket: "t".into(),
+            received_at: 1_000,
+        });
+        assert_eq!(state.usable_ticket(1_000 + 43_199), Some("t"));
+        assert_eq!(state.usable_ticket(1_000 + 43_200), None);
+        state.push_requested_at = Some(5_000);
+        assert!(!state.push_request_due(5_000 + 3_599));
+        assert!(state.push_request_due(5_000 + 3_600));
+        assert!(!format!("{state:?}").contains("\"t\""));
+    }
+}

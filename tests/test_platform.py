@@ -1,0 +1,347 @@
+"""The third-party platform (开放平台): WeChat's encrypted pushes (sealed by the tests with their
+own crypto, `wechat_push`), the verify ticket kept, the component token, authorizations and
+their tokens, tickets and gateway calls, healing, recovery, withdrawal, restarts, and wechatpy's
+WeChatComponent against the compatible endpoints. The refusals come first."""
+
+import json
+import time
+
+import pytest
+
+import wechat_push
+from harness import CLIENT_KEY, burst, wait_for
+from test_api import assert_error
+
+AUTHORIZER = "wxauthorizer000001"
+OTHER_AUTHORIZER = "wxauthorizer000002"
+
+
+def component_vars(fake, **overrides):
+    platform = fake.platform
+    component = {"appid": platform.appid, "secret": platform.secret, "token": platform.token,
+                 "encoding_aes_key": platform.encoding_aes_key}
+    return {"WECHAT_COMPONENT": json.dumps(component), "MIN_REFRESH_INTERVAL_SECS": "0",
+            **overrides}
+
+
+def push(worker, message, **seal):
+    query, body = worker.fake_platform.seal(message, **seal)
+    return worker.request("POST", f"/component/events?{query}", key=None, body=body,
+                          headers={"Content-Type": "text/xml"})
+
+
+def push_ticket(worker):
+    ticket = worker.fake_platform.new_ticket()
+    reply = push(worker, wechat_push.ticket_message(worker.fake_platform.appid, ticket))
+    assert (reply.status, reply.text) == (200, "success"), reply.text
+    return ticket
+
+
+def authorize(worker, authorizer=AUTHORIZER, info_type="authorized"):
+    platform = worker.fake_platform
+    code = platform.new_authorization(authorizer)
+    reply = push(worker, wechat_push.authorization_message(platform.appid, info_type, authorizer,
+                                                           code))
+    assert (reply.status, reply.text) == (200, "success"), reply.text
+    assert wait_for(lambda: worker.request("GET", f"/token?account={authorizer}").status == 200,
+                    15), "the authorization's code was exchanged"
+    return worker.request("GET", f"/token?account={authorizer}").json["access_token"]
+
+
+@pytest.fixture
+def platform_worker(start_worker, fake):
+    def start(**overrides):
+        worker = start_worker(**component_vars(fake, **overrides))
+        worker.fake_platform = fake.platform
+        return worker
+    return start
+
+
+class TestRefusedPushes:
+    def test_forged_wrong_garbage_and_oversized_pushes_store_nothing(self, platform_worker, fake):
+        worker = platform_worker()
+        platform = fake.platform
+        message = wechat_push.ticket_message(platform.appid, platform.new_ticket())
+        query, body = platform.seal(message)
+        forged = query.replace("msg_signature=", "msg_signature=0")[:-1]
+        reply = worker.request("POST", f"/component/events?{forged}", key=None, body=body,
+                               headers={"Content-Type": "text/xml"})
+        assert_error(reply, 401, "bad_signature")
+        other_token = push(worker, message, token="another-token")
+        assert_error(other_token, 401, "bad_signature")
+        wrong_appid = assert_error(push(worker, message, appid="wxnotthisplatform0"), 400,
+                                   "bad_request")
+        assert "appid" in wrong_appid["message"]
+        wrong_key = push(worker, message,
+                         encoding_aes_key=wechat_push.new_encoding_aes_key())
+        assert_error(wrong_key, 400, "bad_request")
+        garbage = worker.request("POST", f"/component/events?{query}", key=None,
+                                 body="<xml><Encrypt>not base64!</Encrypt>",
+                                 headers={"Content-Type": "text/xml"})
+        assert_error(garbage, 400, "bad_request")
+        not_xml = worker.request("POST", f"/component/events?{query}", key=None, body="{}",
+                                 headers={"Content-Type": "text/xml"})
+        assert_error(not_xml, 400, "bad_request")
+        big = worker.request("POST", f"/component/events?{query}", key=None,
+                             body="<xml>" + "x" * (65 * 1024) + "</xml>",
+                             headers={"Content-Type": "text/xml"})
+        assert_error(big, 413, "payload_too_large")
+        # Nothing was stored: still no ticket, so no component token.
+        assert_error(worker.request("GET", "/component/token"), 503, "no_verify_ticket")
+        assert platform.calls["api_component_token"] == 0
+
+    def test_without_a_platform_its_routes_are_not_found(self, start_worker):
+        worker = start_worker()
+        assert_error(worker.request("GET", "/component/token"), 404, "not_found")
+        assert_error(worker.request("POST", "/component/events", key=None, body="<xml/>"),
+                     404, "not_found")
+
+    def test_a_malformed_configuration_names_the_field(self, start_worker, fake):
+        bad = json.loads(component_vars(fake)["WECHAT_COMPONENT"])
+        bad["encoding_aes_key"] = "too-short"
+        worker = start_worker(WECHAT_COMPONENT=json.dumps(bad))
+        body = assert_error(worker.request("GET", "/token"), 500, "config_error")
+        assert "WECHAT_COMPONENT" in body["message"] and "encoding_aes_key" in body["message"]
+        assert "too-short" not in body["message"]
+
+
+class TestVerifyTicket:
+    def test_no_ticket_yet_answers_503_and_asks_wechat_to_push_once_an_hour(
+            self, platform_worker, fake):
+        worker = platform_worker()
+        body = assert_error(worker.request("GET", "/component/token"), 503, "no_verify_ticket")
+        assert "/component/events" in body["message"]
+        assert_error(worker.request("GET", "/component/token"), 503, "no_verify_ticket")
+        assert fake.platform.calls["api_start_push_ticket"] == 1
+        assert fake.platform.calls["api_component_token"] == 0
+
+    def test_a_pushed_ticket_gets_the_component_token_once_for_a_burst(
+            self, platform_worker, fake):
+        worker = platform_worker()
+        fake.platform.latency_ms = 200
+        push_ticket(worker)
+        replies = burst(30, lambda: worker.request("GET", "/component/token"))
+        assert all(r.status == 200 for r in replies), [r.text for r in replies][:2]
+        tokens = {r.json["access_token"] for r in replies}
+        assert len(tokens) == 1 and fake.platform.component_token_valid(tokens.pop())
+        assert fake.platform.calls["api_component_token"] == 1
+        answer = replies[0].json
+        assert answer["account"] == fake.platform.appid and answer["expires_in"] > 7000
+
+    def test_a_ticket_wechat_no_longer_takes_answers_503_and_asks_for_a_push(
+            self, platform_worker, fake):
+        worker = platform_worker()
+        ticket = push_ticket(worker)
+        assert wait_for(lambda: fake.platform.calls["api_component_token"] == 1, 10)
+        fake.platform.tickets[ticket] = time.time() - 13 * 3600  # WeChat: expired (61005)
+        stale = worker.request("GET", "/component/token").json["access_token"]
+        refreshed = worker.request("POST", f"/token/refresh?account={fake.platform.appid}",
+                                   body=json.dumps({"stale_token": stale}))
+        body = assert_error(refreshed, 503, "no_verify_ticket")
+        assert body["wechat_errcode"] == 61005
+        assert fake.platform.calls["api_start_push_ticket"] == 1
+        push_ticket(worker)  # WeChat pushes a new one: the next refresh works
+        again = worker.request("POST", f"/token/refresh?account={fake.platform.appid}",
+                               body=json.dumps({"stale_token": stale}))
+        assert again.status == 200 and again.json["access_token"] != stale
+
+    def test_a_message_padded_with_a_whole_block_of_32_is_read(self, platform_worker, fake):
+        worker = platform_worker()
+        appid = fake.platform.appid
+        base = len(wechat_push.ticket_message(appid, "")) + 16 + 4 + len(appid)
+        ticket = "ticket@@@" + "p" * ((32 - (base + 9) % 32) % 32)
+        assert (base + len(ticket)) % 32 == 0, "aligned: WeChat pads a whole block of 32"
+        fake.platform.tickets[ticket] = time.time()
+        reply = push(worker, wechat_push.ticket_message(appid, ticket))
+        assert reply.text == "success"
+        assert worker.request("GET", "/component/token").status == 200
+
+
+class TestAuthorizers:
+    def test_an_authorization_makes_an_account_that_works_everywhere(self, platform_worker,
+                                                                      fake):
+        worker = platform_worker()
+        push_ticket(worker)
+        token = authorize(worker)
+        assert fake.is_valid(token) and fake.platform.calls["api_query_auth"] == 1
+        ticket = worker.request("GET", f"/ticket?account={AUTHORIZER}&type=jsapi")
+        assert ticket.status == 200 and ticket.json["ticket"].startswith("TICKET-")
+        call = worker.request("GET", f"/gateway/cgi-bin/user/info?account={AUTHORIZER}&openid=o1")
+        assert call.status == 200 and call.json["openid"] == "o1"
+        passed = worker.request("GET", f"/cgi-bin/user/info?access_token={token}&openid=o2",
+                                key=None)
+        assert passed.json["openid"] == "o2"
+        status = worker.request("GET", f"/status?account={AUTHORIZER}").json["accounts"][0]
+        assert (status["kind"], status["api"], status["refresh_token_stored"]) == \
+            ("authorizer", "authorizer", True)
+        listed = worker.request("GET", "/component/authorizers").json
+        [entry] = listed["authorizers"]
+        assert entry["appid"] == AUTHORIZER and entry["token"]["fingerprint"]
+        assert entry["authorized_at"] and listed["next_cursor"] is None
+        everything = json.dumps(status) + json.dumps(listed)
+        for secret in fake.platform.all_secrets + [token]:
+            assert secret not in everything
+
+    def test_refreshes_go_through_the_platform_once_for_a_burst_and_keep_new_refresh_tokens(
+            self, platform_worker, fake):
+        worker = platform_worker()
+        push_ticket(worker)
+        stale = authorize(worker)
+        fake.platform.rotate_refresh = True
+        fake.platform.latency_ms = 200
+        replies = burst(30, lambda: worker.request(
+            "POST", f"/token/refresh?account={AUTHORIZER}",
+            body=json.dumps({"stale_token": stale})))
+        assert all(r.status == 200 for r in replies), [r.text for r in replies][:2]
+        assert fake.platform.authorizer_calls[AUTHORIZER] == 1
+        fresh = replies[0].json["access_token"]
+        # The rotated refresh token was kept: the next refresh is accepted with it.
+        again = worker.request("POST", f"/token/refresh?account={AUTHORIZER}",
+                               body=json.dumps({"stale_token": fresh}))
+        assert again.status == 200, again.text
+        assert fake.platform.authorizer_calls[AUTHORIZER] == 2
+        assert fake.platform.calls["api_get_authorizer_list"] == 0
+
+    def test_a_rejected_component_token_is_refreshed_once_and_the_call_sent_again(
+            self, platform_worker, fake):
+        worker = platform_worker()
+        push_ticket(worker)
+        stale = authorize(worker)
+        component_token = worker.request("GET", "/component/token").json["access_token"]
+        fake.platform.revoked.add(component_token)
+        before = fake.platform.calls["api_component_token"]
+        refreshed = worker.request("POST", f"/token/refresh?account={AUTHORIZER}",
+                                   body=json.dumps({"stale_token": stale}))
+        assert refreshed.status == 200, refreshed.text
+        assert fake.platform.calls["api_component_token"] == before + 1
+        assert fake.platform.calls["api_authorizer_token"] == 2, "refused, then accepted"
+
+    def test_a_refused_refresh_token_is_recovered_from_the_list_once(self, platform_worker,
+                                                                     fake):
+        worker = platform_worker()
+        push_ticket(worker)
+        stale = authorize(worker)
+        # WeChat replaced the refresh token (another tool re-authorized): the list has it.
+        fake.platform.refresh_tokens[AUTHORIZER] = "refreshtoken@@@replaced"
+        fake.platform.listed_refresh[AUTHORIZER] = "refreshtoken@@@replaced"
+        fake.platform.all_secrets.append("refreshtoken@@@replaced")
+        recovered = worker.request("POST", f"/token/refresh?account={AUTHORIZER}",
+                                   body=json.dumps({"stale_token": stale}))
+        assert recovered.status == 200, recovered.text
+        assert fake.platform.calls["api_get_authorizer_list"] == 1
+        # Now WeChat refuses it and the list no longer shows the authorizer.
+        fake.platform.refresh_tokens[AUTHORIZER] = "refreshtoken@@@unknown"
+        fake.platform.listed_refresh.pop(AUTHORIZER)
+        stale = recovered.json["access_token"]
+        failed = worker.request("POST", f"/token/refresh?account={AUTHORIZER}",
+                                body=json.dumps({"stale_token": stale}))
+        body = assert_error(failed, 502, "authorizer_refresh_token_invalid")
+        assert "authorize" in body["message"]
+        assert fake.platform.calls["api_get_authorizer_list"] == 2
+
+    def test_a_withdrawn_authorization_takes_the_account_away(self, platform_worker, fake):
+        worker = platform_worker()
+        push_ticket(worker)
+        authorize(worker)
+        authorize(worker, OTHER_AUTHORIZER)
+        gone = push(worker, wechat_push.authorization_message(fake.platform.appid,
+                                                              "unauthorized", AUTHORIZER))
+        assert gone.text == "success"
+        assert_error(worker.request("GET", f"/token?account={AUTHORIZER}"), 404,
+                     "unknown_account")
+        listed = worker.request("GET", "/component/authorizers").json["authorizers"]
+        assert [a["appid"] for a in listed] == [OTHER_AUTHORIZER]
+
+    def test_the_ticket_and_refresh_tokens_survive_a_restart(self, platform_worker, fake):
+        worker = platform_worker()
+        push_ticket(worker)
+        token = authorize(worker)
+        calls = dict(fake.platform.calls)
+        worker.restart()
+        assert worker.request("GET", f"/token?account={AUTHORIZER}").json["access_token"] == token
+        refreshed = worker.request("POST", f"/token/refresh?account={AUTHORIZER}",
+                                   body=json.dumps({"stale_token": token}))
+        assert refreshed.status == 200, "the refresh token was kept"
+        component = worker.request("GET", "/component/token").json["access_token"]
+        fake.platform.revoked.add(component)
+        again = worker.request("POST", f"/token/refresh?account={AUTHORIZER}",
+                               body=json.dumps({"stale_token": refreshed.json["access_token"]}))
+        assert again.status == 200, "the verify ticket was kept: a new component token"
+        assert fake.platform.calls["api_component_token"] == calls["api_component_token"] + 1
+        assert fake.platform.calls["api_start_push_ticket"] == 0
+
+    def test_preauthcode_gives_the_authorization_pages(self, platform_worker, fake):
+        worker = platform_worker()
+        push_ticket(worker)
+        body = json.dumps({"redirect_uri": "https://shop.example/authorized?x=1",
+                           "auth_type": 3})
+        pc = worker.request("POST", "/component/preauthcode", body=body)
+        assert pc.status == 200, pc.text
+        assert pc.json["pre_auth_code"] in fake.platform.pre_auth_codes
+        assert pc.json["authorization_url"].startswith(
+            "https://mp.weixin.qq.com/cgi-bin/componentloginpage?component_appid=")
+        assert "redirect_uri=https%3A%2F%2Fshop.example%2Fauthorized%3Fx%3D1" in \
+            pc.json["authorization_url"]
+        phone = worker.request("POST", "/component/preauthcode?mobile=1", body=body)
+        assert phone.json["authorization_url"].endswith("#wechat_redirect")
+        assert_error(worker.request("POST", "/component/preauthcode",
+                                    body=json.dumps({"redirect_uri": "ftp://x"})), 400,
+                     "bad_request")
+
+
+def test_the_component_and_its_authorizers_are_refreshed_by_their_alarms_alone(
+        platform_worker, fake):
+    # Tokens live 24 s and are due 10 s before expiry; nobody reads, no cron runs.
+    fake.platform.component_expires_in = 24
+    fake.platform.authorizer_expires_in = 24
+    worker = platform_worker(REFRESH_MARGIN_SECS="10", MIN_REFRESH_INTERVAL_SECS="1")
+    push_ticket(worker)
+    first = authorize(worker)
+    calls = (fake.platform.calls["api_component_token"], fake.platform.authorizer_calls[AUTHORIZER])
+    time.sleep(20)
+    assert fake.platform.calls["api_component_token"] > calls[0], "the component's alarm"
+    assert fake.platform.authorizer_calls[AUTHORIZER] > calls[1], "the authorizer's alarm"
+    served = worker.request("GET", f"/token?account={AUTHORIZER}").json
+    assert served["access_token"] != first and fake.is_valid(served["access_token"])
+    assert served["expires_in"] > 10
+
+
+def test_wechatpys_component_client_works_against_the_compatible_endpoints(platform_worker,
+                                                                           fake):
+    from wechatpy.component import WeChatComponent
+
+    worker = platform_worker()
+    push_ticket(worker)
+    token = authorize(worker)
+
+    class CentralComponent(WeChatComponent):
+        API_BASE_URL = f"{worker.base_url}/cgi-bin"
+
+    # Its appsecret is a client key; its verify ticket is the server's business.
+    sdk = CentralComponent(fake.platform.appid, CLIENT_KEY, "unused-token",
+                           wechat_push.new_encoding_aes_key())
+    sdk.session.set("component_verify_ticket", "ignored-by-the-server")
+    fetched = sdk.fetch_access_token()
+    served = worker.request("GET", "/component/token").json["access_token"]
+    assert fetched["component_access_token"] == served
+    refreshed = sdk.refresh_authorizer_token(AUTHORIZER, "whatever-the-sdk-kept")
+    assert refreshed["authorizer_access_token"] == token
+    assert refreshed["authorizer_refresh_token"] not in fake.platform.all_secrets
+    info = sdk.get_authorizer_info(AUTHORIZER)  # through the pass-through
+    assert info["authorization_info"]["authorizer_appid"] == AUTHORIZER
+    wrong = worker.request("POST", "/cgi-bin/component/api_component_token", key=None,
+                           body=json.dumps({"component_appid": fake.platform.appid,
+                                            "component_appsecret": "wrong-key-0123456789"}))
+    assert wrong.json["errcode"] == 40125
+
+
+def test_no_platform_secret_reaches_the_log(platform_worker, fake):
+    worker = platform_worker()
+    push_ticket(worker)
+    authorize(worker)
+    worker.request("POST", "/component/preauthcode",
+                   body=json.dumps({"redirect_uri": "https://shop.example/"}))
+    log = worker.log()
+    for secret in [*fake.platform.all_secrets, fake.platform.secret, fake.platform.token,
+                   fake.platform.encoding_aes_key, *fake.platform.component_tokens]:
+        assert secret not in log
