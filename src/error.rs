@@ -52,6 +52,20 @@ impl UpstreamFailure {
         }
     }
 
+    /// A platform failure with its own code: no usable verify ticket, or a refused refresh
+    /// token.
+    fn is_platform_cause(&self) -> bool {
+        matches!(
+            self,
+            Self::WeChat {
+                errcode: wechat_codes::VERIFY_TICKET_EXPIRED
+                    | wechat_codes::VERIFY_TICKET_INVALID
+                    | wechat_codes::REFRESH_TOKEN_INVALID,
+                ..
+            }
+        )
+    }
+
     fn status(&self) -> u16 {
         match self {
             Self::Timeout { .. } => 504,
@@ -248,6 +262,11 @@ impl AppError {
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::RefreshTooSoon { .. } => "refresh_too_soon",
             Self::Upstream(failure) => failure.code(),
+            // The platform's causes say more than "no token": what to check.
+            Self::NoValidToken {
+                last_failure: Some(failure),
+                ..
+            } if failure.is_platform_cause() => failure.code(),
             Self::NoValidToken { .. } => "no_valid_token",
             Self::Internal(_) => "internal_error",
         }

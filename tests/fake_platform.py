@@ -174,7 +174,11 @@ class FakePlatform:
         return _json({"total_count": len(rows), "list": rows[offset:offset + count]})
 
     def _authorizer_info(self, body: dict):
+        # As WeChat's: the authorization's refresh token comes with it.
         authorizer = body.get("authorizer_appid", "")
+        with self._lock:
+            refresh = self.refresh_tokens.get(authorizer, "")
         return _json({"authorizer_info": {"nick_name": "fake authorizer",
                                           "service_type_info": {"id": 2}},
-                      "authorization_info": {"authorizer_appid": authorizer}})
+                      "authorization_info": {"authorizer_appid": authorizer,
+                                             "authorizer_refresh_token": refresh}})

@@ -105,6 +105,45 @@ class TestRefusedPushes:
         assert "too-short" not in body["message"]
 
 
+    def test_the_platforms_secret_calls_never_go_through_the_gateway(self, platform_worker,
+                                                                     fake):
+        worker = platform_worker()
+        push_ticket(worker)
+        authorize(worker)
+        component = worker.request("GET", "/component/token").json["access_token"]
+        for path in ("api_get_authorizer_list", "api_query_auth", "api_component_token",
+                     "api_start_push_ticket"):
+            keyed = worker.request("POST", f"/gateway/cgi-bin/component/{path}"
+                                   f"?account={fake.platform.appid}", body="{}")
+            assert_error(keyed, 403, "forbidden_route")
+            passed = worker.request(
+                "POST", f"/cgi-bin/component/{path}?component_access_token={component}",
+                key=None, body="{}")
+            assert passed.json["errcode"] != 0, passed.text
+        assert fake.platform.calls["api_get_authorizer_list"] == 0
+        info = worker.request("POST", "/gateway/cgi-bin/component/api_get_authorizer_info"
+                              f"?account={fake.platform.appid}",
+                              body=json.dumps({"component_appid": fake.platform.appid,
+                                               "authorizer_appid": AUTHORIZER}))
+        assert info.json["authorization_info"]["authorizer_appid"] == AUTHORIZER, info.text
+        assert "refreshtoken@@@" not in info.text
+
+    def test_a_forged_component_token_gets_nothing(self, platform_worker, fake):
+        worker = platform_worker()
+        push_ticket(worker)
+        authorize(worker)
+        reply = worker.request(
+            "POST", "/cgi-bin/component/api_authorizer_token?component_access_token=forged",
+            key=None, body=json.dumps({"authorizer_appid": AUTHORIZER}))
+        assert reply.json["errcode"] == 40001 and "authorizer_access_token" not in reply.json
+        # A client token is no component token either.
+        token = worker.request("GET", "/token").json["access_token"]
+        reply = worker.request(
+            "POST", f"/cgi-bin/component/api_authorizer_token?component_access_token={token}",
+            key=None, body=json.dumps({"authorizer_appid": AUTHORIZER}))
+        assert reply.json["errcode"] == 40001
+
+
 class TestVerifyTicket:
     def test_no_ticket_yet_answers_503_and_asks_wechat_to_push_once_an_hour(
             self, platform_worker, fake):
@@ -144,6 +183,39 @@ class TestVerifyTicket:
         again = worker.request("POST", f"/token/refresh?account={fake.platform.appid}",
                                body=json.dumps({"stale_token": stale}))
         assert again.status == 200 and again.json["access_token"] != stale
+
+    def test_a_ticket_wechat_never_issued_is_61006_and_a_replayed_older_one_is_ignored(
+            self, platform_worker, fake):
+        worker = platform_worker()
+        forged = push(worker, wechat_push.ticket_message(fake.platform.appid, "ticket@@@forged"))
+        assert forged.text == "success", "signed and sealed: WeChat's word, whatever it says"
+        body = assert_error(worker.request("GET", "/component/token"), 503, "no_verify_ticket")
+        assert body["wechat_errcode"] == 61006
+        good = push_ticket(worker)
+        assert worker.request("GET", "/component/token").status == 200
+        old = fake.platform.new_ticket()
+        message = wechat_push.ticket_message(fake.platform.appid, old).replace(
+            f"<CreateTime>{int(time.time())}", f"<CreateTime>{int(time.time()) - 3600}")
+        assert push(worker, message).text == "success"
+        fake.platform.tickets.pop(old)  # were the replay stored, the next fetch would fail
+        component = worker.request("GET", "/component/token").json["access_token"]
+        refreshed = worker.request("POST", f"/token/refresh?account={fake.platform.appid}",
+                                   body=json.dumps({"stale_token": component}))
+        assert refreshed.status == 200, refreshed.text
+        assert good in fake.platform.tickets
+
+    def test_pushes_sealed_with_the_previous_key_are_read(self, platform_worker, fake):
+        previous = fake.platform.encoding_aes_key
+        component = json.loads(component_vars(fake)["WECHAT_COMPONENT"])
+        component["encoding_aes_key"] = wechat_push.new_encoding_aes_key()
+        component["previous_encoding_aes_key"] = previous
+        worker = platform_worker(WECHAT_COMPONENT=json.dumps(component))
+        push_ticket(worker)  # sealed with the previous key
+        ticket = fake.platform.new_ticket()
+        current = push(worker, wechat_push.ticket_message(fake.platform.appid, ticket),
+                       encoding_aes_key=component["encoding_aes_key"])
+        assert current.text == "success"
+        assert worker.request("GET", "/component/token").status == 200
 
     def test_a_message_padded_with_a_whole_block_of_32_is_read(self, platform_worker, fake):
         worker = platform_worker()
@@ -239,6 +311,62 @@ class TestAuthorizers:
         assert "authorize" in body["message"]
         assert fake.platform.calls["api_get_authorizer_list"] == 2
 
+    def test_a_new_authorization_replaces_the_refresh_token_and_a_failed_exchange_recovers(
+            self, platform_worker, fake):
+        worker = platform_worker()
+        push_ticket(worker)
+        first = authorize(worker)
+        first_refresh = fake.platform.refresh_tokens[AUTHORIZER]
+        # updateauthorized: a new code, exchanged for a new token and refresh token.
+        code = fake.platform.new_authorization(AUTHORIZER)
+        update = push(worker, wechat_push.authorization_message(
+            fake.platform.appid, "updateauthorized", AUTHORIZER, code))
+        assert update.text == "success"
+        assert wait_for(lambda: fake.platform.calls["api_query_auth"] == 2, 10)
+        assert fake.platform.refresh_tokens[AUTHORIZER] != first_refresh
+        assert wait_for(lambda: worker.request("GET", f"/token?account={AUTHORIZER}")
+                        .json["access_token"] != first, 10)
+        refreshed = worker.request("POST", f"/token/refresh?account={AUTHORIZER}",
+                                   body=json.dumps({"stale_token": first}))
+        assert refreshed.status == 200, "the new refresh token is the one kept"
+        # A code WeChat no longer takes (expired): the exchange fails, and the stored refresh
+        # token still serves.
+        expired = push(worker, wechat_push.authorization_message(
+            fake.platform.appid, "updateauthorized", AUTHORIZER, "queryauthcode@@@expired"))
+        assert expired.text == "success"
+        assert wait_for(lambda: fake.platform.calls["api_query_auth"] == 3, 10)
+        stale = worker.request("GET", f"/token?account={AUTHORIZER}").json["access_token"]
+        again = worker.request("POST", f"/token/refresh?account={AUTHORIZER}",
+                               body=json.dumps({"stale_token": stale}))
+        assert again.status == 200, again.text
+
+    def test_a_first_exchange_that_fails_is_recovered_from_the_authorizer_list(
+            self, platform_worker, fake):
+        worker = platform_worker()
+        push_ticket(worker)
+        # WeChat lists the authorizer (authorized elsewhere), but the pushed code is spent.
+        fake.platform.refresh_tokens[AUTHORIZER] = "refreshtoken@@@listed"
+        fake.platform.listed_refresh[AUTHORIZER] = "refreshtoken@@@listed"
+        fake.platform.all_secrets.append("refreshtoken@@@listed")
+        reply = push(worker, wechat_push.authorization_message(
+            fake.platform.appid, "authorized", AUTHORIZER, "queryauthcode@@@spent"))
+        assert reply.text == "success"
+        assert wait_for(lambda: fake.platform.calls["api_query_auth"] == 1, 10)
+        assert wait_for(lambda: worker.request("GET", f"/token?account={AUTHORIZER}").status
+                        == 200, 15), "recovered from the authorizer list"
+        assert fake.platform.calls["api_get_authorizer_list"] == 1
+
+    def test_keys_scoped_by_authorizer_appid(self, platform_worker, fake):
+        scoped = "authorizer-scoped-key-0123456789"
+        worker = platform_worker(CLIENT_KEYS=f"{CLIENT_KEY},{scoped}@{AUTHORIZER}")
+        push_ticket(worker)
+        authorize(worker)
+        assert worker.request("GET", f"/token?account={AUTHORIZER}", key=scoped).status == 200
+        assert_error(worker.request("GET", f"/token?account={OTHER_AUTHORIZER}", key=scoped),
+                     403, "forbidden_account")
+        assert_error(worker.request("GET", "/component/token", key=scoped), 403,
+                     "forbidden_account")
+
     def test_a_withdrawn_authorization_takes_the_account_away(self, platform_worker, fake):
         worker = platform_worker()
         push_ticket(worker)
@@ -329,6 +457,7 @@ def test_wechatpys_component_client_works_against_the_compatible_endpoints(platf
     assert refreshed["authorizer_refresh_token"] not in fake.platform.all_secrets
     info = sdk.get_authorizer_info(AUTHORIZER)  # through the pass-through
     assert info["authorization_info"]["authorizer_appid"] == AUTHORIZER
+    assert "authorizer_refresh_token" not in info["authorization_info"], "kept by the server"
     wrong = worker.request("POST", "/cgi-bin/component/api_component_token", key=None,
                            body=json.dumps({"component_appid": fake.platform.appid,
                                             "component_appsecret": "wrong-key-0123456789"}))

@@ -134,10 +134,10 @@ impl AccountTokenObject {
             Op::Token { trigger } => ctx.token(&trigger).await.and_then(encode),
             Op::Ticket { kind, trigger } => ctx.ticket(kind, &trigger).await.and_then(encode),
             Op::Cron => Ok(ctx.cron().await),
-            Op::VerifyTicket { ticket } => {
-                ctx.receive_verify_ticket(ticket).await;
-                Ok(Value::Null)
-            }
+            Op::VerifyTicket { ticket, created_at } => ctx
+                .receive_verify_ticket(ticket, created_at)
+                .await
+                .map(|()| Value::Null),
             Op::Authorize { code } => ctx.authorize(code).await.map(|()| Value::Null),
             Op::Status => Ok(ctx.status()),
         };

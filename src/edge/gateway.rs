@@ -27,6 +27,7 @@ use crate::policy::gateway::{self, CallCredential};
 use crate::policy::refresh::Trigger;
 use crate::policy::token::TokenRecord;
 use serde_json::json;
+use worker::js_sys::Uint8Array;
 use worker::{Context, Env, Method, Request, Response, Url};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -97,6 +98,7 @@ pub async fn keyed(
     let (grant, settings) = access::authenticate(env, key, Route::Gateway)?;
     let account = access::account(env, &grant, &settings, account_name(&pairs)?).await?;
     gateway::check_path(path, &settings.gateway_prefixes)?;
+    gateway::check_platform_path(path)?;
     // The edge's own parameters, and any credential the client sent: the edge puts in the
     // real one (a user's OAuth token is the client's own and stays).
     let used: &[&str] = match gateway::call_credential(path) {
@@ -131,6 +133,7 @@ async fn pass_through_call(
 ) -> Result<Forwarded, AppError> {
     let settings = runtime::settings(env)?;
     gateway::check_path(path, &settings.gateway_prefixes)?;
+    gateway::check_platform_path(path)?;
     let pairs = query(request)?;
     let account = match gateway::call_credential(path) {
         CallCredential::AppSecret => {
@@ -213,7 +216,9 @@ async fn forward(
     mode: Mode,
 ) -> Result<Forwarded, AppError> {
     let started_ms = now_millis();
-    let outcome = send_healed(env, ctx, settings, account, &call).await;
+    let outcome = send_healed(env, ctx, settings, account, &call)
+        .await
+        .and_then(|(answer, retried)| Ok((without_refresh_tokens(&call.path, answer)?, retried)));
     let (status, errcode, retried, edge_error) = match &outcome {
         Ok((answer, retried)) => (answer.status, answer.errcode, *retried, None),
         Err(e) => (e.status(), None, false, Some(e.code().to_owned())),
@@ -301,6 +306,30 @@ async fn send_healed(
         Err(e) if resendable => Err(e),
         _ => Ok((first, false)),
     }
+}
+
+/// A platform answer without the refresh tokens it may carry (`policy::gateway`); one too large
+/// to read is not passed on.
+fn without_refresh_tokens(path: &str, mut answer: Forwarded) -> Result<Forwarded, AppError> {
+    if !gateway::redacts_answer(path) {
+        return Ok(answer);
+    }
+    let bytes = match &answer.body {
+        None => return Ok(answer),
+        Some(Body::Kept(bytes)) => bytes.to_vec(),
+        Some(Body::Stream(_)) => {
+            return Err(AppError::Upstream(UpstreamFailure::BadResponse {
+                detail: "a platform answer too large to check for refresh tokens".into(),
+            }))
+        }
+    };
+    if let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+        if gateway::redact_refresh_tokens(&mut json) {
+            let text = json.to_string();
+            answer.body = Some(Body::Kept(Uint8Array::from(text.as_bytes())));
+        }
+    }
+    Ok(answer)
 }
 
 fn upstream_url(

@@ -39,9 +39,10 @@ pub(crate) enum Op {
     Reset,
     /// The account is deleted: erase its state, alarm and KV entries.
     Erase,
-    /// The platform's component: a verify ticket WeChat pushed.
+    /// The platform's component: a verify ticket WeChat pushed, with its CreateTime.
     VerifyTicket {
         ticket: String,
+        created_at: u64,
     },
     /// An authorizer: the code of its authorization, to exchange for its tokens.
     Authorize {
@@ -89,8 +90,14 @@ pub async fn erase(env: &Env, account_id: &str) -> Result<(), AppError> {
     decode(ask(env, account_id, Op::Erase).await?).await
 }
 
-pub async fn verify_ticket(env: &Env, component_id: &str, ticket: String) -> Result<(), AppError> {
-    decode(ask(env, component_id, Op::VerifyTicket { ticket }).await?).await
+pub async fn verify_ticket(
+    env: &Env,
+    component_id: &str,
+    ticket: String,
+    created_at: u64,
+) -> Result<(), AppError> {
+    let op = Op::VerifyTicket { ticket, created_at };
+    decode(ask(env, component_id, op).await?).await
 }
 
 pub async fn authorize(env: &Env, authorizer: &str, code: String) -> Result<(), AppError> {

@@ -12,11 +12,11 @@ use crate::edge::reader::{read, refresh};
 use crate::edge::registry;
 use crate::edge::request::{self, param, query};
 use crate::edge::respond;
-use crate::edge::runtime::{self, log_error, log_event, now_secs};
+use crate::edge::runtime::{self, log_event, now_secs};
 use crate::edge::upstream;
 use crate::error::{wechat_codes, AppError, UpstreamFailure};
 use crate::policy::accounts::AccountKind;
-use crate::policy::auth::{bearer_token, Route};
+use crate::policy::auth::Route;
 use crate::policy::config::Settings;
 use crate::policy::platform::{self, Component, MAX_PUSH_BYTES};
 use crate::policy::refresh::Trigger;
@@ -43,7 +43,7 @@ pub async fn route(
     match rest {
         "/events" => {
             allow(Method::Post, "POST")?;
-            events(request, env, ctx).await
+            events(request, env).await
         }
         "/token" => {
             allow(Method::Get, "GET, HEAD")?;
@@ -68,7 +68,7 @@ fn component(settings: &Settings) -> Result<&Component, AppError> {
 
 /// WeChat's pushes: verified, decrypted, acted on, answered `success` (WeChat's word for
 /// "received"). Anything wrong is a 4xx with a reason, and nothing is stored.
-async fn events(request: &Request, env: &Env, ctx: &Context) -> Result<Response, AppError> {
+async fn events(request: &Request, env: &Env) -> Result<Response, AppError> {
     let settings = runtime::settings(env)?;
     let component = component(&settings)?;
     let pairs = query(request)?;
@@ -101,27 +101,27 @@ async fn events(request: &Request, env: &Env, ctx: &Context) -> Result<Response,
     let event = push::parse_event(&message, &component.account.appid).map_err(refused)?;
     let id = &component.account.id;
     match event {
-        PlatformEvent::VerifyTicket { ticket, .. } => {
-            object_client::verify_ticket(env, id, ticket).await?;
+        PlatformEvent::VerifyTicket { ticket, created_at } => {
+            object_client::verify_ticket(env, id, ticket, created_at).await?;
         }
         PlatformEvent::Authorized { authorizer, code } => {
-            let entry = register_authorizer(env, &settings, &authorizer).await?;
-            // Stored; the code's exchange need not hold up WeChat's answer.
-            let env = env.clone();
-            ctx.wait_until(async move {
-                if let Err(e) = object_client::authorize(&env, &entry.id, code).await {
-                    log_error(json!({
-                        "event": "authorizer_authorization_failed", "account": entry.id,
-                        "outcome": e.code(), "message": e.message(),
-                    }));
-                }
-            });
+            register_authorizer(env, &settings, &authorizer).await?;
+            // The code is stored before WeChat hears `success` (a failure is a 5xx, and
+            // WeChat pushes again); the object exchanges it in the background.
+            object_client::authorize(env, &authorizer, code).await?;
         }
         PlatformEvent::Unauthorized { authorizer } => {
-            let removed = admin::remove(env, &authorizer).await?;
+            // Only an authorizer: an account registered otherwise is the operator's.
+            let registered = registry::get(env, &authorizer).await?;
+            let is_authorizer = registered
+                .as_ref()
+                .is_some_and(|e| e.kind == AccountKind::Authorizer.name());
+            if is_authorizer {
+                admin::remove(env, &authorizer).await?;
+            }
             log_event(json!({
                 "event": "authorizer_unauthorized", "account": authorizer,
-                "known": removed.is_some(),
+                "known": is_authorizer,
             }));
         }
         PlatformEvent::Other { info_type } => {
@@ -144,28 +144,31 @@ async fn register_authorizer(
         )));
     }
     let existing = registry::get(env, appid).await?;
-    let created_at = existing.as_ref().map(|e| e.created_at);
-    let account = platform::authorizer(appid);
-    let entry = Registered::new(&account, String::new(), now_secs(), created_at);
-    let stored = registry::put(env, entry).await?;
-    directory::publish(env, &stored.entry, existing.as_ref()).await?;
-    if !stored.created {
-        object_client::forget(env, appid).await?;
+    match &existing {
+        // Authorized again: the registration stands, and the object keeps its state (a
+        // refresh under way included); the new code goes to it.
+        Some(entry) if entry.kind == AccountKind::Authorizer.name() => {
+            return Ok(entry.clone());
+        }
+        Some(_) => {
+            return Err(AppError::Conflict(format!(
+                "the authorizer {appid} is an account registered through the admin API"
+            )))
+        }
+        None => {}
     }
-    log_event(json!({
-        "event": "authorizer_registered", "account": appid, "created": stored.created,
-    }));
+    let account = platform::authorizer(appid);
+    let entry = Registered::new(&account, String::new(), now_secs(), None);
+    let stored = registry::put(env, entry).await?;
+    directory::publish(env, &stored.entry, None).await?;
+    log_event(json!({ "event": "authorizer_registered", "account": appid }));
     Ok(stored.entry)
-}
-
-fn bearer(request: &Request) -> Option<String> {
-    let header = request.headers().get("authorization").ok().flatten()?;
-    bearer_token(&header).map(str::to_owned)
 }
 
 /// `GET /component/token`: the component token, shaped like `GET /token`.
 async fn token(request: &Request, env: &Env, ctx: &Context) -> Result<Response, AppError> {
-    let (grant, settings) = access::authenticate(env, bearer(request).as_deref(), Route::Token)?;
+    let (grant, settings) =
+        access::authenticate(env, request::bearer(request).as_deref(), Route::Token)?;
     let id = component(&settings)?.account.id.clone();
     let name = crate::policy::config::AccountName::Id(&id);
     let account = access::account(env, &grant, &settings, name).await?;
@@ -181,7 +184,7 @@ async fn token(request: &Request, env: &Env, ctx: &Context) -> Result<Response, 
 async fn pre_auth_code(request: &Request, env: &Env, ctx: &Context) -> Result<Response, AppError> {
     let pairs = query(request)?;
     let (grant, settings) =
-        access::authenticate(env, bearer(request).as_deref(), Route::Component)?;
+        access::authenticate(env, request::bearer(request).as_deref(), Route::Component)?;
     let component = component(&settings)?;
     if !grant.permits(&component.account.id) {
         return Err(AppError::ForbiddenAccount);
@@ -213,7 +216,9 @@ async fn pre_auth_code(request: &Request, env: &Env, ctx: &Context) -> Result<Re
         let budget_ms = settings.upstream_timeout_ms;
         let outcome = upstream::platform_call(&settings, &call, budget_ms)
             .await
-            .and_then(|(status, body)| protocol::parse_pre_auth_code(status, &body));
+            .and_then(|(status, body)| {
+                protocol::parse_pre_auth_code(status, &body, &call.sensitive)
+            });
         match outcome {
             Err(UpstreamFailure::WeChat { errcode, .. })
                 if wechat_codes::is_token_rejected(errcode) && !healed =>
@@ -243,7 +248,7 @@ async fn pre_auth_code(request: &Request, env: &Env, ctx: &Context) -> Result<Re
 async fn authorizers(request: &Request, env: &Env) -> Result<Response, AppError> {
     let pairs = query(request)?;
     let (grant, settings) =
-        access::authenticate(env, bearer(request).as_deref(), Route::Component)?;
+        access::authenticate(env, request::bearer(request).as_deref(), Route::Component)?;
     component(&settings)?;
     let limit = page_limit(param(&pairs, "limit"), STATUS_PAGE)?;
     let after = param(&pairs, "cursor").unwrap_or_default();

@@ -302,20 +302,7 @@ impl AccountCtx {
             "daily_quota": self.settings.daily_quota(&self.account),
             "auto_refresh": status::auto_refresh(self.paused_until(CredentialKind::Token, now), self.automatic_blocked(), now),
         });
-        let platform = state.platform.borrow();
-        match self.account.api {
-            TokenApi::Component => {
-                entry["verify_ticket"] = json!(platform.verify_ticket.as_ref().map(|t| json!({
-                    "received_at": t.received_at,
-                    "age_secs": now.saturating_sub(t.received_at),
-                })));
-            }
-            TokenApi::Authorizer => {
-                entry["authorized_at"] = json!(platform.authorized_at);
-                entry["refresh_token_stored"] = json!(platform.refresh_token.is_some());
-            }
-            _ => {}
-        }
+        self.platform_status(&mut entry, now);
         entry
     }
 

@@ -26,6 +26,12 @@ pub fn query(request: &Request) -> Result<Vec<(String, String)>, AppError> {
         .collect())
 }
 
+/// The key of `Authorization: Bearer <key>`, if the request has one.
+pub fn bearer(request: &Request) -> Option<String> {
+    let header = request.headers().get("authorization").ok().flatten()?;
+    crate::policy::auth::bearer_token(&header).map(str::to_owned)
+}
+
 pub fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs
         .iter()

@@ -12,7 +12,7 @@ use crate::edge::respond;
 use crate::edge::runtime::{self, now_secs};
 use crate::error::AppError;
 use crate::policy::accounts::Account;
-use crate::policy::auth::{bearer_token, Route};
+use crate::policy::auth::Route;
 use crate::policy::config::{AccountName, Settings};
 use crate::policy::refresh::Trigger;
 use crate::policy::registry::{self, Cursor};
@@ -129,11 +129,6 @@ async fn route(request: Request, env: &Env, ctx: &Context) -> Result<Response, A
     }
 }
 
-fn bearer(request: &Request) -> Option<String> {
-    let header = request.headers().get("authorization").ok().flatten()?;
-    bearer_token(&header).map(str::to_owned)
-}
-
 /// The gateway forwards GET and POST, WeChat's only methods.
 fn allow_gateway(method: &Method) -> Result<(), AppError> {
     match method {
@@ -154,7 +149,7 @@ struct Caller {
 /// `Authorization: Bearer <key>` for `route`, and the account the query names.
 async fn authorized(request: &Request, env: &Env, route: Route) -> Result<Caller, AppError> {
     let query = query(request)?;
-    let (grant, settings) = access::authenticate(env, bearer(request).as_deref(), route)?;
+    let (grant, settings) = access::authenticate(env, request::bearer(request).as_deref(), route)?;
     let account = access::account(env, &grant, &settings, account_name(&query)?).await?;
     Ok(Caller {
         settings,
@@ -192,7 +187,8 @@ async fn refresh_token(request: &Request, env: &Env) -> Result<Response, AppErro
 /// names; each from its object.
 async fn get_status(request: &Request, env: &Env) -> Result<Response, AppError> {
     let pairs = query(request)?;
-    let (grant, settings) = access::authenticate(env, bearer(request).as_deref(), Route::Status)?;
+    let (grant, settings) =
+        access::authenticate(env, request::bearer(request).as_deref(), Route::Status)?;
     let (ids, next): (Vec<String>, _) = match account_name(&pairs)? {
         AccountName::Default => {
             let cursor = Cursor::parse(param(&pairs, "cursor"))?;

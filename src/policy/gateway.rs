@@ -153,6 +153,50 @@ pub fn call_credential(path: &str) -> CallCredential {
     }
 }
 
+/// The platform calls that carry or answer its secrets (the appsecret, verify tickets,
+/// authorization codes, refresh tokens): the server makes them itself, never on a caller's
+/// behalf (its compatible `api_component_token` and `api_authorizer_token` answer SDKs).
+const PLATFORM_SECRET_PATHS: [&str; 5] = [
+    "/cgi-bin/component/api_component_token",
+    "/cgi-bin/component/api_authorizer_token",
+    "/cgi-bin/component/api_query_auth",
+    "/cgi-bin/component/api_get_authorizer_list",
+    "/cgi-bin/component/api_start_push_ticket",
+];
+
+/// 403 for a platform call the gateway never forwards.
+pub fn check_platform_path(path: &str) -> Result<(), AppError> {
+    match PLATFORM_SECRET_PATHS.contains(&path) {
+        true => Err(AppError::ForbiddenRoute),
+        false => Ok(()),
+    }
+}
+
+/// Whether an answer may carry an authorizer's refresh token (the platform's other calls, such
+/// as `api_get_authorizer_info`): it is read whole and the token taken out.
+pub fn redacts_answer(path: &str) -> bool {
+    path.starts_with("/cgi-bin/component/")
+}
+
+/// Takes every refresh token out of a platform answer; whether there was one. The server
+/// keeps the real ones: a caller holding one could refresh behind its back and kill its token.
+pub fn redact_refresh_tokens(value: &mut serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut found = false;
+            for key in ["authorizer_refresh_token", "refresh_token"] {
+                found |= map.remove(key).is_some();
+            }
+            map.values_mut()
+                .fold(found, |found, v| redact_refresh_tokens(v) | found)
+        }
+        serde_json::Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |found, v| redact_refresh_tokens(v) | found),
+        _ => false,
+    }
+}
+
 /// Whether a request header may be forwarded upstream.
 pub fn forwards_header(name: &str) -> bool {
     FORWARDED_REQUEST_HEADERS
@@ -194,6 +238,26 @@ mod tests {
                 other => panic!("{value:?}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn the_platforms_secret_calls_are_never_forwarded_and_refresh_tokens_never_returned() {
+        assert_eq!(
+            check_platform_path("/cgi-bin/component/api_get_authorizer_list"),
+            Err(AppError::ForbiddenRoute)
+        );
+        assert_eq!(
+            check_platform_path("/cgi-bin/component/api_get_authorizer_info"),
+            Ok(())
+        );
+        let mut answer = serde_json::json!({"authorization_info": {"authorizer_appid": "wxa",
+            "authorizer_refresh_token": "R", "func_info": [{"refresh_token": "R2"}]}});
+        assert!(redact_refresh_tokens(&mut answer));
+        assert!(!answer.to_string().contains("R\"") && !answer.to_string().contains("R2"));
+        assert_eq!(answer["authorization_info"]["authorizer_appid"], "wxa");
+        assert!(!redact_refresh_tokens(
+            &mut serde_json::json!({"errcode": 0})
+        ));
     }
 
     #[test]

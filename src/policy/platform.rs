@@ -148,6 +148,9 @@ pub fn authorizer(appid: &str) -> Account {
 pub struct VerifyTicket {
     pub ticket: String,
     pub received_at: u64,
+    /// WeChat's CreateTime: a push older than the stored ticket (a replay) is ignored.
+    #[serde(default)]
+    pub created_at: u64,
 }
 
 /// What a platform object keeps besides its credentials, in storage under its own key.
@@ -168,6 +171,9 @@ pub struct PlatformState {
     /// An authorizer: when it (last) authorized the platform.
     #[serde(default)]
     pub authorized_at: Option<u64>,
+    /// An authorizer: when its refresh token was last looked up in the authorizer list.
+    #[serde(default)]
+    pub refresh_lookup_at: Option<u64>,
 }
 
 impl std::fmt::Debug for PlatformState {
@@ -193,6 +199,13 @@ impl PlatformState {
             .as_ref()
             .filter(|t| now < t.received_at + VERIFY_TICKET_LIFE_SECS)
             .map(|t| t.ticket.as_str())
+    }
+
+    /// Whether an authorizer without a refresh token may look it up in the authorizer list
+    /// (at most once per [`PUSH_REQUEST_INTERVAL_SECS`]: a lost one rarely comes back).
+    pub fn refresh_lookup_due(&self, now: u64) -> bool {
+        self.refresh_lookup_at
+            .is_none_or(|at| now >= at + PUSH_REQUEST_INTERVAL_SECS)
     }
 
     /// Whether to ask WeChat to push a ticket now (at most once per
@@ -273,6 +286,7 @@ mod tests {
         state.verify_ticket = Some(VerifyTicket {
             ticket: "t".into(),
             received_at: 1_000,
+            created_at: 990,
         });
         assert_eq!(state.usable_ticket(1_000 + 43_199), Some("t"));
         assert_eq!(state.usable_ticket(1_000 + 43_200), None);

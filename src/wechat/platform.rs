@@ -8,7 +8,7 @@
 //! from any error text.
 
 use crate::error::UpstreamFailure;
-use crate::wechat::api::{issued_from, parse_answer, percent_encode, HttpMethod, Issued};
+use crate::wechat::api::{self, issued_from, percent_encode, HttpMethod, Issued};
 use serde_json::{json, Value};
 
 /// A POST to the platform API: its URL, its JSON body, and the secrets it carries.
@@ -38,6 +38,24 @@ fn post(
     }
 }
 
+/// A platform answer as JSON, or its failure, WeChat's message scrubbed of every secret the
+/// request carried.
+pub fn parse_answer(
+    status: u16,
+    body: &str,
+    sensitive: &[String],
+) -> Result<Value, UpstreamFailure> {
+    api::parse_answer(status, body, "").map_err(|failure| match failure {
+        UpstreamFailure::WeChat { errcode, errmsg } => UpstreamFailure::WeChat {
+            errcode,
+            errmsg: sensitive
+                .iter()
+                .fold(errmsg, |text, secret| api::scrub(&text, secret)),
+        },
+        other => other,
+    })
+}
+
 /// `api_component_token`: the component token, for the latest verify ticket.
 pub fn component_token_request(
     api_base: &str,
@@ -59,8 +77,12 @@ pub fn component_token_request(
     )
 }
 
-pub fn parse_component_token(status: u16, body: &str) -> Result<Issued, UpstreamFailure> {
-    let json = parse_answer(status, body, "")?;
+pub fn parse_component_token(
+    status: u16,
+    body: &str,
+    sensitive: &[String],
+) -> Result<Issued, UpstreamFailure> {
+    let json = parse_answer(status, body, sensitive)?;
     issued_from(&json, "component_access_token", "expires_in")
 }
 
@@ -108,10 +130,11 @@ pub fn authorizer_token_request(
 pub fn parse_authorizer_token(
     status: u16,
     body: &str,
+    sensitive: &[String],
     grant: AuthorizerGrant,
     authorizer_appid: &str,
 ) -> Result<Issued, UpstreamFailure> {
-    let json = parse_answer(status, body, "")?;
+    let json = parse_answer(status, body, sensitive)?;
     let info = match grant {
         AuthorizerGrant::RefreshToken(_) => &json,
         AuthorizerGrant::AuthorizationCode(_) => {
@@ -159,9 +182,13 @@ pub fn pre_auth_code_request(
     )
 }
 
-pub fn parse_pre_auth_code(status: u16, body: &str) -> Result<Issued, UpstreamFailure> {
+pub fn parse_pre_auth_code(
+    status: u16,
+    body: &str,
+    sensitive: &[String],
+) -> Result<Issued, UpstreamFailure> {
     issued_from(
-        &parse_answer(status, body, "")?,
+        &parse_answer(status, body, sensitive)?,
         "pre_auth_code",
         "expires_in",
     )
@@ -213,9 +240,10 @@ pub fn authorizer_list_request(
 pub fn find_in_authorizer_list(
     status: u16,
     body: &str,
+    sensitive: &[String],
     authorizer_appid: &str,
 ) -> Result<(Option<String>, usize, usize), UpstreamFailure> {
-    let json = parse_answer(status, body, "")?;
+    let json = parse_answer(status, body, sensitive)?;
     let rows = json["list"].as_array().cloned().unwrap_or_default();
     let total = json["total_count"].as_u64().unwrap_or(0) as usize;
     let found = rows
@@ -253,20 +281,30 @@ mod tests {
     fn authorizer_answers_carry_their_refresh_token() {
         let answer = r#"{"authorizer_access_token":"AT","expires_in":7200,"authorizer_refresh_token":"RT2"}"#;
         let grant = AuthorizerGrant::RefreshToken("RT1");
-        let issued = parse_authorizer_token(200, answer, grant, "wxa").unwrap();
+        let issued = parse_authorizer_token(200, answer, &[], grant, "wxa").unwrap();
         assert_eq!(
             (issued.value.as_str(), issued.refresh_token.as_deref()),
             ("AT", Some("RT2"))
         );
         let exchange = r#"{"authorization_info":{"authorizer_appid":"wxa","authorizer_access_token":"AT","expires_in":7200,"authorizer_refresh_token":"RT"}}"#;
         let code = AuthorizerGrant::AuthorizationCode("code");
-        assert!(parse_authorizer_token(200, exchange, code, "wxa").is_ok());
-        assert!(parse_authorizer_token(200, exchange, code, "wxother").is_err());
+        assert!(parse_authorizer_token(200, exchange, &[], code, "wxa").is_ok());
+        assert!(parse_authorizer_token(200, exchange, &[], code, "wxother").is_err());
         let refused = r#"{"errcode":61023,"errmsg":"refresh_token is invalid"}"#;
         assert!(matches!(
-            parse_authorizer_token(200, refused, grant, "wxa"),
+            parse_authorizer_token(200, refused, &[], grant, "wxa"),
             Err(UpstreamFailure::WeChat { errcode: 61023, .. })
         ));
+    }
+
+    #[test]
+    fn wechats_message_is_scrubbed_of_the_requests_secrets() {
+        let echoed = r#"{"errcode":61006,"errmsg":"ticket ticket@@@1 invalid"}"#;
+        let sensitive = vec!["ticket@@@1".to_owned()];
+        match parse_component_token(200, echoed, &sensitive) {
+            Err(UpstreamFailure::WeChat { errmsg, .. }) => assert!(!errmsg.contains("ticket@@@1")),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -287,9 +325,12 @@ mod tests {
     fn the_list_finds_one_authorizer() {
         let page = r#"{"total_count":2,"list":[{"authorizer_appid":"wxa","refresh_token":"RA"},{"authorizer_appid":"wxb","refresh_token":"RB"}]}"#;
         assert_eq!(
-            find_in_authorizer_list(200, page, "wxb").unwrap(),
+            find_in_authorizer_list(200, page, &[], "wxb").unwrap(),
             (Some("RB".into()), 2, 2)
         );
-        assert_eq!(find_in_authorizer_list(200, page, "wxz").unwrap().0, None);
+        assert_eq!(
+            find_in_authorizer_list(200, page, &[], "wxz").unwrap().0,
+            None
+        );
     }
 }

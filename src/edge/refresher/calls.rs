@@ -18,6 +18,17 @@ use std::future::Future;
 use std::time::Duration;
 use worker::Delay;
 
+/// How often a refresh's call may be sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Sending {
+    /// Transient failures are tried again within the time budget.
+    Retried,
+    /// stable_token's `force_refresh`: once (each counts against WeChat's daily limit of them).
+    Forced,
+    /// Once: what it carries is single-use (an authorization code).
+    Once,
+}
+
 /// No call to WeChat starts with less of the time budget left than this: a call cut short
 /// may still have been processed, and rotated the token, with its answer lost.
 const MIN_ATTEMPT_BUDGET_MS: u64 = 1_000;
@@ -73,7 +84,11 @@ impl AccountCtx {
         let (outcome, answer_lost) = match grant {
             Some(grant) => self.call_platform(trigger, grant).await,
             None => {
-                self.call_upstream(CredentialKind::Token, trigger, force, |budget_ms| {
+                let sending = match force {
+                    true => Sending::Forced,
+                    false => Sending::Retried,
+                };
+                self.call_upstream(CredentialKind::Token, trigger, sending, |budget_ms| {
                     upstream::fetch_token(&self.settings, &self.account, force, budget_ms)
                 })
                 .await
@@ -132,7 +147,7 @@ impl AccountCtx {
         let (settings, account) = (&*self.settings, &*self.account);
         let used = token.access_token.as_str();
         let (mut outcome, _) = self
-            .call_upstream(which, trigger, false, |budget_ms| {
+            .call_upstream(which, trigger, Sending::Retried, |budget_ms| {
                 upstream::fetch_ticket(settings, account, kind, used, budget_ms)
             })
             .await;
@@ -156,7 +171,7 @@ impl AccountCtx {
                 if let Some(replacement) = replacement.filter(|r| r.access_token != used) {
                     let fresh = replacement.access_token.as_str();
                     outcome = self
-                        .call_upstream(which, trigger, false, |budget_ms| {
+                        .call_upstream(which, trigger, Sending::Retried, |budget_ms| {
                             upstream::fetch_ticket(settings, account, kind, fresh, budget_ms)
                         })
                         .await
@@ -180,14 +195,13 @@ impl AccountCtx {
 
     /// One refresh's calls to WeChat: a busy WeChat or a network/5xx failure is tried again
     /// after a short jittered delay, while at least [`MIN_ATTEMPT_BUDGET_MS`] of the upstream
-    /// time budget is left for it. A forced stable_token refresh is sent once (each one counts
-    /// against WeChat's daily limit of them). Also says whether any attempt's answer was lost
-    /// on the way (WeChat may have processed it).
+    /// time budget is left for it, unless the call may be sent only once (`Sending`). Also says
+    /// whether any attempt's answer was lost on the way (WeChat may have processed it).
     pub(super) async fn call_upstream<F, Fut>(
         &self,
         which: CredentialKind,
         trigger: &'static str,
-        force: bool,
+        sending: Sending,
         send: F,
     ) -> (Result<Issued, UpstreamFailure>, bool)
     where
@@ -196,7 +210,11 @@ impl AccountCtx {
     {
         let budget_ms = self.settings.upstream_timeout_ms;
         let started_ms = now_millis();
-        let attempts = if force { 1 } else { backoff::MAX_ATTEMPTS };
+        let force = sending == Sending::Forced;
+        let attempts = match sending {
+            Sending::Retried => backoff::MAX_ATTEMPTS,
+            Sending::Forced | Sending::Once => 1,
+        };
         let mut attempt = 1;
         let mut answer_lost = false;
         loop {

@@ -4,6 +4,7 @@
 //! healing a rejected component token, and recovering a refresh token from the authorizer
 //! list once before telling the operator the account must authorize again.
 
+use super::calls::Sending;
 use super::AccountCtx;
 use crate::edge::object_client;
 use crate::edge::runtime::{self, log_event, now_secs};
@@ -51,17 +52,7 @@ impl AccountCtx {
                 }
             }
             TokenApi::Authorizer => {
-                let component_id = self
-                    .settings
-                    .component
-                    .as_ref()
-                    .map(|c| c.account.id.clone())
-                    .ok_or(AppError::Config {
-                        variable: "WECHAT_COMPONENT",
-                        problem: "is not set, and an authorizer's token comes through the \
-                                  platform"
-                            .into(),
-                    })?;
+                let component_id = self.component_appid()?.to_owned();
                 let component_token = component_token(&self.env, &component_id).await?;
                 let (mut refresh_token, code) = {
                     let platform = self.state.platform.borrow();
@@ -70,7 +61,10 @@ impl AccountCtx {
                         platform.authorization_code.clone(),
                     )
                 };
-                if refresh_token.is_none() && code.is_none() {
+                // Looked up at most hourly: an authorizer that lost its refresh token would
+                // otherwise page through the list on every read.
+                let lookup_due = self.state.platform.borrow().refresh_lookup_due(now_secs());
+                if refresh_token.is_none() && code.is_none() && lookup_due {
                     refresh_token = self.recover_refresh_token(&component_token).await;
                 }
                 if refresh_token.is_none() && code.is_none() {
@@ -105,14 +99,20 @@ impl AccountCtx {
                     &ticket,
                 );
                 let outcome = self
-                    .call_upstream(CredentialKind::Token, trigger, false, |budget_ms| {
-                        let request = &request;
-                        async move {
-                            let (status, body) =
-                                upstream::platform_call(&self.settings, request, budget_ms).await?;
-                            protocol::parse_component_token(status, &body)
-                        }
-                    })
+                    .call_upstream(
+                        CredentialKind::Token,
+                        trigger,
+                        Sending::Retried,
+                        |budget_ms| {
+                            let request = &request;
+                            async move {
+                                let (status, body) =
+                                    upstream::platform_call(&self.settings, request, budget_ms)
+                                        .await?;
+                                protocol::parse_component_token(status, &body, &request.sensitive)
+                            }
+                        },
+                    )
                     .await;
                 if let Err(UpstreamFailure::WeChat { errcode, .. }) = &outcome.0 {
                     if matches!(
@@ -135,8 +135,11 @@ impl AccountCtx {
                     let grant = AuthorizerGrant::AuthorizationCode(&code);
                     let outcome = self.authorizer_call(trigger, &component_token, grant).await;
                     {
+                        // Only this code: a newer one pushed meanwhile waits for its own turn.
                         let mut platform = self.state.platform.borrow_mut();
-                        platform.authorization_code = None;
+                        if platform.authorization_code.as_deref() == Some(code.as_str()) {
+                            platform.authorization_code = None;
+                        }
                         if outcome.0.is_ok() {
                             platform.authorized_at = Some(now_secs());
                         }
@@ -148,10 +151,8 @@ impl AccountCtx {
                 }
                 let mut healed = false;
                 let mut recovered = false;
-                loop {
-                    let Some(current) = refresh_token.clone() else {
-                        return (Err(no_refresh_token()), false);
-                    };
+                // After a failed exchange, `refresh_token` is the one stored before.
+                while let Some(current) = refresh_token.clone() {
                     let grant = AuthorizerGrant::RefreshToken(&current);
                     let outcome = self.authorizer_call(trigger, &component_token, grant).await;
                     let errcode = match &outcome.0 {
@@ -186,6 +187,7 @@ impl AccountCtx {
                         _ => return self.keep_refresh_token(outcome),
                     }
                 }
+                unreachable!("the loop returns while a refresh token is known")
             }
         }
     }
@@ -196,12 +198,7 @@ impl AccountCtx {
         component_token: &str,
         grant: AuthorizerGrant<'_>,
     ) -> (Result<Issued, UpstreamFailure>, bool) {
-        let component_appid = self
-            .settings
-            .component
-            .as_ref()
-            .map(|c| c.account.appid.as_str())
-            .unwrap_or_default();
+        let component_appid = self.component_appid().unwrap_or_default();
         let request = protocol::authorizer_token_request(
             &self.settings.api_base,
             component_appid,
@@ -209,12 +206,24 @@ impl AccountCtx {
             &self.account.appid,
             grant,
         );
-        self.call_upstream(CredentialKind::Token, trigger, false, |budget_ms| {
+        // A code is single-use: never sent twice, even after a lost answer.
+        let sending = match grant {
+            AuthorizerGrant::AuthorizationCode(_) => Sending::Once,
+            AuthorizerGrant::RefreshToken(_) => Sending::Retried,
+        };
+        self.call_upstream(CredentialKind::Token, trigger, sending, |budget_ms| {
             let request = &request;
             async move {
                 let (status, body) =
                     upstream::platform_call(&self.settings, request, budget_ms).await?;
-                protocol::parse_authorizer_token(status, &body, grant, &self.account.appid)
+                let sensitive = &request.sensitive;
+                protocol::parse_authorizer_token(
+                    status,
+                    &body,
+                    sensitive,
+                    grant,
+                    &self.account.appid,
+                )
             }
         })
         .await
@@ -238,7 +247,8 @@ impl AccountCtx {
     /// The authorizer's refresh token as `api_get_authorizer_list` shows it (stored if found),
     /// page by page.
     async fn recover_refresh_token(&self, component_token: &str) -> Option<String> {
-        let component_appid = self.settings.component.as_ref()?.account.appid.clone();
+        let component_appid = self.component_appid().ok()?.to_owned();
+        self.state.platform.borrow_mut().refresh_lookup_at = Some(now_secs());
         let mut offset = 0;
         let found = loop {
             let request = protocol::authorizer_list_request(
@@ -250,7 +260,8 @@ impl AccountCtx {
             let budget_ms = self.settings.upstream_timeout_ms;
             let answer = upstream::platform_call(&self.settings, &request, budget_ms).await;
             let page = answer.and_then(|(status, body)| {
-                protocol::find_in_authorizer_list(status, &body, &self.account.appid)
+                let sensitive = &request.sensitive;
+                protocol::find_in_authorizer_list(status, &body, sensitive, &self.account.appid)
             });
             match page {
                 Ok((Some(found), _, _)) => break Some(found),
@@ -265,8 +276,8 @@ impl AccountCtx {
         }));
         if let Some(found) = &found {
             self.state.platform.borrow_mut().refresh_token = Some(found.clone());
-            self.persist(None).await;
         }
+        self.persist(None).await;
         found
     }
 
@@ -297,16 +308,43 @@ impl AccountCtx {
         }));
     }
 
-    /// The component's object: a verify ticket WeChat pushed. Stored; and if there is no
-    /// token yet, one is fetched with it without waiting for a reader.
-    pub async fn receive_verify_ticket(&self, ticket: String) {
+    /// The component's object: a verify ticket WeChat pushed (`created_at`: its CreateTime),
+    /// stored before WeChat hears `success`; an older one than the stored one (a replay) is
+    /// ignored. Without a token yet, one is fetched with it at once.
+    pub async fn receive_verify_ticket(
+        &self,
+        ticket: String,
+        created_at: u64,
+    ) -> Result<(), AppError> {
         let now = now_secs();
-        self.state.platform.borrow_mut().verify_ticket = Some(VerifyTicket {
-            ticket,
-            received_at: now,
-        });
-        self.persist(None).await;
-        log_event(json!({ "event": "verify_ticket_received", "account": self.account.id }));
+        // A CreateTime from the future (a wrong clock) counts as now.
+        let created_at = if created_at == 0 || created_at > now {
+            now
+        } else {
+            created_at
+        };
+        let newer = {
+            let mut platform = self.state.platform.borrow_mut();
+            let newer = platform
+                .verify_ticket
+                .as_ref()
+                .is_none_or(|stored| created_at >= stored.created_at);
+            if newer {
+                platform.verify_ticket = Some(VerifyTicket {
+                    ticket,
+                    received_at: now,
+                    created_at,
+                });
+            }
+            newer
+        };
+        log_event(json!({
+            "event": "verify_ticket_received", "account": self.account.id, "stored": newer,
+        }));
+        if !newer {
+            return Ok(());
+        }
+        self.persist_checked(None).await?;
         let usable = self
             .state
             .token
@@ -318,21 +356,64 @@ impl AccountCtx {
                 let _ = ctx.token(&Trigger::Background).await;
             });
         }
+        Ok(())
     }
 
-    /// An authorizer's object: the code of a new (or changed) authorization, exchanged now
-    /// for its first token and refresh token.
+    /// An authorizer's object: the code of a new (or changed) authorization, stored before
+    /// WeChat hears `success`, then exchanged in the background for its token and refresh
+    /// token.
     pub async fn authorize(&self, code: String) -> Result<(), AppError> {
-        self.state.platform.borrow_mut().authorization_code = Some(code);
-        self.persist(None).await;
-        let exchanged = self.refresh_token("authorization", false).await;
-        self.sync_kv(CredentialKind::Token).await;
-        log_event(json!({
-            "event": "authorizer_authorized",
-            "account": self.account.id,
-            "outcome": exchanged.as_ref().map_or_else(|e| e.code().to_owned(), |_| "ok".into()),
-        }));
-        exchanged.map(drop)
+        self.state.platform.borrow_mut().authorization_code = Some(code.clone());
+        self.persist_checked(None).await?;
+        let ctx = self.clone();
+        self.object.wait_until(async move {
+            // A refresh already under way does not carry this code: then once more.
+            for _ in 0..2 {
+                let exchanged = ctx.refresh_token("authorization", false).await;
+                ctx.sync_kv(CredentialKind::Token).await;
+                let pending = ctx.state.platform.borrow().authorization_code.clone();
+                if pending.as_deref() != Some(code.as_str()) {
+                    log_event(json!({
+                        "event": "authorizer_authorized",
+                        "account": ctx.account.id,
+                        "outcome": exchanged.as_ref().map_or_else(|e| e.code().to_owned(), |_| "ok".into()),
+                    }));
+                    return;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// The platform's appid, which an authorizer's calls name.
+    fn component_appid(&self) -> Result<&str, AppError> {
+        let component = self.settings.component.as_ref();
+        component
+            .map(|c| c.account.appid.as_str())
+            .ok_or(AppError::Config {
+                variable: "WECHAT_COMPONENT",
+                problem: "is not set, and an authorizer's token comes through the platform".into(),
+            })
+    }
+
+    /// What `/status` shows of the platform's objects: the verify ticket's age, or when the
+    /// authorizer authorized and whether a refresh token is kept. Never the values.
+    pub(super) fn platform_status(&self, entry: &mut serde_json::Value, now: u64) {
+        let platform = self.state.platform.borrow();
+        match self.account.api {
+            TokenApi::Component => {
+                entry["verify_ticket"] = json!(platform.verify_ticket.as_ref().map(|t| json!({
+                    "received_at": t.received_at,
+                    "created_at": t.created_at,
+                    "age_secs": now.saturating_sub(t.created_at),
+                })));
+            }
+            TokenApi::Authorizer => {
+                entry["authorized_at"] = json!(platform.authorized_at);
+                entry["refresh_token_stored"] = json!(platform.refresh_token.is_some());
+            }
+            _ => {}
+        }
     }
 }
 
@@ -343,10 +424,4 @@ async fn component_token(env: &worker::Env, component_id: &str) -> Result<String
         .record()
         .map(|r| r.access_token)
         .ok_or_else(|| runtime::internal("platform", "the component answered no token"))
-}
-
-fn no_refresh_token() -> UpstreamFailure {
-    UpstreamFailure::BadResponse {
-        detail: "no refresh token is stored for this authorizer".into(),
-    }
 }

@@ -232,6 +232,17 @@ impl AccountCtx {
     /// Writes the account's ledger, and `which`'s state with it, in one storage operation.
     /// A failure is logged: memory stays right, and the next write carries it.
     pub(super) async fn persist(&self, which: Option<CredentialKind>) {
+        if let Err(e) = self.persist_checked(which).await {
+            self.log_storage_error(&e.message());
+        }
+    }
+
+    /// [`AccountCtx::persist`] for what must be stored before it is acknowledged (a pushed
+    /// verify ticket, an authorization code): the failure is the caller's.
+    pub(super) async fn persist_checked(
+        &self,
+        which: Option<CredentialKind>,
+    ) -> Result<(), AppError> {
         let values = Object::new();
         let mut entries = vec![(
             ACCOUNT_KEY.to_owned(),
@@ -252,16 +263,13 @@ impl AccountCtx {
             entries.push((storage_key(which), value));
         }
         for (key, value) in entries {
-            match value {
-                Ok(value) => {
-                    let _ = Reflect::set(&values, &JsValue::from_str(&key), &value);
-                }
-                Err(e) => return self.log_storage_error(&e.message()),
-            }
+            let _ = Reflect::set(&values, &JsValue::from_str(&key), &value?);
         }
-        if let Err(e) = self.object.storage().put_multiple_raw(values).await {
-            self.log_storage_error(&e.to_string());
-        }
+        self.object
+            .storage()
+            .put_multiple_raw(values)
+            .await
+            .map_err(|e| runtime::internal("writing the object's storage", e))
     }
 
     /// Sets the alarm `delay_ms` from now, unless it is set to go off sooner.
