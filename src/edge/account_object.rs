@@ -63,6 +63,7 @@ impl DurableObject for AccountTokenObject {
                 Ok(ctx) => {
                     ctx.alarm().await;
                     ctx.arm_due().await;
+                    ctx.check_alerts().await;
                 }
                 Err(e) => runtime::log_error(serde_json::json!({
                     "event": "alarm", "account": id, "outcome": e.code(), "message": e.message(),
@@ -142,8 +143,11 @@ impl AccountTokenObject {
             Op::Status => Ok(ctx.status()),
         };
         // Whatever the call did (a failure too), the alarm is set for when something next
-        // falls due; after the answer, which need not wait for it.
-        self.object.wait_until(async move { ctx.arm_due().await });
+        // falls due, and the alerts checked; after the answer, which need not wait for them.
+        self.object.wait_until(async move {
+            ctx.arm_due().await;
+            ctx.check_alerts().await;
+        });
         Ok(respond::json(200, &answer?))
     }
 }

@@ -28,3 +28,4 @@ mod router;
 mod runtime;
 mod streams;
 mod upstream;
+mod webhooks;

@@ -7,6 +7,7 @@
 //! started them.
 
 mod admin;
+mod alerts;
 mod calls;
 mod flight;
 mod kv_sync;
@@ -18,6 +19,7 @@ use crate::edge::registry;
 use crate::edge::runtime::{self, now_secs};
 use crate::error::AppError;
 use crate::policy::accounts::{Account, TokenApi};
+use crate::policy::alerts::VERIFY_TICKET_STALE_SECS;
 use crate::policy::config::Settings;
 use crate::policy::fingerprint::config_fingerprint;
 use crate::policy::quota::{next_beijing_midnight, quota_pause};
@@ -247,6 +249,13 @@ impl AccountCtx {
                     .map(|r| (r.expires_at, r.hold_until()));
                 let which = CredentialKind::Ticket(kind);
                 dues.push(due(which, record, state.last_attempt.as_ref()));
+            }
+        }
+        // The component wakes when its verify ticket would turn stale, to alert on time.
+        if self.settings.alerts.is_some() && self.account.api == TokenApi::Component {
+            let stale_at = self.verify_ticket_since(now) + VERIFY_TICKET_STALE_SECS;
+            if stale_at > now {
+                dues.push(stale_at);
             }
         }
         // The registry keeps every account's due time, for the cron to find missed alarms.

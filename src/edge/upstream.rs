@@ -282,7 +282,7 @@ async fn exchange(
 }
 
 /// The future's output, or None if `budget` runs out first (covers headers and body alike).
-async fn within<T>(budget: Duration, future: impl Future<Output = T>) -> Option<T> {
+pub async fn within<T>(budget: Duration, future: impl Future<Output = T>) -> Option<T> {
     let mut future = pin!(future);
     let mut timer = pin!(Delay::from(budget));
     poll_fn(|cx| {

@@ -5,6 +5,7 @@
 
 use crate::error::AppError;
 use crate::policy::accounts::{self, Account, TokenApi};
+use crate::policy::alerts::{self, AlertSettings};
 use crate::policy::auth::ClientKeys;
 use crate::policy::gateway;
 use crate::policy::platform::{self, Component};
@@ -56,6 +57,8 @@ pub struct Settings {
     /// `WECHAT_COMPONENT`: the third-party platform, if this server runs one (its account is
     /// also in `accounts`).
     pub component: Option<Component>,
+    /// `ALERT_WEBHOOK_URL` and the rest: where to tell the operators, if anywhere.
+    pub alerts: Option<AlertSettings>,
 }
 
 /// The relay key: a secret, so its `Debug` says nothing.
@@ -177,8 +180,15 @@ pub fn settings(lookup: &impl Fn(&str) -> Option<String>) -> Result<Settings, Ap
         }
         accounts.push(component.account.clone());
     }
+    let alerts = alerts::parse_settings(
+        present(lookup, "ALERT_WEBHOOK_URL").as_deref(),
+        present(lookup, "ALERT_FORMAT").as_deref(),
+        optional_number(lookup, "ALERT_AFTER_SECS", 0..=86_400)?,
+        optional_number(lookup, "ALERT_REPEAT_SECS", 1..=604_800)?,
+    )?;
     Ok(Settings {
         component,
+        alerts,
         default_account,
         default_api,
         accounts,

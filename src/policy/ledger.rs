@@ -5,6 +5,7 @@
 use crate::error::wechat_codes;
 use crate::error::UpstreamFailure;
 use crate::policy::accounts::TokenApi;
+use crate::policy::alerts::AlertLedger;
 use crate::policy::quota::{DailyCount, ForceLog};
 use crate::policy::refresh::AttemptRecord;
 use crate::policy::status::ErrorRecord;
@@ -105,6 +106,9 @@ pub struct AccountLedger {
     /// object was evicted mid-call: WeChat may have replaced the stored token.
     #[serde(default)]
     pub token_call_sent: Option<TokenCallSent>,
+    /// The conditions under alert (`policy::alerts`).
+    #[serde(default)]
+    pub alerts: AlertLedger,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

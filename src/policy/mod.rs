@@ -4,6 +4,7 @@
 //! explicit "now"; it uses only the error type and (for explanations) WeChat's error codes.
 
 pub mod accounts;
+pub mod alerts;
 pub mod auth;
 pub mod backoff;
 pub mod config;

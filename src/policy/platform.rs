@@ -174,6 +174,19 @@ pub struct PlatformState {
     /// An authorizer: when its refresh token was last looked up in the authorizer list.
     #[serde(default)]
     pub refresh_lookup_at: Option<u64>,
+    /// The component: since when it has waited for its first verify ticket (for alerts).
+    #[serde(default)]
+    pub no_ticket_since: Option<u64>,
+}
+
+impl VerifyTicket {
+    /// When WeChat issued it (when it arrived, for one stored without its CreateTime).
+    pub fn issued_at(&self) -> u64 {
+        match self.created_at {
+            0 => self.received_at,
+            at => at,
+        }
+    }
 }
 
 impl std::fmt::Debug for PlatformState {

@@ -17,6 +17,9 @@ pub struct AttemptRecord {
     /// Failed refreshes in a row, this one included (0 after a success).
     #[serde(default)]
     pub failures_in_a_row: u32,
+    /// When the first of those failures was sent (None after a success): for alerts.
+    #[serde(default)]
+    pub failing_since: Option<u64>,
 }
 
 impl AttemptRecord {
@@ -31,10 +34,18 @@ impl AttemptRecord {
             (Some(_), Some(previous)) => previous.failures_in_a_row + 1,
             (Some(_), None) => 1,
         };
+        let failing_since = match (&failure, previous) {
+            (None, _) => None,
+            (Some(_), Some(previous)) if previous.failure.is_some() => {
+                previous.failing_since.or(Some(previous.at))
+            }
+            (Some(_), _) => Some(at),
+        };
         Self {
             at,
             failure,
             failures_in_a_row,
+            failing_since,
         }
     }
 }

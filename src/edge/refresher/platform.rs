@@ -404,8 +404,8 @@ impl AccountCtx {
             TokenApi::Component => {
                 entry["verify_ticket"] = json!(platform.verify_ticket.as_ref().map(|t| json!({
                     "received_at": t.received_at,
-                    "created_at": t.created_at,
-                    "age_secs": now.saturating_sub(t.created_at),
+                    "created_at": t.issued_at(),
+                    "age_secs": now.saturating_sub(t.issued_at()),
                 })));
             }
             TokenApi::Authorizer => {

@@ -1,0 +1,387 @@
+//! Alerts to the operators' chat: the conditions an account's object watches, when each one
+//! alerts (once when it starts, again at most every `ALERT_REPEAT_SECS` while it lasts, once
+//! when it clears), and the message in each webhook's format. Pure.
+
+use crate::error::{wechat_codes, AppError, UpstreamFailure};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// A verify ticket older than this is an alert: WeChat pushes one every ten minutes.
+pub const VERIFY_TICKET_STALE_SECS: u64 = 3600;
+const DEFAULT_AFTER_SECS: u64 = 600;
+const DEFAULT_REPEAT_SECS: u64 = 3600;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Condition {
+    /// No valid token can be served: clients get errors.
+    NoValidToken,
+    /// Refreshes have failed for longer than `ALERT_AFTER_SECS`; a token is still served.
+    RefreshFailing,
+    /// The daily quota is used up: automatic refreshes wait for midnight Beijing time.
+    QuotaPaused,
+    /// WeChat refused the credentials: no automatic refresh until they change.
+    CredentialsRefused,
+    /// WeChat refused the egress IP.
+    IpRefused,
+    /// The platform: no verify ticket for over an hour.
+    VerifyTicketStale,
+}
+
+impl Condition {
+    const ALL: [Condition; 6] = [
+        Self::NoValidToken,
+        Self::RefreshFailing,
+        Self::QuotaPaused,
+        Self::CredentialsRefused,
+        Self::IpRefused,
+        Self::VerifyTicketStale,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NoValidToken => "no_valid_token",
+            Self::RefreshFailing => "refresh_failing",
+            Self::QuotaPaused => "quota_paused",
+            Self::CredentialsRefused => "credentials_refused",
+            Self::IpRefused => "ip_refused",
+            Self::VerifyTicketStale => "verify_ticket_stale",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Self::NoValidToken => "no valid token can be served",
+            Self::RefreshFailing => "token refreshes are failing",
+            Self::QuotaPaused => "the daily quota is used up: refreshes paused",
+            Self::CredentialsRefused => "WeChat refused the credentials",
+            Self::IpRefused => "WeChat refused the egress IP",
+            Self::VerifyTicketStale => "no component_verify_ticket for over an hour",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+/// What the object knows of its account's token when it checks.
+#[derive(Clone, Debug, Default)]
+pub struct Observation<'a> {
+    pub token_valid: bool,
+    /// When the current run of failed refreshes began (None: the last one succeeded).
+    pub failing_since: Option<u64>,
+    pub last_failure: Option<&'a UpstreamFailure>,
+    pub paused: bool,
+    pub blocked: bool,
+    /// The platform's component only: when its latest verify ticket was created (Some(None):
+    /// none has come).
+    pub verify_ticket_created_at: Option<Option<u64>>,
+}
+
+/// The conditions that hold now, with when each began (as far as the object can tell).
+pub fn active_conditions(seen: &Observation, now: u64, after_secs: u64) -> Vec<(Condition, u64)> {
+    let mut active = Vec::new();
+    let failing = seen.failing_since;
+    let errcode = match seen.last_failure {
+        Some(UpstreamFailure::WeChat { errcode, .. }) => Some(*errcode),
+        _ => None,
+    };
+    if let Some(since) = failing {
+        if !seen.token_valid {
+            active.push((Condition::NoValidToken, since));
+        } else if now >= since + after_secs {
+            active.push((Condition::RefreshFailing, since));
+        }
+        if errcode.is_some_and(wechat_codes::is_ip_whitelist_error) {
+            active.push((Condition::IpRefused, since));
+        }
+    }
+    if seen.paused {
+        active.push((Condition::QuotaPaused, failing.unwrap_or(now)));
+    }
+    if seen.blocked {
+        active.push((Condition::CredentialsRefused, failing.unwrap_or(now)));
+    }
+    if let Some(created_at) = seen.verify_ticket_created_at {
+        match created_at {
+            Some(at) if now < at + VERIFY_TICKET_STALE_SECS => {}
+            Some(at) => active.push((Condition::VerifyTicketStale, at)),
+            None => active.push((Condition::VerifyTicketStale, now)),
+        }
+    }
+    active
+}
+
+/// One condition under alert, as the object keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alerting {
+    pub condition: String,
+    pub since: u64,
+    pub last_sent_at: u64,
+}
+
+/// The conditions under alert, kept in the account's ledger.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertLedger {
+    pub alerting: Vec<Alerting>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    Started,
+    Repeated,
+    Recovered,
+}
+
+impl Transition {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::Repeated => "repeated",
+            Self::Recovered => "recovered",
+        }
+    }
+}
+
+/// An alert to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Alert {
+    pub condition: Condition,
+    pub transition: Transition,
+    pub since: u64,
+}
+
+impl AlertLedger {
+    /// Brings the ledger to `active` at `now`: what to send (a start, a repeat after
+    /// `repeat_secs`, a recovery).
+    pub fn step(&mut self, active: &[(Condition, u64)], now: u64, repeat_secs: u64) -> Vec<Alert> {
+        let mut alerts = Vec::new();
+        self.alerting.retain(|entry| {
+            let still = active.iter().any(|(c, _)| c.name() == entry.condition);
+            if !still {
+                if let Some(condition) = Condition::parse(&entry.condition) {
+                    alerts.push(Alert {
+                        condition,
+                        transition: Transition::Recovered,
+                        since: entry.since,
+                    });
+                }
+            }
+            still
+        });
+        for (condition, since) in active {
+            match self
+                .alerting
+                .iter_mut()
+                .find(|e| e.condition == condition.name())
+            {
+                Some(entry) if now >= entry.last_sent_at + repeat_secs => {
+                    entry.last_sent_at = now;
+                    alerts.push(Alert {
+                        condition: *condition,
+                        transition: Transition::Repeated,
+                        since: entry.since,
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    self.alerting.push(Alerting {
+                        condition: condition.name().into(),
+                        since: *since,
+                        last_sent_at: now,
+                    });
+                    alerts.push(Alert {
+                        condition: *condition,
+                        transition: Transition::Started,
+                        since: *since,
+                    });
+                }
+            }
+        }
+        alerts
+    }
+}
+
+/// The webhook formats: each service's incoming-webhook (群机器人) payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlertFormat {
+    WeCom,
+    Feishu,
+    DingTalk,
+    Slack,
+    Json,
+}
+
+impl AlertFormat {
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "wecom" => Self::WeCom,
+            "feishu" => Self::Feishu,
+            "dingtalk" => Self::DingTalk,
+            "slack" => Self::Slack,
+            "json" => Self::Json,
+            _ => return None,
+        })
+    }
+
+    /// The format a webhook's host implies.
+    fn of_url(url: &str) -> Self {
+        let host = url
+            .split_once("://")
+            .map_or("", |(_, rest)| rest)
+            .split(['/', ':', '?'])
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        match host.as_str() {
+            "qyapi.weixin.qq.com" => Self::WeCom,
+            "open.feishu.cn" | "open.larksuite.com" => Self::Feishu,
+            "oapi.dingtalk.com" => Self::DingTalk,
+            "hooks.slack.com" => Self::Slack,
+            _ => Self::Json,
+        }
+    }
+}
+
+/// `ALERT_WEBHOOK_URL`, `ALERT_FORMAT`, `ALERT_AFTER_SECS`, `ALERT_REPEAT_SECS`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AlertSettings {
+    /// Each webhook with its format. The URLs carry the services' keys: never logged.
+    pub hooks: Vec<(String, AlertFormat)>,
+    pub after_secs: u64,
+    pub repeat_secs: u64,
+}
+
+impl std::fmt::Debug for AlertSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AlertSettings({} webhooks)", self.hooks.len())
+    }
+}
+
+/// The alert settings, or None without `ALERT_WEBHOOK_URL`. Errors name the variable and the
+/// entry's position, never a URL.
+pub fn parse_settings(
+    urls: Option<&str>,
+    format: Option<&str>,
+    after_secs: Option<u64>,
+    repeat_secs: Option<u64>,
+) -> Result<Option<AlertSettings>, AppError> {
+    let urls: Vec<&str> = urls
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    if urls.is_empty() {
+        return Ok(None);
+    }
+    let format = match format {
+        None => None,
+        Some(name) => Some(AlertFormat::parse(name).ok_or(AppError::Config {
+            variable: "ALERT_FORMAT",
+            problem: "must be wecom, feishu, dingtalk, slack or json".into(),
+        })?),
+    };
+    if let Some(index) = urls
+        .iter()
+        .position(|u| !(u.starts_with("https://") || u.starts_with("http://")))
+    {
+        return Err(AppError::Config {
+            variable: "ALERT_WEBHOOK_URL",
+            problem: format!("entry {} is not an http(s) URL", index + 1),
+        });
+    }
+    let hooks = urls
+        .iter()
+        .map(|url| {
+            (
+                (*url).to_owned(),
+                format.unwrap_or(AlertFormat::of_url(url)),
+            )
+        })
+        .collect();
+    Ok(Some(AlertSettings {
+        hooks,
+        after_secs: after_secs.unwrap_or(DEFAULT_AFTER_SECS),
+        repeat_secs: repeat_secs.unwrap_or(DEFAULT_REPEAT_SECS),
+    }))
+}
+
+/// The words of an alert: which account, which condition, WeChat's errcode and message, since
+/// when, and what to do. Never a token, ticket, secret or key (`advice` is the error's own
+/// operator text, scrubbed where it was made).
+pub fn text(account: &str, alert: &Alert, failure: Option<&UpstreamFailure>, now: u64) -> String {
+    let state = match alert.transition {
+        Transition::Started => "ALERT",
+        Transition::Repeated => "STILL",
+        Transition::Recovered => "RECOVERED",
+    };
+    let lasted = now.saturating_sub(alert.since);
+    let mut lines = vec![format!(
+        "[wechat-token-edge] {state} {account}: {} (since unix {}, {lasted} s)",
+        alert.condition.title(),
+        alert.since
+    )];
+    if alert.transition != Transition::Recovered {
+        if let Some(UpstreamFailure::WeChat { errcode, errmsg }) = failure {
+            lines.push(format!("WeChat errcode {errcode}: {errmsg}"));
+        }
+        lines.push(format!(
+            "What to do: {}",
+            advice(alert.condition, account, failure)
+        ));
+    }
+    lines.join("\n")
+}
+
+fn advice(condition: Condition, account: &str, failure: Option<&UpstreamFailure>) -> String {
+    match condition {
+        Condition::QuotaPaused => format!(
+            "look for another fetcher of this appid (a second server, a staging copy); after \
+             WeChat's clear_quota, POST /admin/accounts/{account}/reset."
+        ),
+        Condition::VerifyTicketStale => AppError::NoVerifyTicket.message(),
+        _ => failure.map_or_else(
+            || "see GET /status for the account's last error.".into(),
+            UpstreamFailure::describe,
+        ),
+    }
+}
+
+/// The payload `format`'s webhook accepts, for `text` (and, in `json`, the fields).
+pub fn payload(
+    format: AlertFormat,
+    account: &str,
+    alert: &Alert,
+    failure: Option<&UpstreamFailure>,
+    text: &str,
+) -> Value {
+    match format {
+        AlertFormat::WeCom | AlertFormat::DingTalk => {
+            json!({ "msgtype": "text", "text": { "content": text } })
+        }
+        AlertFormat::Feishu => json!({ "msg_type": "text", "content": { "text": text } }),
+        AlertFormat::Slack => json!({ "text": text }),
+        AlertFormat::Json => {
+            let (errcode, errmsg) = match failure {
+                Some(UpstreamFailure::WeChat { errcode, errmsg }) => {
+                    (json!(errcode), json!(errmsg))
+                }
+                _ => (Value::Null, Value::Null),
+            };
+            json!({
+                "source": "wechat-token-edge",
+                "account": account,
+                "condition": alert.condition.name(),
+                "state": alert.transition.name(),
+                "since": alert.since,
+                "errcode": errcode,
+                "errmsg": errmsg,
+                "text": text,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
