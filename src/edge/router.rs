@@ -10,6 +10,7 @@ use crate::edge::reader::{read, refresh};
 use crate::edge::request::{self, param, query};
 use crate::edge::respond;
 use crate::edge::runtime::{self, now_secs};
+use crate::edge::status_page;
 use crate::error::AppError;
 use crate::policy::accounts::Account;
 use crate::policy::auth::Route;
@@ -66,6 +67,7 @@ async fn route(request: Request, env: &Env, ctx: &Context) -> Result<Response, A
     let path = request.path();
     match path.as_str() {
         "/healthz" => allow(Method::Get).map(|()| respond::json(200, &json!({ "ok": true }))),
+        "/" => allow(Method::Get).map(|()| status_page::page()),
         "/token" => {
             allow(Method::Get)?;
             get_token(&request, env, ctx).await

@@ -1,0 +1,105 @@
+"""The status page (`GET /`) in a real browser: Debian's Chromium, headless, driven through
+its chromedriver by Selenium. The page loads and shows nothing without a key; a refused key
+shows the error line; the right key shows each account with its token's expiry; pages go
+through many accounts; it fits a phone's width; a server that went away shows a line, not a
+blank page. Screenshots go to test-artifacts/ (the README's is one of them)."""
+
+import shutil
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from harness import CLIENT_KEY, REPO, wait_for
+from setups import several
+
+ARTIFACTS = REPO / "test-artifacts"
+
+
+@pytest.fixture
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    driver_path = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    assert Path(chromium).exists() and Path(driver_path).exists(), \
+        "chromium and chromium-driver are missing: scripts/setup installs Debian's packages"
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--window-size=1280,900", "--no-first-run", "--disable-extensions"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def text_of(driver, element_id):
+    return driver.find_element("id", element_id).text
+
+
+def enter_key(driver, key):
+    field = driver.find_element("id", "key")
+    field.clear()
+    field.send_keys(key)
+    driver.find_element("css selector", "#key-form button[type=submit]").click()
+
+
+def cards(driver):
+    return driver.find_elements("css selector", "#accounts .card")
+
+
+def screenshot(driver, name):
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / name))
+
+
+def test_the_page_is_self_contained_and_reveals_nothing_without_a_key(start_worker):
+    worker = start_worker()
+    with urllib.request.urlopen(worker.base_url + "/", timeout=10) as reply:
+        html = reply.read().decode()
+        csp = reply.headers["Content-Security-Policy"]
+        assert reply.headers["Content-Type"].startswith("text/html")
+    assert "default-src 'none'" in csp and "script-src 'nonce-" in csp
+    assert "unsafe-inline" not in csp and "connect-src 'self'" in csp
+    assert "src=" not in html and "href=" not in html, "no external assets"
+    assert CLIENT_KEY not in html and worker.variables["WECHAT_APPID"] not in html
+
+
+def test_the_page_shows_accounts_errors_and_pages_in_a_browser(start_worker, fake, browser):
+    worker = start_worker(**several(fake))
+    token = worker.get_token().json
+    browser.get(worker.base_url + "/?limit=2")
+    assert "client key" in text_of(browser, "notice")
+    assert cards(browser) == []
+    enter_key(browser, "wrong-key-0123456789abcdef")
+    assert wait_for(lambda: "Key refused" in text_of(browser, "notice"), 10)
+    assert cards(browser) == []
+    screenshot(browser, "status-page-refused.png")
+    enter_key(browser, CLIENT_KEY)
+    assert wait_for(lambda: len(cards(browser)) == 2, 10), text_of(browser, "notice")
+    first = cards(browser)[0]
+    assert first.get_attribute("data-account") == fake.appid
+    shown = browser.execute_script(
+        "return new Date(arguments[0] * 1000).toLocaleString()", token["expires_at"])
+    assert shown in first.text and "official_account · classic" in first.text
+    assert "calls today" in first.text and "auto refresh" in first.text
+    assert browser.execute_script("return sessionStorage.length") == 1
+    assert browser.execute_script("return localStorage.length") == 0, "the key stays in the tab"
+    screenshot(browser, "status-page.png")
+    browser.find_element("id", "next").click()
+    assert wait_for(lambda: cards(browser) and cards(browser)[0].get_attribute("data-account")
+                    == "corp-app", 10)
+    listed = [c.get_attribute("data-account") for c in cards(browser)]
+    assert listed == ["corp-app", "shop"]
+    # A phone's width: the cards stack, nothing runs off the side.
+    browser.set_window_size(390, 844)
+    assert browser.execute_script(
+        "return document.documentElement.scrollWidth <= window.innerWidth")
+    screenshot(browser, "status-page-phone.png")
+    # The server goes away: the page says so on its next refresh.
+    worker.stop()
+    enter_key(browser, CLIENT_KEY)
+    assert wait_for(lambda: "cannot be reached" in text_of(browser, "notice"), 15)
