@@ -24,6 +24,7 @@ class Receiver:
         self.received: list[dict] = []
         self.status = 200
         self.delay = 0.0
+        self.answer = b"ok"
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -33,9 +34,9 @@ class Receiver:
                                           "type": self.headers.get("Content-Type")})
                 time.sleep(receiver.delay)
                 self.send_response(receiver.status)
-                self.send_header("Content-Length", "2")
+                self.send_header("Content-Length", str(len(receiver.answer)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(receiver.answer)
 
             def log_message(self, *args):
                 pass
@@ -132,21 +133,54 @@ def test_refreshes_failing_while_a_token_is_served(start_worker, fake, receiver)
     assert receiver.states()[1] == ("refresh_failing", "recovered")
 
 
-@pytest.mark.parametrize("mode, condition", [("quota", "quota_paused"),
-                                             ("wrong_secret", "credentials_refused")])
-def test_a_quota_pause_and_refused_credentials_alert(start_worker, fake, receiver, mode,
-                                                     condition):
-    overrides = {"WECHAT_APPSECRET": "fake-secret-wrong-0123456789"} if mode == "wrong_secret" \
-        else {}
-    if mode == "quota":
-        fake.mode = "quota"
-    worker = start_worker(**alert_vars(receiver, **overrides))
+def test_a_quota_pause_alerts_exactly_once_and_recovers_after_a_reset(start_worker, fake,
+                                                                     receiver):
+    from test_admin import ADMIN_KEY
+
+    fake.mode = "quota"
+    worker = start_worker(**alert_vars(receiver, ADMIN_KEYS=ADMIN_KEY))
     assert worker.get_token().status >= 500
     receiver.wait(2)
-    assert (condition, "started") in receiver.states()
-    advice = next(b for b in receiver.bodies() if b["condition"] == condition)["text"]
-    assert "What to do" in advice
+    assert sorted(receiver.states()) == [("no_valid_token", "started"),
+                                         ("quota_paused", "started")]
+    advice = next(b for b in receiver.bodies() if b["condition"] == "quota_paused")["text"]
+    assert "/reset" in advice and "What to do" in advice
+    worker.get_token()
+    time.sleep(2)
+    assert len(receiver.received) == 2, "no repeat within the window"
+    fake.mode = "ok"  # WeChat's clear_quota
+    reset = worker.request("POST", f"/admin/accounts/{fake.appid}/reset", key=ADMIN_KEY)
+    assert reset.status == 200
+    assert worker.get_token().status == 200
+    receiver.wait(4)
+    assert sorted(receiver.states()[2:]) == [("no_valid_token", "recovered"),
+                                             ("quota_paused", "recovered")]
     assert_no_secret(receiver, fake)
+
+
+def test_refused_credentials_alert_exactly_once(start_worker, fake, receiver):
+    worker = start_worker(**alert_vars(receiver, WECHAT_APPSECRET="fake-secret-wrong-0123456789"))
+    assert worker.get_token().status >= 500
+    receiver.wait(2)
+    assert sorted(receiver.states()) == [("credentials_refused", "started"),
+                                         ("no_valid_token", "started")]
+    advice = next(b for b in receiver.bodies() if b["condition"] == "credentials_refused")
+    assert advice["errcode"] == 40125 and "secret" in advice["text"]
+    worker.get_token()
+    time.sleep(2)
+    assert len(receiver.received) == 2
+    assert_no_secret(receiver, fake)
+
+
+def test_a_healthy_start_and_a_platform_awaiting_its_first_ticket_say_nothing(
+        start_worker, fake, receiver):
+    worker = start_worker(**{**component_vars(fake), **alert_vars(receiver)})
+    assert worker.get_token().status == 200
+    assert worker.request("GET", f"/status").status == 200
+    assert_error(worker.request("GET", "/component/token"), 503, "no_verify_ticket")
+    worker.run_cron(lines=2)
+    time.sleep(2)
+    assert receiver.received == [], receiver.states()
 
 
 def test_a_stale_verify_ticket_alerts_and_a_fresh_one_recovers(start_worker, fake, receiver):
@@ -183,6 +217,16 @@ def test_each_format_is_its_services_payload(start_worker, fake, receiver, forma
     text = json.dumps(body, ensure_ascii=False)
     assert "[wechat-token-edge] ALERT" in text and fake.appid in text
     assert_no_secret(receiver, fake)
+
+
+def test_a_webhook_refusing_in_its_body_is_logged(start_worker, fake, receiver):
+    receiver.answer = b'{"errcode":93000,"errmsg":"invalid webhook url"}'
+    fake.mode = "busy"
+    worker = start_worker(**alert_vars(receiver, ALERT_FORMAT="wecom"))
+    worker.get_token()
+    receiver.wait(2)
+    assert wait_for(lambda: worker.events("alert_delivery_failed"), 15)
+    assert "93000" in worker.events("alert_delivery_failed")[0]["message"]
 
 
 def test_a_failing_webhook_is_tried_once_more_logged_and_never_slows_a_read(

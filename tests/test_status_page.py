@@ -95,11 +95,38 @@ def test_the_page_shows_accounts_errors_and_pages_in_a_browser(start_worker, fak
     listed = [c.get_attribute("data-account") for c in cards(browser)]
     assert listed == ["corp-app", "shop"]
     # A phone's width: the cards stack, nothing runs off the side.
-    browser.set_window_size(390, 844)
-    assert browser.execute_script(
-        "return document.documentElement.scrollWidth <= window.innerWidth")
+    for width in (390, 320):
+        browser.set_window_size(width, 844)
+        assert browser.execute_script(
+            "return document.documentElement.scrollWidth <= window.innerWidth"), width
     screenshot(browser, "status-page-phone.png")
-    # The server goes away: the page says so on its next refresh.
+    # The server goes away: the page says so on its own next refresh (every 10 s).
     worker.stop()
+    assert "cannot be reached" not in text_of(browser, "notice")
+    assert wait_for(lambda: "cannot be reached" in text_of(browser, "notice"), 14)
+
+
+def test_the_page_shows_tickets_errors_and_the_platform(start_worker, fake, browser):
+    from test_platform import component_vars, push
+    import wechat_push
+
+    worker = start_worker(**component_vars(fake))
+    worker.fake_platform = fake.platform
+    assert worker.request("GET", "/ticket?type=jsapi").status == 200
+    fake.mode = "busy"
+    stale = worker.get_token().json["access_token"]
+    import json as _json
+    worker.request("POST", "/token/refresh", body=_json.dumps({"stale_token": stale}))
+    ticket = fake.platform.new_ticket()
+    assert push(worker, wechat_push.ticket_message(fake.platform.appid, ticket)).text == \
+        "success"
+    browser.get(worker.base_url + "/")
     enter_key(browser, CLIENT_KEY)
-    assert wait_for(lambda: "cannot be reached" in text_of(browser, "notice"), 15)
+    assert wait_for(lambda: len(cards(browser)) == 2, 10), text_of(browser, "notice")
+    account, component = cards(browser)
+    assert "jsapi ticket" in account.text and "1 calls today" in account.text
+    assert "last error" in account.text and "WeChat is busy" in account.text
+    assert component.get_attribute("data-account") == fake.platform.appid
+    assert "component · component" in component.text and "verify ticket" in component.text
+    assert "0 min old" in component.text
+    screenshot(browser, "status-page-platform.png")

@@ -273,7 +273,10 @@ impl AccountCtx {
         if faults::no_due_alarms(&self.env) {
             return;
         }
-        if let Some(at) = next_wake(dues, policy.margin_secs, random) {
+        // Alerts keep their own times, not jittered: a start or a repeat is due then.
+        let wake = next_wake(dues, policy.margin_secs, random);
+        let alert = self.alert_wake(now).filter(|at| *at > now);
+        if let Some(at) = wake.into_iter().chain(alert).min() {
             let delay_secs = alarm_delay_secs(at, now, policy.min_interval_secs);
             self.schedule_alarm(delay_secs * 1000).await;
         }

@@ -43,15 +43,35 @@ async fn post(url: &str, body: &str) -> Result<(), String> {
         None => Err("no answer within 5 s".into()),
         // The error text of a failed fetch may quote the URL: not logged.
         Some(Err(_)) => Err("the webhook could not be reached".into()),
-        Some(Ok(response)) if (200..300).contains(&response.status_code()) => Ok(()),
+        Some(Ok(mut response)) if (200..300).contains(&response.status_code()) => {
+            // WeCom, DingTalk and Feishu answer a refusal (a wrong key, a keyword or
+            // signature check) with HTTP 200 and a code in the body.
+            let body = response.text().await.unwrap_or_default();
+            match refusal(&body) {
+                Some(code) => Err(format!("the webhook refused it (code {code})")),
+                None => Ok(()),
+            }
+        }
         Some(Ok(response)) => Err(format!("HTTP status {}", response.status_code())),
     }
 }
 
+/// A non-zero `errcode` (WeCom, DingTalk) or `code` (Feishu) in a webhook's answer.
+fn refusal(body: &str) -> Option<i64> {
+    let json: Value = serde_json::from_str(body).ok()?;
+    ["errcode", "code", "StatusCode"]
+        .iter()
+        .filter_map(|field| json.get(field).and_then(Value::as_i64))
+        .find(|code| *code != 0)
+}
+
+/// The host (and port) of a webhook URL: never its path, query or any credentials in it.
 fn host(url: &str) -> &str {
-    url.split_once("://")
+    let authority = url
+        .split_once("://")
         .map_or("", |(_, rest)| rest)
-        .split(['/', '?'])
+        .split(['/', '?', '#'])
         .next()
-        .unwrap_or_default()
+        .unwrap_or_default();
+    authority.rsplit('@').next().unwrap_or_default()
 }

@@ -68,6 +68,9 @@ impl Condition {
 #[derive(Clone, Debug, Default)]
 pub struct Observation<'a> {
     pub token_valid: bool,
+    /// When the stored token expired, if it has (a pause or a block lets it run out with no
+    /// failed call).
+    pub token_expired_at: Option<u64>,
     /// When the current run of failed refreshes began (None: the last one succeeded).
     pub failing_since: Option<u64>,
     pub last_failure: Option<&'a UpstreamFailure>,
@@ -86,12 +89,18 @@ pub fn active_conditions(seen: &Observation, now: u64, after_secs: u64) -> Vec<(
         Some(UpstreamFailure::WeChat { errcode, .. }) => Some(*errcode),
         _ => None,
     };
-    if let Some(since) = failing {
-        if !seen.token_valid {
-            active.push((Condition::NoValidToken, since));
-        } else if now >= since + after_secs {
-            active.push((Condition::RefreshFailing, since));
+    // A fresh account that has not fetched yet is no alert; one whose token ran out, or
+    // whose refreshes fail with none left, is.
+    match (seen.token_valid, failing.or(seen.token_expired_at)) {
+        (false, Some(since)) => active.push((Condition::NoValidToken, since)),
+        (true, _) => {
+            if let Some(since) = failing.filter(|since| now >= since + after_secs) {
+                active.push((Condition::RefreshFailing, since));
+            }
         }
+        (false, None) => {}
+    }
+    if let Some(since) = failing {
         if errcode.is_some_and(wechat_codes::is_ip_whitelist_error) {
             active.push((Condition::IpRefused, since));
         }
@@ -156,10 +165,16 @@ impl AlertLedger {
     /// `repeat_secs`, a recovery).
     pub fn step(&mut self, active: &[(Condition, u64)], now: u64, repeat_secs: u64) -> Vec<Alert> {
         let mut alerts = Vec::new();
+        let holds = |condition: Condition| active.iter().any(|(c, _)| *c == condition);
         self.alerting.retain(|entry| {
             let still = active.iter().any(|(c, _)| c.name() == entry.condition);
             if !still {
-                if let Some(condition) = Condition::parse(&entry.condition) {
+                let condition = Condition::parse(&entry.condition);
+                // Failing refreshes that became "no valid token" did not recover: dropped
+                // without a word, the worse alert says it.
+                let superseded =
+                    condition == Some(Condition::RefreshFailing) && holds(Condition::NoValidToken);
+                if let Some(condition) = condition.filter(|_| !superseded) {
                     alerts.push(Alert {
                         condition,
                         transition: Transition::Recovered,
@@ -200,6 +215,51 @@ impl AlertLedger {
         }
         alerts
     }
+
+    /// When an alert under way is due to repeat.
+    pub fn next_repeat(&self, repeat_secs: u64) -> Option<u64> {
+        self.alerting
+            .iter()
+            .map(|entry| entry.last_sent_at + repeat_secs)
+            .min()
+    }
+}
+
+/// When the object should look again for a condition that will start by then: the token's
+/// expiry, or failing refreshes reaching `after_secs`.
+pub fn next_start(
+    seen: &Observation,
+    expires_at: Option<u64>,
+    now: u64,
+    after_secs: u64,
+) -> Option<u64> {
+    let expiry = expires_at.filter(|at| *at > now).map(|at| at + 1);
+    let failing = seen
+        .failing_since
+        .map(|since| since + after_secs)
+        .filter(|at| *at > now);
+    expiry.into_iter().chain(failing).min()
+}
+
+/// A unix time as people read it in a chat: `2026-12-01 17:00:00 UTC`.
+pub fn utc(unix: u64) -> String {
+    let (days, secs) = ((unix / 86_400) as i64, unix % 86_400);
+    // Days to a civil date (Howard Hinnant's algorithm, proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 /// The webhook formats: each service's incoming-webhook (群机器人) payload.
@@ -318,9 +378,9 @@ pub fn text(account: &str, alert: &Alert, failure: Option<&UpstreamFailure>, now
     };
     let lasted = now.saturating_sub(alert.since);
     let mut lines = vec![format!(
-        "[wechat-token-edge] {state} {account}: {} (since unix {}, {lasted} s)",
+        "[wechat-token-edge] {state} {account}: {} (since {}, {lasted} s)",
         alert.condition.title(),
-        alert.since
+        utc(alert.since)
     )];
     if alert.transition != Transition::Recovered {
         if let Some(UpstreamFailure::WeChat { errcode, errmsg }) = failure {

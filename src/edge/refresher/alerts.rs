@@ -5,9 +5,11 @@
 use super::AccountCtx;
 use crate::edge::runtime::{log_event, now_secs};
 use crate::edge::webhooks;
+use crate::error::UpstreamFailure;
 use crate::policy::accounts::TokenApi;
 use crate::policy::alerts::{self, Observation};
-use crate::policy::ledger::CredentialKind;
+use crate::policy::ledger::{CredentialKind, CredentialState};
+use crate::policy::token::TokenRecord;
 use serde_json::json;
 
 impl AccountCtx {
@@ -18,23 +20,23 @@ impl AccountCtx {
             return;
         };
         let now = now_secs();
+        if self.account.api == TokenApi::Component {
+            // A fresh component's hour starts once, and survives an eviction.
+            let first_wait = {
+                let mut platform = self.state.platform.borrow_mut();
+                let waits = platform.verify_ticket.is_none() && platform.no_ticket_since.is_none();
+                if waits {
+                    platform.no_ticket_since = Some(now);
+                }
+                waits
+            };
+            if first_wait {
+                self.persist(None).await;
+            }
+        }
         let token = self.state.token.state.borrow().clone();
-        let attempt = token.last_attempt.as_ref();
-        let failure = attempt.and_then(|a| a.failure.clone());
-        let ticket_since = match self.account.api {
-            TokenApi::Component => Some(Some(self.verify_ticket_since(now))),
-            _ => None,
-        };
-        let seen = Observation {
-            token_valid: token.record.as_ref().is_some_and(|r| r.expires_at > now),
-            failing_since: attempt
-                .filter(|a| a.failure.is_some())
-                .map(|a| a.failing_since.unwrap_or(a.at)),
-            last_failure: failure.as_ref(),
-            paused: self.paused_until(CredentialKind::Token, now).is_some(),
-            blocked: self.automatic_blocked(),
-            verify_ticket_created_at: ticket_since,
-        };
+        let failure = token.last_attempt.as_ref().and_then(|a| a.failure.clone());
+        let seen = self.observation(&token, failure.as_ref(), now);
         let active = alerts::active_conditions(&seen, now, settings.after_secs);
         let sent = {
             let mut ledger = self.state.ledger.borrow_mut();
@@ -58,13 +60,54 @@ impl AccountCtx {
         }
     }
 
+    /// What the alert conditions are checked against.
+    fn observation<'a>(
+        &self,
+        token: &CredentialState<TokenRecord>,
+        failure: Option<&'a UpstreamFailure>,
+        now: u64,
+    ) -> Observation<'a> {
+        let attempt = token.last_attempt.as_ref();
+        let expires_at = token.record.as_ref().map(|r| r.expires_at);
+        Observation {
+            token_valid: expires_at.is_some_and(|at| at > now),
+            token_expired_at: expires_at.filter(|at| *at <= now),
+            failing_since: attempt
+                .filter(|a| a.failure.is_some())
+                .map(|a| a.failing_since.unwrap_or(a.at)),
+            last_failure: failure,
+            paused: self.paused_until(CredentialKind::Token, now).is_some(),
+            blocked: self.automatic_blocked(),
+            verify_ticket_created_at: (self.account.api == TokenApi::Component)
+                .then(|| Some(self.verify_ticket_since(now))),
+        }
+    }
+
+    /// When the object must look again for an alert to start or repeat on time (a token
+    /// running out during a pause or a block, failures reaching `ALERT_AFTER_SECS`, a repeat
+    /// due), whatever the refresh schedule says.
+    pub(super) fn alert_wake(&self, now: u64) -> Option<u64> {
+        let settings = self.settings.alerts.as_ref()?;
+        let token = self.state.token.state.borrow().clone();
+        let seen = self.observation(&token, None, now);
+        let expires_at = token.record.as_ref().map(|r| r.expires_at);
+        let start = alerts::next_start(&seen, expires_at, now, settings.after_secs);
+        let repeat = self
+            .state
+            .ledger
+            .borrow()
+            .alerts
+            .next_repeat(settings.repeat_secs);
+        start.into_iter().chain(repeat).min()
+    }
+
     /// The component: since when its latest verify ticket is, or, with none, since when it
-    /// has waited for one (kept, so that a fresh deployment has its hour too).
+    /// has waited for one.
     pub(super) fn verify_ticket_since(&self, now: u64) -> u64 {
-        let mut platform = self.state.platform.borrow_mut();
+        let platform = self.state.platform.borrow();
         match &platform.verify_ticket {
             Some(ticket) => ticket.issued_at(),
-            None => *platform.no_ticket_since.get_or_insert(now),
+            None => platform.no_ticket_since.unwrap_or(now),
         }
     }
 }

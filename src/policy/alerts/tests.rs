@@ -133,7 +133,7 @@ fn each_format_is_its_services_shape_and_says_what_to_do() {
     let words = text("shop", &alert, Some(&failure), NOW);
     assert!(words.starts_with("[wechat-token-edge] ALERT shop: token refreshes are failing"));
     assert!(words.contains("WeChat errcode -1: system error") && words.contains("What to do:"));
-    assert!(words.contains("700 s"));
+    assert!(words.contains("700 s") && words.contains(" UTC, 700 s)"));
     let wecom = payload(AlertFormat::WeCom, "shop", &alert, Some(&failure), &words);
     assert_eq!(wecom["msgtype"], "text");
     assert_eq!(wecom["text"]["content"], words);
@@ -159,4 +159,56 @@ fn each_format_is_its_services_shape_and_says_what_to_do() {
     assert!(
         words.starts_with("[wechat-token-edge] RECOVERED shop") && !words.contains("What to do")
     );
+}
+
+#[test]
+fn a_token_that_runs_out_with_no_failed_call_is_no_valid_token() {
+    let paused = Observation {
+        token_valid: false,
+        token_expired_at: Some(NOW - 5),
+        paused: true,
+        ..Observation::default()
+    };
+    let names: Vec<_> = active_conditions(&paused, NOW, 600)
+        .iter()
+        .map(|(c, since)| (c.name(), *since))
+        .collect();
+    assert_eq!(names, [("no_valid_token", NOW - 5), ("quota_paused", NOW)]);
+    // A fresh account that has not fetched yet is nothing to alert on.
+    assert!(active_conditions(&Observation::default(), NOW, 600).is_empty());
+    let valid = Observation {
+        token_valid: true,
+        failing_since: Some(NOW - 60),
+        ..Observation::default()
+    };
+    assert_eq!(
+        next_start(&valid, Some(NOW + 100), NOW, 600),
+        Some(NOW + 101)
+    );
+    assert_eq!(
+        next_start(&valid, Some(NOW + 9_000), NOW, 600),
+        Some(NOW + 540)
+    );
+}
+
+#[test]
+fn failing_refreshes_that_leave_no_token_are_not_a_recovery() {
+    let mut ledger = AlertLedger::default();
+    ledger.step(&[(Condition::RefreshFailing, NOW)], NOW, 3600);
+    let worse = ledger.step(&[(Condition::NoValidToken, NOW)], NOW + 10, 3600);
+    assert_eq!(
+        worse
+            .iter()
+            .map(|a| (a.condition, a.transition))
+            .collect::<Vec<_>>(),
+        [(Condition::NoValidToken, Transition::Started)]
+    );
+    assert_eq!(ledger.next_repeat(3600), Some(NOW + 10 + 3600));
+}
+
+#[test]
+fn times_read_as_dates() {
+    assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+    assert_eq!(utc(1_795_536_000), "2026-11-24 16:00:00 UTC");
+    assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
 }
