@@ -8,22 +8,21 @@ use serde_json::Value;
 use worker::{web_sys, Headers, Response};
 
 pub fn json(status: u16, body: &Value) -> Response {
-    let headers = Headers::new();
-    // Setting a fixed, valid header on a fresh Headers object cannot fail.
-    let _ = headers.set("content-type", "application/json; charset=utf-8");
-    let _ = headers.set("cache-control", "no-store");
-    Response::from_bytes(body.to_string().into_bytes())
-        .expect("a byte body is always accepted")
-        .with_status(status)
-        .with_headers(headers)
+    own(status, "application/json; charset=utf-8", body.to_string().into_bytes())
 }
 
 /// A plain-text answer (WeChat expects `success` to its pushes).
 pub fn text(status: u16, body: &str) -> Response {
+    own(status, "text/plain; charset=utf-8", body.as_bytes().to_vec())
+}
+
+/// One of the server's own answers, never cached.
+fn own(status: u16, content_type: &str, body: Vec<u8>) -> Response {
     let headers = Headers::new();
-    let _ = headers.set("content-type", "text/plain; charset=utf-8");
+    // Setting a fixed, valid header on a fresh Headers object cannot fail.
+    let _ = headers.set("content-type", content_type);
     let _ = headers.set("cache-control", "no-store");
-    Response::from_bytes(body.as_bytes().to_vec())
+    Response::from_bytes(body)
         .expect("a byte body is always accepted")
         .with_status(status)
         .with_headers(headers)
