@@ -168,6 +168,12 @@ class TestRuntimeAccounts:
             token.json["access_token"]
         status = worker.request("GET", "/status?account=rt1").json["accounts"][0]
         assert status["account"] == "rt1" and status["token"]["fingerprint"]
+        signed = worker.request("GET", "/jssdk/signature?account=rt1&url=https://a.example/p")
+        assert signed.status == 200 and signed.json["appId"] == appid, signed.text
+        fresh = refreshed.json["access_token"]
+        compat = worker.request("GET", f"/cgi-bin/ticket/getticket?access_token={fresh}"
+                                "&type=jsapi", key=None)
+        assert compat.json["ticket"] == ticket.json["ticket"], compat.text
 
     def test_listing_pages_through_environment_then_runtime_accounts(self, worker):
         for n in range(2, 6):
