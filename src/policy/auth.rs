@@ -210,7 +210,7 @@ fn parse_entry(position: usize, entry: &str) -> Result<ClientKey, AppError> {
                     .ok_or_else(|| {
                         config_error(format!(
                             "entry {position} names an unknown route (token, ticket, signature, \
-                             status or gateway)"
+                             status, gateway or component)"
                         ))
                     })?;
                 routes.push(route);
