@@ -8,12 +8,20 @@ use serde_json::Value;
 use worker::{web_sys, Headers, Response};
 
 pub fn json(status: u16, body: &Value) -> Response {
-    own(status, "application/json; charset=utf-8", body.to_string().into_bytes())
+    own(
+        status,
+        "application/json; charset=utf-8",
+        body.to_string().into_bytes(),
+    )
 }
 
 /// A plain-text answer (WeChat expects `success` to its pushes).
 pub fn text(status: u16, body: &str) -> Response {
-    own(status, "text/plain; charset=utf-8", body.as_bytes().to_vec())
+    own(
+        status,
+        "text/plain; charset=utf-8",
+        body.as_bytes().to_vec(),
+    )
 }
 
 /// One of the server's own answers, never cached.
