@@ -51,6 +51,14 @@ def cards(driver):
     return driver.find_elements("css selector", "#accounts .card")
 
 
+def shown(driver):
+    """The cards as [(account, text)], read in one go: the page redraws them every 10 s, and
+    an element found before a redraw is gone after it."""
+    return [tuple(pair) for pair in driver.execute_script(
+        "return [...document.querySelectorAll('#accounts .card')]"
+        ".map(c => [c.dataset.account, c.innerText])")]
+
+
 def screenshot(driver, name):
     ARTIFACTS.mkdir(exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / name))
@@ -79,21 +87,19 @@ def test_the_page_shows_accounts_errors_and_pages_in_a_browser(start_worker, fak
     assert cards(browser) == []
     screenshot(browser, "status-page-refused.png")
     enter_key(browser, CLIENT_KEY)
-    assert wait_for(lambda: len(cards(browser)) == 2, 10), text_of(browser, "notice")
-    first = cards(browser)[0]
-    assert first.get_attribute("data-account") == fake.appid
-    shown = browser.execute_script(
+    assert wait_for(lambda: len(shown(browser)) == 2, 10), text_of(browser, "notice")
+    account, text = shown(browser)[0]
+    assert account == fake.appid
+    expiry = browser.execute_script(
         "return new Date(arguments[0] * 1000).toLocaleString()", token["expires_at"])
-    assert shown in first.text and "official_account · classic" in first.text
-    assert "calls today" in first.text and "auto refresh" in first.text
+    assert expiry in text and "official_account · classic" in text
+    assert "calls today" in text and "auto refresh" in text
     assert browser.execute_script("return sessionStorage.length") == 1
     assert browser.execute_script("return localStorage.length") == 0, "the key stays in the tab"
     screenshot(browser, "status-page.png")
     browser.find_element("id", "next").click()
-    assert wait_for(lambda: cards(browser) and cards(browser)[0].get_attribute("data-account")
-                    == "corp-app", 10)
-    listed = [c.get_attribute("data-account") for c in cards(browser)]
-    assert listed == ["corp-app", "shop"]
+    assert wait_for(lambda: [a for a, _ in shown(browser)] == ["corp-app", "shop"], 10), \
+        shown(browser)
     # A phone's width: the cards stack, nothing runs off the side.
     for width in (390, 320):
         browser.set_window_size(width, 844)
@@ -122,11 +128,11 @@ def test_the_page_shows_tickets_errors_and_the_platform(start_worker, fake, brow
         "success"
     browser.get(worker.base_url + "/")
     enter_key(browser, CLIENT_KEY)
-    assert wait_for(lambda: len(cards(browser)) == 2, 10), text_of(browser, "notice")
-    account, component = cards(browser)
-    assert "jsapi ticket" in account.text and "1 calls today" in account.text
-    assert "last error" in account.text and "WeChat is busy" in account.text
-    assert component.get_attribute("data-account") == fake.platform.appid
-    assert "component · component" in component.text and "verify ticket" in component.text
-    assert "0 min old" in component.text
+    assert wait_for(lambda: len(shown(browser)) == 2, 10), text_of(browser, "notice")
+    (_, account), (component_id, component) = shown(browser)
+    assert "jsapi ticket" in account and "1 calls today" in account
+    assert "last error" in account and "WeChat is busy" in account
+    assert component_id == fake.platform.appid
+    assert "component · component" in component and "verify ticket" in component
+    assert "0 min old" in component
     screenshot(browser, "status-page-platform.png")
