@@ -23,6 +23,8 @@ pub enum UpstreamFailure {
     Timeout { after_ms: u64 },
     /// The fixed-IP egress relay refused the call: the relay key does not match.
     EgressRefused,
+    /// WeChat (or the relay) answered with a redirect, which is never followed.
+    Redirect { status: u16 },
 }
 
 /// What to check when the platform has no usable verify ticket.
@@ -49,6 +51,7 @@ impl UpstreamFailure {
             Self::Unreachable { .. } => "upstream_unreachable",
             Self::Timeout { .. } => "upstream_timeout",
             Self::EgressRefused => "egress_refused",
+            Self::Redirect { .. } => "upstream_redirect",
         }
     }
 
@@ -83,7 +86,7 @@ impl UpstreamFailure {
         match self {
             Self::WeChat { errcode, errmsg } => wechat_codes::explain_errcode(*errcode, errmsg),
             Self::HttpStatus { status } => {
-                format!("WeChat answered with HTTP status {status} instead of a token.")
+                format!("WeChat answered with HTTP status {status} instead of its JSON.")
             }
             Self::BadResponse { detail } => {
                 format!("WeChat's answer could not be read as a token response: {detail}.")
@@ -95,6 +98,10 @@ impl UpstreamFailure {
             Self::EgressRefused => "The egress relay refused the call (HTTP 403): \
                 WECHAT_EGRESS_KEY does not match the key the relay expects."
                 .into(),
+            Self::Redirect { status } => format!(
+                "WeChat (or the egress relay) answered with a redirect (HTTP {status}), which \
+                 is never followed: check WECHAT_API_BASE and WECOM_API_BASE."
+            ),
         }
     }
 
@@ -119,6 +126,8 @@ pub enum TooSoonReason {
     QuotaExhausted,
     /// `EXPLICIT_REFRESH_DAILY_LIMIT` explicit refreshes reached WeChat today.
     ExplicitDailyLimit,
+    /// `GATEWAY_HEAL_DAILY_LIMIT` gateway heals reached WeChat today.
+    HealDailyLimit,
 }
 
 impl TooSoonReason {
@@ -129,6 +138,7 @@ impl TooSoonReason {
             Self::ForceDailyLimit => "force_daily_limit",
             Self::QuotaExhausted => "quota_exhausted",
             Self::ExplicitDailyLimit => "explicit_daily_limit",
+            Self::HealDailyLimit => "gateway_heal_daily_limit",
         }
     }
 
@@ -157,6 +167,12 @@ impl TooSoonReason {
                  (EXPLICIT_REFRESH_DAILY_LIMIT), so that no client can spend the daily quota; \
                  automatic refreshes go on. The count resets at midnight Beijing time, in \
                  {retry_after_secs} s."
+            ),
+            Self::HealDailyLimit => format!(
+                "Gateway calls whose token WeChat rejected used today's budget of refreshes \
+                 (GATEWAY_HEAL_DAILY_LIMIT), so that no caller can spend the daily quota by \
+                 provoking rejections; automatic refreshes go on. The count resets at midnight \
+                 Beijing time, in {retry_after_secs} s."
             ),
         }
     }

@@ -58,10 +58,12 @@ struct Call {
 }
 
 impl Call {
-    /// The call a request makes to `path`, less the query parameters in `used` (the edge's own,
-    /// and any credential the client sent: the edge puts in the real one).
+    /// The call a request makes to `path` for an account of `kind`, less the query parameters
+    /// in `used` (the edge's own, and any credential the client sent: the edge puts in the
+    /// real one).
     async fn of(
         request: &Request,
+        kind: AccountKind,
         path: &str,
         pairs: Vec<(String, String)>,
         used: &[&str],
@@ -71,19 +73,30 @@ impl Call {
             Method::Head => Method::Get,
             method => method,
         };
+        let (path, credential) =
+            gateway::for_account(kind, path, gateway::call_credential(path))?;
         Ok(Self {
             method,
-            path: path.to_owned(),
+            path,
             query: pairs
                 .into_iter()
                 .filter(|(k, _)| !used.contains(&k.as_str()))
                 .collect(),
             headers: forwarded_headers(request),
             body: read_body(request).await?,
-            credential: gateway::call_credential(path),
+            credential,
         })
     }
 }
+
+/// The query parameters that carry a credential: never passed on as the client sent them.
+const CREDENTIAL_PARAMETERS: [&str; 5] = [
+    "access_token",
+    "component_access_token",
+    "component_appid",
+    "appid",
+    "secret",
+];
 
 /// `/gateway/<path>`: the client key names the account; the edge adds the credential.
 pub async fn keyed(
@@ -96,9 +109,9 @@ pub async fn keyed(
     let header = request.headers().get("authorization").ok().flatten();
     let key = header.as_deref().and_then(bearer_token);
     let (grant, settings) = access::authenticate(env, key, Route::Gateway)?;
-    let account = access::account(env, &grant, &settings, account_name(&pairs)?).await?;
     gateway::check_path(path, &settings.gateway_prefixes)?;
     gateway::check_platform_path(path)?;
+    let account = access::account(env, &grant, &settings, account_name(&pairs)?).await?;
     // The edge's own parameters, and any credential the client sent: the edge puts in the
     // real one (a user's OAuth token is the client's own and stays).
     let used: &[&str] = match gateway::call_credential(path) {
@@ -108,10 +121,11 @@ pub async fn keyed(
             "appid",
             "access_token",
             "component_access_token",
+            "component_appid",
             "secret",
         ],
     };
-    let call = Call::of(request, path, pairs, used).await?;
+    let call = Call::of(request, account.kind, path, pairs, used).await?;
     let answer = forward(env, ctx, &settings, &account, call, Mode::Keyed).await?;
     Ok(answer.into_response())
 }
@@ -135,7 +149,8 @@ async fn pass_through_call(
     gateway::check_path(path, &settings.gateway_prefixes)?;
     gateway::check_platform_path(path)?;
     let pairs = query(request)?;
-    let account = match gateway::call_credential(path) {
+    let credential = gateway::call_credential(path);
+    let account = match credential {
         CallCredential::AppSecret => {
             let (grant, settings) =
                 access::authenticate(env, param(&pairs, "secret"), Route::Gateway)?;
@@ -150,7 +165,7 @@ async fn pass_through_call(
                     .into(),
             ));
         }
-        CallCredential::AccountToken => {
+        CallCredential::AccountToken | CallCredential::ComponentLogin => {
             // The platform's own calls carry its token as `component_access_token`.
             let presented = param(&pairs, "access_token")
                 .or_else(|| param(&pairs, "component_access_token"))
@@ -158,11 +173,27 @@ async fn pass_through_call(
             let id = reader::recognize(env, ctx, &settings, presented)
                 .await?
                 .ok_or_else(|| AppError::Upstream(token_refused()))?;
-            directory::by_id(env, &settings, &id).await?
+            let account = directory::by_id(env, &settings, &id).await?;
+            if credential == CallCredential::ComponentLogin {
+                // The platform logs an authorizer's users in: the authorizer is the `appid`
+                // the caller names, and its token a component token.
+                if account.kind != AccountKind::Component {
+                    return Err(AppError::Upstream(token_refused()));
+                }
+                let authorizer = param(&pairs, "appid").unwrap_or_default();
+                directory::by_id(env, &settings, authorizer)
+                    .await
+                    .ok()
+                    .filter(|a| a.kind == AccountKind::Authorizer)
+                    .ok_or_else(|| {
+                        AppError::BadRequest("appid names no authorizer of the platform".into())
+                    })?
+            } else {
+                account
+            }
         }
     };
-    let used = ["access_token", "component_access_token", "appid", "secret"];
-    let call = Call::of(request, path, pairs, &used).await?;
+    let call = Call::of(request, account.kind, path, pairs, &CREDENTIAL_PARAMETERS).await?;
     forward(env, ctx, &settings, &account, call, Mode::PassThrough).await
 }
 
@@ -216,12 +247,21 @@ async fn forward(
     mode: Mode,
 ) -> Result<Forwarded, AppError> {
     let started_ms = now_millis();
-    let outcome = send_healed(env, ctx, settings, account, &call)
+    let outcome = send_healed(env, ctx, settings, account, &call, mode)
         .await
-        .and_then(|(answer, retried)| Ok((without_refresh_tokens(&call.path, answer)?, retried)));
-    let (status, errcode, retried, edge_error) = match &outcome {
-        Ok((answer, retried)) => (answer.status, answer.errcode, *retried, None),
-        Err(e) => (e.status(), None, false, Some(e.code().to_owned())),
+        .and_then(|sent| {
+            let answer = without_refresh_tokens(account.kind, call.credential, sent.answer)?;
+            Ok(Sent { answer, ..sent })
+        });
+    let (status, errcode, retried, heal_refused, edge_error) = match &outcome {
+        Ok(sent) => (
+            sent.answer.status,
+            sent.answer.errcode,
+            sent.retried,
+            sent.heal_refused.clone(),
+            None,
+        ),
+        Err(e) => (e.status(), None, false, None, Some(e.code().to_owned())),
     };
     log_event(json!({
         "event": "gateway_call",
@@ -233,30 +273,42 @@ async fn forward(
         "errcode": errcode,
         "edge_error": edge_error,
         "retried": retried,
+        "heal_refused": heal_refused,
         "duration_ms": now_millis().saturating_sub(started_ms),
     }));
-    outcome.map(|(answer, _)| answer)
+    outcome.map(|sent| sent.answer)
 }
 
-/// Sends the call; a token WeChat rejects is replaced (one passive refresh naming it, shared
-/// by every caller) and the call sent once more, unless its body streamed: then nothing is
-/// left to send again, and the caller gets WeChat's answer (its next call has the new token).
-/// Calls that carry the appsecret are sent once (a login code is single-use), and so are a
-/// user's OAuth calls (their token is not the account's). Returns the answer
-/// and whether it came from a second send.
+/// What a call came back with: the answer, whether it came from a second send, and why a heal
+/// was refused if it was.
+struct Sent {
+    answer: Forwarded,
+    retried: bool,
+    heal_refused: Option<String>,
+}
+
+/// Sends the call; a token WeChat rejects is replaced (one gateway heal naming it, shared by
+/// every caller and within its own budget) and the call sent once more, unless its body
+/// streamed: then nothing is left to send again, and the caller gets WeChat's answer (its
+/// next call has the new token). Calls that carry the appsecret or log a user in are sent
+/// once (a login code is single-use), and so are a user's OAuth calls (their token is not the
+/// account's). A refused heal answers the keyed caller why; the pass-through passes WeChat's
+/// own rejection on, which is what an SDK understands.
 async fn send_healed(
     env: &Env,
     ctx: &Context,
     settings: &Settings,
     account: &Account,
     call: &Call,
-) -> Result<(Forwarded, bool), AppError> {
+    mode: Mode,
+) -> Result<Sent, AppError> {
     let origin = match account.api {
         TokenApi::WeCom => &settings.wecom_api_base,
         TokenApi::Classic | TokenApi::Stable | TokenApi::Component | TokenApi::Authorizer => {
             &settings.api_base
         }
     };
+    let redacting = gateway::redacts_answers(account.kind);
     // A streamed body can be sent once only; the guard below sees to that.
     let send = |credential: Vec<(&'static str, String)>| {
         let url = upstream_url(origin, &call.path, &call.query, &credential);
@@ -265,10 +317,15 @@ async fn send_healed(
             (call.method.clone(), call.headers.clone(), call.body.clone());
         async move {
             let url = url?;
-            upstream::forward(settings, method, url.as_str(), &headers, body, &secret)
+            upstream::forward(settings, method, url.as_str(), &headers, body, &secret, redacting)
                 .await
                 .map_err(AppError::Upstream)
         }
+    };
+    let once = |answer| Sent {
+        answer,
+        retried: false,
+        heal_refused: None,
     };
     match call.credential {
         CallCredential::AppSecret => {
@@ -276,58 +333,86 @@ async fn send_healed(
                 ("appid", account.appid.clone()),
                 ("secret", account.secret.clone()),
             ];
-            return Ok((send(credential).await?, false));
+            return Ok(once(send(credential).await?));
         }
         CallCredential::UserToken { with_appid } => {
             let credential = with_appid.then(|| ("appid", account.appid.clone()));
-            return Ok((send(credential.into_iter().collect()).await?, false));
+            return Ok(once(send(credential.into_iter().collect()).await?));
+        }
+        CallCredential::ComponentLogin => {
+            let component = settings.component_account()?;
+            let token = read::<TokenRecord>(env, ctx, settings, component, ()).await?;
+            let credential = vec![
+                ("appid", account.appid.clone()),
+                ("component_appid", component.appid.clone()),
+                ("component_access_token", token.access_token),
+            ];
+            return Ok(once(send(credential).await?));
         }
         CallCredential::AccountToken => {}
     }
-    // The platform's own API takes its token under another name.
-    let name = match account.kind {
-        AccountKind::Component => "component_access_token",
-        _ => "access_token",
-    };
+    let name = gateway::token_parameter(account.kind, &call.path);
     let token = read::<TokenRecord>(env, ctx, settings, account, ()).await?;
     let first = send(vec![(name, token.access_token.clone())]).await?;
     if !first.errcode.is_some_and(wechat_codes::is_token_rejected) {
-        return Ok((first, false));
+        return Ok(once(first));
     }
     let resendable = call.body.as_ref().is_none_or(Body::resendable);
     let stale_token = token.access_token.clone();
-    let healed = refresh(env, settings, account, Trigger::Rejected { stale_token }).await;
+    let healed = refresh(env, settings, account, Trigger::Healed { stale_token }).await;
     match healed {
         Ok(fresh) if resendable && fresh.access_token != token.access_token => {
             let second = send(vec![(name, fresh.access_token)]).await?;
-            Ok((second, true))
+            Ok(Sent {
+                answer: second,
+                retried: true,
+                heal_refused: None,
+            })
         }
-        // Healing failed: why is worth more than WeChat's 40001 to a caller that can resend.
-        Err(e) if resendable => Err(e),
-        _ => Ok((first, false)),
+        // Healing failed: why is worth more than WeChat's 40001 to a keyed caller that can
+        // resend; an SDK on the pass-through understands WeChat's own answer best.
+        Err(e) if resendable && mode == Mode::Keyed => Err(e),
+        Err(e) => Ok(Sent {
+            heal_refused: Some(e.code().to_owned()),
+            ..once(first)
+        }),
+        Ok(_) => Ok(once(first)),
     }
 }
 
-/// A platform answer without the refresh tokens it may carry (`policy::gateway`); one too large
-/// to read is not passed on.
-fn without_refresh_tokens(path: &str, mut answer: Forwarded) -> Result<Forwarded, AppError> {
-    if !gateway::redacts_answer(path) {
+/// An answer of the platform's (one made with the component token or for an authorizer)
+/// without the refresh tokens it may carry (`policy::gateway`): one that cannot be read as
+/// JSON, or is too large to read, is not passed on. A file (an image, a voice) carries none.
+fn without_refresh_tokens(
+    kind: AccountKind,
+    credential: CallCredential,
+    mut answer: Forwarded,
+) -> Result<Forwarded, AppError> {
+    if !gateway::redacts_answers(kind) {
         return Ok(answer);
     }
+    let refused = |detail: &str| {
+        Err(AppError::Upstream(UpstreamFailure::BadResponse {
+            detail: detail.into(),
+        }))
+    };
     let bytes = match &answer.body {
         None => return Ok(answer),
+        Some(Body::Kept(bytes)) if bytes.length() == 0 => return Ok(answer),
         Some(Body::Kept(bytes)) => bytes.to_vec(),
+        Some(Body::Stream(_)) if !answer.textual() => return Ok(answer),
         Some(Body::Stream(_)) => {
-            return Err(AppError::Upstream(UpstreamFailure::BadResponse {
-                detail: "a platform answer too large to check for refresh tokens".into(),
-            }))
+            return refused("a platform answer too large to check for refresh tokens")
         }
     };
-    if let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&bytes) {
-        if gateway::redact_refresh_tokens(&mut json) {
-            let text = json.to_string();
-            answer.body = Some(Body::Kept(Uint8Array::from(text.as_bytes())));
-        }
+    let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return refused("a platform answer that is not JSON, so not checked for refresh tokens");
+    };
+    // A user's own OAuth refresh token is the caller's.
+    let keep_users = credential != CallCredential::AccountToken;
+    if gateway::redact_refresh_tokens(&mut json, keep_users) {
+        let text = json.to_string();
+        answer.body = Some(Body::Kept(Uint8Array::from(text.as_bytes())));
     }
     Ok(answer)
 }

@@ -84,8 +84,19 @@ impl AccountCtx {
             };
             let ledger = self.state.ledger.borrow().clone();
             let stable = self.account.api == TokenApi::Stable;
-            // A client's request for a new token; the ticket path's own is not one.
-            let explicit = matches!(trigger, Trigger::Passive { .. });
+            // A client's request for a new token, or a gateway call's heal, each with a budget
+            // of its own; the ticket path's refresh is neither.
+            let budget = match trigger {
+                Trigger::Passive { .. } => Some((
+                    &ledger.explicit,
+                    self.settings.explicit_daily_limit(&self.account),
+                )),
+                Trigger::Healed { .. } => Some((
+                    &ledger.healed,
+                    self.settings.heal_daily_limit(&self.account),
+                )),
+                _ => None,
+            };
             let observed = Observed {
                 record: record.as_ref(),
                 last_attempt: last_attempt.as_ref(),
@@ -93,18 +104,22 @@ impl AccountCtx {
                 forced: stable.then_some((&ledger.forced, self.settings.stable_force)),
                 paused_until: self.paused_until(CredentialKind::Token, now),
                 automatic_blocked: self.automatic_blocked(),
-                explicit: explicit.then(|| ExplicitBudget {
-                    used_today: ledger.explicit.today(now),
-                    daily_limit: self.settings.explicit_daily_limit(&self.account),
+                explicit: budget.map(|(count, daily_limit)| ExplicitBudget {
+                    used_today: count.today(now),
+                    daily_limit,
                     resets_at: next_beijing_midnight(now),
                 }),
             };
             let decision = decide(trigger, &observed, now, self.settings.refresh);
             self.log_decision(CredentialKind::Token, trigger, &decision, record.as_ref());
             if let Decision::Refresh { force } = decision {
-                if explicit && !observed.in_flight {
+                if budget.is_some() && !observed.in_flight {
                     // Counted when it starts a call; joining one under way is free.
-                    self.state.ledger.borrow_mut().explicit.add(now, 1);
+                    let mut ledger = self.state.ledger.borrow_mut();
+                    match trigger {
+                        Trigger::Healed { .. } => ledger.healed.add(now, 1),
+                        _ => ledger.explicit.add(now, 1),
+                    }
                 }
                 let fresh = self.refresh_token(trigger.name(), force).await;
                 match force {
@@ -311,6 +326,8 @@ impl AccountCtx {
             "forced_refreshes_today": ledger.forced.count_today(now),
             "explicit_refreshes_today": ledger.explicit.today(now),
             "explicit_daily_limit": self.settings.explicit_daily_limit(&self.account),
+            "gateway_heals_today": ledger.healed.today(now),
+            "gateway_heal_daily_limit": self.settings.heal_daily_limit(&self.account),
             "daily_quota": self.settings.daily_quota(&self.account),
             "auto_refresh": status::auto_refresh(self.paused_until(CredentialKind::Token, now), self.automatic_blocked(), now),
         });

@@ -38,12 +38,16 @@ fn own(status: u16, content_type: &str, body: Vec<u8>) -> Response {
 
 /// An answer passed on as it came (the gateway's), with the headers it may keep, never cached.
 /// Its body stays in the runtime's memory (held or streaming), never copied into the worker's.
+/// It comes from WeChat but is served from this origin, the status page's: a browser must
+/// neither sniff it into HTML nor run anything in it.
 pub fn passed_on(status: u16, kept_headers: &[(&str, String)], body: Option<Body>) -> Response {
     let headers = Headers::new();
     for (name, value) in kept_headers {
         let _ = headers.set(name, value);
     }
     let _ = headers.set("cache-control", "no-store");
+    let _ = headers.set("x-content-type-options", "nosniff");
+    let _ = headers.set("content-security-policy", "sandbox");
     let init = web_sys::ResponseInit::new();
     init.set_status(status);
     init.set_headers(&headers.0);

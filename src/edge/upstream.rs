@@ -17,7 +17,10 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 use wasm_bindgen::JsValue;
-use worker::{AbortController, Delay, Fetch, Headers, Method, Request, RequestInit, ResponseBody};
+use worker::{
+    AbortController, Delay, Fetch, Headers, Method, Request, RequestInit, RequestRedirect,
+    ResponseBody,
+};
 
 /// The header the fixed-IP egress relay checks (`WECHAT_EGRESS_KEY`).
 const EGRESS_HEADER: &str = "x-egress-key";
@@ -115,6 +118,14 @@ pub struct Forwarded {
     pub errcode: Option<i64>,
 }
 
+impl Forwarded {
+    /// Whether the answer says it is JSON or text (or says nothing), rather than a file.
+    pub fn textual(&self) -> bool {
+        let content_type = self.headers.iter().find(|(name, _)| *name == "content-type");
+        !gateway::is_file(content_type.map(|(_, value)| value.as_str()))
+    }
+}
+
 /// How much of an answer to read before handing it on.
 #[derive(Clone, Copy)]
 enum Reading {
@@ -122,11 +133,16 @@ enum Reading {
     Whole,
     /// A gateway answer: read if it may carry an errcode (policy's rule), else streamed.
     Inspect,
+    /// A gateway answer of the platform's: every answer but a file read whole (up to
+    /// `gateway::MAX_REDACTED_BYTES`), to take refresh tokens out.
+    Redact,
 }
 
 /// Forwards one gateway call. `url` carries the credential; `secret` (the appsecret, which
 /// login calls carry) is scrubbed from any error text, and so is the whole query. A streamed
 /// body has longer than `UPSTREAM_TIMEOUT_MS`: WeChat answers only once it has all of it.
+/// `redacting`: the answer is the platform's, read whole to take refresh tokens out. A 5xx
+/// that is not WeChat's JSON (a relay's error page) is a failure, not an answer to pass on.
 pub async fn forward(
     settings: &Settings,
     method: Method,
@@ -134,6 +150,7 @@ pub async fn forward(
     headers: &[(String, String)],
     body: Option<Body>,
     secret: &str,
+    redacting: bool,
 ) -> Result<Forwarded, UpstreamFailure> {
     let query = url.split_once('?').map(|(_, q)| q).unwrap_or_default();
     let headers: Vec<(&str, &str)> = headers
@@ -149,11 +166,20 @@ pub async fn forward(
     let body = body.map(Body::into_js);
     let scrub = |text: &str| api::scrub(&api::scrub(text, query), secret);
     let egress = egress(settings);
-    let reading = Reading::Inspect;
-    exchange(
+    let reading = match redacting {
+        true => Reading::Redact,
+        false => Reading::Inspect,
+    };
+    let answer = exchange(
         method, url, &headers, body, egress, budget_ms, reading, scrub,
     )
-    .await
+    .await?;
+    if answer.status >= 500 && answer.errcode.is_none() {
+        return Err(UpstreamFailure::HttpStatus {
+            status: answer.status,
+        });
+    }
+    Ok(answer)
 }
 
 /// Sends a token or ticket request; returns the status and the whole body, or why not.
@@ -218,9 +244,11 @@ async fn exchange(
             request_headers.set(name, value).map_err(unreachable)?;
         }
         let mut init = RequestInit::new();
+        // Never followed: the egress key (and a body) would go to wherever `Location` says.
         init.with_method(method)
             .with_headers(request_headers)
-            .with_body(body);
+            .with_body(body)
+            .with_redirect(RequestRedirect::Manual);
         let request = Request::new_with_init(url, &init).map_err(unreachable)?;
         let response = Fetch::Request(request)
             .send_with_signal(&signal)
@@ -231,6 +259,11 @@ async fn exchange(
             .has(EGRESS_REFUSED_HEADER)
             .unwrap_or(false);
         refused_by_relay(response.status_code(), marked, egress)?;
+        if gateway::is_redirect(response.status_code()) {
+            return Err(UpstreamFailure::Redirect {
+                status: response.status_code(),
+            });
+        }
         let header = |name| response.headers().get(name).ok().flatten();
         let answer_headers = gateway::PASSED_BACK_ANSWER_HEADERS
             .iter()
@@ -243,24 +276,36 @@ async fn exchange(
         let read = match reading {
             Reading::Whole => true,
             Reading::Inspect => gateway::inspects_answer(content_type.as_deref(), declared_len),
+            Reading::Redact => !gateway::is_file(content_type.as_deref()),
+        };
+        let peek_limit = match reading {
+            Reading::Redact => gateway::MAX_REDACTED_BYTES,
+            _ => gateway::MAX_INSPECTED_BYTES,
         };
         let js_failure = |e: JsValue| unreachable(e.into());
         let body = match response.body().clone() {
             ResponseBody::Stream(stream) if !read => Some(Body::Stream(stream)),
-            ResponseBody::Stream(stream) if length_known || matches!(reading, Reading::Whole) => {
+            ResponseBody::Stream(stream)
+                if matches!(reading, Reading::Whole)
+                    || (length_known && declared_len.is_some_and(|n| n <= peek_limit as u64)) =>
+            {
                 Some(Body::Kept(
                     streams::whole(&stream).await.map_err(js_failure)?,
                 ))
             }
             ResponseBody::Stream(stream) => Some(
-                streams::peek(stream, gateway::MAX_INSPECTED_BYTES)
+                streams::peek(stream, peek_limit)
                     .await
                     .map_err(js_failure)?,
             ),
             _ => None,
         };
+        // Only a small answer can be a refusal with an errcode; a large one is not copied in.
         let errcode = match (&body, reading) {
-            (Some(Body::Kept(bytes)), Reading::Inspect) => gateway::errcode(&bytes.to_vec()),
+            (_, Reading::Whole) => None,
+            (Some(Body::Kept(bytes)), _) if bytes.length() as usize <= gateway::MAX_INSPECTED_BYTES => {
+                gateway::errcode(&bytes.to_vec())
+            }
             _ => None,
         };
         Ok(Forwarded {

@@ -20,7 +20,8 @@ pub fn is_retryable(failure: &UpstreamFailure) -> bool {
         UpstreamFailure::Unreachable { .. } => true,
         UpstreamFailure::BadResponse { .. }
         | UpstreamFailure::Timeout { .. }
-        | UpstreamFailure::EgressRefused => false,
+        | UpstreamFailure::EgressRefused
+        | UpstreamFailure::Redirect { .. } => false,
     }
 }
 

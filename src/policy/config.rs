@@ -44,6 +44,8 @@ pub struct Settings {
     pub daily_quota_override: Option<u64>,
     /// `EXPLICIT_REFRESH_DAILY_LIMIT`: overrides [`Settings::explicit_daily_limit`]'s default.
     pub explicit_limit_override: Option<u64>,
+    /// `GATEWAY_HEAL_DAILY_LIMIT`: overrides [`Settings::heal_daily_limit`]'s default.
+    pub heal_limit_override: Option<u64>,
     /// `KV_MAX_AGE_SECS`: how long an edge reader trusts a KV entry before asking the object.
     pub kv_max_age_secs: u64,
     /// `CRON_BATCH`: the most accounts one cron run visits (the free plan allows 50
@@ -101,6 +103,25 @@ impl Settings {
     pub fn explicit_daily_limit(&self, account: &Account) -> u64 {
         self.explicit_limit_override
             .unwrap_or(self.daily_quota(account) / 10)
+    }
+
+    /// The platform's own account (`WECHAT_COMPONENT`), which an authorizer's calls go
+    /// through.
+    pub fn component_account(&self) -> Result<&Account, AppError> {
+        self.component
+            .as_ref()
+            .map(|c| &c.account)
+            .ok_or(AppError::Config {
+                variable: "WECHAT_COMPONENT",
+                problem: "is not set, and an authorizer's calls go through the platform".into(),
+            })
+    }
+
+    /// Gateway heals (refreshes after WeChat rejected the token of a gateway call) allowed
+    /// per account and Beijing day: the explicit budget unless `GATEWAY_HEAL_DAILY_LIMIT` says.
+    pub fn heal_daily_limit(&self, account: &Account) -> u64 {
+        self.heal_limit_override
+            .unwrap_or_else(|| self.explicit_daily_limit(account))
     }
 
     /// The account a request names. `Ok(None)`: no configured account has that name.
@@ -229,6 +250,7 @@ pub fn settings(lookup: &impl Fn(&str) -> Option<String>) -> Result<Settings, Ap
             "EXPLICIT_REFRESH_DAILY_LIMIT",
             0..=10_000_000,
         )?,
+        heal_limit_override: optional_number(lookup, "GATEWAY_HEAL_DAILY_LIMIT", 0..=10_000_000)?,
         kv_max_age_secs: number(lookup, "KV_MAX_AGE_SECS", DEFAULT_KV_MAX_AGE_SECS, 1..=7200)?,
         cron_batch: number(lookup, "CRON_BATCH", DEFAULT_CRON_BATCH, 1..=1000)? as usize,
         gateway_prefixes: gateway::path_prefixes(

@@ -8,6 +8,7 @@
 //! that nothing of the client's own (its key, cookies, addresses) is passed on.
 
 use crate::error::AppError;
+use crate::policy::accounts::AccountKind;
 
 /// `GATEWAY_PATH_PREFIXES`' default: WeChat's API families.
 pub const DEFAULT_PATH_PREFIXES: &str = "/cgi-bin/,/sns/,/wxa/,/wxaapi/,/datacube/,/card/,\
@@ -41,6 +42,21 @@ pub fn inspects_answer(content_type: Option<&str>, declared_len: Option<u64>) ->
         t.starts_with("application/json") || t.starts_with("text/")
     });
     textual && declared_len.is_none_or(|len| len <= MAX_INSPECTED_BYTES as u64)
+}
+
+/// Whether an answer of this type is a file (an image, a voice, a download): one that says it
+/// is neither JSON nor text. One that says nothing is not taken for a file.
+pub fn is_file(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|t| {
+        let t = t.trim_start().to_ascii_lowercase();
+        !(t.starts_with("application/json") || t.starts_with("text/"))
+    })
+}
+
+/// Whether an answer's status is a redirect, which the edge never follows: the egress key,
+/// and a body, would go to wherever it points.
+pub fn is_redirect(status: u16) -> bool {
+    matches!(status, 301 | 302 | 303 | 307 | 308)
 }
 
 /// The `errcode` of an answer's body, if it is a JSON object that has one.
@@ -88,8 +104,11 @@ fn prefix_error(problem: String) -> AppError {
 }
 
 /// Whether `path` (as the client sent it, not decoded) may be forwarded: under one of the
-/// prefixes, and nothing in it that could reach outside WeChat's API once an upstream or a
-/// proxy decodes or normalises it. 400 otherwise, before anything is sent.
+/// prefixes, and nothing in it that could reach outside WeChat's API, or past a rule, once an
+/// upstream or a proxy decodes or normalises it. WeChat's API paths never need a `%`, so none
+/// is taken: a percent-encoded letter would otherwise spell a refused path that the rules
+/// below do not recognise and a decoding relay turns back into it. 400 otherwise, before
+/// anything is sent.
 pub fn check_path(path: &str, prefixes: &[String]) -> Result<(), AppError> {
     let refuse = |why: &str| Err(AppError::BadRequest(format!("gateway path refused: {why}")));
     if !path.starts_with('/') || path.contains("://") {
@@ -98,12 +117,8 @@ pub fn check_path(path: &str, prefixes: &[String]) -> Result<(), AppError> {
     if path.contains('\\') {
         return refuse("a backslash");
     }
-    let lower = path.to_ascii_lowercase();
-    if ["%2f", "%5c", "%2e", "%00"]
-        .iter()
-        .any(|e| lower.contains(e))
-    {
-        return refuse("an encoded '/', '\\', '.' or NUL");
+    if path.contains('%') {
+        return refuse("a '%' (WeChat's API paths need no percent-encoding)");
     }
     if path.chars().any(|c| c.is_control() || c == ' ') {
         return refuse("a control character or space");
@@ -126,6 +141,13 @@ pub fn check_path(path: &str, prefixes: &[String]) -> Result<(), AppError> {
     Ok(())
 }
 
+/// The one spelling every rule below matches: lower case, without a trailing `/`, so that
+/// `/cgi-bin/COMPONENT/api_get_authorizer_list/` meets the rule of
+/// `/cgi-bin/component/api_get_authorizer_list`, whatever WeChat makes of either.
+pub fn canonical(path: &str) -> String {
+    path.trim_end_matches('/').to_ascii_lowercase()
+}
+
 /// The credential a WeChat API call carries, which decides what the edge adds and whether a
 /// rejection heals.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,14 +164,89 @@ pub enum CallCredential {
     /// as sent, keyed only. Never healed: WeChat refusing a user's token says nothing about
     /// the account's, and healing on it would let any caller rotate the account's token.
     UserToken { with_appid: bool },
+    /// A third-party platform's login and web OAuth for an authorizer
+    /// (`/sns/component/jscode2session`, `/sns/oauth2/component/access_token` and
+    /// `refresh_token`): the authorizer's `appid`, the platform's `component_appid` and its
+    /// `component_access_token`. Sent once (a code is single-use) and never healed.
+    ComponentLogin,
 }
 
 pub fn call_credential(path: &str) -> CallCredential {
-    match path {
+    match canonical(path).as_str() {
         "/sns/jscode2session" | "/sns/oauth2/access_token" => CallCredential::AppSecret,
         "/sns/userinfo" | "/sns/auth" => CallCredential::UserToken { with_appid: false },
         "/sns/oauth2/refresh_token" => CallCredential::UserToken { with_appid: true },
+        "/sns/component/jscode2session"
+        | "/sns/oauth2/component/access_token"
+        | "/sns/oauth2/component/refresh_token" => CallCredential::ComponentLogin,
         _ => CallCredential::AccountToken,
+    }
+}
+
+impl CallCredential {
+    /// Whether a rejection of this call's credential may heal the account's token: only when
+    /// the call carried the account's own token.
+    pub fn heals(self) -> bool {
+        self == Self::AccountToken
+    }
+}
+
+/// The call an account of `kind` makes for `path`: an authorizer logs its users in through
+/// the platform (WeChat's component variants, with the platform's credentials: an authorizer
+/// has no appsecret here), so its login and OAuth paths become theirs. The platform itself
+/// has no users: its login calls name an authorizer.
+pub fn for_account(
+    kind: AccountKind,
+    path: &str,
+    credential: CallCredential,
+) -> Result<(String, CallCredential), AppError> {
+    use CallCredential::*;
+    let component_variant = |path: &str| match canonical(path).as_str() {
+        "/sns/jscode2session" => Some("/sns/component/jscode2session"),
+        "/sns/oauth2/access_token" => Some("/sns/oauth2/component/access_token"),
+        "/sns/oauth2/refresh_token" => Some("/sns/oauth2/component/refresh_token"),
+        _ => None,
+    };
+    match (kind, credential) {
+        (AccountKind::Authorizer, AppSecret | UserToken { with_appid: true }) => {
+            match component_variant(path) {
+                Some(variant) => Ok((variant.to_owned(), ComponentLogin)),
+                None => Ok((path.to_owned(), credential)),
+            }
+        }
+        (AccountKind::Component, AppSecret | UserToken { .. } | ComponentLogin) => {
+            Err(AppError::BadRequest(
+                "the platform has no users of its own: name the authorizer \
+                 (?account=<its appid>)"
+                    .into(),
+            ))
+        }
+        (AccountKind::Authorizer, _) | (_, AccountToken | AppSecret | UserToken { .. }) => {
+            Ok((path.to_owned(), credential))
+        }
+        (_, ComponentLogin) => Err(AppError::BadRequest(
+            "third-party login is for an authorizer of the platform (WECHAT_COMPONENT)".into(),
+        )),
+    }
+}
+
+/// The platform's calls that WeChat documents with `access_token=<component_access_token>`
+/// (its domain settings); its other `/cgi-bin/component/` calls take `component_access_token`,
+/// and its calls elsewhere (the code templates under `/wxa/`) `access_token`.
+const COMPONENT_CALLS_WITH_ACCESS_TOKEN: [&str; 3] = [
+    "/cgi-bin/component/modify_wxa_server_domain",
+    "/cgi-bin/component/get_domain_confirmfile",
+    "/cgi-bin/component/modify_wxa_jump_domain",
+];
+
+/// The query parameter an account's token goes in for a call to `path`.
+pub fn token_parameter(kind: AccountKind, path: &str) -> &'static str {
+    let path = canonical(path);
+    let component_named = path.starts_with("/cgi-bin/component/")
+        && !COMPONENT_CALLS_WITH_ACCESS_TOKEN.contains(&path.as_str());
+    match kind {
+        AccountKind::Component if component_named => "component_access_token",
+        _ => "access_token",
     }
 }
 
@@ -164,35 +261,43 @@ const PLATFORM_SECRET_PATHS: [&str; 5] = [
     "/cgi-bin/component/api_start_push_ticket",
 ];
 
-/// 403 for a platform call the gateway never forwards.
+/// 403 for a platform call the gateway never forwards, however it is spelt.
 pub fn check_platform_path(path: &str) -> Result<(), AppError> {
-    match PLATFORM_SECRET_PATHS.contains(&path) {
+    match PLATFORM_SECRET_PATHS.contains(&canonical(path).as_str()) {
         true => Err(AppError::ForbiddenRoute),
         false => Ok(()),
     }
 }
 
-/// Whether an answer may carry an authorizer's refresh token (the platform's other calls, such
-/// as `api_get_authorizer_info`): it is read whole and the token taken out.
-pub fn redacts_answer(path: &str) -> bool {
-    path.starts_with("/cgi-bin/component/")
+/// Whether the answers of an account of this kind may carry an authorizer's refresh token:
+/// every answer to a call made with the component token or for an authorizer, whatever the
+/// path, is read whole and the tokens taken out (one that cannot be read is not passed on).
+pub fn redacts_answers(kind: AccountKind) -> bool {
+    matches!(kind, AccountKind::Component | AccountKind::Authorizer)
 }
+
+/// Answers the platform's accounts get are read whole, to take refresh tokens out, up to this
+/// size (an authorizer's follower list of 10,000 openids is about 300 KiB); a larger one is
+/// not passed on.
+pub const MAX_REDACTED_BYTES: usize = 1 << 20;
 
 /// Takes every refresh token out of a platform answer; whether there was one. The server
 /// keeps the real ones: a caller holding one could refresh behind its back and kill its token.
-pub fn redact_refresh_tokens(value: &mut serde_json::Value) -> bool {
+/// A user's own OAuth refresh token (`keep_users`: the answer of a login or OAuth call) is the
+/// caller's and stays; an authorizer's never does.
+pub fn redact_refresh_tokens(value: &mut serde_json::Value, keep_users: bool) -> bool {
     match value {
         serde_json::Value::Object(map) => {
-            let mut found = false;
-            for key in ["authorizer_refresh_token", "refresh_token"] {
-                found |= map.remove(key).is_some();
+            let mut found = map.remove("authorizer_refresh_token").is_some();
+            if !keep_users {
+                found |= map.remove("refresh_token").is_some();
             }
             map.values_mut()
-                .fold(found, |found, v| redact_refresh_tokens(v) | found)
+                .fold(found, |found, v| redact_refresh_tokens(v, keep_users) | found)
         }
         serde_json::Value::Array(items) => items
             .iter_mut()
-            .fold(false, |found, v| redact_refresh_tokens(v) | found),
+            .fold(false, |found, v| redact_refresh_tokens(v, keep_users) | found),
         _ => false,
     }
 }
@@ -242,22 +347,39 @@ mod tests {
 
     #[test]
     fn the_platforms_secret_calls_are_never_forwarded_and_refresh_tokens_never_returned() {
-        assert_eq!(
-            check_platform_path("/cgi-bin/component/api_get_authorizer_list"),
-            Err(AppError::ForbiddenRoute)
-        );
+        for path in [
+            "/cgi-bin/component/api_get_authorizer_list",
+            "/cgi-bin/component/api_get_authorizer_list/",
+            "/cgi-bin/COMPONENT/Api_Get_Authorizer_List",
+            "/cgi-bin/component/api_authorizer_token//",
+        ] {
+            assert_eq!(
+                check_platform_path(path),
+                Err(AppError::ForbiddenRoute),
+                "{path}"
+            );
+        }
         assert_eq!(
             check_platform_path("/cgi-bin/component/api_get_authorizer_info"),
             Ok(())
         );
         let mut answer = serde_json::json!({"authorization_info": {"authorizer_appid": "wxa",
             "authorizer_refresh_token": "R", "func_info": [{"refresh_token": "R2"}]}});
-        assert!(redact_refresh_tokens(&mut answer));
+        assert!(redact_refresh_tokens(&mut answer, false));
         assert!(!answer.to_string().contains("R\"") && !answer.to_string().contains("R2"));
         assert_eq!(answer["authorization_info"]["authorizer_appid"], "wxa");
         assert!(!redact_refresh_tokens(
-            &mut serde_json::json!({"errcode": 0})
+            &mut serde_json::json!({"errcode": 0}),
+            false
         ));
+        // A user's OAuth refresh token is the caller's; an authorizer's never is.
+        let mut oauth = serde_json::json!({"access_token": "U", "refresh_token": "UR",
+            "authorizer_refresh_token": "R"});
+        assert!(redact_refresh_tokens(&mut oauth, true));
+        assert_eq!(oauth, serde_json::json!({"access_token": "U", "refresh_token": "UR"}));
+        assert!(redacts_answers(AccountKind::Component));
+        assert!(redacts_answers(AccountKind::Authorizer));
+        assert!(!redacts_answers(AccountKind::OfficialAccount));
     }
 
     #[test]
@@ -273,6 +395,92 @@ mod tests {
         assert_eq!(
             call_credential("/sns/oauth2/refresh_token"),
             UserToken { with_appid: true }
+        );
+        assert_eq!(
+            call_credential("/sns/component/jscode2session"),
+            ComponentLogin
+        );
+        assert_eq!(
+            call_credential("/sns/oauth2/component/refresh_token"),
+            ComponentLogin
+        );
+        assert!(AccountToken.heals());
+        assert!(!AppSecret.heals() && !ComponentLogin.heals());
+    }
+
+    #[test]
+    fn every_spelling_of_a_user_path_meets_the_same_rule() {
+        use CallCredential::*;
+        for path in ["/sns/userinfo/", "/sns/USERINFO", "/SNS/UserInfo//", "/sns/auth/"] {
+            assert_eq!(
+                call_credential(path),
+                UserToken { with_appid: false },
+                "{path}"
+            );
+        }
+        assert_eq!(call_credential("/sns/JSCODE2SESSION/"), AppSecret);
+        assert_eq!(canonical("/cgi-bin/Component/X/"), "/cgi-bin/component/x");
+    }
+
+    #[test]
+    fn an_authorizer_logs_its_users_in_through_the_platform() {
+        use CallCredential::*;
+        let authorizer = AccountKind::Authorizer;
+        for (path, sent) in [
+            ("/sns/jscode2session", "/sns/component/jscode2session"),
+            ("/sns/oauth2/access_token", "/sns/oauth2/component/access_token"),
+            (
+                "/sns/oauth2/refresh_token/",
+                "/sns/oauth2/component/refresh_token",
+            ),
+        ] {
+            assert_eq!(
+                for_account(authorizer, path, call_credential(path)),
+                Ok((sent.to_owned(), ComponentLogin)),
+                "{path}"
+            );
+        }
+        let userinfo = for_account(authorizer, "/sns/userinfo", call_credential("/sns/userinfo"));
+        assert_eq!(
+            userinfo,
+            Ok((
+                "/sns/userinfo".to_owned(),
+                UserToken { with_appid: false }
+            ))
+        );
+        let login = "/sns/component/jscode2session";
+        assert!(matches!(
+            for_account(AccountKind::Component, login, ComponentLogin),
+            Err(AppError::BadRequest(_))
+        ));
+        assert!(matches!(
+            for_account(AccountKind::OfficialAccount, login, ComponentLogin),
+            Err(AppError::BadRequest(_))
+        ));
+        assert!(for_account(AccountKind::Component, "/wxa/gettemplatelist", AccountToken).is_ok());
+    }
+
+    #[test]
+    fn the_component_token_goes_in_the_parameter_wechat_documents() {
+        let component = AccountKind::Component;
+        for (path, name) in [
+            (
+                "/cgi-bin/component/api_get_authorizer_info",
+                "component_access_token",
+            ),
+            ("/cgi-bin/component/fastregisterweapp", "component_access_token"),
+            ("/cgi-bin/component/modify_wxa_server_domain", "access_token"),
+            ("/cgi-bin/component/get_domain_confirmfile", "access_token"),
+            ("/wxa/gettemplatedraftlist", "access_token"),
+            ("/wxa/addtotemplate", "access_token"),
+            ("/wxa/gettemplatelist", "access_token"),
+            ("/wxa/deletetemplate", "access_token"),
+        ] {
+            assert_eq!(token_parameter(component, path), name, "{path}");
+        }
+        assert_eq!(
+            token_parameter(AccountKind::Authorizer, "/cgi-bin/component/x"),
+            "access_token"
         );
     }
 
@@ -300,6 +508,9 @@ mod tests {
             "/cgi-bin/..%2Fadmin",
             "/cgi-bin/a%5cb",
             "/cgi-bin/a%00b",
+            "/cgi-bin/compone%6Et/api_get_authorizer_list",
+            "/sns/user%69nfo",
+            "/cgi-bin/user/info%20",
             "https://evil.example/cgi-bin/x",
             "cgi-bin/user/info",
             "/cgi-bin/a b",

@@ -99,6 +99,9 @@ pub struct AccountLedger {
     /// Explicit refreshes that reached WeChat today.
     #[serde(default)]
     pub explicit: DailyCount,
+    /// Gateway heals that reached WeChat today.
+    #[serde(default)]
+    pub healed: DailyCount,
     pub last_error: Option<ErrorRecord>,
     /// The configuration (fingerprint) WeChat last refused the credentials of.
     pub blocked_config: Option<String>,

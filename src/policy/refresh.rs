@@ -71,9 +71,15 @@ pub enum Trigger {
     /// `POST /token/refresh`: WeChat rejected `stale_token`, or (None) the caller asks for a
     /// new token (on stable_token accounts: whatever the normal mode answers).
     Passive { stale_token: Option<String> },
-    /// WeChat rejected `stale_token` on a call the server made itself (a ticket fetch, a
-    /// gateway call): as a passive refresh naming it, but outside the clients' explicit budget.
+    /// WeChat rejected `stale_token` on a call the server made itself with its own request (a
+    /// ticket fetch, a pre-auth code): as a passive refresh naming it, but outside the
+    /// clients' explicit budget.
     Rejected { stale_token: String },
+    /// WeChat rejected `stale_token` on a gateway call, whose path and body a client chose: a
+    /// budget of its own (`GATEWAY_HEAL_DAILY_LIMIT`), and on stable_token accounts a forced
+    /// call only while WeChat's limits on them allow (a normal call otherwise), so that no
+    /// caller can spend the quota or the forced refreshes by provoking rejections.
+    Healed { stale_token: String },
     /// The account's alarm: a refresh cut off by eviction, or a KV write to retry.
     Alarm,
 }
@@ -83,7 +89,7 @@ impl Trigger {
     pub fn stale_token(&self) -> Option<&str> {
         match self {
             Self::Passive { stale_token } => stale_token.as_deref(),
-            Self::Rejected { stale_token } => Some(stale_token),
+            Self::Rejected { stale_token } | Self::Healed { stale_token } => Some(stale_token),
             _ => None,
         }
     }
@@ -103,6 +109,7 @@ impl Trigger {
             Self::Alarm => "alarm",
             Self::Passive { .. } => "passive",
             Self::Rejected { .. } => "rejected",
+            Self::Healed { .. } => "gateway_heal",
         }
     }
 }
@@ -143,7 +150,7 @@ pub struct Observed<'a, R> {
     /// and the configuration has not changed since: no automatic retries.
     pub automatic_blocked: bool,
     /// For tokens: explicit refreshes (`POST /token/refresh` that reaches WeChat) started
-    /// today, and the daily budget for them.
+    /// today and the daily budget for them, or for a gateway heal its own count and budget.
     pub explicit: Option<ExplicitBudget>,
 }
 
@@ -200,7 +207,7 @@ pub fn decide<R: Credential>(
                 Decision::Skip
             }
         }
-        Trigger::Passive { .. } | Trigger::Rejected { .. } => {
+        Trigger::Passive { .. } | Trigger::Rejected { .. } | Trigger::Healed { .. } => {
             let stale_token = trigger.stale_token();
             let stale_is_current = |current: &R| stale_token == Some(current.value());
             let over_budget = observed
@@ -224,13 +231,19 @@ pub fn decide<R: Credential>(
                 // Whoever holds a key may ask; the account's quota is everyone's.
                 _ if over_budget.is_some() => Decision::TooSoon {
                     retry_after_secs: over_budget.unwrap_or_default(),
-                    reason: TooSoonReason::ExplicitDailyLimit,
+                    reason: match trigger {
+                        Trigger::Healed { .. } => TooSoonReason::HealDailyLimit,
+                        _ => TooSoonReason::ExplicitDailyLimit,
+                    },
                 },
                 // stable_token hands out the current token unless forced, and WeChat limits
                 // forcing: force only when the caller proves the current token was rejected.
                 (Some(current), None) if stale_is_current(current) => match observed.forced {
                     Some((log, limits)) => match log.check(now, limits) {
                         Ok(()) => Decision::Refresh { force: true },
+                        // A gateway heal never spends what WeChat's limits refuse: the normal
+                        // call answers whatever stable_token holds.
+                        Err(_) if matches!(trigger, Trigger::Healed { .. }) => refresh,
                         Err((retry_after_secs, reason)) => Decision::TooSoon {
                             retry_after_secs,
                             reason,

@@ -387,13 +387,7 @@ impl AccountCtx {
 
     /// The platform's appid, which an authorizer's calls name.
     fn component_appid(&self) -> Result<&str, AppError> {
-        let component = self.settings.component.as_ref();
-        component
-            .map(|c| c.account.appid.as_str())
-            .ok_or(AppError::Config {
-                variable: "WECHAT_COMPONENT",
-                problem: "is not set, and an authorizer's token comes through the platform".into(),
-            })
+        Ok(self.settings.component_account()?.appid.as_str())
     }
 
     /// What `/status` shows of the platform's objects: the verify ticket's age, or when the

@@ -625,3 +625,61 @@ fn credential_errors_stop_automatic_retries_only() {
     );
     assert_eq!(super::decide(&passive("A"), &blocked, T0, POLICY), REFRESH);
 }
+
+fn healed(stale: &str) -> Trigger {
+    Trigger::Healed {
+        stale_token: stale.into(),
+    }
+}
+
+#[test]
+fn a_gateway_heal_has_its_own_budget_and_the_interval() {
+    let current = token("A", T0 + 7000);
+    let recent = ok_at(T0 - 10);
+    let earlier = ok_at(T0 - 200);
+    let mut observed = observed(Some(&current), Some(&earlier));
+    observed.explicit = budget(2);
+    assert_eq!(super::decide(&healed("A"), &observed, T0, POLICY), REFRESH);
+    // A rejection of an older token is answered with the current one, without a call.
+    assert_eq!(
+        super::decide(&healed("OLD"), &observed, T0, POLICY),
+        Decision::Serve
+    );
+    observed.explicit = budget(3);
+    assert_eq!(
+        super::decide(&healed("A"), &observed, T0, POLICY),
+        Decision::TooSoon {
+            retry_after_secs: 5000,
+            reason: TooSoonReason::HealDailyLimit
+        }
+    );
+    // Never more than one call per interval, whatever the budget.
+    observed.explicit = budget(0);
+    observed.last_attempt = Some(&recent);
+    assert_eq!(
+        super::decide(&healed("A"), &observed, T0, POLICY),
+        too_soon(20)
+    );
+}
+
+#[test]
+fn a_gateway_heal_on_stable_token_forces_only_within_wechats_limits() {
+    let record = token("A", T0 + 7000);
+    let last = ok_at(T0 - 200);
+    let mut log = ForceLog::default();
+    assert_eq!(
+        super::decide(&healed("A"), &stable(&record, &last, &log), T0, POLICY),
+        Decision::Refresh { force: true }
+    );
+    // Past WeChat's limits on forced calls, a normal one: never a refusal that a caller
+    // could provoke, never a forced call WeChat would refuse.
+    log.record(T0 - 10);
+    assert_eq!(
+        super::decide(&healed("A"), &stable(&record, &last, &log), T0, POLICY),
+        REFRESH
+    );
+    assert_eq!(
+        super::decide(&healed("OLD"), &stable(&record, &last, &log), T0, POLICY),
+        Decision::Serve
+    );
+}
