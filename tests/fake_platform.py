@@ -45,6 +45,9 @@ class FakePlatform:
             self.authorizer_calls: Counter[str] = Counter()  # appid -> api_authorizer_token
             self.authorizer_expires_in = 7200
             self.latency_ms = 0
+            # A nick name with a raw control character, as a user may choose one: the answer
+            # that carries it is then not valid JSON.
+            self.raw_nick_name: str | None = None
             self.all_secrets: list[str] = []  # every ticket, code and refresh token, for logs
 
     # What the tests do as WeChat.
@@ -178,7 +181,11 @@ class FakePlatform:
         authorizer = body.get("authorizer_appid", "")
         with self._lock:
             refresh = self.refresh_tokens.get(authorizer, "")
-        return _json({"authorizer_info": {"nick_name": "fake authorizer",
-                                          "service_type_info": {"id": 2}},
-                      "authorization_info": {"authorizer_appid": authorizer,
-                                             "authorizer_refresh_token": refresh}})
+        answer = _json({"authorizer_info": {"nick_name": "fake authorizer",
+                                            "service_type_info": {"id": 2}},
+                        "authorization_info": {"authorizer_appid": authorizer,
+                                               "authorizer_refresh_token": refresh}})
+        if self.raw_nick_name is None:
+            return answer
+        status, content_type, text = answer
+        return status, content_type, text.replace("fake authorizer", self.raw_nick_name)

@@ -12,7 +12,13 @@ It answers WeChat's token endpoints the way WeChat does, for any number of apps:
   POST /cgi-bin/media/upload?access_token=..&type=..  (multipart, `media` part)
   GET  /cgi-bin/media/get?access_token=..&media_id=..  (the file, binary)
   GET  /cgi-bin/user/get?access_token=..  (a follower list of `followers` openids: large JSON)
-       (the API calls the gateway tests make; every one is recorded with its headers)
+  GET  /sns/component/jscode2session, /sns/oauth2/component/{access_token,refresh_token}
+       (the platform's login and web OAuth for an authorizer, with the component token)
+  GET  /wxa/gettemplatelist?access_token=<component token>  (the platform's code templates)
+       (the API calls the gateway tests make; every one is recorded with its headers, its query
+       with every secret masked, and the appid whose token it carried)
+Paths are routed as a relay in front of WeChat would deliver them: percent-decoded, and (as
+the worst case for the gateway's rules) case-insensitively and without a trailing `/`.
 It checks the credentials, issues fresh tokens, counts every call per account, and can be told
 to fail the way WeChat fails. Like WeChat, a classic or WeCom token stays valid for
 `grace_secs` (300 s) after the next one is issued, and a forced stable_token call kills the
@@ -40,7 +46,7 @@ class _Server(ThreadingHTTPServer):
     # WeChat takes a burst of connections; socketserver's default backlog of 5 would drop
     # SYNs under one and turn it into retransmission delays.
     request_queue_size = 256
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 # Each failure mode, as WeChat (or the network in front of it) would produce it.
 MODES = {
@@ -57,6 +63,9 @@ MODES = {
 }
 
 FAKE_EGRESS_IP = "203.0.113.7"
+# Query parameters that carry a secret: recorded masked.
+SECRET_PARAMETERS = ("access_token", "component_access_token", "secret", "js_code", "code",
+                     "refresh_token")
 # stable_token's normal mode hands out the current token until this close to its expiry.
 STABLE_RENEW_BEFORE_SECS = 300
 
@@ -100,6 +109,7 @@ class FakeWeChat:
         self.media: dict[str, bytes] = {}  # media_id -> the uploaded file
         self.followers = 6000  # how many openids user/get lists (about 200 KB of JSON)
         self.chunked_answers = False  # answer without a Content-Length, in chunks
+        self.redirect_to: str | None = None  # where /cgi-bin/redirect points
         self.egress_key: str | None = None  # when set, act as the relay: 403 without this key
         self.egress_refused = 0
         self.revoked: set[str] = set()  # tokens getticket answers with 40001
@@ -166,6 +176,7 @@ class FakeWeChat:
             self.user_refresh.clear()
             self.media.clear()
             self.chunked_answers = False
+            self.redirect_to = None
             self.egress_key = None
             self.egress_refused = 0
         self.platform.reset()
@@ -186,6 +197,14 @@ class FakeWeChat:
         with self._lock:
             appid, expires_at = self._tokens.get(token, (None, 0))
         return appid is not None and expires_at > time.time() and token not in self.revoked
+
+    def token_owner(self, token: str) -> str | None:
+        """The appid a token was issued to (the platform's for a component token), valid or not."""
+        with self._lock:
+            owner = self._tokens.get(token, (None, 0))[0]
+        if owner is None and token in self.platform.component_tokens:
+            owner = self.platform.appid
+        return owner
 
     def calls_for(self, appid: str) -> int:
         with self._lock:
@@ -335,6 +354,51 @@ class FakeWeChat:
                 return _json({"errcode": 40001, "errmsg": "invalid credential"})
             return _json({"openid": openid, "nickname": "web user"})
 
+    def component_login(self, path: str, query: dict[str, str]):
+        """The platform's login and web OAuth for an authorizer: the authorizer's appid, the
+        platform's appid and a current component token (WeChat's thirdpartyCode2Session and
+        component web OAuth)."""
+        platform = self.platform
+        if query.get("component_appid") != platform.appid:
+            return _json({"errcode": 40013, "errmsg": "invalid component appid"})
+        if not platform.component_token_valid(query.get("component_access_token", "")):
+            return _json({"errcode": 40001, "errmsg": "invalid credential, access_token is "
+                          "invalid or not latest"})
+        appid = query.get("appid", "")
+        if appid not in platform.refresh_tokens:
+            return _json({"errcode": 61003, "errmsg": "component is not authorized by this "
+                          "account"})
+        with self._lock:
+            if path == "/sns/oauth2/component/refresh_token":
+                owner = self.user_refresh.get(query.get("refresh_token", ""))
+                if owner is None or owner[0] != appid:
+                    return _json({"errcode": 40030, "errmsg": "invalid refresh_token"})
+                user_token = f"USER-{secrets.token_hex(8)}"
+                self.user_tokens[user_token] = owner[1]
+                return _json({"access_token": user_token, "expires_in": 7200,
+                              "refresh_token": query["refresh_token"], "openid": owner[1],
+                              "scope": "snsapi_userinfo"})
+            code = query.get("js_code" if path == "/sns/component/jscode2session" else "code", "")
+            if code not in self.login_codes:
+                return _json({"errcode": 40029, "errmsg": "invalid code"})
+            self.login_codes.discard(code)
+            if path == "/sns/component/jscode2session":
+                return _json({"openid": f"openid-{code}", "session_key": f"session-{code}"})
+            user_token, refresh = f"USER-{secrets.token_hex(8)}", f"REFRESH-{secrets.token_hex(8)}"
+            self.user_tokens[user_token] = f"openid-{code}"
+            self.user_refresh[refresh] = (appid, f"openid-{code}")
+            return _json({"access_token": user_token, "expires_in": 7200,
+                          "refresh_token": refresh, "openid": f"openid-{code}",
+                          "scope": "snsapi_userinfo"})
+
+    def template_list(self, query: dict[str, str]):
+        """The platform's code templates: `access_token` holds the component token."""
+        if not self.platform.component_token_valid(query.get("access_token", "")):
+            return _json({"errcode": 40001, "errmsg": "invalid credential, access_token is "
+                          "invalid or not latest"})
+        return _json({"errcode": 0, "errmsg": "ok", "template_list": [
+            {"template_id": 7, "user_version": "1.0.0", "user_desc": "fake template"}]})
+
     def code_to_session(self, query: dict[str, str]):
         appid, code = query.get("appid"), query.get("js_code", "")
         if appid not in self.apps:
@@ -434,7 +498,7 @@ class FakeWeChat:
             def do_GET(self):  # noqa: N802 (http.server's naming)
                 if self._relay_refuses():
                     return
-                url = urlsplit(self.path)
+                url = _routed(self.path)
                 query = {k: v[0] for k, v in parse_qs(url.query).items()}
                 if url.path == "/cgi-bin/token":
                     self._serve("token", query, query.get("appid"), fake.classic_token)
@@ -467,11 +531,28 @@ class FakeWeChat:
                                   "/sns/oauth2/access_token"):
                     self._record_api()
                     self._send(*fake.web_oauth(url.path, query))
+                elif url.path in ("/sns/component/jscode2session",
+                                  "/sns/oauth2/component/access_token",
+                                  "/sns/oauth2/component/refresh_token"):
+                    self._record_api()
+                    self._send(*fake.component_login(url.path, query))
+                elif url.path == "/wxa/gettemplatelist":
+                    self._record_api()
+                    self._send(*fake.template_list(query))
+                elif url.path == "/cgi-bin/redirect" and fake.redirect_to:
+                    self._record_api()
+                    self._send(302, "text/html", "moved", {"Location": fake.redirect_to})
+                elif url.path == "/cgi-bin/relay_down":
+                    # What an nginx relay answers when WeChat cannot be reached.
+                    self._record_api()
+                    self._send(502, "text/html", "<html><head><title>502 Bad Gateway</title>"
+                               "</head><body><center><h1>502 Bad Gateway</h1></center>"
+                               "<hr><center>nginx</center></body></html>")
                 else:
                     self._send(*_json({"errcode": 404, "errmsg": "not found"}, status=404))
 
             def do_POST(self):  # noqa: N802
-                url = urlsplit(self.path)
+                url = _routed(self.path)
                 raw = self._read_body()
                 if self._relay_refuses():
                     return
@@ -486,6 +567,7 @@ class FakeWeChat:
                     self._send(*fake.media_upload(query, content_type, raw))
                     return
                 if url.path.startswith("/cgi-bin/component/"):
+                    self._record_api(len(raw))
                     self._send(*fake.platform.handle(url.path, query, raw))
                     return
                 if url.path != "/cgi-bin/stable_token":
@@ -520,11 +602,19 @@ class FakeWeChat:
                         fake._in_flight_by[account] -= 1
 
             def _record_api(self, body_bytes: int = 0) -> None:
+                url = _routed(self.path)
+                query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                token = query.get("access_token") or query.get("component_access_token") or ""
+                owner = fake.token_owner(token)
                 with fake._lock:
                     fake.api_requests.append({
-                        "method": self.command, "path": urlsplit(self.path).path,
+                        "method": self.command, "path": url.path,
+                        "raw_path": urlsplit(self.path).path,
                         "headers": {k.lower(): v for k, v in self.headers.items()},
                         "body_bytes": body_bytes,
+                        "query": {k: ("***" if k in SECRET_PARAMETERS else v)
+                                  for k, v in query.items()},
+                        "token_appid": owner,
                     })
 
             def _read_body(self) -> bytes:
@@ -562,6 +652,13 @@ class FakeWeChat:
                 pass  # request lines carry the secret: never print them
 
         return Handler
+
+
+def _routed(raw_path: str):
+    """The request's path as a decoding relay delivers it and the routes match it."""
+    url = urlsplit(raw_path)
+    path = unquote(url.path).lower().rstrip("/") or "/"
+    return url._replace(path=path)
 
 
 def _multipart_file(content_type: str, body: bytes, field: str) -> bytes | None:

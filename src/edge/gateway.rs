@@ -73,8 +73,7 @@ impl Call {
             Method::Head => Method::Get,
             method => method,
         };
-        let (path, credential) =
-            gateway::for_account(kind, path, gateway::call_credential(path))?;
+        let (path, credential) = gateway::for_account(kind, path, gateway::call_credential(path))?;
         Ok(Self {
             method,
             path,
@@ -317,9 +316,17 @@ async fn send_healed(
             (call.method.clone(), call.headers.clone(), call.body.clone());
         async move {
             let url = url?;
-            upstream::forward(settings, method, url.as_str(), &headers, body, &secret, redacting)
-                .await
-                .map_err(AppError::Upstream)
+            upstream::forward(
+                settings,
+                method,
+                url.as_str(),
+                &headers,
+                body,
+                &secret,
+                redacting,
+            )
+            .await
+            .map_err(AppError::Upstream)
         }
     };
     let once = |answer| Sent {

@@ -75,6 +75,7 @@ impl AccountCtx {
     pub async fn token(&self, trigger: &Trigger) -> Result<Acquired<TokenRecord>, AppError> {
         let slot = &self.state.token;
         // At most two rounds: see `Trigger::decide_again`.
+        let mut joined: Option<TokenRecord> = None;
         for round in 1..=2 {
             let now = now_secs();
             self.note_read(CredentialKind::Token, trigger, now);
@@ -108,16 +109,26 @@ impl AccountCtx {
                     used_today: count.today(now),
                     daily_limit,
                     resets_at: next_beijing_midnight(now),
+                    last_started_at: ledger.last_heal_at,
                 }),
             };
             let decision = decide(trigger, &observed, now, self.settings.refresh);
             self.log_decision(CredentialKind::Token, trigger, &decision, record.as_ref());
             if let Decision::Refresh { force } = decision {
+                // A heal decides again only to force: a second normal call would answer the
+                // token the first one did.
+                let unforced_again = !force && !observed.in_flight;
+                if let Some(fresh) = joined.take().filter(|_| unforced_again) {
+                    return Ok(Acquired::Refreshed(fresh));
+                }
                 if budget.is_some() && !observed.in_flight {
                     // Counted when it starts a call; joining one under way is free.
                     let mut ledger = self.state.ledger.borrow_mut();
                     match trigger {
-                        Trigger::Healed { .. } => ledger.healed.add(now, 1),
+                        Trigger::Healed { .. } => {
+                            ledger.healed.add(now, 1);
+                            ledger.last_heal_at = Some(now);
+                        }
                         _ => ledger.explicit.add(now, 1),
                     }
                 }
@@ -130,6 +141,9 @@ impl AccountCtx {
                 let fresh = fresh?;
                 if !(trigger.decide_again(&fresh.access_token, force) && round < 2) {
                     return Ok(Acquired::Refreshed(fresh));
+                }
+                if matches!(trigger, Trigger::Healed { .. }) {
+                    joined = Some(fresh);
                 }
                 continue;
             }

@@ -121,7 +121,10 @@ pub struct Forwarded {
 impl Forwarded {
     /// Whether the answer says it is JSON or text (or says nothing), rather than a file.
     pub fn textual(&self) -> bool {
-        let content_type = self.headers.iter().find(|(name, _)| *name == "content-type");
+        let content_type = self
+            .headers
+            .iter()
+            .find(|(name, _)| *name == "content-type");
         !gateway::is_file(content_type.map(|(_, value)| value.as_str()))
     }
 }
@@ -303,7 +306,9 @@ async fn exchange(
         // Only a small answer can be a refusal with an errcode; a large one is not copied in.
         let errcode = match (&body, reading) {
             (_, Reading::Whole) => None,
-            (Some(Body::Kept(bytes)), _) if bytes.length() as usize <= gateway::MAX_INSPECTED_BYTES => {
+            (Some(Body::Kept(bytes)), _)
+                if bytes.length() as usize <= gateway::MAX_INSPECTED_BYTES =>
+            {
                 gateway::errcode(&bytes.to_vec())
             }
             _ => None,

@@ -292,12 +292,13 @@ pub fn redact_refresh_tokens(value: &mut serde_json::Value, keep_users: bool) ->
             if !keep_users {
                 found |= map.remove("refresh_token").is_some();
             }
-            map.values_mut()
-                .fold(found, |found, v| redact_refresh_tokens(v, keep_users) | found)
+            map.values_mut().fold(found, |found, v| {
+                redact_refresh_tokens(v, keep_users) | found
+            })
         }
-        serde_json::Value::Array(items) => items
-            .iter_mut()
-            .fold(false, |found, v| redact_refresh_tokens(v, keep_users) | found),
+        serde_json::Value::Array(items) => items.iter_mut().fold(false, |found, v| {
+            redact_refresh_tokens(v, keep_users) | found
+        }),
         _ => false,
     }
 }
@@ -376,7 +377,10 @@ mod tests {
         let mut oauth = serde_json::json!({"access_token": "U", "refresh_token": "UR",
             "authorizer_refresh_token": "R"});
         assert!(redact_refresh_tokens(&mut oauth, true));
-        assert_eq!(oauth, serde_json::json!({"access_token": "U", "refresh_token": "UR"}));
+        assert_eq!(
+            oauth,
+            serde_json::json!({"access_token": "U", "refresh_token": "UR"})
+        );
         assert!(redacts_answers(AccountKind::Component));
         assert!(redacts_answers(AccountKind::Authorizer));
         assert!(!redacts_answers(AccountKind::OfficialAccount));
@@ -411,7 +415,12 @@ mod tests {
     #[test]
     fn every_spelling_of_a_user_path_meets_the_same_rule() {
         use CallCredential::*;
-        for path in ["/sns/userinfo/", "/sns/USERINFO", "/SNS/UserInfo//", "/sns/auth/"] {
+        for path in [
+            "/sns/userinfo/",
+            "/sns/USERINFO",
+            "/SNS/UserInfo//",
+            "/sns/auth/",
+        ] {
             assert_eq!(
                 call_credential(path),
                 UserToken { with_appid: false },
@@ -428,7 +437,10 @@ mod tests {
         let authorizer = AccountKind::Authorizer;
         for (path, sent) in [
             ("/sns/jscode2session", "/sns/component/jscode2session"),
-            ("/sns/oauth2/access_token", "/sns/oauth2/component/access_token"),
+            (
+                "/sns/oauth2/access_token",
+                "/sns/oauth2/component/access_token",
+            ),
             (
                 "/sns/oauth2/refresh_token/",
                 "/sns/oauth2/component/refresh_token",
@@ -440,13 +452,14 @@ mod tests {
                 "{path}"
             );
         }
-        let userinfo = for_account(authorizer, "/sns/userinfo", call_credential("/sns/userinfo"));
+        let userinfo = for_account(
+            authorizer,
+            "/sns/userinfo",
+            call_credential("/sns/userinfo"),
+        );
         assert_eq!(
             userinfo,
-            Ok((
-                "/sns/userinfo".to_owned(),
-                UserToken { with_appid: false }
-            ))
+            Ok(("/sns/userinfo".to_owned(), UserToken { with_appid: false }))
         );
         let login = "/sns/component/jscode2session";
         assert!(matches!(
@@ -468,8 +481,14 @@ mod tests {
                 "/cgi-bin/component/api_get_authorizer_info",
                 "component_access_token",
             ),
-            ("/cgi-bin/component/fastregisterweapp", "component_access_token"),
-            ("/cgi-bin/component/modify_wxa_server_domain", "access_token"),
+            (
+                "/cgi-bin/component/fastregisterweapp",
+                "component_access_token",
+            ),
+            (
+                "/cgi-bin/component/modify_wxa_server_domain",
+                "access_token",
+            ),
             ("/cgi-bin/component/get_domain_confirmfile", "access_token"),
             ("/wxa/gettemplatedraftlist", "access_token"),
             ("/wxa/addtotemplate", "access_token"),

@@ -99,9 +99,11 @@ pub struct AccountLedger {
     /// Explicit refreshes that reached WeChat today.
     #[serde(default)]
     pub explicit: DailyCount,
-    /// Gateway heals that reached WeChat today.
+    /// Gateway heals that reached WeChat today, and when the last one did.
     #[serde(default)]
     pub healed: DailyCount,
+    #[serde(default)]
+    pub last_heal_at: Option<u64>,
     pub last_error: Option<ErrorRecord>,
     /// The configuration (fingerprint) WeChat last refused the credentials of.
     pub blocked_config: Option<String>,

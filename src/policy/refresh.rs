@@ -160,6 +160,10 @@ pub struct ExplicitBudget {
     pub daily_limit: u64,
     /// When the budget resets (the next Beijing midnight).
     pub resets_at: u64,
+    /// For gateway heals: when the last one called WeChat. Heals are spaced from each other,
+    /// not from other calls: a token WeChat rejects a moment after a refresh (another server
+    /// fetched one) is replaced at once, not a minute of failed calls later.
+    pub last_started_at: Option<u64>,
 }
 
 /// The whole refresh policy.
@@ -185,6 +189,16 @@ pub fn decide<R: Credential>(
     // An explicit request may call WeChat once the minimum interval has passed; an automatic
     // refresh also backs off after repeated failures, and stops while paused or blocked.
     let explicit_wait = wait_secs(observed.last_attempt, valid.is_some(), now, policy, false);
+    // A heal after a failed call waits like any explicit refresh; otherwise it waits for the
+    // previous heal only.
+    let last_failed = observed.last_attempt.is_some_and(|a| a.failure.is_some());
+    let heal_wait = match observed.explicit.and_then(|b| b.last_started_at) {
+        _ if last_failed => explicit_wait,
+        Some(at) => {
+            (now < at + policy.min_interval_secs).then(|| at + policy.min_interval_secs - now)
+        }
+        None => None,
+    };
     let automatic_allowed = paused_for.is_none()
         && !observed.automatic_blocked
         && wait_secs(observed.last_attempt, valid.is_some(), now, policy, true).is_none();
@@ -208,6 +222,10 @@ pub fn decide<R: Credential>(
             }
         }
         Trigger::Passive { .. } | Trigger::Rejected { .. } | Trigger::Healed { .. } => {
+            let explicit_wait = match trigger {
+                Trigger::Healed { .. } => heal_wait,
+                _ => explicit_wait,
+            };
             let stale_token = trigger.stale_token();
             let stale_is_current = |current: &R| stale_token == Some(current.value());
             let over_budget = observed

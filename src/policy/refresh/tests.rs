@@ -392,6 +392,7 @@ fn budget(used_today: u64) -> Option<ExplicitBudget> {
         used_today,
         daily_limit: 3,
         resets_at: T0 + 5000,
+        last_started_at: None,
     })
 }
 
@@ -653,9 +654,23 @@ fn a_gateway_heal_has_its_own_budget_and_the_interval() {
             reason: TooSoonReason::HealDailyLimit
         }
     );
-    // Never more than one call per interval, whatever the budget.
+    // Heals are spaced from each other, not from other calls: a token rejected moments
+    // after a refresh is healed at once, a second heal waits for the interval.
     observed.explicit = budget(0);
     observed.last_attempt = Some(&recent);
+    assert_eq!(super::decide(&healed("A"), &observed, T0, POLICY), REFRESH);
+    observed.explicit = budget(1).map(|b| ExplicitBudget {
+        last_started_at: Some(T0 - 10),
+        ..b
+    });
+    assert_eq!(
+        super::decide(&healed("A"), &observed, T0, POLICY),
+        too_soon(20)
+    );
+    // After a failed call, the interval counts from it, as for any explicit refresh.
+    let failed = failed_at(T0 - 10);
+    observed.explicit = budget(0);
+    observed.last_attempt = Some(&failed);
     assert_eq!(
         super::decide(&healed("A"), &observed, T0, POLICY),
         too_soon(20)
