@@ -62,8 +62,10 @@ def ticket_message(appid: str, ticket: str) -> str:
             f"<ComponentVerifyTicket><![CDATA[{ticket}]]></ComponentVerifyTicket></xml>")
 
 
-def authorization_message(appid: str, info_type: str, authorizer: str, code: str = "") -> str:
-    parts = [f"<xml><AppId><![CDATA[{appid}]]></AppId><CreateTime>{int(time.time())}</CreateTime>",
+def authorization_message(appid: str, info_type: str, authorizer: str, code: str = "",
+                          created_at: int | None = None) -> str:
+    created_at = int(time.time()) if created_at is None else created_at
+    parts = [f"<xml><AppId><![CDATA[{appid}]]></AppId><CreateTime>{created_at}</CreateTime>",
              f"<InfoType><![CDATA[{info_type}]]></InfoType>",
              f"<AuthorizerAppid><![CDATA[{authorizer}]]></AuthorizerAppid>"]
     if code:
@@ -72,3 +74,15 @@ def authorization_message(appid: str, info_type: str, authorizer: str, code: str
                   "</AuthorizationCodeExpiredTime>",
                   "<PreAuthCode><![CDATA[preauthcode@@@fake]]></PreAuthCode>"]
     return "".join(parts) + "</xml>"
+
+
+def fast_registration_message(appid: str, new_appid: str, auth_code: str, status: int = 0) -> str:
+    """WeChat's push after the platform registered a mini program (快速注册): its appid and
+    a code to exchange like an authorization's; user-chosen text comes after, in <info>."""
+    return (f"<xml><AppId><![CDATA[{appid}]]></AppId><CreateTime>{int(time.time())}</CreateTime>"
+            "<InfoType><![CDATA[notify_third_fasteregister]]></InfoType>"
+            f"<appid><![CDATA[{new_appid}]]></appid><status>{status}</status>"
+            f"<auth_code><![CDATA[{auth_code}]]></auth_code><msg><![CDATA[OK]]></msg>"
+            "<info><name><![CDATA[Shop &amp; Co <AuthorizerAppid>wxnot</AuthorizerAppid>]]>"
+            "</name><code><![CDATA[123]]></code><legal_persona_wechat><![CDATA[w]]>"
+            "</legal_persona_wechat></info></xml>")

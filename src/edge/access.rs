@@ -6,10 +6,11 @@
 use crate::edge::{directory, runtime};
 use crate::error::AppError;
 use crate::policy::accounts::Account;
+use crate::policy::auth::bearer_token;
 use crate::policy::auth::{Grant, Route};
 use crate::policy::config::{AccountName, Settings};
 use std::rc::Rc;
-use worker::Env;
+use worker::{Env, Request};
 
 /// Authenticates `presented` (a client key) for `route`. Also checks, once the settings are
 /// known, that every key's account scope names configured accounts (unless accounts may be
@@ -29,6 +30,17 @@ pub fn authenticate(
         keys.check_scopes(|id| settings.account(id).is_ok())?;
     }
     Ok((grant, settings))
+}
+
+/// Authenticates an admin key (`Authorization: Bearer <admin key>`), before anything else of
+/// the request is looked at.
+pub fn authenticate_admin(env: &Env, request: &Request) -> Result<(), AppError> {
+    let keys = runtime::admin_keys(env)?;
+    let Some(keys) = keys.as_ref() else {
+        return Err(AppError::AdminUnauthorized { disabled: true });
+    };
+    let header = request.headers().get("authorization").ok().flatten();
+    keys.authorize(header.as_deref().and_then(bearer_token))
 }
 
 /// The account `name` names, if `grant` may use it.

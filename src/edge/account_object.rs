@@ -113,21 +113,29 @@ impl AccountTokenObject {
     }
 
     async fn handle(&self, call: ObjectCall) -> Result<Response, AppError> {
-        // These two need no configuration of the account (for Erase, it is already gone).
+        // These need no configuration of the account (for Erase, it is already gone).
         match call.op {
-            Op::Forget | Op::Erase => {
-                if let Op::Erase = call.op {
-                    refresher::erase(&self.env, &self.object, &call.account).await?;
+            Op::Forget | Op::Erase { .. } => {
+                // Work still under way on the old state (a refresh, a KV write, an alarm
+                // set) writes nothing back from now on.
+                self.state.borrow().retire();
+                if let Op::Erase { withdrawn_at } = call.op {
+                    let id = &call.account;
+                    refresher::erase(&self.env, &self.object, id, withdrawn_at).await?;
                 }
                 *self.registered.borrow_mut() = None;
                 *self.state.borrow_mut() = Rc::default();
                 return Ok(respond::json(200, &Value::Null));
             }
+            Op::Admits { push, created_at } => {
+                let admitted = refresher::admits(&self.object, push, created_at).await?;
+                return Ok(respond::json(200, &Value::Bool(admitted)));
+            }
             _ => {}
         }
         let ctx = self.context(&call.account).await?;
         let answer: Result<Value, AppError> = match call.op {
-            Op::Forget | Op::Erase => Ok(Value::Null),
+            Op::Forget | Op::Erase { .. } | Op::Admits { .. } => Ok(Value::Null),
             Op::Reset => {
                 ctx.reset().await;
                 Ok(Value::Null)
@@ -139,7 +147,10 @@ impl AccountTokenObject {
                 .receive_verify_ticket(ticket, created_at)
                 .await
                 .map(|()| Value::Null),
-            Op::Authorize { code } => ctx.authorize(code).await.map(|()| Value::Null),
+            Op::Authorize { code, created_at } => {
+                ctx.authorize(code, created_at).await.map(|()| Value::Null)
+            }
+            Op::Adopt { refresh_token } => ctx.adopt(refresh_token).await.map(|()| Value::Null),
             Op::Status => Ok(ctx.status()),
         };
         // Whatever the call did (a failure too), the alarm is set for when something next

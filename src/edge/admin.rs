@@ -3,6 +3,7 @@
 //! then to the account's own object. Environment accounts are listed and can be reset, but
 //! are read-only here.
 
+use crate::edge::access;
 use crate::edge::directory::{self, Listed};
 use crate::edge::object_client;
 use crate::edge::reader;
@@ -12,7 +13,6 @@ use crate::edge::respond;
 use crate::edge::runtime::{self, log_event, now_secs};
 use crate::error::AppError;
 use crate::policy::accounts::{self, TokenApi};
-use crate::policy::auth::bearer_token;
 use crate::policy::config::Settings;
 use crate::policy::registry::{env_public, page_limit, Cursor, Registered, ADMIN_PAGE};
 use crate::policy::sealing::NONCE_BYTES;
@@ -28,12 +28,7 @@ pub async fn route(
     rest: &str,
     env: &Env,
 ) -> Result<Response, AppError> {
-    let keys = runtime::admin_keys(env)?;
-    let Some(keys) = keys.as_ref() else {
-        return Err(AppError::AdminUnauthorized { disabled: true });
-    };
-    let header = request.headers().get("authorization").ok().flatten();
-    keys.authorize(header.as_deref().and_then(bearer_token))?;
+    access::authenticate_admin(env, request)?;
     let settings = runtime::settings(env)?;
     match (rest.strip_prefix('/'), method) {
         (None, Method::Get) if rest.is_empty() => list(request, env, &settings).await,
@@ -133,24 +128,35 @@ async fn delete(env: &Env, settings: &Settings, id: &str) -> Result<Response, Ap
     if settings.account(id).is_ok() {
         return Err(read_only(id));
     }
-    remove(env, id).await?.ok_or(AppError::UnknownAccount)?;
+    remove(env, id, None)
+        .await?
+        .ok_or(AppError::UnknownAccount)?;
     log_event(json!({ "event": "admin_account_deleted", "account": id }));
     Ok(respond::empty(204))
 }
 
-/// Removes a registered account (an admin's delete, an authorizer's withdrawal): its
-/// registration, the edge's copy, and its object's state, alarm and KV entries. None: there
-/// was no such registration.
-pub async fn remove(env: &Env, id: &str) -> Result<Option<Registered>, AppError> {
+/// Removes a registered account (an admin's delete, an authorizer's withdrawal of
+/// `withdrawn_at`, its push's CreateTime): its registration, the edge's copy, and its object's
+/// state, alarm and KV entries. None: there was no such registration. A retry finishes what
+/// a failed one left: the registration is then found where the edge still publishes it, and
+/// the object is erased whatever was found (erasing an empty one is harmless).
+pub async fn remove(
+    env: &Env,
+    id: &str,
+    withdrawn_at: Option<u64>,
+) -> Result<Option<Registered>, AppError> {
     // The registration goes first, so that nothing can bring the account back (an object
     // woken by a late read finds it unknown); then the edge's copy; then its state.
-    let Some(entry) = registry::delete(env, id).await? else {
-        return Ok(None);
+    let entry = match registry::delete(env, id).await? {
+        Some(entry) => Some(entry),
+        None => directory::published(env, id).await?,
     };
-    directory::withdraw(env, &entry).await?;
+    if let Some(entry) = &entry {
+        directory::withdraw(env, entry).await?;
+    }
     reader::forget_account(id);
-    object_client::erase(env, id).await?;
-    Ok(Some(entry))
+    object_client::erase(env, id, withdrawn_at).await?;
+    Ok(entry)
 }
 
 async fn reset(env: &Env, settings: &Settings, id: &str) -> Result<Response, AppError> {

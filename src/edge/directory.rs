@@ -116,6 +116,16 @@ pub async fn publish(
     Ok(())
 }
 
+/// What KV publishes of a registered account (read anew, not remembered): what a removal
+/// that failed half-way left for its retry to withdraw.
+pub async fn published(env: &Env, id: &str) -> Result<Option<Registered>, AppError> {
+    let kv = env.kv(KV_BINDING).map_err(|e| runtime::internal("KV", e))?;
+    kv.get(&descriptor_key(id))
+        .json::<Registered>()
+        .await
+        .map_err(|e| runtime::internal("reading a registered account from KV", e))
+}
+
 /// Withdraws a deleted account from the edge: at once in this isolate, within KV's
 /// propagation elsewhere.
 pub async fn withdraw(env: &Env, entry: &Registered) -> Result<(), AppError> {

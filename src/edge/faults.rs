@@ -9,6 +9,8 @@
 //!   fails, as Cloudflare's KV answers 429.
 //! - `TEST_NO_DUE_ALARMS="1"`: objects set no alarm for their due times (they still tell the
 //!   registry), as if every alarm were lost; the cron and reads are then the only triggers.
+//! - `TEST_FAIL_ERASES="1"`: the first erase(s) of an object's state fail, as a Durable
+//!   Object call can, leaving a removal half done for its retry to finish.
 
 use crate::edge::memo;
 use crate::edge::runtime::{self, now_millis};
@@ -23,11 +25,14 @@ struct Faults {
     failing_writes: Option<(u64, u64)>,
     one_write_per_sec: bool,
     no_due_alarms: bool,
+    failing_erases: u64,
 }
 
 thread_local! {
     /// Per KV key: writes attempted, and when the last one was let through.
     static WRITES: RefCell<HashMap<String, (u64, u64)>> = RefCell::default();
+    /// Erases attempted in this isolate.
+    static ERASES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 fn faults(env: &Env) -> Rc<Faults> {
@@ -45,10 +50,14 @@ fn faults(env: &Env) -> Rc<Faults> {
         });
         let one_write_per_sec = lookup("TEST_KV_ONE_WRITE_PER_SEC").is_some_and(|v| v == "1");
         let no_due_alarms = lookup("TEST_NO_DUE_ALARMS").is_some_and(|v| v == "1");
+        let failing_erases = lookup("TEST_FAIL_ERASES")
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
         Rc::new(Faults {
             failing_writes,
             one_write_per_sec,
             no_due_alarms,
+            failing_erases,
         })
     })
 }
@@ -56,6 +65,21 @@ fn faults(env: &Env) -> Rc<Faults> {
 /// Whether objects must not set alarms for their due times.
 pub fn no_due_alarms(env: &Env) -> bool {
     faults(env).no_due_alarms
+}
+
+/// An injected failure for this erase of an object's state, if the test variables ask for one.
+pub fn erase(env: &Env) -> worker::Result<()> {
+    let failing = faults(env).failing_erases;
+    let attempt = ERASES.with(|count| {
+        count.set(count.get() + 1);
+        count.get()
+    });
+    match attempt <= failing {
+        true => Err(worker::Error::RustError(
+            "injected failure of an erase (TEST_FAIL_ERASES)".into(),
+        )),
+        false => Ok(()),
+    }
 }
 
 /// An injected failure for this write to `key`, if the test variables ask for one.

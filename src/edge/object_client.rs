@@ -7,6 +7,7 @@
 use crate::edge::refresher::Acquired;
 use crate::edge::runtime::{self, OBJECT_BINDING};
 use crate::error::AppError;
+use crate::policy::platform::AuthorizationPush;
 use crate::policy::refresh::Trigger;
 use crate::policy::ticket::{TicketKind, TicketRecord};
 use crate::policy::token::TokenRecord;
@@ -37,16 +38,31 @@ pub(crate) enum Op {
     Forget,
     /// Lift the quota pause and the credential block.
     Reset,
-    /// The account is deleted: erase its state, alarm and KV entries.
-    Erase,
+    /// The account is deleted: erase its state, alarm and KV entries. An authorizer's
+    /// withdrawal keeps its CreateTime, so that an older push never brings it back.
+    Erase {
+        #[serde(default)]
+        withdrawn_at: Option<u64>,
+    },
+    /// An authorizer: whether a push of this CreateTime comes after what was acted on.
+    Admits {
+        push: AuthorizationPush,
+        created_at: u64,
+    },
     /// The platform's component: a verify ticket WeChat pushed, with its CreateTime.
     VerifyTicket {
         ticket: String,
         created_at: u64,
     },
-    /// An authorizer: the code of its authorization, to exchange for its tokens.
+    /// An authorizer: the code of its authorization (and the push's CreateTime), to exchange
+    /// for its tokens.
     Authorize {
         code: String,
+        created_at: u64,
+    },
+    /// An authorizer: its refresh token as WeChat's authorizer list shows it (an import).
+    Adopt {
+        refresh_token: String,
     },
 }
 
@@ -86,8 +102,23 @@ pub async fn reset(env: &Env, account_id: &str) -> Result<(), AppError> {
     decode(ask(env, account_id, Op::Reset).await?).await
 }
 
-pub async fn erase(env: &Env, account_id: &str) -> Result<(), AppError> {
-    decode(ask(env, account_id, Op::Erase).await?).await
+pub async fn erase(env: &Env, account_id: &str, withdrawn_at: Option<u64>) -> Result<(), AppError> {
+    decode(ask(env, account_id, Op::Erase { withdrawn_at }).await?).await
+}
+
+/// Whether an authorizer's push of `created_at` comes after what its object acted on.
+pub async fn admits(
+    env: &Env,
+    authorizer: &str,
+    push: AuthorizationPush,
+    created_at: u64,
+) -> Result<bool, AppError> {
+    let op = Op::Admits { push, created_at };
+    decode(ask(env, authorizer, op).await?).await
+}
+
+pub async fn adopt(env: &Env, authorizer: &str, refresh_token: String) -> Result<(), AppError> {
+    decode(ask(env, authorizer, Op::Adopt { refresh_token }).await?).await
 }
 
 pub async fn verify_ticket(
@@ -100,8 +131,14 @@ pub async fn verify_ticket(
     decode(ask(env, component_id, op).await?).await
 }
 
-pub async fn authorize(env: &Env, authorizer: &str, code: String) -> Result<(), AppError> {
-    decode(ask(env, authorizer, Op::Authorize { code }).await?).await
+pub async fn authorize(
+    env: &Env,
+    authorizer: &str,
+    code: String,
+    created_at: u64,
+) -> Result<(), AppError> {
+    let op = Op::Authorize { code, created_at };
+    decode(ask(env, authorizer, op).await?).await
 }
 
 async fn ask(env: &Env, account_id: &str, op: Op) -> Result<Response, AppError> {

@@ -17,8 +17,9 @@ use crate::edge::upstream;
 use crate::error::{wechat_codes, AppError, UpstreamFailure};
 use crate::policy::accounts::AccountKind;
 use crate::policy::auth::Route;
+use crate::policy::config::AccountName;
 use crate::policy::config::Settings;
-use crate::policy::platform::{self, Component, MAX_PUSH_BYTES};
+use crate::policy::platform::{self, AuthorizationPush, Component, MAX_PUSH_BYTES};
 use crate::policy::refresh::Trigger;
 use crate::policy::registry::{page_limit, Registered, STATUS_PAGE};
 use crate::policy::token::TokenRecord;
@@ -26,6 +27,7 @@ use crate::wechat::platform as protocol;
 use crate::wechat::push::{self, PlatformEvent, PushError};
 use futures_util::future::join_all;
 use serde_json::{json, Value};
+use std::future::Future;
 use worker::{Context, Env, Method, Request, Response};
 
 /// `/component/…`: `rest` is what follows `/component`.
@@ -100,28 +102,58 @@ async fn events(request: &Request, env: &Env) -> Result<Response, AppError> {
         .map_err(refused)?;
     let event = push::parse_event(&message, &component.account.appid).map_err(refused)?;
     let id = &component.account.id;
+    // A push without its CreateTime counts as sent now.
+    let or_now = |created_at: u64| {
+        if created_at == 0 {
+            now_secs()
+        } else {
+            created_at
+        }
+    };
     match event {
         PlatformEvent::VerifyTicket { ticket, created_at } => {
             object_client::verify_ticket(env, id, ticket, created_at).await?;
         }
-        PlatformEvent::Authorized { authorizer, code } => {
+        PlatformEvent::Authorized {
+            authorizer,
+            code,
+            created_at,
+        } => {
+            let created_at = or_now(created_at);
+            // Pushes act in WeChat's order: an authorization older than what was acted on
+            // (a late retry, a replay) changes nothing.
+            let push = AuthorizationPush::Authorized;
+            if !object_client::admits(env, &authorizer, push, created_at).await? {
+                log_push_ignored(&authorizer, "authorized", created_at);
+                return Ok(respond::text(200, "success"));
+            }
             register_authorizer(env, &settings, &authorizer).await?;
             // The code is stored before WeChat hears `success` (a failure is a 5xx, and
             // WeChat pushes again); the object exchanges it in the background.
-            object_client::authorize(env, &authorizer, code).await?;
+            object_client::authorize(env, &authorizer, code, created_at).await?;
         }
-        PlatformEvent::Unauthorized { authorizer } => {
-            // Only an authorizer: an account registered otherwise is the operator's.
+        PlatformEvent::Unauthorized {
+            authorizer,
+            created_at,
+        } => {
+            let created_at = or_now(created_at);
+            // Only an authorizer: an account registered otherwise is the operator's. One no
+            // longer registered may be a withdrawal that failed half-way: it is finished.
             let registered = registry::get(env, &authorizer).await?;
-            let is_authorizer = registered
+            let operators = registered
                 .as_ref()
-                .is_some_and(|e| e.kind == AccountKind::Authorizer.name());
-            if is_authorizer {
-                admin::remove(env, &authorizer).await?;
+                .is_some_and(|e| e.kind != AccountKind::Authorizer.name());
+            let push = AuthorizationPush::Withdrawn;
+            if !operators && !object_client::admits(env, &authorizer, push, created_at).await? {
+                log_push_ignored(&authorizer, "unauthorized", created_at);
+                return Ok(respond::text(200, "success"));
+            }
+            if !operators {
+                admin::remove(env, &authorizer, Some(created_at)).await?;
             }
             log_event(json!({
                 "event": "authorizer_unauthorized", "account": authorizer,
-                "known": is_authorizer,
+                "known": registered.is_some() && !operators,
             }));
         }
         PlatformEvent::Other { info_type } => {
@@ -132,15 +164,34 @@ async fn events(request: &Request, env: &Env) -> Result<Response, AppError> {
     Ok(respond::text(200, "success"))
 }
 
+fn log_push_ignored(authorizer: &str, info_type: &str, created_at: u64) {
+    log_event(json!({
+        "event": "platform_push_out_of_order", "account": authorizer,
+        "info_type": info_type, "created_at": created_at,
+    }));
+}
+
 /// Registers (or keeps) an authorizer as an account of kind `authorizer`, and tells the edge.
-async fn register_authorizer(
+/// An account of the environment or the admin API with that id or that appid is another
+/// account: a conflict, never overwritten.
+pub(crate) async fn register_authorizer(
     env: &Env,
     settings: &Settings,
     appid: &str,
 ) -> Result<Registered, AppError> {
-    if settings.account(appid).is_ok() {
+    if settings
+        .accounts
+        .iter()
+        .any(|a| a.id == appid || a.appid == appid)
+    {
         return Err(AppError::Conflict(format!(
             "the authorizer {appid} is also configured in WECHAT_ACCOUNTS"
+        )));
+    }
+    let by_appid = directory::find(env, settings, AccountName::AppId(appid)).await?;
+    if by_appid.is_some_and(|a| a.kind != AccountKind::Authorizer) {
+        return Err(AppError::Conflict(format!(
+            "the authorizer {appid} is the appid of an account registered through the admin API"
         )));
     }
     let existing = registry::get(env, appid).await?;
@@ -204,34 +255,17 @@ async fn pre_auth_code(request: &Request, env: &Env, ctx: &Context) -> Result<Re
             as u8,
     };
     let mobile = param(&pairs, "mobile") == Some("1");
-    let account = directory::by_id(env, &settings, &component.account.id).await?;
     let appid = component.account.appid.as_str();
-    // A rejected component token is refreshed once (for everyone) and the call sent again.
-    let mut token = read::<TokenRecord>(env, ctx, &settings, &account, ())
-        .await?
-        .access_token;
-    let mut healed = false;
-    let issued = loop {
-        let call = protocol::pre_auth_code_request(&settings.api_base, appid, &token);
-        let budget_ms = settings.upstream_timeout_ms;
-        let outcome = upstream::platform_call(&settings, &call, budget_ms)
-            .await
-            .and_then(|(status, body)| {
-                protocol::parse_pre_auth_code(status, &body, &call.sensitive)
-            });
-        match outcome {
-            Err(UpstreamFailure::WeChat { errcode, .. })
-                if wechat_codes::is_token_rejected(errcode) && !healed =>
-            {
-                healed = true;
-                let stale_token = token.clone();
-                token = refresh(env, &settings, &account, Trigger::Rejected { stale_token })
-                    .await?
-                    .access_token;
-            }
-            other => break other.map_err(AppError::Upstream)?,
+    let settings = &*settings;
+    let issued = with_component_token(env, ctx, settings, |token| {
+        let call = protocol::pre_auth_code_request(&settings.api_base, appid, token);
+        async move {
+            let (status, body) =
+                upstream::platform_call(settings, &call, settings.upstream_timeout_ms).await?;
+            protocol::parse_pre_auth_code(status, &body, &call.sensitive)
         }
-    };
+    })
+    .await?;
     let url = protocol::authorization_url(appid, &issued.value, redirect_uri, auth_type, mobile);
     Ok(respond::json(
         200,
@@ -239,6 +273,101 @@ async fn pre_auth_code(request: &Request, env: &Env, ctx: &Context) -> Result<Re
             "pre_auth_code": issued.value,
             "expires_in": issued.expires_in,
             "authorization_url": url,
+        }),
+    ))
+}
+
+/// Makes one of the platform's own calls with the component token; a token WeChat rejects is
+/// refreshed once (for everyone: a refresh naming it) and the call sent again.
+async fn with_component_token<T, F, Fut>(
+    env: &Env,
+    ctx: &Context,
+    settings: &Settings,
+    call: F,
+) -> Result<T, AppError>
+where
+    F: Fn(&str) -> Fut,
+    Fut: Future<Output = Result<T, UpstreamFailure>>,
+{
+    let account = settings.component_account()?;
+    let token = read::<TokenRecord>(env, ctx, settings, account, ())
+        .await?
+        .access_token;
+    match call(&token).await {
+        Err(UpstreamFailure::WeChat { errcode, .. })
+            if wechat_codes::is_token_rejected(errcode) =>
+        {
+            let stale_token = token;
+            let fresh = refresh(env, settings, account, Trigger::Rejected { stale_token }).await?;
+            call(&fresh.access_token).await.map_err(AppError::Upstream)
+        }
+        outcome => outcome.map_err(AppError::Upstream),
+    }
+}
+
+/// How many authorizers one sync request imports at most (`?count=`): each costs a few
+/// subrequests (the registry, KV, its object), and a Worker's invocation has a bounded
+/// number of them.
+const SYNC_DEFAULT_COUNT: usize = 50;
+const SYNC_MAX_COUNT: usize = 500;
+
+/// `POST /admin/component/authorizers/sync?offset=&count=` (admin key): authorizers that
+/// authorized before this deployment, imported from WeChat's authorizer list a page at a
+/// time: each registered (unless another account has its id or appid: a conflict, listed)
+/// and given the refresh token the list shows. Answers `next_offset` while the list goes on.
+pub async fn sync_authorizers(
+    request: &Request,
+    env: &Env,
+    ctx: &Context,
+) -> Result<Response, AppError> {
+    let settings = runtime::settings(env)?;
+    let component = component(&settings)?;
+    let pairs = query(request)?;
+    let number = |name: &str, default: usize, max: usize| match param(&pairs, name) {
+        None => Ok(default),
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n <= max)
+            .ok_or_else(|| AppError::BadRequest(format!("{name} must be 0 to {max}"))),
+    };
+    let offset = number("offset", 0, usize::MAX)?;
+    let count = number("count", SYNC_DEFAULT_COUNT, SYNC_MAX_COUNT)?.max(1);
+    let appid = component.account.appid.as_str();
+    let settings = &*settings;
+    let (listed, rows, total) = with_component_token(env, ctx, settings, |token| {
+        let call = protocol::authorizer_list_request(&settings.api_base, appid, token, offset);
+        async move {
+            let (status, body) =
+                upstream::platform_call(settings, &call, settings.upstream_timeout_ms).await?;
+            protocol::authorizer_list_page(status, &body, &call.sensitive)
+        }
+    })
+    .await?;
+    let (mut imported, mut conflicts) = (Vec::new(), Vec::new());
+    for row in listed.into_iter().take(count) {
+        match register_authorizer(env, settings, &row.appid).await {
+            Ok(_) => {
+                object_client::adopt(env, &row.appid, row.refresh_token).await?;
+                imported.push(row.appid);
+            }
+            Err(AppError::Conflict(_)) => conflicts.push(row.appid),
+            Err(e) => return Err(e),
+        }
+    }
+    let done = offset + imported.len() + conflicts.len();
+    let next_offset = (done < total && rows > 0).then_some(done);
+    log_event(json!({
+        "event": "authorizers_synced", "offset": offset, "imported": imported.len(),
+        "conflicts": conflicts.len(), "total": total,
+    }));
+    Ok(respond::json(
+        200,
+        &json!({
+            "imported": imported,
+            "conflicts": conflicts,
+            "total": total,
+            "next_offset": next_offset,
         }),
     ))
 }

@@ -180,9 +180,11 @@ fn remember<R: Credential + 'static>(key: &str, record: &R, now_ms: u64, margin_
 }
 
 /// The account whose token `presented` is, by the index the objects write to KV (one read,
-/// whatever the number of accounts). With a single account, a token the index does not know
-/// (yet) is compared with that account's token as readers get it: KV first, its object only
-/// when KV has nothing fresh, so unknown tokens cannot make anyone call the object.
+/// whatever the number of accounts). With a single account and none registered at runtime
+/// (no admin API, no platform whose authorizers register), a token the index does not know
+/// (yet) is compared with that account's token as readers get it: memory and KV first, its
+/// object only when KV has nothing fresh, and then at most once a second per isolate (the
+/// record is remembered).
 pub async fn recognize(
     env: &Env,
     ctx: &Context,
@@ -200,7 +202,7 @@ pub async fn recognize(
     let [only] = settings.accounts.as_slice() else {
         return Ok(None);
     };
-    if runtime::admin_keys(env)?.is_some() {
+    if runtime::admin_keys(env)?.is_some() || settings.component.is_some() {
         return Ok(None);
     }
     let current = read::<TokenRecord>(env, ctx, settings, only, ()).await?;

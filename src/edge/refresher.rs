@@ -36,7 +36,7 @@ use worker::durable::State;
 use worker::Env;
 
 use crate::policy::ledger::CredentialKind;
-pub use admin::erase;
+pub use admin::{admits, erase};
 pub use state::AccountState;
 
 /// What a request for a credential got.
@@ -242,6 +242,9 @@ impl AccountCtx {
     /// Sets the alarm for when the token, or a ticket in use, next falls due (see
     /// `policy::schedule`), unless one is set sooner.
     pub async fn arm_due(&self) {
+        if self.state.retired.get() {
+            return;
+        }
         let now = now_secs();
         let policy = self.settings.refresh;
         // Each credential's due time, from what `refresh::decide` weighs: expiry, hold, last

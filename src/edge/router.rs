@@ -108,6 +108,11 @@ async fn route(request: Request, env: &Env, ctx: &Context) -> Result<Response, A
         component if component.starts_with("/component/") => {
             platform::route(&request, method, &component["/component".len()..], env, ctx).await
         }
+        "/admin/component/authorizers/sync" => {
+            access::authenticate_admin(env, &request)?;
+            allow(Method::Post)?;
+            platform::sync_authorizers(&request, env, ctx).await
+        }
         admin if admin == "/admin/accounts" || admin.starts_with("/admin/accounts/") => {
             admin::route(&request, method, &admin["/admin/accounts".len()..], env).await
         }

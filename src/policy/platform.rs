@@ -177,6 +177,27 @@ pub struct PlatformState {
     /// The component: since when it has waited for its first verify ticket (for alerts).
     #[serde(default)]
     pub no_ticket_since: Option<u64>,
+    /// An authorizer: the CreateTime of the latest authorization push acted on, and of the
+    /// withdrawal that erased it (kept through the erase), so that pushes act in WeChat's
+    /// order however they arrive.
+    #[serde(default)]
+    pub authorization_pushed_at: Option<u64>,
+    #[serde(default)]
+    pub withdrawal_pushed_at: Option<u64>,
+    /// An authorizer: the fingerprint of the last authorization code received, so that
+    /// WeChat's retry of a push already stored does not send its code a second time.
+    #[serde(default)]
+    pub last_code_fingerprint: Option<String>,
+}
+
+/// An authorizer's pushes that change whether it is authorized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthorizationPush {
+    /// `authorized`, `updateauthorized`, or a fast registration's result.
+    Authorized,
+    /// `unauthorized`.
+    Withdrawn,
 }
 
 impl VerifyTicket {
@@ -205,6 +226,30 @@ impl std::fmt::Debug for PlatformState {
 }
 
 impl PlatformState {
+    /// Whether a push of `created_at` (WeChat's CreateTime) is not older than what was acted
+    /// on: an authorization not older than the latest authorization or withdrawal, a
+    /// withdrawal not older than the latest authorization. (Within one second the order of
+    /// arrival decides; a retry of a code already received is told apart by the code.)
+    pub fn admits(&self, push: AuthorizationPush, created_at: u64) -> bool {
+        let not_older = |at: Option<u64>| at.is_none_or(|at| created_at >= at);
+        match push {
+            AuthorizationPush::Authorized => {
+                not_older(self.authorization_pushed_at) && not_older(self.withdrawal_pushed_at)
+            }
+            AuthorizationPush::Withdrawn => not_older(self.authorization_pushed_at),
+        }
+    }
+
+    /// What an erased authorizer keeps: the order of its pushes, nothing else.
+    pub fn withdrawn(&self, created_at: u64) -> Self {
+        Self {
+            authorization_pushed_at: self.authorization_pushed_at,
+            withdrawal_pushed_at: Some(created_at),
+            last_code_fingerprint: self.last_code_fingerprint.clone(),
+            ..Self::default()
+        }
+    }
+
     /// The verify ticket to fetch the component token with: the latest, while WeChat still
     /// takes it.
     pub fn usable_ticket(&self, now: u64) -> Option<&str> {
@@ -307,5 +352,30 @@ mod tests {
         assert!(!state.push_request_due(5_000 + 3_599));
         assert!(state.push_request_due(5_000 + 3_600));
         assert!(!format!("{state:?}").contains("\"t\""));
+    }
+
+    #[test]
+    fn authorization_pushes_act_in_wechats_order() {
+        use AuthorizationPush::*;
+        let mut state = PlatformState::default();
+        assert!(state.admits(Authorized, 100) && state.admits(Withdrawn, 100));
+        state.authorization_pushed_at = Some(100);
+        // A withdrawal older than the authorization came late; one of its second did not.
+        assert!(!state.admits(Withdrawn, 99));
+        assert!(state.admits(Withdrawn, 100) && state.admits(Withdrawn, 101));
+        // An older authorization is stale.
+        assert!(!state.admits(Authorized, 90));
+        assert!(state.admits(Authorized, 100) && state.admits(Authorized, 101));
+        let erased = PlatformState {
+            refresh_token: Some("R".into()),
+            ..state.clone()
+        }
+        .withdrawn(150);
+        assert_eq!(erased.refresh_token, None);
+        assert_eq!(erased.authorization_pushed_at, Some(100));
+        // After a withdrawal, only an authorization of that second or later.
+        assert!(!erased.admits(Authorized, 149));
+        assert!(erased.admits(Authorized, 150) && erased.admits(Authorized, 151));
+        assert!(!erased.admits(Withdrawn, 99));
     }
 }

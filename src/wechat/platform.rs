@@ -235,23 +235,55 @@ pub fn authorizer_list_request(
     )
 }
 
-/// A page of the list: the refresh token of `authorizer_appid` if it is on it, and the
-/// total number of authorizers.
+/// One authorizer on the list: its appid and its current refresh token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedAuthorizer {
+    pub appid: String,
+    pub refresh_token: String,
+}
+
+/// A page of the list (its rows with an appid and a refresh token), how many rows it had,
+/// and the total number of authorizers.
+pub fn authorizer_list_page(
+    status: u16,
+    body: &str,
+    sensitive: &[String],
+) -> Result<(Vec<ListedAuthorizer>, usize, usize), UpstreamFailure> {
+    let json = parse_answer(status, body, sensitive)?;
+    let rows = json["list"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let total = json["total_count"].as_u64().unwrap_or(0) as usize;
+    let listed = rows
+        .iter()
+        .filter_map(|row| {
+            Some(ListedAuthorizer {
+                appid: row["authorizer_appid"].as_str()?.to_owned(),
+                refresh_token: row["refresh_token"]
+                    .as_str()
+                    .filter(|r| !r.is_empty())?
+                    .to_owned(),
+            })
+        })
+        .collect();
+    Ok((listed, rows.len(), total))
+}
+
+/// A page of the list: the refresh token of `authorizer_appid` if it is on it, how many rows
+/// the page had, and the total number of authorizers.
 pub fn find_in_authorizer_list(
     status: u16,
     body: &str,
     sensitive: &[String],
     authorizer_appid: &str,
 ) -> Result<(Option<String>, usize, usize), UpstreamFailure> {
-    let json = parse_answer(status, body, sensitive)?;
-    let rows = json["list"].as_array().cloned().unwrap_or_default();
-    let total = json["total_count"].as_u64().unwrap_or(0) as usize;
-    let found = rows
-        .iter()
-        .find(|row| row["authorizer_appid"].as_str() == Some(authorizer_appid))
-        .and_then(|row| row["refresh_token"].as_str())
-        .map(str::to_owned);
-    Ok((found, rows.len(), total))
+    let (listed, rows, total) = authorizer_list_page(status, body, sensitive)?;
+    let found = listed
+        .into_iter()
+        .find(|row| row.appid == authorizer_appid)
+        .map(|row| row.refresh_token);
+    Ok((found, rows, total))
 }
 
 #[cfg(test)]

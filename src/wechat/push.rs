@@ -118,22 +118,133 @@ fn unpad(plain: &[u8]) -> Option<&[u8]> {
     padding.iter().all(|b| *b as usize == pad).then_some(body)
 }
 
-/// The text of a top-level element of WeChat's flat XML (`<Name><![CDATA[…]]></Name>` or
-/// `<Name>…</Name>`), if the document is one `<xml>` element and has it.
+/// WeChat's flat XML (`<xml><Name><![CDATA[…]]></Name><Other>…</Other>…</xml>`), read one
+/// top-level element after another: each name once (a duplicate refuses the document, so no
+/// user-chosen text further on can stand in for a field), its text with XML's entities
+/// decoded, or no text if it holds elements (a fast registration's `<info>`). No DTD is read:
+/// no entity can expand and no outside file be named.
+pub struct FlatXml(Vec<(String, Option<String>)>);
+
+impl FlatXml {
+    pub fn parse(xml: &str) -> Result<Self, PushError> {
+        let malformed = || PushError::Malformed("not the flat <xml> WeChat sends");
+        let body = xml.trim();
+        let body = body.strip_prefix("<xml>").ok_or_else(malformed)?;
+        let mut rest = body.strip_suffix("</xml>").ok_or_else(malformed)?;
+        let mut fields: Vec<(String, Option<String>)> = Vec::new();
+        loop {
+            rest = rest.trim_start();
+            if rest.is_empty() {
+                return Ok(Self(fields));
+            }
+            let (name, value, after) = element(rest).ok_or_else(malformed)?;
+            if fields.iter().any(|(seen, _)| seen == name) {
+                return Err(PushError::Malformed("an element appears twice"));
+            }
+            fields.push((name.to_owned(), value));
+            rest = after;
+        }
+    }
+
+    /// The text of the top-level element `name`, if it has one.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(seen, _)| seen == name)
+            .and_then(|(_, value)| value.as_deref())
+    }
+}
+
+/// The text of a top-level element of WeChat's flat XML, if the document is one `<xml>`
+/// element and has it (see [`FlatXml`]).
 pub fn xml_field(xml: &str, name: &str) -> Option<String> {
-    let body = xml.trim();
-    let body = body.strip_prefix("<xml>")?.strip_suffix("</xml>")?;
-    let open = format!("<{name}>");
+    FlatXml::parse(xml).ok()?.get(name).map(str::to_owned)
+}
+
+/// One element at the start of `xml`: its name, its text (None if it holds elements), and
+/// what follows it.
+fn element(xml: &str) -> Option<(&str, Option<String>, &str)> {
+    let open = xml.strip_prefix('<')?;
+    let end = open.find('>')?;
+    let name = &open[..end];
+    let after = &open[end + 1..];
+    if let Some(empty) = name.strip_suffix('/') {
+        return is_name(empty).then(|| (empty, Some(String::new()), after));
+    }
+    if !is_name(name) {
+        return None;
+    }
     let close = format!("</{name}>");
-    let start = body.find(&open)? + open.len();
-    let end = start + body[start..].find(&close)?;
-    let inner = body[start..end].trim();
-    let text = match inner.strip_prefix("<![CDATA[") {
-        Some(rest) => rest.strip_suffix("]]>")?,
-        None if inner.contains('<') => return None,
-        None => inner,
+    if let Some(cdata) = after.trim_start().strip_prefix("<![CDATA[") {
+        let stop = cdata.find("]]>")?;
+        let rest = cdata[stop + 3..]
+            .trim_start()
+            .strip_prefix(close.as_str())?;
+        return Some((name, Some(cdata[..stop].to_owned()), rest));
+    }
+    let stop = matching_close(after, name)?;
+    let inner = &after[..stop];
+    let text = match inner.contains('<') {
+        true => None,
+        false => Some(decode_entities(inner.trim())?),
     };
-    Some(text.to_owned())
+    Some((name, text, &after[stop + close.len()..]))
+}
+
+fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+}
+
+/// Where the `</name>` that closes an element begins, past any nested ones of the same name.
+fn matching_close(xml: &str, name: &str) -> Option<usize> {
+    let (open, close) = (format!("<{name}>"), format!("</{name}>"));
+    let (mut depth, mut at) = (0usize, 0usize);
+    loop {
+        let next_close = at + xml[at..].find(&close)?;
+        match xml[at..].find(&open).map(|i| at + i) {
+            Some(next_open) if next_open < next_close => {
+                depth += 1;
+                at = next_open + open.len();
+            }
+            _ if depth == 0 => return Some(next_close),
+            _ => {
+                depth -= 1;
+                at = next_close + close.len();
+            }
+        }
+    }
+}
+
+/// XML's five entities and character references; anything else is not WeChat's XML.
+fn decode_entities(text: &str) -> Option<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        let end = rest[at..].find(';')? + at;
+        let entity = &rest[at + 1..end];
+        let decoded = match entity {
+            "lt" => '<',
+            "gt" => '>',
+            "amp" => '&',
+            "quot" => '"',
+            "apos" => '\'',
+            _ => {
+                let code = match entity.strip_prefix("#x").or(entity.strip_prefix("#X")) {
+                    Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+                    None => entity.strip_prefix('#')?.parse().ok()?,
+                };
+                char::from_u32(code)?
+            }
+        };
+        out.push(decoded);
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
 }
 
 /// What the platform is told, once decrypted.
@@ -141,45 +252,67 @@ pub fn xml_field(xml: &str, name: &str) -> Option<String> {
 pub enum PlatformEvent {
     /// Every ten minutes: the ticket that the component token is fetched with.
     VerifyTicket { ticket: String, created_at: u64 },
-    /// An account authorized the platform, or changed what it authorized.
-    Authorized { authorizer: String, code: String },
+    /// An account authorized the platform, or changed what it authorized, or a mini program
+    /// the platform registered (快速注册) came into being: its code to exchange.
+    Authorized {
+        authorizer: String,
+        code: String,
+        created_at: u64,
+    },
     /// An account withdrew its authorization.
-    Unauthorized { authorizer: String },
-    /// Anything else (registration results and the like): acknowledged, not acted on.
+    Unauthorized { authorizer: String, created_at: u64 },
+    /// Anything else (a failed registration and the like): acknowledged, not acted on.
     Other { info_type: String },
 }
 
 /// Reads a decrypted push; `component_appid` must be the platform's.
 pub fn parse_event(message: &str, component_appid: &str) -> Result<PlatformEvent, PushError> {
-    let field = |name| xml_field(message, name);
+    let xml = FlatXml::parse(message)?;
+    let field = |name| xml.get(name).map(str::to_owned);
     let info_type = field("InfoType").ok_or(PushError::Malformed("no InfoType"))?;
     if field("AppId").is_some_and(|appid| appid != component_appid) {
         return Err(PushError::Undecryptable(
             "sent for another appid than WECHAT_COMPONENT's",
         ));
     }
+    let created_at = field("CreateTime")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let required = |name, missing| field(name).filter(|v| !v.is_empty()).ok_or(missing);
     let authorizer = || {
-        field("AuthorizerAppid")
-            .filter(|a| !a.is_empty())
-            .ok_or(PushError::Malformed("no AuthorizerAppid"))
+        required(
+            "AuthorizerAppid",
+            PushError::Malformed("no AuthorizerAppid"),
+        )
     };
     Ok(match info_type.as_str() {
         "component_verify_ticket" => PlatformEvent::VerifyTicket {
-            ticket: field("ComponentVerifyTicket")
-                .filter(|t| !t.is_empty())
-                .ok_or(PushError::Malformed("no ComponentVerifyTicket"))?,
-            created_at: field("CreateTime")
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(0),
+            ticket: required(
+                "ComponentVerifyTicket",
+                PushError::Malformed("no ComponentVerifyTicket"),
+            )?,
+            created_at,
         },
         "authorized" | "updateauthorized" => PlatformEvent::Authorized {
             authorizer: authorizer()?,
-            code: field("AuthorizationCode")
-                .filter(|c| !c.is_empty())
-                .ok_or(PushError::Malformed("no AuthorizationCode"))?,
+            code: required(
+                "AuthorizationCode",
+                PushError::Malformed("no AuthorizationCode"),
+            )?,
+            created_at,
         },
+        // A fast registration's result: on success (status 0), the new mini program's appid
+        // and a code to exchange like an authorization's.
+        "notify_third_fasteregister" if field("status").as_deref() == Some("0") => {
+            PlatformEvent::Authorized {
+                authorizer: required("appid", PushError::Malformed("no appid"))?,
+                code: required("auth_code", PushError::Malformed("no auth_code"))?,
+                created_at,
+            }
+        }
         "unauthorized" => PlatformEvent::Unauthorized {
             authorizer: authorizer()?,
+            created_at,
         },
         _ => PlatformEvent::Other { info_type },
     })

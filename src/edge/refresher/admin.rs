@@ -1,11 +1,13 @@
 //! What the admin API asks of an account's object: lift its pauses, or erase it.
 
-use super::state::storage_key;
+use super::state::{storage_key, PLATFORM_KEY};
 use super::AccountCtx;
+use crate::edge::faults;
 use crate::edge::kv_cache;
 use crate::edge::runtime;
 use crate::error::AppError;
 use crate::policy::ledger::{CredentialKind, CredentialState, Usage};
+use crate::policy::platform::{AuthorizationPush, PlatformState};
 use crate::policy::token::TokenRecord;
 use serde_json::json;
 use worker::{Env, State};
@@ -34,10 +36,19 @@ impl AccountCtx {
 
 /// Removes everything an account's object and KV hold for it: its credentials, its counts, its
 /// alarm, and the index entries of its tokens. Needs no configuration of the account (it is
-/// already gone from the registry), only what the object stored.
-pub async fn erase(env: &Env, object: &State, account_id: &str) -> Result<(), AppError> {
+/// already gone from the registry), only what the object stored. An authorizer's withdrawal
+/// (`withdrawn_at`, its CreateTime) leaves the order of its pushes behind, nothing else.
+/// Idempotent: a retry finishes what a failed one left.
+pub async fn erase(
+    env: &Env,
+    object: &State,
+    account_id: &str,
+    withdrawn_at: Option<u64>,
+) -> Result<(), AppError> {
     let storage = object.storage();
     let failed = |e| runtime::internal("erasing the account's state", e);
+    faults::erase(env).map_err(failed)?;
+    let platform = stored_platform(object).await?;
     let stored: Option<String> = storage
         .get(&storage_key(CredentialKind::Token))
         .await
@@ -57,6 +68,32 @@ pub async fn erase(env: &Env, object: &State, account_id: &str) -> Result<(), Ap
         .map_err(failed)?;
     storage.delete_alarm().await.map_err(failed)?;
     storage.delete_all().await.map_err(failed)?;
+    if let Some(created_at) = withdrawn_at {
+        let left = serde_json::to_string(&platform.withdrawn(created_at))
+            .map_err(|e| runtime::internal("encoding", e))?;
+        storage.put(PLATFORM_KEY, left).await.map_err(failed)?;
+    }
     runtime::log_event(json!({ "event": "account_erased", "account": account_id }));
     Ok(())
+}
+
+/// Whether an authorizer's push of `created_at` comes after what its object acted on (read
+/// from storage: it needs no configuration, and an erased authorizer has none).
+pub async fn admits(
+    object: &State,
+    push: AuthorizationPush,
+    created_at: u64,
+) -> Result<bool, AppError> {
+    Ok(stored_platform(object).await?.admits(push, created_at))
+}
+
+async fn stored_platform(object: &State) -> Result<PlatformState, AppError> {
+    let stored: Option<String> = object
+        .storage()
+        .get(PLATFORM_KEY)
+        .await
+        .map_err(|e| runtime::internal("reading storage", e))?;
+    Ok(stored
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default())
 }

@@ -19,6 +19,9 @@ impl AccountCtx {
         let Some(settings) = self.settings.alerts.clone() else {
             return;
         };
+        if self.state.retired.get() {
+            return;
+        }
         let now = now_secs();
         if self.account.api == TokenApi::Component {
             // A fresh component's hour starts once, and survives an eviction.
@@ -69,11 +72,15 @@ impl AccountCtx {
     ) -> Observation<'a> {
         let attempt = token.last_attempt.as_ref();
         let expires_at = token.record.as_ref().map(|r| r.expires_at);
+        // A platform awaiting its first verify ticket has failed nothing yet: the stale
+        // ticket's alert speaks for it after an hour.
+        let first_ticket_awaited = self.account.api == TokenApi::Component
+            && self.state.platform.borrow().verify_ticket.is_none();
         Observation {
             token_valid: expires_at.is_some_and(|at| at > now),
             token_expired_at: expires_at.filter(|at| *at <= now),
             failing_since: attempt
-                .filter(|a| a.failure.is_some())
+                .filter(|a| a.failure.is_some() && !first_ticket_awaited)
                 .map(|a| a.failing_since.unwrap_or(a.at)),
             last_failure: failure,
             paused: self.paused_until(CredentialKind::Token, now).is_some(),

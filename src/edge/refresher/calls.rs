@@ -64,9 +64,24 @@ impl AccountCtx {
         trigger: &'static str,
         force: bool,
     ) -> Result<TokenRecord, AppError> {
-        // The platform's accounts call with more than their configuration; nothing to call
-        // with answers at once.
-        let grant = self.platform_grant().await?;
+        // The platform's accounts call with more than their configuration. Nothing to call
+        // with answers at once, recorded as a failed attempt like any other (backoff, the
+        // last error, alerts; a missing refresh token stops automatic refreshes as WeChat's
+        // refusal of one does), so that nothing retries it every minute.
+        let grant = match self.platform_grant().await {
+            Ok(grant) => grant,
+            Err(refused) => {
+                let failure = grant_failure(&refused);
+                self.store(
+                    CredentialKind::Token,
+                    &self.state.token,
+                    &Err(failure),
+                    None,
+                )
+                .await;
+                return Err(refused);
+            }
+        };
         let started_at = now_secs();
         {
             let mut ledger = self.state.ledger.borrow_mut();
@@ -329,6 +344,36 @@ impl AccountCtx {
             "duration_ms": now_millis().saturating_sub(started_ms),
             "fingerprint": outcome.as_ref().ok().map(|issued| fingerprint(&issued.value)),
         }));
+    }
+}
+
+/// What a platform account's missing grant is recorded as: the WeChat error it amounts to
+/// (no verify ticket is an invalid one, no refresh token a refused one), or the component's
+/// own failure, so that the ledger treats it as it treats WeChat's.
+fn grant_failure(refused: &AppError) -> UpstreamFailure {
+    let said = |errcode, errmsg: &str| UpstreamFailure::WeChat {
+        errcode,
+        errmsg: errmsg.into(),
+    };
+    match refused {
+        AppError::NoVerifyTicket => said(
+            wechat_codes::VERIFY_TICKET_INVALID,
+            "no component_verify_ticket received yet (this server's own finding; nothing \
+             was sent to WeChat)",
+        ),
+        AppError::NoRefreshToken => said(
+            wechat_codes::REFRESH_TOKEN_INVALID,
+            "no refresh token is stored and the authorizer list does not show one (this \
+             server's own finding; nothing was sent to WeChat)",
+        ),
+        AppError::Upstream(failure) => failure.clone(),
+        AppError::NoValidToken {
+            last_failure: Some(failure),
+            ..
+        } => failure.clone(),
+        other => UpstreamFailure::Unreachable {
+            detail: format!("the platform's component: {}", other.code()),
+        },
     }
 }
 

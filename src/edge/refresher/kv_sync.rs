@@ -57,7 +57,7 @@ impl AccountCtx {
         slot: &Slot<R>,
     ) {
         let kv = &slot.kv;
-        if !kv.dirty.get() || kv.running.replace(true) {
+        if self.state.retired.get() || !kv.dirty.get() || kv.running.replace(true) {
             return;
         }
         let mut failed = false;
@@ -68,6 +68,9 @@ impl AccountCtx {
                 Delay::from(Duration::from_millis(wait_ms)).await;
             }
             let Some(record) = slot.record() else { break };
+            if self.state.retired.get() {
+                break;
+            }
             let now = now_secs();
             let fresh_until = record.expires_at().min(now + self.settings.kv_max_age_secs);
             let key = kv_cache::key(&self.account.id, which);

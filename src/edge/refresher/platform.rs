@@ -11,6 +11,7 @@ use crate::edge::runtime::{self, log_event, now_secs};
 use crate::edge::upstream;
 use crate::error::{wechat_codes, AppError, UpstreamFailure};
 use crate::policy::accounts::TokenApi;
+use crate::policy::fingerprint::fingerprint;
 use crate::policy::ledger::CredentialKind;
 use crate::policy::platform::VerifyTicket;
 use crate::policy::refresh::Trigger;
@@ -54,11 +55,14 @@ impl AccountCtx {
             TokenApi::Authorizer => {
                 let component_id = self.component_appid()?.to_owned();
                 let component_token = component_token(&self.env, &component_id).await?;
+                // A code is single-use: taken out of what is stored before it is sent (the
+                // token call's marker is stored next, with it gone), so that not even an
+                // eviction mid-exchange sends it twice.
                 let (mut refresh_token, code) = {
-                    let platform = self.state.platform.borrow();
+                    let mut platform = self.state.platform.borrow_mut();
                     (
                         platform.refresh_token.clone(),
-                        platform.authorization_code.clone(),
+                        platform.authorization_code.take(),
                     )
                 };
                 // Looked up at most hourly: an authorizer that lost its refresh token would
@@ -130,19 +134,13 @@ impl AccountCtx {
                 mut refresh_token,
                 code,
             } => {
-                // A pending code is single-use: exchanged once, whatever WeChat answers.
+                // A pending code is single-use: exchanged once, whatever WeChat answers (a
+                // newer one pushed meanwhile waits for its own turn).
                 if let Some(code) = code {
                     let grant = AuthorizerGrant::AuthorizationCode(&code);
                     let outcome = self.authorizer_call(trigger, &component_token, grant).await;
-                    {
-                        // Only this code: a newer one pushed meanwhile waits for its own turn.
-                        let mut platform = self.state.platform.borrow_mut();
-                        if platform.authorization_code.as_deref() == Some(code.as_str()) {
-                            platform.authorization_code = None;
-                        }
-                        if outcome.0.is_ok() {
-                            platform.authorized_at = Some(now_secs());
-                        }
+                    if outcome.0.is_ok() {
+                        self.state.platform.borrow_mut().authorized_at = Some(now_secs());
                     }
                     // A failed exchange falls back to the refresh token, if there is one.
                     if outcome.0.is_ok() || refresh_token.is_none() {
@@ -175,7 +173,11 @@ impl AccountCtx {
                                 Err(_) => return outcome,
                             }
                         }
-                        Some(wechat_codes::REFRESH_TOKEN_INVALID) if !recovered => {
+                        // At most hourly, however many clients read a dead authorizer.
+                        Some(wechat_codes::REFRESH_TOKEN_INVALID)
+                            if !recovered
+                                && self.state.platform.borrow().refresh_lookup_due(now_secs()) =>
+                        {
                             recovered = true;
                             match self.recover_refresh_token(&component_token).await {
                                 Some(listed) if Some(&listed) != refresh_token.as_ref() => {
@@ -325,10 +327,12 @@ impl AccountCtx {
         };
         let newer = {
             let mut platform = self.state.platform.borrow_mut();
-            let newer = platform
-                .verify_ticket
-                .as_ref()
-                .is_none_or(|stored| created_at >= stored.created_at);
+            // The same ticket again is a retry or a replay: it changes nothing (its window
+            // counts from when it first arrived).
+            let newer = platform.verify_ticket.as_ref().is_none_or(|stored| {
+                created_at > stored.created_at
+                    || (created_at == stored.created_at && ticket != stored.ticket)
+            });
             if newer {
                 platform.verify_ticket = Some(VerifyTicket {
                     ticket,
@@ -344,7 +348,20 @@ impl AccountCtx {
         if !newer {
             return Ok(());
         }
-        self.persist_checked(None).await?;
+        // A failure for want of a ticket is over: the token is fetched at once, not after
+        // the backoff it earned.
+        {
+            let mut token = self.state.token.state.borrow_mut();
+            let ticket_refused = token.last_attempt.as_ref().is_some_and(|a| {
+                matches!(&a.failure, Some(UpstreamFailure::WeChat { errcode, .. })
+                    if matches!(*errcode, wechat_codes::VERIFY_TICKET_EXPIRED
+                        | wechat_codes::VERIFY_TICKET_INVALID))
+            });
+            if ticket_refused {
+                token.last_attempt = None;
+            }
+        }
+        self.persist_checked(Some(CredentialKind::Token)).await?;
         let usable = self
             .state
             .token
@@ -362,8 +379,18 @@ impl AccountCtx {
     /// An authorizer's object: the code of a new (or changed) authorization, stored before
     /// WeChat hears `success`, then exchanged in the background for its token and refresh
     /// token.
-    pub async fn authorize(&self, code: String) -> Result<(), AppError> {
-        self.state.platform.borrow_mut().authorization_code = Some(code.clone());
+    pub async fn authorize(&self, code: String, created_at: u64) -> Result<(), AppError> {
+        let code_fingerprint = fingerprint(&code);
+        {
+            let mut platform = self.state.platform.borrow_mut();
+            // WeChat's retry of a push already stored: its code is taken, or spent.
+            if platform.last_code_fingerprint.as_deref() == Some(code_fingerprint.as_str()) {
+                return Ok(());
+            }
+            platform.authorization_code = Some(code.clone());
+            platform.last_code_fingerprint = Some(code_fingerprint);
+            platform.authorization_pushed_at = Some(created_at);
+        }
         self.persist_checked(None).await?;
         let ctx = self.clone();
         self.object.wait_until(async move {
@@ -381,6 +408,29 @@ impl AccountCtx {
                     return;
                 }
             }
+        });
+        Ok(())
+    }
+
+    /// An authorizer imported from WeChat's authorizer list (it authorized before this
+    /// deployment): the refresh token the list shows replaces the stored one, and its first
+    /// token is fetched in the background.
+    pub async fn adopt(&self, refresh_token: String) -> Result<(), AppError> {
+        let changed = {
+            let mut platform = self.state.platform.borrow_mut();
+            let changed = platform.refresh_token.as_deref() != Some(refresh_token.as_str());
+            platform.refresh_token = Some(refresh_token);
+            changed
+        };
+        if !changed {
+            return Ok(());
+        }
+        // A refused refresh token stopped automatic refreshes; this one has not been refused.
+        self.state.ledger.borrow_mut().blocked_config = None;
+        self.persist_checked(None).await?;
+        let ctx = self.clone();
+        self.object.wait_until(async move {
+            let _ = ctx.token(&Trigger::Background).await;
         });
         Ok(())
     }

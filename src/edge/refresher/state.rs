@@ -21,7 +21,7 @@ use worker::wasm_bindgen::JsValue;
 
 const ACCOUNT_KEY: &str = "account";
 /// The platform's objects only: the verify ticket, or the refresh token (`PlatformState`).
-const PLATFORM_KEY: &str = "platform";
+pub(super) const PLATFORM_KEY: &str = "platform";
 
 pub(super) fn storage_key(which: CredentialKind) -> String {
     format!("cred:{}", which.name())
@@ -78,9 +78,16 @@ pub struct AccountState {
     pub(super) reported_due: Cell<Option<Option<u64>>>,
     /// What the platform's component or an authorizer keeps besides its credentials.
     pub(super) platform: RefCell<PlatformState>,
+    /// The account was erased or its registration replaced: whatever is still under way on
+    /// this state writes nothing (storage, KV, alarm) from now on.
+    pub(super) retired: Cell<bool>,
 }
 
 impl AccountState {
+    pub fn retire(&self) {
+        self.retired.set(true);
+    }
+
     pub(super) fn ticket(&self, kind: TicketKind) -> &Slot<TicketRecord> {
         match kind {
             TicketKind::Jsapi => &self.jsapi,
@@ -232,6 +239,9 @@ impl AccountCtx {
     /// Writes the account's ledger, and `which`'s state with it, in one storage operation.
     /// A failure is logged: memory stays right, and the next write carries it.
     pub(super) async fn persist(&self, which: Option<CredentialKind>) {
+        if self.state.retired.get() {
+            return;
+        }
         if let Err(e) = self.persist_checked(which).await {
             self.log_storage_error(&e.message());
         }
@@ -243,6 +253,9 @@ impl AccountCtx {
         &self,
         which: Option<CredentialKind>,
     ) -> Result<(), AppError> {
+        if self.state.retired.get() {
+            return Err(AppError::UnknownAccount);
+        }
         let values = Object::new();
         let mut entries = vec![(
             ACCOUNT_KEY.to_owned(),
@@ -274,6 +287,9 @@ impl AccountCtx {
 
     /// Sets the alarm `delay_ms` from now, unless it is set to go off sooner.
     pub(super) async fn schedule_alarm(&self, delay_ms: u64) {
+        if self.state.retired.get() {
+            return;
+        }
         let storage = self.object.storage();
         let at = (runtime::now_millis() + delay_ms) as i64;
         let sooner = matches!(storage.get_alarm().await, Ok(Some(set)) if set <= at);

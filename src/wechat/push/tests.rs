@@ -149,18 +149,80 @@ fn flat_xml_fields() {
         parse_event(authorized, "wxc"),
         Ok(PlatformEvent::Authorized {
             authorizer: "wxa".into(),
-            code: "code@@@1".into()
+            code: "code@@@1".into(),
+            created_at: 0
         })
     );
     let gone = "<xml><InfoType>unauthorized</InfoType><AuthorizerAppid>wxa</AuthorizerAppid></xml>";
     assert_eq!(
         parse_event(gone, "wxc"),
         Ok(PlatformEvent::Unauthorized {
-            authorizer: "wxa".into()
+            authorizer: "wxa".into(),
+            created_at: 0
         })
     );
     assert_eq!(
         parse_event("<xml><AppId>wxc</AppId></xml>", "wxc"),
         Err(PushError::Malformed("no InfoType"))
+    );
+}
+
+#[test]
+fn the_flat_xml_is_read_one_top_level_element_after_another() {
+    // A user-chosen name further on cannot stand in for a field: a duplicate is refused.
+    let doubled = "<xml><InfoType>unauthorized</InfoType><AuthorizerAppid>wxa</AuthorizerAppid>\
+                   <AuthorizerAppid>wxb</AuthorizerAppid></xml>";
+    assert_eq!(
+        parse_event(doubled, "wxc"),
+        Err(PushError::Malformed("an element appears twice"))
+    );
+    // Nested elements are not top-level fields, whatever their names.
+    let nested = "<xml><InfoType>unauthorized</InfoType>\
+                  <info><AuthorizerAppid>wxz</AuthorizerAppid></info>\
+                  <AuthorizerAppid>wxa</AuthorizerAppid></xml>";
+    assert_eq!(
+        parse_event(nested, "wxc"),
+        Ok(PlatformEvent::Unauthorized {
+            authorizer: "wxa".into(),
+            created_at: 0
+        })
+    );
+    assert_eq!(
+        xml_field("<xml><A> x &amp; y &lt;z&gt; &#20013;</A></xml>", "A").as_deref(),
+        Some("x & y <z> 中")
+    );
+    assert_eq!(xml_field("<xml><A>&bogus;</A></xml>", "A"), None);
+    assert_eq!(
+        xml_field("<xml><A>1</A><B/></xml>", "B").as_deref(),
+        Some("")
+    );
+    assert_eq!(xml_field("<xml><A x=\"1\">1</A></xml>", "A"), None);
+    assert_eq!(
+        xml_field("<xml><A><A>1</A></A><B>2</B></xml>", "B").as_deref(),
+        Some("2")
+    );
+}
+
+#[test]
+fn a_fast_registration_is_an_authorization_with_its_code() {
+    let registered = "<xml><AppId><![CDATA[wxc]]></AppId><CreateTime>1535442403</CreateTime>\
+                      <InfoType><![CDATA[notify_third_fasteregister]]></InfoType>\
+                      <appid>wxnew</appid><status>0</status><auth_code>auth@@@1</auth_code>\
+                      <msg>OK</msg><info><name><![CDATA[Shop & Co]]></name>\
+                      <code><![CDATA[123]]></code></info></xml>";
+    assert_eq!(
+        parse_event(registered, "wxc"),
+        Ok(PlatformEvent::Authorized {
+            authorizer: "wxnew".into(),
+            code: "auth@@@1".into(),
+            created_at: 1_535_442_403
+        })
+    );
+    let failed = registered.replace("<status>0</status>", "<status>89249</status>");
+    assert_eq!(
+        parse_event(&failed, "wxc"),
+        Ok(PlatformEvent::Other {
+            info_type: "notify_third_fasteregister".into()
+        })
     );
 }
