@@ -2,15 +2,18 @@
 on 127.0.0.1, between the worker and the fake WeChat: tokens, tickets, gateway calls and WeCom
 go through it with the relay key; anything without the key is refused; its logs keep no secret.
 
-For the test only, the relay listens without TLS and its upstreams are the fake's plain HTTP
-address; every other line is the shipped file's."""
+For the test only, the relay listens without TLS, reaches WeChat's names over plain HTTP on the
+fake's port, and resolves them with a fake DNS server on 127.0.0.1 (with a one-second validity)
+that answers 127.0.0.1; every other line is the shipped file's."""
 
+import http.server
 import json
 import re
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from fake_dns import TYPE_A, FakeDNS
 from harness import CLIENT_KEY, free_port
 from setups import CORP, several
 
@@ -28,13 +32,20 @@ NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
 
-def rendered(conf: str, port: int, fake_url: str, logs: Path) -> str:
-    """The shipped configuration with the test's address, key, upstreams and log files."""
+def rendered(conf: str, port: int, upstream_port: int, dns_port: int, logs: Path) -> str:
+    """The shipped configuration with the test's address, key, upstreams, resolver and log
+    files."""
     replacements = [
         ("listen 443 ssl;", f"listen 127.0.0.1:{port};"),
         ('"CHANGE-ME-to-a-long-random-key" 1;', f'"{RELAY_KEY}" 1;'),
-        ("https://api.weixin.qq.com/", f"{fake_url}/"),
-        ("https://qyapi.weixin.qq.com/", f"{fake_url}/"),
+        ("set $wechat_api api.weixin.qq.com;",
+         f"set $wechat_api api.weixin.qq.com:{upstream_port};"),
+        ("set $wecom_api qyapi.weixin.qq.com;",
+         f"set $wecom_api qyapi.weixin.qq.com:{upstream_port};"),
+        ("proxy_pass https://$wechat_api;", "proxy_pass http://$wechat_api;"),
+        ("proxy_pass https://$wecom_api;", "proxy_pass http://$wecom_api;"),
+        ("resolver 127.0.0.53 ipv6=off valid=60s;",
+         f"resolver 127.0.0.1:{dns_port} ipv6=off valid=1s;"),
         ("/var/log/nginx/wechat-egress.access.log", str(logs / "access.log")),
         ("/var/log/nginx/wechat-egress.error.log", str(logs / "error.log")),
     ]
@@ -46,11 +57,23 @@ def rendered(conf: str, port: int, fake_url: str, logs: Path) -> str:
 
 
 @pytest.fixture
-def relay(fake, tmp_path):
+def dns():
+    server = FakeDNS().start()
+    server.addresses = {"api.weixin.qq.com": "127.0.0.1", "qyapi.weixin.qq.com": "127.0.0.1"}
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def relay(fake, dns, tmp_path):
+    yield from run_relay(fake.port, dns, tmp_path)
+
+
+def run_relay(upstream_port, dns, tmp_path):
     assert Path(NGINX).exists(), "nginx is missing: scripts/setup installs Debian's package"
     port = free_port()
     conf = tmp_path / "nginx.conf"
-    site = rendered(SHIPPED.read_text(), port, fake.base_url, tmp_path)
+    site = rendered(SHIPPED.read_text(), port, upstream_port, dns.port, tmp_path)
     conf.write_text(f"""
 pid {tmp_path}/nginx.pid;
 error_log {tmp_path}/main-error.log crit;
@@ -163,3 +186,75 @@ def test_wechats_own_403_and_media_sized_bodies_pass_through_the_relay(relay, st
     assert uploaded.status == 200, uploaded.text
     assert fake.media[uploaded.json["media_id"]] == picture
     assert "?" not in (logs / "access.log").read_text()
+
+
+def test_the_relay_passes_only_what_a_wechat_call_needs(relay, fake):
+    base, _ = relay
+    headers = {
+        "X-Egress-Key": RELAY_KEY, "CF-Connecting-IP": "2a06:98c0::1", "CF-Ray": "8f0-SJC",
+        "CF-Worker": "example.com", "CF-EW-Via": "15", "CF-IPCountry": "US",
+        "CDN-Loop": "cloudflare; loops=1", "X-Forwarded-For": "198.51.100.7",
+        "X-Forwarded-Proto": "https", "X-Forwarded-Host": "edge.example.com",
+        "X-Real-IP": "198.51.100.7", "Cookie": "session=1", "Authorization": "Bearer k",
+        "Accept": "application/json",
+    }
+    assert direct(f"{base}/wechat/cgi-bin/user/info?access_token=x&openid=o", headers) == 200
+    [call] = fake.api_requests
+    assert call["path"] == "/cgi-bin/user/info" and call["query"]["openid"] == "o"
+    assert set(call["headers"]) <= {"host", "accept", "connection"}, call["headers"]
+    assert call["headers"]["host"] == "api.weixin.qq.com"
+    assert call["headers"]["accept"] == "application/json"
+
+
+def test_the_relay_follows_wechats_address_over_ipv4_only(relay, dns, fake):
+    base, _ = relay
+    key = {"X-Egress-Key": RELAY_KEY}
+    assert direct(f"{base}/wechat/cgi-bin/getcallbackip?access_token=x", key) == 200
+    assert fake.api_calls == 1
+    # WeChat moves: the name now points at another address (on loopback, a server of its own).
+    moved = http.server.ThreadingHTTPServer(("127.0.0.2", fake.port), Moved)
+    thread = threading.Thread(target=moved.serve_forever, daemon=True)
+    thread.start()
+    try:
+        Moved.hits = 0
+        dns.addresses["api.weixin.qq.com"] = "127.0.0.2"
+        time.sleep(2.5)  # past the test's validity of a resolved name (1 s)
+        assert direct(f"{base}/wechat/cgi-bin/getcallbackip?access_token=x", key) == 200
+        assert Moved.hits == 1 and fake.api_calls == 1, "the relay kept WeChat's old address"
+    finally:
+        moved.shutdown()
+        moved.server_close()
+    asked = {qtype for name, qtype in dns.queries if name == "api.weixin.qq.com"}
+    assert asked == {TYPE_A}, f"the relay asked for more than IPv4 addresses: {asked}"
+
+
+class Moved(http.server.BaseHTTPRequestHandler):
+    hits = 0
+
+    def do_GET(self):  # noqa: N802
+        Moved.hits += 1
+        body = b'{"ip_list":[]}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_relays_own_error_page_reaches_sdks_in_wechats_shape(relay, dns, fake,
+                                                                start_worker):
+    base, _ = relay
+    worker = start_worker(WECHAT_API_BASE=f"{base}/wechat", WECHAT_EGRESS_KEY=RELAY_KEY)
+    token = worker.get_token().json["access_token"]
+    # WeChat cannot be reached: nothing listens where its name now points.
+    dns.addresses["api.weixin.qq.com"] = "127.0.0.3"
+    time.sleep(2.5)
+    keyed = worker.request("GET", "/gateway/cgi-bin/user/info?openid=o1")
+    assert keyed.status == 502 and keyed.json["error"] == "upstream_http_error", keyed.text
+    passed = worker.request("GET", f"/cgi-bin/user/info?access_token={token}&openid=o1",
+                            key=None)
+    assert passed.status == 200 and passed.json["errcode"] == -1, passed.text
+    assert "<html>" not in passed.text and fake.api_requests == []
