@@ -229,7 +229,7 @@ async fn read_body(request: &Request) -> Result<Option<Body>, AppError> {
         // Handed on untouched, so that its length goes upstream with it.
         return Ok(Some(Body::Stream(stream)));
     }
-    streams::peek(stream, gateway::MAX_KEPT_BODY_BYTES)
+    streams::hold(stream, gateway::MAX_KEPT_BODY_BYTES)
         .await
         .map(Some)
         .map_err(|_| AppError::BadRequest("unreadable body".into()))
@@ -407,6 +407,7 @@ fn without_refresh_tokens(
         None => return Ok(answer),
         Some(Body::Kept(bytes)) if bytes.length() == 0 => return Ok(answer),
         Some(Body::Kept(bytes)) => bytes.to_vec(),
+        Some(Body::Held(_)) => return refused("a platform answer held as a file"),
         Some(Body::Stream(_)) if !answer.textual() => return Ok(answer),
         Some(Body::Stream(_)) => {
             return refused("a platform answer too large to check for refresh tokens")

@@ -56,6 +56,7 @@ pub fn passed_on(status: u16, kept_headers: &[(&str, String)], body: Option<Body
         Some(Body::Kept(bytes)) if bytes.length() > 0 => {
             web_sys::Response::new_with_opt_buffer_source_and_init(Some(&bytes), &init)
         }
+        Some(Body::Held(blob)) => web_sys::Response::new_with_opt_blob_and_init(Some(&blob), &init),
         Some(Body::Stream(stream)) => {
             web_sys::Response::new_with_opt_readable_stream_and_init(Some(&stream), &init)
         }
