@@ -4,9 +4,11 @@ wrangler dev and driven by wrk, alternating, several rounds; the workerd process
 request, read from /proc; a 1000-request cold burst; the wasm's size. Prints a report; asserts
 nothing (the targets are read off the report).
 
-The gateway row: a keyed gateway call (`GET /gateway/cgi-bin/user/info`) against a minimal
-JavaScript pass-through worker (bench/passthrough), both forwarding to nginx answering fixed JSON
-(a Python fake would be the bottleneck of both).
+The gateway rows: a keyed gateway call (`GET /gateway/cgi-bin/user/info`) and the same call
+passed through with the token the server issued (`GET /cgi-bin/user/info?access_token=…`),
+against a minimal JavaScript pass-through worker (bench/passthrough) with and without the one
+log line per call the gateway writes, all forwarding to nginx answering fixed JSON (a Python
+fake would be the bottleneck of all).
 
 `--scale N` runs the scale run instead (bench/scale.py).
 
@@ -201,7 +203,11 @@ def main() -> None:
             nginx, upstream, nginx_dir = start_fixed_upstream()
             gateway_vars = worker_vars(fake) | {"WECHAT_API_BASE": upstream}
             keyed_path = "/gateway/cgi-bin/user/info?openid=o"
-            runs["gateway GET (keyed)"] = (Worker(gateway_vars).start(), keyed_path, True)
+            gateway = Worker(gateway_vars).start()
+            runs["gateway GET (keyed)"] = (gateway, keyed_path, True)
+            # nginx issues this token (FIXED_UPSTREAM); the server recognizes it as its own.
+            passed_path = "/cgi-bin/user/info?openid=o&access_token=BENCH-TOKEN-0123456789"
+            runs["gateway GET (pass-through)"] = (gateway, passed_path, False)
             for name, config in contenders:
                 other = Worker(gateway_vars, config=Path(config).resolve()).start()
                 runs[f"{name}: gateway GET (keyed)"] = (other, keyed_path, True)
@@ -223,7 +229,7 @@ def main() -> None:
                       f"cpu {result['cpu_us']:6.0f} us/req", flush=True)
         hot_calls = fake.calls
     finally:
-        for worker, _, _ in runs.values():
+        for worker in {id(w): w for w, _, _ in runs.values()}.values():
             worker.cleanup()
         if "nginx" in locals():
             nginx.send_signal(signal.SIGTERM)
@@ -260,7 +266,7 @@ def main() -> None:
         for floor in ("Rust floor", "JS floor"):
             ratio(f"`GET /token` ÷ {floor}", median["hot GET /token"], median[floor])
     if "JS pass-through" in median:
-        for name in [n for n in median if n.endswith("gateway GET (keyed)")]:
+        for name in [n for n in median if "gateway GET" in n]:
             for js in ("JS pass-through", "JS pass-through + log line"):
                 ratio(f"{name} ÷ {js}", median[name], median[js])
     print()

@@ -262,7 +262,7 @@ async fn forward(
         ),
         Err(e) => (e.status(), None, false, None, Some(e.code().to_owned())),
     };
-    log_event(json!({
+    let mut line = json!({
         "event": "gateway_call",
         "account": account.id,
         "method": call.method.to_string(),
@@ -270,11 +270,16 @@ async fn forward(
         "mode": mode.name(),
         "status": status,
         "errcode": errcode,
-        "edge_error": edge_error,
         "retried": retried,
-        "heal_refused": heal_refused,
         "duration_ms": now_millis().saturating_sub(started_ms),
-    }));
+    });
+    // Only when there is something to say: a log line costs by its length too.
+    for (name, value) in [("edge_error", edge_error), ("heal_refused", heal_refused)] {
+        if let Some(value) = value {
+            line[name] = json!(value);
+        }
+    }
+    log_event(line);
     outcome.map(|sent| sent.answer)
 }
 

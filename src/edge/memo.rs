@@ -12,6 +12,11 @@ use std::rc::Rc;
 /// How long a record read from KV (or the object) is answered from memory.
 pub const RECORD_MEMO_MS: u64 = 1_000;
 
+/// The most values kept: past it, every value with a deadline is let go (they are a cache;
+/// the isolate's configuration, kept for its life, stays). Tokens and account names that
+/// callers present cannot grow an isolate's memory without bound.
+const MAX_VALUES: usize = 10_000;
+
 thread_local! {
     static VALUES: RefCell<HashMap<String, Memo>> = RefCell::default();
 }
@@ -37,7 +42,11 @@ pub fn recall<T: Clone + 'static>(key: &str, now_ms: u64) -> Option<T> {
 /// Remembers `value` until `until_ms` (None: for the isolate's life).
 pub fn remember<T: 'static>(key: &str, value: T, until_ms: Option<u64>) {
     VALUES.with(|values| {
-        values.borrow_mut().insert(
+        let mut values = values.borrow_mut();
+        if values.len() >= MAX_VALUES {
+            values.retain(|_, memo| memo.until_ms.is_none());
+        }
+        values.insert(
             key.to_owned(),
             Memo {
                 value: Rc::new(value),
@@ -76,6 +85,18 @@ mod tests {
         );
         forget("token:a");
         assert_eq!(recall::<u32>("token:a", 0), None);
+    }
+
+    #[test]
+    fn past_its_bound_it_lets_go_of_what_has_a_deadline() {
+        remember("config:kept", 1_u8, None);
+        for n in 0..MAX_VALUES + 5 {
+            remember(&format!("seen:{n}"), n, Some(u64::MAX));
+        }
+        let size = VALUES.with(|values| values.borrow().len());
+        assert!(size <= MAX_VALUES, "{size}");
+        assert_eq!(recall::<u8>("config:kept", 0), Some(1));
+        assert_eq!(recall::<usize>(&format!("seen:{}", MAX_VALUES + 4), 0), Some(MAX_VALUES + 4));
     }
 
     #[test]

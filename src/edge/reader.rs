@@ -6,7 +6,7 @@ use crate::edge::kv_cache;
 use crate::edge::memo;
 use crate::edge::object_client;
 use crate::edge::refresher::Acquired;
-use crate::edge::runtime::{self, log_error, now_millis, now_secs};
+use crate::edge::runtime::{self, log_error, now_millis};
 use crate::error::AppError;
 use crate::policy::accounts::Account;
 use crate::policy::config::Settings;
@@ -191,12 +191,24 @@ pub async fn recognize(
     settings: &Settings,
     presented: &str,
 ) -> Result<Option<String>, AppError> {
-    let now = now_secs();
+    let now_ms = now_millis();
+    let now = now_ms / 1000;
+    // A token recognized a moment ago is this isolate's to remember (a pass-through call
+    // then costs no KV read), never past the end of its acceptance.
+    let memo_key = format!("recognized:{presented}");
+    if let Some(account) = memo::recall::<String>(&memo_key, now_ms) {
+        return Ok(Some(account));
+    }
     if let Some(entry) = kv_cache::read_index(env, presented).await {
         let current = directory::by_id(env, settings, &entry.account)
             .await
             .is_ok_and(|account| account.issuer == entry.issuer);
-        return Ok((current && now < entry.accepted_until).then_some(entry.account));
+        let recognized = (current && now < entry.accepted_until).then_some(entry.account);
+        if let Some(account) = &recognized {
+            let until_ms = (now_ms + memo::RECORD_MEMO_MS).min(entry.accepted_until * 1000);
+            memo::remember(&memo_key, account.clone(), Some(until_ms));
+        }
+        return Ok(recognized);
     }
     // One account, and none can be registered at runtime: the token can only be its.
     let [only] = settings.accounts.as_slice() else {

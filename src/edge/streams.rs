@@ -8,8 +8,7 @@
 use futures_util::{stream, StreamExt};
 use worker::js_sys::Uint8Array;
 use worker::wasm_bindgen::{JsCast, JsValue};
-use worker::wasm_bindgen_futures::JsFuture;
-use worker::web_sys::{self, Blob, ReadableStream};
+use worker::web_sys::{Blob, ReadableStream};
 
 /// A body either held whole (small enough to send twice, or to read) or still streaming.
 #[derive(Clone)]
@@ -88,12 +87,4 @@ pub async fn hold(body: ReadableStream, limit: usize) -> Result<Body, JsValue> {
             Ok(Body::Held(Blob::new_with_u8_array_sequence(&parts)?))
         }
     }
-}
-
-/// A whole body in one read by the runtime (cheaper than pumping the stream chunk by chunk
-/// through the worker). Only for bodies known to be small.
-pub async fn whole(body: &ReadableStream) -> Result<Uint8Array, JsValue> {
-    let wrapper = web_sys::Response::new_with_opt_readable_stream(Some(body))?;
-    let buffer = JsFuture::from(wrapper.array_buffer()?).await?;
-    Ok(Uint8Array::new(&buffer))
 }

@@ -17,10 +17,11 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 use wasm_bindgen::JsValue;
-use worker::{
-    AbortController, Delay, Fetch, Headers, Method, Request, RequestInit, RequestRedirect,
-    ResponseBody,
-};
+use worker::js_sys::{self, Uint8Array};
+use worker::wasm_bindgen::JsCast;
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::web_sys;
+use worker::{AbortController, Delay, Method};
 
 /// The header the fixed-IP egress relay checks (`WECHAT_EGRESS_KEY`).
 const EGRESS_HEADER: &str = "x-egress-key";
@@ -235,39 +236,43 @@ async fn exchange(
     let unreachable = |error: worker::Error| UpstreamFailure::Unreachable {
         detail: scrub(&error.to_string()),
     };
+    let js_failure = |e: JsValue| unreachable(e.into());
     let controller = AbortController::default();
     let signal = controller.signal();
     let call = async {
-        let request_headers = Headers::new();
+        // The runtime's own fetch, straight from a URL and its init: no intermediate Request
+        // object, and the answer's body read (or handed on) from the Response itself.
+        let request_headers = web_sys::Headers::new().map_err(js_failure)?;
         for (name, value) in headers
             .iter()
             .copied()
             .chain(egress.map(|key| (EGRESS_HEADER, key)))
         {
-            request_headers.set(name, value).map_err(unreachable)?;
+            request_headers.set(name, value).map_err(js_failure)?;
         }
-        let mut init = RequestInit::new();
+        let init = web_sys::RequestInit::new();
+        init.set_method(&method.to_string());
+        init.set_headers(&request_headers);
+        if let Some(body) = &body {
+            init.set_body(body);
+        }
         // Never followed: the egress key (and a body) would go to wherever `Location` says.
-        init.with_method(method)
-            .with_headers(request_headers)
-            .with_body(body)
-            .with_redirect(RequestRedirect::Manual);
-        let request = Request::new_with_init(url, &init).map_err(unreachable)?;
-        let response = Fetch::Request(request)
-            .send_with_signal(&signal)
+        init.set_redirect(web_sys::RequestRedirect::Manual);
+        init.set_signal(Some(&signal));
+        let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+        let sent = global.fetch_with_str_and_init(url, &init);
+        let response: web_sys::Response = JsFuture::from(sent)
             .await
-            .map_err(unreachable)?;
-        let marked = response
-            .headers()
-            .has(EGRESS_REFUSED_HEADER)
-            .unwrap_or(false);
-        refused_by_relay(response.status_code(), marked, egress)?;
-        if gateway::is_redirect(response.status_code()) {
-            return Err(UpstreamFailure::Redirect {
-                status: response.status_code(),
-            });
+            .and_then(JsCast::dyn_into)
+            .map_err(js_failure)?;
+        let status = response.status();
+        let answer = response.headers();
+        let header = |name| answer.get(name).ok().flatten();
+        let marked = answer.has(EGRESS_REFUSED_HEADER).unwrap_or(false);
+        refused_by_relay(status, marked, egress)?;
+        if gateway::is_redirect(status) {
+            return Err(UpstreamFailure::Redirect { status });
         }
-        let header = |name| response.headers().get(name).ok().flatten();
         let answer_headers = gateway::PASSED_BACK_ANSWER_HEADERS
             .iter()
             .filter_map(|name| Some((*name, header(name)?)))
@@ -285,23 +290,21 @@ async fn exchange(
             Reading::Redact => gateway::MAX_REDACTED_BYTES,
             _ => gateway::MAX_INSPECTED_BYTES,
         };
-        let js_failure = |e: JsValue| unreachable(e.into());
-        let body = match response.body().clone() {
-            ResponseBody::Stream(stream) if !read => Some(Body::Stream(stream)),
-            ResponseBody::Stream(stream)
-                if matches!(reading, Reading::Whole)
-                    || (length_known && declared_len.is_some_and(|n| n <= peek_limit as u64)) =>
-            {
-                Some(Body::Kept(
-                    streams::whole(&stream).await.map_err(js_failure)?,
-                ))
+        let whole = matches!(reading, Reading::Whole)
+            || (length_known && declared_len.is_some_and(|n| n <= peek_limit as u64));
+        let body = match response.body() {
+            Some(stream) if !read => Some(Body::Stream(stream)),
+            Some(_) if whole => {
+                let buffer = response.array_buffer().map_err(js_failure)?;
+                let buffer = JsFuture::from(buffer).await.map_err(js_failure)?;
+                Some(Body::Kept(Uint8Array::new(&buffer)))
             }
-            ResponseBody::Stream(stream) => Some(
+            Some(stream) => Some(
                 streams::peek(stream, peek_limit)
                     .await
                     .map_err(js_failure)?,
             ),
-            _ => None,
+            None => None,
         };
         // Only a small answer can be a refusal with an errcode; a large one is not copied in.
         let errcode = match (&body, reading) {
@@ -314,7 +317,7 @@ async fn exchange(
             _ => None,
         };
         Ok(Forwarded {
-            status: response.status_code(),
+            status,
             headers: answer_headers,
             body,
             errcode,
