@@ -96,7 +96,10 @@ mod tests {
         let size = VALUES.with(|values| values.borrow().len());
         assert!(size <= MAX_VALUES, "{size}");
         assert_eq!(recall::<u8>("config:kept", 0), Some(1));
-        assert_eq!(recall::<usize>(&format!("seen:{}", MAX_VALUES + 4), 0), Some(MAX_VALUES + 4));
+        assert_eq!(
+            recall::<usize>(&format!("seen:{}", MAX_VALUES + 4), 0),
+            Some(MAX_VALUES + 4)
+        );
     }
 
     #[test]

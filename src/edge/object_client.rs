@@ -6,6 +6,7 @@
 
 use crate::edge::refresher::Acquired;
 use crate::edge::runtime::{self, OBJECT_BINDING};
+use crate::edge::upstream::within;
 use crate::error::AppError;
 use crate::policy::platform::AuthorizationPush;
 use crate::policy::refresh::Trigger;
@@ -13,6 +14,7 @@ use crate::policy::ticket::{TicketKind, TicketRecord};
 use crate::policy::token::TokenRecord;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
+use std::time::Duration;
 use wasm_bindgen::JsValue;
 use worker::{Env, Method, Request, RequestInit, Response};
 
@@ -154,7 +156,30 @@ async fn ask(env: &Env, account_id: &str, op: Op) -> Result<Response, AppError> 
     init.with_method(Method::Post)
         .with_body(Some(JsValue::from_str(&body)));
     let request = Request::new_with_init("https://account-object/", &init).map_err(failed)?;
-    stub.fetch_with_request(request).await.map_err(failed)
+    // Whatever the object does, its caller is answered within a bound: every request the
+    // worker accepts is (a shared refresh that is lost, a runtime that never answers).
+    let budget_ms = object_budget_ms(env);
+    match within(
+        Duration::from_millis(budget_ms),
+        stub.fetch_with_request(request),
+    )
+    .await
+    {
+        Some(answer) => answer.map_err(failed),
+        None => Err(runtime::internal(
+            "the account's Durable Object did not answer",
+            format!("within {budget_ms} ms"),
+        )),
+    }
+}
+
+/// How long a caller waits for an account's object: its calls to WeChat (each refresh within
+/// `UPSTREAM_TIMEOUT_MS`, its retries included), a platform account's call to its component
+/// and a look-up in the authorizer list fit in three such budgets; ten seconds more for its
+/// storage and KV writes.
+fn object_budget_ms(env: &Env) -> u64 {
+    let upstream = runtime::settings(env).map_or(10_000, |s| s.upstream_timeout_ms);
+    upstream * 3 + 10_000
 }
 
 /// The object's answer: the value on 200, else its error response as [`AppError::Relayed`].

@@ -17,11 +17,11 @@ const DISCARD_MAX_BYTES: usize = 1 << 20;
 
 /// The query's name/value pairs.
 pub fn query(request: &Request) -> Result<Vec<(String, String)>, AppError> {
-    let url = request
-        .url()
-        .map_err(|_| AppError::BadRequest("unreadable URL".into()))?;
-    Ok(url
-        .query_pairs()
+    // The runtime's URL is already parsed and serialized: its query is what follows the first
+    // `?` (a `#` never reaches a server), without parsing the whole URL again.
+    let url = request.inner().url();
+    let query = url.split_once('?').map_or("", |(_, query)| query);
+    Ok(form_urlencoded::parse(query.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect())
 }
