@@ -251,7 +251,7 @@ async fn exchange(
             request_headers.set(name, value).map_err(js_failure)?;
         }
         let init = web_sys::RequestInit::new();
-        init.set_method(&method.to_string());
+        init.set_method(method.as_ref());
         init.set_headers(&request_headers);
         if let Some(body) = &body {
             init.set_body(body);
