@@ -156,3 +156,14 @@ def test_a_client_key_never_reaches_wechat(worker, fake, authorized):
     [call] = fake.api_requests
     assert call["path"] == "/sns/component/jscode2session"
     assert "secret" not in call["query"] and call["token_appid"] == fake.platform.appid
+
+
+def test_an_unknown_token_on_a_platform_only_deployment_reaches_no_object(start_worker, fake):
+    # Only the platform: its authorizers register at runtime, so an unknown token is nobody's,
+    # and no object is asked (the component's would ask WeChat to push a ticket).
+    worker = start_worker(**component_vars(fake, WECHAT_APPID="", WECHAT_APPSECRET=""))
+    reply = worker.request("GET", "/cgi-bin/user/info?access_token=unknown-token&openid=o",
+                           key=None)
+    assert reply.status == 200 and reply.json["errcode"] == 40001, reply.text
+    assert fake.platform.calls["api_start_push_ticket"] == 0
+    assert fake.api_requests == []
