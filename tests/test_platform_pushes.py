@@ -112,6 +112,19 @@ class TestRemoval:
         assert_error(worker.request("GET", f"/token?account={AUTHORIZER}"), 404,
                      "unknown_account")
 
+    def test_a_withdrawal_never_touches_an_account_of_the_environment(self, platform_worker,
+                                                                      fake):
+        accounts = json.dumps([{"id": AUTHORIZER, "kind": "official_account",
+                                "appid": AUTHORIZER, "secret": "fake-secret-env-0123456789"}])
+        fake.add_app(AUTHORIZER, "fake-secret-env-0123456789")
+        worker = platform_worker(WECHAT_ACCOUNTS=accounts)
+        token = worker.request("GET", f"/token?account={AUTHORIZER}").json["access_token"]
+        accepted(push(worker, message(fake, "unauthorized")))
+        reply = worker.request("GET", f"/token?account={AUTHORIZER}")
+        assert reply.status == 200 and reply.json["access_token"] == token, reply.text
+        assert not worker.events("account_erased")
+        assert fake.calls_for(AUTHORIZER) == 1
+
     def test_an_exchange_under_way_when_the_authorizer_is_erased_writes_nothing_back(
             self, platform_worker, fake):
         worker = platform_worker()

@@ -117,14 +117,15 @@ impl AccountTokenObject {
         match call.op {
             Op::Forget | Op::Erase { .. } => {
                 // Work still under way on the old state (a refresh, a KV write, an alarm
-                // set) writes nothing back from now on.
-                self.state.borrow().retire();
+                // set) writes nothing back from now on; the next call loads afresh, whether
+                // the erase below succeeds or not.
+                let old = std::mem::take(&mut *self.state.borrow_mut());
+                old.retire();
+                *self.registered.borrow_mut() = None;
                 if let Op::Erase { withdrawn_at } = call.op {
                     let id = &call.account;
                     refresher::erase(&self.env, &self.object, id, withdrawn_at).await?;
                 }
-                *self.registered.borrow_mut() = None;
-                *self.state.borrow_mut() = Rc::default();
                 return Ok(respond::json(200, &Value::Null));
             }
             Op::Admits { push, created_at } => {

@@ -145,8 +145,14 @@ pub async fn remove(
     id: &str,
     withdrawn_at: Option<u64>,
 ) -> Result<Option<Registered>, AppError> {
+    // A withdrawal asks the object first: it alone knows, atomically with its state, whether
+    // a newer authorization stands (409: then nothing is removed).
+    if withdrawn_at.is_some() {
+        object_client::erase(env, id, withdrawn_at).await?;
+    }
     // The registration goes first, so that nothing can bring the account back (an object
-    // woken by a late read finds it unknown); then the edge's copy; then its state.
+    // woken by a late read finds it unknown); then the edge's copy; then its state (again,
+    // for a withdrawal: whatever a read loaded meanwhile).
     let entry = match registry::delete(env, id).await? {
         Some(entry) => Some(entry),
         None => directory::published(env, id).await?,

@@ -59,14 +59,16 @@ struct Call {
 
 impl Call {
     /// The call a request makes to `path` for an account of `kind`, less the query parameters
-    /// in `used` (the edge's own, and any credential the client sent: the edge puts in the
-    /// real one).
+    /// the edge uses itself (`account`, and on the keyed way `appid`, which name the account)
+    /// and any credential the client sent: the edge puts in the real one. A user's own OAuth
+    /// token is the client's and stays, and so does the `appid` a platform's login names on
+    /// the pass-through.
     async fn of(
         request: &Request,
         kind: AccountKind,
         path: &str,
         pairs: Vec<(String, String)>,
-        used: &[&str],
+        mode: Mode,
     ) -> Result<Self, AppError> {
         let method = match request.method() {
             // Answered as a GET without its body: WeChat's API knows GET and POST only.
@@ -74,13 +76,16 @@ impl Call {
             method => method,
         };
         let (path, credential) = gateway::for_account(kind, path, gateway::call_credential(path))?;
+        let used = |name: &str| match (name, credential, mode) {
+            ("account", _, Mode::Keyed) => true,
+            ("access_token", CallCredential::UserToken { .. }, _) => false,
+            ("appid", CallCredential::ComponentLogin, Mode::PassThrough) => false,
+            (name, _, _) => CREDENTIAL_PARAMETERS.contains(&name),
+        };
         Ok(Self {
             method,
             path,
-            query: pairs
-                .into_iter()
-                .filter(|(k, _)| !used.contains(&k.as_str()))
-                .collect(),
+            query: pairs.into_iter().filter(|(k, _)| !used(k)).collect(),
             headers: forwarded_headers(request),
             body: read_body(request).await?,
             credential,
@@ -109,22 +114,9 @@ pub async fn keyed(
     let key = header.as_deref().and_then(bearer_token);
     let (grant, settings) = access::authenticate(env, key, Route::Gateway)?;
     gateway::check_path(path, &settings.gateway_prefixes)?;
-    gateway::check_platform_path(path)?;
+    gateway::check_server_only_path(path)?;
     let account = access::account(env, &grant, &settings, account_name(&pairs)?).await?;
-    // The edge's own parameters, and any credential the client sent: the edge puts in the
-    // real one (a user's OAuth token is the client's own and stays).
-    let used: &[&str] = match gateway::call_credential(path) {
-        CallCredential::UserToken { .. } => &["account", "appid", "secret"],
-        _ => &[
-            "account",
-            "appid",
-            "access_token",
-            "component_access_token",
-            "component_appid",
-            "secret",
-        ],
-    };
-    let call = Call::of(request, account.kind, path, pairs, used).await?;
+    let call = Call::of(request, account.kind, path, pairs, Mode::Keyed).await?;
     let answer = forward(env, ctx, &settings, &account, call, Mode::Keyed).await?;
     Ok(answer.into_response())
 }
@@ -146,7 +138,7 @@ async fn pass_through_call(
 ) -> Result<Forwarded, AppError> {
     let settings = runtime::settings(env)?;
     gateway::check_path(path, &settings.gateway_prefixes)?;
-    gateway::check_platform_path(path)?;
+    gateway::check_server_only_path(path)?;
     let pairs = query(request)?;
     let credential = gateway::call_credential(path);
     let account = match credential {
@@ -192,7 +184,7 @@ async fn pass_through_call(
             }
         }
     };
-    let call = Call::of(request, account.kind, path, pairs, &CREDENTIAL_PARAMETERS).await?;
+    let call = Call::of(request, account.kind, path, pairs, Mode::PassThrough).await?;
     forward(env, ctx, &settings, &account, call, Mode::PassThrough).await
 }
 

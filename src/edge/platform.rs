@@ -140,16 +140,26 @@ async fn events(request: &Request, env: &Env) -> Result<Response, AppError> {
             // Only an authorizer: an account registered otherwise is the operator's. One no
             // longer registered may be a withdrawal that failed half-way: it is finished.
             let registered = registry::get(env, &authorizer).await?;
-            let operators = registered
-                .as_ref()
-                .is_some_and(|e| e.kind != AccountKind::Authorizer.name());
+            let operators = settings.accounts.iter().any(|a| a.id == authorizer)
+                || registered
+                    .as_ref()
+                    .is_some_and(|e| e.kind != AccountKind::Authorizer.name());
             let push = AuthorizationPush::Withdrawn;
             if !operators && !object_client::admits(env, &authorizer, push, created_at).await? {
                 log_push_ignored(&authorizer, "unauthorized", created_at);
                 return Ok(respond::text(200, "success"));
             }
             if !operators {
-                admin::remove(env, &authorizer, Some(created_at)).await?;
+                match admin::remove(env, &authorizer, Some(created_at)).await {
+                    // A newer authorization was taken meanwhile: it stands, registered (the
+                    // withdrawal may have unregistered it before its object said so).
+                    Err(e) if e.status() == 409 => {
+                        register_authorizer(env, &settings, &authorizer).await?;
+                        log_push_ignored(&authorizer, "unauthorized", created_at);
+                        return Ok(respond::text(200, "success"));
+                    }
+                    other => other?,
+                };
             }
             log_event(json!({
                 "event": "authorizer_unauthorized", "account": authorizer,
@@ -305,11 +315,11 @@ where
     }
 }
 
-/// How many authorizers one sync request imports at most (`?count=`): each costs a few
-/// subrequests (the registry, KV, its object), and a Worker's invocation has a bounded
-/// number of them.
-const SYNC_DEFAULT_COUNT: usize = 50;
-const SYNC_MAX_COUNT: usize = 500;
+/// How many rows of the list one sync request takes at most (`?count=`): each authorizer
+/// costs about six subrequests (the registry twice, KV three times, its object), and an
+/// invocation has 50 on the Free plan (seven rows and the list) and 1,000 on the Paid one.
+const SYNC_DEFAULT_COUNT: usize = 7;
+const SYNC_MAX_COUNT: usize = 150;
 
 /// `POST /admin/component/authorizers/sync?offset=&count=` (admin key): authorizers that
 /// authorized before this deployment, imported from WeChat's authorizer list a page at a
@@ -335,7 +345,7 @@ pub async fn sync_authorizers(
     let count = number("count", SYNC_DEFAULT_COUNT, SYNC_MAX_COUNT)?.max(1);
     let appid = component.account.appid.as_str();
     let settings = &*settings;
-    let (listed, rows, total) = with_component_token(env, ctx, settings, |token| {
+    let (listed, total) = with_component_token(env, ctx, settings, |token| {
         let call = protocol::authorizer_list_request(&settings.api_base, appid, token, offset);
         async move {
             let (status, body) =
@@ -344,19 +354,27 @@ pub async fn sync_authorizers(
         }
     })
     .await?;
-    let (mut imported, mut conflicts) = (Vec::new(), Vec::new());
+    let (mut imported, mut conflicts, mut skipped) = (Vec::new(), Vec::new(), 0);
+    let taken = listed.len().min(count);
     for row in listed.into_iter().take(count) {
-        match register_authorizer(env, settings, &row.appid).await {
+        // A row without an appid or a refresh token has nothing to import.
+        let Some((appid, refresh_token)) = row.and_then(|r| Some((r.appid, r.refresh_token?)))
+        else {
+            skipped += 1;
+            continue;
+        };
+        match register_authorizer(env, settings, &appid).await {
             Ok(_) => {
-                object_client::adopt(env, &row.appid, row.refresh_token).await?;
-                imported.push(row.appid);
+                object_client::adopt(env, &appid, refresh_token).await?;
+                imported.push(appid);
             }
-            Err(AppError::Conflict(_)) => conflicts.push(row.appid),
+            Err(AppError::Conflict(_)) => conflicts.push(appid),
             Err(e) => return Err(e),
         }
     }
-    let done = offset + imported.len() + conflicts.len();
-    let next_offset = (done < total && rows > 0).then_some(done);
+    // Every row taken counts, imported or not, so that the next page starts after them.
+    let done = offset + taken;
+    let next_offset = (taken > 0 && done < total).then_some(done);
     log_event(json!({
         "event": "authorizers_synced", "offset": offset, "imported": imported.len(),
         "conflicts": conflicts.len(), "total": total,
@@ -366,6 +384,7 @@ pub async fn sync_authorizers(
         &json!({
             "imported": imported,
             "conflicts": conflicts,
+            "skipped": skipped,
             "total": total,
             "next_offset": next_offset,
         }),

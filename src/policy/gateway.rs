@@ -250,20 +250,30 @@ pub fn token_parameter(kind: AccountKind, path: &str) -> &'static str {
     }
 }
 
-/// The platform calls that carry or answer its secrets (the appsecret, verify tickets,
-/// authorization codes, refresh tokens): the server makes them itself, never on a caller's
-/// behalf (its compatible `api_component_token` and `api_authorizer_token` answer SDKs).
-const PLATFORM_SECRET_PATHS: [&str; 5] = [
+/// The calls the server makes itself, never on a caller's behalf: the platform's that carry
+/// or answer its secrets (the appsecret, verify tickets, authorization codes, refresh
+/// tokens), and every account's token and ticket calls and quota clears (a caller through
+/// the whitelisted egress could otherwise rotate or force-kill a token, or spend WeChat's ten
+/// clears a month). The compatible endpoints answer SDKs' token and ticket calls instead.
+const SERVER_ONLY_PATHS: [&str; 13] = [
     "/cgi-bin/component/api_component_token",
     "/cgi-bin/component/api_authorizer_token",
     "/cgi-bin/component/api_query_auth",
     "/cgi-bin/component/api_get_authorizer_list",
     "/cgi-bin/component/api_start_push_ticket",
+    "/cgi-bin/token",
+    "/cgi-bin/stable_token",
+    "/cgi-bin/gettoken",
+    "/cgi-bin/ticket/getticket",
+    "/cgi-bin/get_jsapi_ticket",
+    "/cgi-bin/clear_quota",
+    "/cgi-bin/clear_quota/v2",
+    "/cgi-bin/component/clear_quota",
 ];
 
-/// 403 for a platform call the gateway never forwards, however it is spelt.
-pub fn check_platform_path(path: &str) -> Result<(), AppError> {
-    match PLATFORM_SECRET_PATHS.contains(&canonical(path).as_str()) {
+/// 403 for a call the gateway never forwards, however it is spelt.
+pub fn check_server_only_path(path: &str) -> Result<(), AppError> {
+    match SERVER_ONLY_PATHS.contains(&canonical(path).as_str()) {
         true => Err(AppError::ForbiddenRoute),
         false => Ok(()),
     }
@@ -355,15 +365,26 @@ mod tests {
             "/cgi-bin/component/api_authorizer_token//",
         ] {
             assert_eq!(
-                check_platform_path(path),
+                check_server_only_path(path),
                 Err(AppError::ForbiddenRoute),
                 "{path}"
             );
         }
         assert_eq!(
-            check_platform_path("/cgi-bin/component/api_get_authorizer_info"),
+            check_server_only_path("/cgi-bin/component/api_get_authorizer_info"),
             Ok(())
         );
+        for path in [
+            "/cgi-bin/stable_token",
+            "/cgi-bin/Token/",
+            "/cgi-bin/clear_quota/v2",
+        ] {
+            assert_eq!(
+                check_server_only_path(path),
+                Err(AppError::ForbiddenRoute),
+                "{path}"
+            );
+        }
         let mut answer = serde_json::json!({"authorization_info": {"authorizer_appid": "wxa",
             "authorizer_refresh_token": "R", "func_info": [{"refresh_token": "R2"}]}});
         assert!(redact_refresh_tokens(&mut answer, false));

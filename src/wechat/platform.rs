@@ -235,20 +235,21 @@ pub fn authorizer_list_request(
     )
 }
 
-/// One authorizer on the list: its appid and its current refresh token.
+/// One row of the list: the authorizer's appid and its current refresh token (None where a
+/// row lacks one).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListedAuthorizer {
     pub appid: String,
-    pub refresh_token: String,
+    pub refresh_token: Option<String>,
 }
 
-/// A page of the list (its rows with an appid and a refresh token), how many rows it had,
-/// and the total number of authorizers.
+/// A page of the list, row by row (a row without an appid as None, so that offsets count
+/// every row), and the total number of authorizers.
 pub fn authorizer_list_page(
     status: u16,
     body: &str,
     sensitive: &[String],
-) -> Result<(Vec<ListedAuthorizer>, usize, usize), UpstreamFailure> {
+) -> Result<(Vec<Option<ListedAuthorizer>>, usize), UpstreamFailure> {
     let json = parse_answer(status, body, sensitive)?;
     let rows = json["list"]
         .as_array()
@@ -257,17 +258,17 @@ pub fn authorizer_list_page(
     let total = json["total_count"].as_u64().unwrap_or(0) as usize;
     let listed = rows
         .iter()
-        .filter_map(|row| {
+        .map(|row| {
             Some(ListedAuthorizer {
                 appid: row["authorizer_appid"].as_str()?.to_owned(),
                 refresh_token: row["refresh_token"]
                     .as_str()
-                    .filter(|r| !r.is_empty())?
-                    .to_owned(),
+                    .filter(|r| !r.is_empty())
+                    .map(str::to_owned),
             })
         })
         .collect();
-    Ok((listed, rows.len(), total))
+    Ok((listed, total))
 }
 
 /// A page of the list: the refresh token of `authorizer_appid` if it is on it, how many rows
@@ -278,11 +279,13 @@ pub fn find_in_authorizer_list(
     sensitive: &[String],
     authorizer_appid: &str,
 ) -> Result<(Option<String>, usize, usize), UpstreamFailure> {
-    let (listed, rows, total) = authorizer_list_page(status, body, sensitive)?;
+    let (listed, total) = authorizer_list_page(status, body, sensitive)?;
+    let rows = listed.len();
     let found = listed
         .into_iter()
+        .flatten()
         .find(|row| row.appid == authorizer_appid)
-        .map(|row| row.refresh_token);
+        .and_then(|row| row.refresh_token);
     Ok((found, rows, total))
 }
 

@@ -198,12 +198,18 @@ fn is_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
 }
 
-/// Where the `</name>` that closes an element begins, past any nested ones of the same name.
+/// Where the `</name>` that closes an element begins, past any nested ones of the same name
+/// and past CDATA sections (whose text may hold anything, `</name>` included).
 fn matching_close(xml: &str, name: &str) -> Option<usize> {
     let (open, close) = (format!("<{name}>"), format!("</{name}>"));
     let (mut depth, mut at) = (0usize, 0usize);
     loop {
         let next_close = at + xml[at..].find(&close)?;
+        let next_cdata = xml[at..].find("<![CDATA[").map(|i| at + i);
+        if let Some(cdata) = next_cdata.filter(|c| *c < next_close) {
+            at = cdata + xml[cdata..].find("]]>")? + 3;
+            continue;
+        }
         match xml[at..].find(&open).map(|i| at + i) {
             Some(next_open) if next_open < next_close => {
                 depth += 1;

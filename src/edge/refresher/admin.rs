@@ -48,7 +48,17 @@ pub async fn erase(
     let storage = object.storage();
     let failed = |e| runtime::internal("erasing the account's state", e);
     faults::erase(env).map_err(failed)?;
+    // A withdrawal older than an authorization this object took (even one taken while the
+    // erase below waits for KV) erases nothing.
+    let superseded = |platform: &PlatformState| match withdrawn_at {
+        Some(at) => !platform.admits(AuthorizationPush::Withdrawn, at),
+        None => false,
+    };
+    let newer = || AppError::Conflict("a newer authorization stands".into());
     let platform = stored_platform(object).await?;
+    if superseded(&platform) {
+        return Err(newer());
+    }
     let stored: Option<String> = storage
         .get(&storage_key(CredentialKind::Token))
         .await
@@ -67,6 +77,11 @@ pub async fn erase(
         .await
         .map_err(failed)?;
     storage.delete_alarm().await.map_err(failed)?;
+    // Checked again with nothing awaited between the check and the deletion.
+    let platform = stored_platform(object).await?;
+    if superseded(&platform) {
+        return Err(newer());
+    }
     storage.delete_all().await.map_err(failed)?;
     if let Some(created_at) = withdrawn_at {
         let left = serde_json::to_string(&platform.withdrawn(created_at))

@@ -1,5 +1,6 @@
 //! The calls to WeChat behind a refresh, and recording what they returned.
 
+use super::platform::PlatformGrant;
 use super::state::Slot;
 use super::AccountCtx;
 use crate::edge::runtime::{self, log_event, now_millis, now_secs};
@@ -94,8 +95,26 @@ impl AccountCtx {
                 forced: force,
             });
         }
-        // Durable before the call: an eviction mid-call is then noticed on the next load.
-        self.persist(None).await;
+        // Durable before the call: an eviction mid-call is then noticed on the next load. A
+        // code taken out for this call must be gone from storage before it is sent: if that
+        // write fails, it goes back and is not sent now.
+        let taken_code = match &grant {
+            Some(PlatformGrant::Authorizer {
+                code: Some(code), ..
+            }) => Some(code.clone()),
+            _ => None,
+        };
+        match taken_code {
+            None => self.persist(None).await,
+            Some(code) => {
+                if let Err(e) = self.persist_checked(None).await {
+                    self.state.ledger.borrow_mut().token_call_sent = None;
+                    let mut platform = self.state.platform.borrow_mut();
+                    platform.authorization_code.get_or_insert(code);
+                    return Err(e);
+                }
+            }
+        }
         let (outcome, answer_lost) = match grant {
             Some(grant) => self.call_platform(trigger, grant).await,
             None => {

@@ -201,6 +201,9 @@ fn the_flat_xml_is_read_one_top_level_element_after_another() {
         xml_field("<xml><A><A>1</A></A><B>2</B></xml>", "B").as_deref(),
         Some("2")
     );
+    // A CDATA text inside a nested element may hold what looks like its end.
+    let text = "<xml><info><name><![CDATA[a</info>b]]></name></info><B>2</B></xml>";
+    assert_eq!(xml_field(text, "B").as_deref(), Some("2"));
 }
 
 #[test]
