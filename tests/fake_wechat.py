@@ -334,21 +334,9 @@ class FakeWeChat:
                 if code not in self.login_codes:
                     return _json({"errcode": 40029, "errmsg": "invalid code"})
                 self.login_codes.discard(code)
-                user_token, refresh = f"USER-{secrets.token_hex(8)}", f"REFRESH-{secrets.token_hex(8)}"
-                self.user_tokens[user_token] = f"openid-{code}"
-                self.user_refresh[refresh] = (appid, f"openid-{code}")
-                return _json({"access_token": user_token, "expires_in": 7200,
-                              "refresh_token": refresh, "openid": f"openid-{code}",
-                              "scope": "snsapi_userinfo"})
+                return self._user_token_locked(appid, code)
             if path == "/sns/oauth2/refresh_token":
-                owner = self.user_refresh.get(query.get("refresh_token", ""))
-                if owner is None or owner[0] != appid:
-                    return _json({"errcode": 40030, "errmsg": "invalid refresh_token"})
-                user_token = f"USER-{secrets.token_hex(8)}"
-                self.user_tokens[user_token] = owner[1]
-                return _json({"access_token": user_token, "expires_in": 7200,
-                              "refresh_token": query["refresh_token"], "openid": owner[1],
-                              "scope": "snsapi_userinfo"})
+                return self._renewed_user_token_locked(appid, query.get("refresh_token", ""))
             openid = self.user_tokens.get(query.get("access_token", ""))
             if openid is None or openid != query.get("openid"):
                 return _json({"errcode": 40001, "errmsg": "invalid credential"})
@@ -370,26 +358,33 @@ class FakeWeChat:
                           "account"})
         with self._lock:
             if path == "/sns/oauth2/component/refresh_token":
-                owner = self.user_refresh.get(query.get("refresh_token", ""))
-                if owner is None or owner[0] != appid:
-                    return _json({"errcode": 40030, "errmsg": "invalid refresh_token"})
-                user_token = f"USER-{secrets.token_hex(8)}"
-                self.user_tokens[user_token] = owner[1]
-                return _json({"access_token": user_token, "expires_in": 7200,
-                              "refresh_token": query["refresh_token"], "openid": owner[1],
-                              "scope": "snsapi_userinfo"})
+                return self._renewed_user_token_locked(appid, query.get("refresh_token", ""))
             code = query.get("js_code" if path == "/sns/component/jscode2session" else "code", "")
             if code not in self.login_codes:
                 return _json({"errcode": 40029, "errmsg": "invalid code"})
             self.login_codes.discard(code)
             if path == "/sns/component/jscode2session":
                 return _json({"openid": f"openid-{code}", "session_key": f"session-{code}"})
-            user_token, refresh = f"USER-{secrets.token_hex(8)}", f"REFRESH-{secrets.token_hex(8)}"
-            self.user_tokens[user_token] = f"openid-{code}"
-            self.user_refresh[refresh] = (appid, f"openid-{code}")
-            return _json({"access_token": user_token, "expires_in": 7200,
-                          "refresh_token": refresh, "openid": f"openid-{code}",
-                          "scope": "snsapi_userinfo"})
+            return self._user_token_locked(appid, code)
+
+    def _user_token_locked(self, appid: str, code: str):
+        """A user's web OAuth token and refresh token for a code (the lock held)."""
+        user_token, refresh = f"USER-{secrets.token_hex(8)}", f"REFRESH-{secrets.token_hex(8)}"
+        self.user_tokens[user_token] = f"openid-{code}"
+        self.user_refresh[refresh] = (appid, f"openid-{code}")
+        return _json({"access_token": user_token, "expires_in": 7200,
+                      "refresh_token": refresh, "openid": f"openid-{code}",
+                      "scope": "snsapi_userinfo"})
+
+    def _renewed_user_token_locked(self, appid: str, refresh: str):
+        """A new web OAuth token for a user's refresh token of `appid` (the lock held)."""
+        owner = self.user_refresh.get(refresh)
+        if owner is None or owner[0] != appid:
+            return _json({"errcode": 40030, "errmsg": "invalid refresh_token"})
+        user_token = f"USER-{secrets.token_hex(8)}"
+        self.user_tokens[user_token] = owner[1]
+        return _json({"access_token": user_token, "expires_in": 7200,
+                      "refresh_token": refresh, "openid": owner[1], "scope": "snsapi_userinfo"})
 
     def template_list(self, query: dict[str, str]):
         """The platform's code templates: `access_token` holds the component token."""

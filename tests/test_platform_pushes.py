@@ -9,24 +9,14 @@ any failure."""
 import json
 import time
 
-import pytest
 
 import wechat_push
 from harness import wait_for
 from test_api import assert_error
-from test_platform import (AUTHORIZER, OTHER_AUTHORIZER, authorize, component_vars, push,
-                           push_ticket)
+from test_platform import platform_worker  # noqa: F401 (the fixture)
+from test_platform import AUTHORIZER, authorize, push, push_ticket
 
 ADMIN_KEY = "admin-key-for-the-platform-tests-0123456789"
-
-
-@pytest.fixture
-def platform_worker(start_worker, fake):
-    def start(**overrides):
-        worker = start_worker(**component_vars(fake, **overrides))
-        worker.fake_platform = fake.platform
-        return worker
-    return start
 
 
 def message(fake, info_type, authorizer=AUTHORIZER, code="", created_at=None):
