@@ -9,11 +9,13 @@ import json
 
 import pytest
 
+import wechat_push
 
 from harness import CLIENT_KEY
 from test_api import assert_error
 from test_gateway import raw_call
-from test_platform import AUTHORIZER, authorize, component_vars, push_ticket
+from test_admin import KEY_A
+from test_platform import AUTHORIZER, authorize, component_vars, push, push_ticket
 
 
 @pytest.fixture
@@ -167,3 +169,40 @@ def test_an_unknown_token_on_a_platform_only_deployment_reaches_no_object(start_
     assert reply.status == 200 and reply.json["errcode"] == 40001, reply.text
     assert fake.platform.calls["api_start_push_ticket"] == 0
     assert fake.api_requests == []
+
+
+def test_an_authorizers_file_streams_back_and_its_json_is_read(worker, fake, authorized):
+    picture = bytes(range(256)) * 64
+    boundary = "platform-boundary-0123456789"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="media"; '
+            f'filename="p.jpg"\r\nContent-Type: image/jpeg\r\n\r\n').encode()
+    body += picture + f"\r\n--{boundary}--\r\n".encode()
+    status, _, uploaded = raw_call(
+        worker, "POST", f"/gateway/cgi-bin/media/upload?account={AUTHORIZER}&type=image",
+        body=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert status == 200, uploaded
+    media_id = json.loads(uploaded)["media_id"]
+    status, headers, downloaded = raw_call(
+        worker, "GET", f"/gateway/cgi-bin/media/get?account={AUTHORIZER}&media_id={media_id}")
+    assert status == 200 and downloaded == picture, "a file passes as it is"
+    assert headers["content-type"] == "image/jpeg"
+    assert [r["token_appid"] for r in fake.api_requests] == [AUTHORIZER, AUTHORIZER]
+
+
+def test_an_account_registered_with_the_appid_is_a_conflict_too(start_worker, fake):
+    admin = "admin-key-for-the-conflict-test-0123456789"
+    worker = start_worker(**component_vars(fake, ADMIN_KEYS=admin, ACCOUNTS_ENCRYPTION_KEY=KEY_A))
+    worker.fake_platform = fake.platform
+    fake.add_app(AUTHORIZER, "fake-secret-registered-0123456789")
+    put = worker.request("PUT", "/admin/accounts/shop-registered", key=admin, body=json.dumps(
+        {"kind": "official_account", "appid": AUTHORIZER,
+         "secret": "fake-secret-registered-0123456789"}))
+    assert put.status == 201, put.text
+    push_ticket(worker)
+    code = fake.platform.new_authorization(AUTHORIZER)
+    refused = push(worker, wechat_push.authorization_message(fake.platform.appid, "authorized",
+                                                             AUTHORIZER, code))
+    assert_error(refused, 409, "conflict")
+    assert fake.platform.calls["api_query_auth"] == 0
+    reply = worker.request("GET", f"/token?appid={AUTHORIZER}")
+    assert reply.status == 200 and reply.json["account"] == "shop-registered", reply.text

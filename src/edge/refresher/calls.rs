@@ -1,6 +1,5 @@
 //! The calls to WeChat behind a refresh, and recording what they returned.
 
-use super::platform::PlatformGrant;
 use super::state::Slot;
 use super::AccountCtx;
 use crate::edge::runtime::{self, log_event, now_millis, now_secs};
@@ -98,12 +97,7 @@ impl AccountCtx {
         // Durable before the call: an eviction mid-call is then noticed on the next load. A
         // code taken out for this call must be gone from storage before it is sent: if that
         // write fails, it goes back and is not sent now.
-        let taken_code = match &grant {
-            Some(PlatformGrant::Authorizer {
-                code: Some(code), ..
-            }) => Some(code.clone()),
-            _ => None,
-        };
+        let taken_code = grant.as_ref().and_then(|g| g.code()).map(str::to_owned);
         match taken_code {
             None => self.persist(None).await,
             Some(code) => {

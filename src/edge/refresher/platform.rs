@@ -32,6 +32,18 @@ pub(super) enum PlatformGrant {
     },
 }
 
+impl PlatformGrant {
+    /// The authorization code the call exchanges, if it is one.
+    pub(super) fn code(&self) -> Option<&str> {
+        match self {
+            Self::Authorizer {
+                code: Some(code), ..
+            } => Some(code),
+            _ => None,
+        }
+    }
+}
+
 impl AccountCtx {
     /// What the token call needs besides the configuration, for the platform's accounts (None
     /// for the others). Nothing to call with is an answer at once, with no call to WeChat.
