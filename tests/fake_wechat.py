@@ -97,6 +97,7 @@ class FakeWeChat:
         self.requests: list[dict] = []  # each call's parameters, secret included: tests only
         self.call_times: list[float] = []  # when each token call arrived (time.monotonic())
         self._stable: dict[str, tuple[str, float]] = {}  # appid -> (token, expires_at)
+        self._wecom_current: dict[str, str] = {}  # corpid -> the token gettoken hands back
         self._tokens: dict[str, tuple[str, float]] = {}  # token -> (appid, expires_at)
         self._latest: dict[tuple[str, str], str] = {}  # (appid, "rotating"|"stable") -> token
         self.api_calls = 0  # calls of getcallbackip, the API that uses a token
@@ -160,6 +161,7 @@ class FakeWeChat:
             self.requests.clear()
             self.call_times.clear()
             self._stable.clear()
+            self._wecom_current.clear()
             self.revoked.clear()
             self.ticket_mode = "ok"
             self.ticket_expires_in = 7200
@@ -225,7 +227,10 @@ class FakeWeChat:
         return self._issue(appid, body.get("secret"), bad_secret=40125, family=family)
 
     def wecom_token(self, query: dict[str, str]):
-        answer = self._issue(query.get("corpid"), query.get("corpsecret"), bad_secret=40001)
+        # As WeCom documents: while the token it issued is valid, the same one again, with the
+        # full lifetime announced; the token still dies at its first expiry.
+        answer = self._issue(query.get("corpid"), query.get("corpsecret"), bad_secret=40001,
+                             same_while_valid=True)
         status, content_type, text = answer
         if status == 200 and content_type.startswith("application/json"):
             payload = json.loads(text)
@@ -410,7 +415,8 @@ class FakeWeChat:
         with self._lock:
             return self.ticket_calls[(appid, kind)]
 
-    def _issue(self, appid, secret, bad_secret: int, family: str = "rotating"):
+    def _issue(self, appid, secret, bad_secret: int, family: str = "rotating",
+               same_while_valid: bool = False):
         if appid not in self.apps:
             return _json({"errcode": 40013, "errmsg": "invalid appid"})
         if secret != self.apps[appid]:
@@ -443,7 +449,13 @@ class FakeWeChat:
             current = self._stable.get(appid)
             if family == "stable" and current and current[1] - now > STABLE_RENEW_BEFORE_SECS:
                 return _json({"access_token": current[0], "expires_in": int(current[1] - now)})
+            held = self._wecom_current.get(appid)
+            if same_while_valid and held and self._tokens.get(held, ("", 0))[1] > now \
+                    and held not in self.revoked:
+                return _json({"access_token": held, "expires_in": self.expires_in})
             token = self._mint_locked(appid, family, self.expires_in)
+            if same_while_valid:
+                self._wecom_current[appid] = token
         if mode == "lost":  # issued, but the caller gives up before the answer arrives
             time.sleep(self.lost_ms / 1000)
         return _json({"access_token": token, "expires_in": self.expires_in})

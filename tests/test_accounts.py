@@ -194,3 +194,31 @@ def test_short_client_keys_are_a_configuration_error(start_worker, fake):
     body = assert_error(reply, 500, "config_error")
     assert "CLIENT_KEYS" in body["message"] and "entry 2" in body["message"]
     assert "too-short" not in reply.text
+
+
+def test_wecoms_same_token_is_never_served_past_its_first_expiry(start_worker, fake):
+    # WeCom's gettoken hands back the token it issued while it is valid, announcing its full
+    # lifetime again; the token still dies at its first expiry.
+    fake.expires_in = 12
+    worker = start_worker(**several(fake, REFRESH_MARGIN_SECS="6", MIN_REFRESH_INTERVAL_SECS="1"))
+    first = token_for(worker, "corp-app").json["access_token"]
+    dies_at = fake.issued_at[first] + 12
+    served = []
+    while time.time() < dies_at + 4:
+        asked_at = time.time()
+        reply = token_for(worker, "corp-app")
+        assert reply.status == 200, reply.text
+        served.append((asked_at, reply.json["access_token"]))
+        time.sleep(0.4)
+    for asked_at, token in served:
+        assert asked_at < fake.issued_at[token] + 12, \
+            f"a token served {asked_at - fake.issued_at[token] - 12:.1f} s after it died"
+    assert served[-1][1] != first, "a new token after the first one's expiry"
+    # Inside the margin WeCom only hands the same token back: it is asked once there, not
+    # every interval, and again when the token dies (within our second-rounded expiry and
+    # WeCom's own, the same token can come back once or twice more).
+    times = [t - fake.call_times[0] for t in fake.call_times]  # from the first fetch
+    in_margin = [t for t in times if 6 - 1 <= t < 12 - 1.5]
+    assert len(in_margin) == 1, times
+    at_expiry = [t for t in times if t >= 12 - 1.5]
+    assert 1 <= len(at_expiry) <= 3, times

@@ -136,11 +136,19 @@ impl TokenRecord {
             return self;
         };
         if before.access_token == self.access_token {
+            // The token already held, handed back (WeCom's `gettoken` does so while it is
+            // valid, announcing the full lifetime again): it dies when it was going to, so its
+            // life is never extended, and asking again before then only gets it back again.
+            self.expires_at = self.expires_at.min(before.expires_at);
+            self.refreshed_at = before.refreshed_at;
             self.previous = before.previous.clone();
-            if how == Issuance::StableNormal {
-                let rotates_at = self.expires_at.saturating_sub(STABLE_ROTATES_WITHIN_SECS);
-                self.hold_until = (rotates_at > now).then_some(rotates_at);
-            }
+            let hold = match how {
+                Issuance::StableNormal => {
+                    self.expires_at.saturating_sub(STABLE_ROTATES_WITHIN_SECS)
+                }
+                Issuance::Rotating | Issuance::StableForced => self.expires_at,
+            };
+            self.hold_until = (hold > now).then_some(hold);
         } else {
             let grace = match how {
                 Issuance::StableForced => 0,

@@ -140,3 +140,31 @@ fn a_record_of_another_configuration_is_not_a_predecessor() {
     );
     assert_eq!(new.previous, None);
 }
+
+#[test]
+fn the_same_token_handed_back_never_lives_longer() {
+    let margin = 900;
+    let first = TokenRecord::issued("W".into(), 7200, T0, CFG);
+    // Due at T0+6400; WeCom's gettoken answers with the same token and the full 7200 s.
+    let again = TokenRecord::issued("W".into(), 7200, T0 + 6400, CFG).replacing(
+        Some(&first),
+        Issuance::Rotating,
+        T0 + 6400,
+    );
+    assert_eq!(again.expires_at, T0 + 7200, "its life is not extended");
+    assert_eq!(again.refreshed_at, T0);
+    // Not asked again until it dies: before then WeCom only hands it back.
+    assert_eq!(again.hold_until, Some(T0 + 7200));
+    assert!(!again.is_due(T0 + 7199, margin));
+    assert!(
+        !again.is_valid(T0 + 7200),
+        "never served past its first expiry"
+    );
+    // A forced stable call that got the same token back cannot make it live longer either.
+    let forced = TokenRecord::issued("W".into(), 7200, T0 + 10, CFG).replacing(
+        Some(&first),
+        Issuance::StableForced,
+        T0 + 10,
+    );
+    assert_eq!(forced.expires_at, T0 + 7200);
+}
