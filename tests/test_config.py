@@ -49,3 +49,22 @@ def test_client_keys_may_list_several(start_worker, fake):
     assert worker.get_token(key="other-key-0123456789abcdef").status == 200
     assert worker.get_token().status == 200
     assert fake.calls == 1
+
+
+def test_a_test_switch_is_refused_unless_every_origin_is_loopback(start_worker, fake):
+    # A fault switch left in a deployment fails loudly on every route, naming it; nothing is
+    # sent anywhere (the configuration is refused before any call).
+    worker = start_worker(TEST_NO_DUE_ALARMS="1", WECHAT_API_BASE="https://api.weixin.qq.com")
+    for reply in (worker.get_token(), worker.request("GET", "/status"),
+                  worker.request("GET", "/gateway/cgi-bin/user/info?openid=o")):
+        body = assert_error(reply, 500, "config_error")
+        assert "TEST_NO_DUE_ALARMS" in body["message"]
+    assert any(e.get("variable") == "TEST_NO_DUE_ALARMS" for e in worker.events("config_error"))
+    assert fake.calls == 0
+
+
+def test_plain_http_is_refused_unless_the_origin_is_loopback(start_worker, fake):
+    worker = start_worker(WECOM_API_BASE="http://wecom-relay.example.com/wecom")
+    body = assert_error(worker.get_token(), 500, "config_error")
+    assert "WECOM_API_BASE" in body["message"] and "https" in body["message"]
+    assert fake.calls == 0
