@@ -17,6 +17,8 @@ def default_vars(fake: FakeWeChat) -> dict[str, str]:
         "WECHAT_APPSECRET": fake.secret,
         "CLIENT_KEYS": CLIENT_KEY,
         "WECHAT_API_BASE": fake.base_url,
+        # Every origin on loopback: the tests' fault switches (TEST_*) are honoured only so.
+        "WECOM_API_BASE": fake.base_url,
         "UPSTREAM_TIMEOUT_MS": "2500",
     }
 

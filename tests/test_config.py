@@ -1,6 +1,6 @@
 """Configuration errors: clear, naming the variable, never its value; fail closed."""
 
-from harness import CLIENT_KEY
+from harness import CLIENT_KEY, wait_for
 from test_api import assert_error
 
 
@@ -59,7 +59,8 @@ def test_a_test_switch_is_refused_unless_every_origin_is_loopback(start_worker, 
                   worker.request("GET", "/gateway/cgi-bin/user/info?openid=o")):
         body = assert_error(reply, 500, "config_error")
         assert "TEST_NO_DUE_ALARMS" in body["message"]
-    assert any(e.get("variable") == "TEST_NO_DUE_ALARMS" for e in worker.events("config_error"))
+    assert wait_for(lambda: any(e.get("variable") == "TEST_NO_DUE_ALARMS"
+                                for e in worker.events("config_error")), 10), "the log says so"
     assert fake.calls == 0
 
 

@@ -24,7 +24,15 @@ pub fn lookup(env: &Env) -> impl Fn(&str) -> Option<String> + '_ {
 /// The settings, parsed once per isolate (the env does not change while an isolate lives).
 pub fn settings(env: &Env) -> Result<Rc<Settings>, AppError> {
     memo::once("config:settings", || {
-        config::settings(&lookup(env)).map(Rc::new)
+        let parsed = config::settings(&lookup(env)).map(Rc::new);
+        // Once per isolate: every route answers it, and the log says which setting.
+        if let Err(AppError::Config { variable, .. }) = &parsed {
+            log_error(serde_json::json!({
+                "event": "config_error", "variable": variable,
+                "message": parsed.as_ref().err().map(AppError::message),
+            }));
+        }
+        parsed
     })
 }
 

@@ -11,6 +11,7 @@ use crate::policy::gateway;
 use crate::policy::platform::{self, Component};
 use crate::policy::quota::ForceLimits;
 use crate::policy::refresh::RefreshPolicy;
+use crate::policy::test_switches;
 
 pub const DEFAULT_API_BASE: &str = "https://api.weixin.qq.com";
 pub const DEFAULT_WECOM_API_BASE: &str = "https://qyapi.weixin.qq.com";
@@ -207,14 +208,23 @@ pub fn settings(lookup: &impl Fn(&str) -> Option<String>) -> Result<Settings, Ap
         optional_number(lookup, "ALERT_AFTER_SECS", 0..=86_400)?,
         optional_number(lookup, "ALERT_REPEAT_SECS", 1..=604_800)?,
     )?;
+    let api_base = origin(lookup, "WECHAT_API_BASE", DEFAULT_API_BASE)?;
+    let wecom_api_base = origin(lookup, "WECOM_API_BASE", DEFAULT_WECOM_API_BASE)?;
+    test_switches::check(
+        lookup,
+        &[
+            ("WECHAT_API_BASE", &api_base),
+            ("WECOM_API_BASE", &wecom_api_base),
+        ],
+    )?;
     Ok(Settings {
         component,
         alerts,
         default_account,
         default_api,
         accounts,
-        api_base: origin(lookup, "WECHAT_API_BASE", DEFAULT_API_BASE)?,
-        wecom_api_base: origin(lookup, "WECOM_API_BASE", DEFAULT_WECOM_API_BASE)?,
+        api_base,
+        wecom_api_base,
         refresh: RefreshPolicy {
             margin_secs: number(lookup, "REFRESH_MARGIN_SECS", DEFAULT_MARGIN_SECS, 0..=7200)?,
             min_interval_secs: number(

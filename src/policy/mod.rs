@@ -19,5 +19,6 @@ pub mod requests;
 pub mod schedule;
 pub mod sealing;
 pub mod status;
+pub mod test_switches;
 pub mod ticket;
 pub mod token;
