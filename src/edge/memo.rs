@@ -12,52 +12,58 @@ use std::rc::Rc;
 /// How long a record read from KV (or the object) is answered from memory.
 pub const RECORD_MEMO_MS: u64 = 1_000;
 
-/// The most values kept: past it, every value with a deadline is let go (they are a cache;
-/// the isolate's configuration, kept for its life, stays). Tokens and account names that
-/// callers present cannot grow an isolate's memory without bound.
+/// The most values with a deadline kept: past it, they are all let go at once (they are a
+/// cache), so that tokens and names callers present cannot grow an isolate's memory without
+/// bound, and the clearing costs nothing per value on average. What is kept for the isolate's
+/// life (its configuration, and a mark per account key) is apart and not counted.
 const MAX_VALUES: usize = 10_000;
 
 thread_local! {
-    static VALUES: RefCell<HashMap<String, Memo>> = RefCell::default();
+    /// Kept for the isolate's life.
+    static KEPT: RefCell<HashMap<String, Rc<dyn Any>>> = RefCell::default();
+    /// Kept until a deadline.
+    static CACHED: RefCell<HashMap<String, Memo>> = RefCell::default();
 }
 
 struct Memo {
     value: Rc<dyn Any>,
-    /// None: for the isolate's life.
-    until_ms: Option<u64>,
+    until_ms: u64,
 }
 
 /// The value remembered under `key`, if any and still fresh.
 pub fn recall<T: Clone + 'static>(key: &str, now_ms: u64) -> Option<T> {
-    VALUES.with(|values| {
-        let values = values.borrow();
-        let memo = values.get(key)?;
-        if memo.until_ms.is_some_and(|until| now_ms >= until) {
-            return None;
-        }
-        memo.value.downcast_ref::<T>().cloned()
-    })
+    let kept = KEPT.with(|kept| kept.borrow().get(key).cloned());
+    let value = kept.or_else(|| {
+        CACHED.with(|cached| {
+            let cached = cached.borrow();
+            let memo = cached.get(key).filter(|memo| now_ms < memo.until_ms)?;
+            Some(memo.value.clone())
+        })
+    })?;
+    value.downcast_ref::<T>().cloned()
 }
 
 /// Remembers `value` until `until_ms` (None: for the isolate's life).
 pub fn remember<T: 'static>(key: &str, value: T, until_ms: Option<u64>) {
-    VALUES.with(|values| {
-        let mut values = values.borrow_mut();
-        if values.len() >= MAX_VALUES {
-            values.retain(|_, memo| memo.until_ms.is_none());
+    let value: Rc<dyn Any> = Rc::new(value);
+    let Some(until_ms) = until_ms else {
+        CACHED.with(|cached| cached.borrow_mut().remove(key));
+        KEPT.with(|kept| kept.borrow_mut().insert(key.to_owned(), value));
+        return;
+    };
+    KEPT.with(|kept| kept.borrow_mut().remove(key));
+    CACHED.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.len() >= MAX_VALUES && !cached.contains_key(key) {
+            cached.clear();
         }
-        values.insert(
-            key.to_owned(),
-            Memo {
-                value: Rc::new(value),
-                until_ms,
-            },
-        );
+        cached.insert(key.to_owned(), Memo { value, until_ms });
     });
 }
 
 pub fn forget(key: &str) {
-    VALUES.with(|values| values.borrow_mut().remove(key));
+    KEPT.with(|kept| kept.borrow_mut().remove(key));
+    CACHED.with(|cached| cached.borrow_mut().remove(key));
 }
 
 /// The value under `key`, computed once per isolate.
@@ -93,7 +99,7 @@ mod tests {
         for n in 0..MAX_VALUES + 5 {
             remember(&format!("seen:{n}"), n, Some(u64::MAX));
         }
-        let size = VALUES.with(|values| values.borrow().len());
+        let size = CACHED.with(|cached| cached.borrow().len());
         assert!(size <= MAX_VALUES, "{size}");
         assert_eq!(recall::<u8>("config:kept", 0), Some(1));
         assert_eq!(
