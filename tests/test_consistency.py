@@ -102,7 +102,7 @@ def test_a_lost_answer_caps_the_token_and_the_next_refresh_replaces_it(start_wor
     lost = fake.current_token
     assert lost != first
     # The stored token dies 300 s after that call: it is served no longer than that.
-    status = worker.request("GET", "/status").json["accounts"][0]
+    status = worker.request("GET", f"/status?account={fake.appid}").json["accounts"][0]
     assert status["token"]["fingerprint"] is not None
     assert status["token"]["expires_in"] <= 300
     edge = worker.request("GET", "/token").json

@@ -15,7 +15,9 @@ from test_compat import wechat_get
 
 
 def status_entry(worker, account=None):
-    path = "/status" + (f"?account={account}" if account else "")
+    """The account's live entry (by name, from its object): the default account if none."""
+    account = account or worker.variables["WECHAT_APPID"]
+    path = f"/status?account={account}"
     reply = worker.request("GET", path)
     assert reply.status == 200, reply.text
     return reply.json["accounts"][0]

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from fake_wechat import FAKE_EGRESS_IP
-from harness import ATTEMPTS_PER_REFRESH, CLIENT_KEY, next_beijing_midnight
+from harness import ATTEMPTS_PER_REFRESH, CLIENT_KEY, next_beijing_midnight, wait_for
 from setups import SCOPED_KEY, SECOND, several
 from test_api import assert_error, assert_token_answer
 
@@ -31,6 +31,9 @@ def test_status_is_accurate_and_shows_no_credential(start_worker, fake):
     fake.modes[SECOND[0]] = "busy"
     assert worker.request("GET", "/token?account=second").status == 502
 
+    # The listing shows what each object reported after its visit.
+    assert wait_for(lambda: status_of(worker)[0]["second"]["last_error"] is not None
+                    and status_of(worker)[0][fake.appid]["tickets"], 10)
     accounts, text = status_of(worker)
     assert set(accounts) == {fake.appid, "second", "corp-app", "shop"}
     main = accounts[fake.appid]
@@ -52,8 +55,11 @@ def test_status_is_accurate_and_shows_no_credential(start_worker, fake):
     assert second["last_error"]["wechat_errcode"] == -1
     assert second["last_error"]["credential"] == "token"
     assert abs(second["last_error"]["at"] - time.time()) < 10
-    assert accounts["shop"]["api"] == "stable" and accounts["shop"]["daily_quota"] == 500000
-    assert accounts["shop"]["token"] is None and accounts["shop"]["upstream_calls_today"] == 0
+    # Never visited: listed with nothing reported; by name, its object answers live.
+    assert accounts["shop"]["api"] == "stable" and accounts["shop"]["reported_at"] is None
+    shop = worker.request("GET", "/status?account=shop").json["accounts"][0]
+    assert shop["daily_quota"] == 500000
+    assert shop["token"] is None and shop["upstream_calls_today"] == 0
 
     for secret_value in [token, ticket, *fake.all_issued, *fake.tickets_issued]:
         assert secret_value not in text

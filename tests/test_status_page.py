@@ -32,8 +32,35 @@ def browser():
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
     driver.set_page_load_timeout(30)
+    # The page's timers run when the test says (it polls every 30 s), its fetches are counted,
+    # and the tab's visibility is the test's to set: installed before any page script runs.
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": CLOCK})
     yield driver
     driver.quit()
+
+
+CLOCK = """
+window.__timers = [];
+window.__fetches = 0;
+const realFetch = window.fetch.bind(window);
+window.fetch = (...args) => { window.__fetches += 1; return realFetch(...args); };
+window.setTimeout = (fn, ms) => { window.__timers.push({ fn, ms, live: true }); return window.__timers.length; };
+window.clearTimeout = (id) => { if (id && window.__timers[id - 1]) window.__timers[id - 1].live = false; };
+window.__visibility = "visible";
+Object.defineProperty(document, "visibilityState", { get: () => window.__visibility, configurable: true });
+Object.defineProperty(document, "hidden", { get: () => window.__visibility !== "visible", configurable: true });
+window.__setVisibility = (state) => { window.__visibility = state; document.dispatchEvent(new Event("visibilitychange")); };
+window.__pending = () => window.__timers.filter((t) => t.live).map((t) => t.ms);
+window.__fire = () => { const t = window.__timers.find((t) => t.live); t.live = false; t.fn(); };
+"""
+
+
+def pending_timers(driver):
+    return driver.execute_script("return window.__pending()")
+
+
+def fetches(driver):
+    return driver.execute_script("return window.__fetches")
 
 
 def text_of(driver, element_id):
@@ -106,10 +133,14 @@ def test_the_page_shows_accounts_errors_and_pages_in_a_browser(start_worker, fak
         assert browser.execute_script(
             "return document.documentElement.scrollWidth <= window.innerWidth"), width
     screenshot(browser, "status-page-phone.png")
-    # The server goes away: the page says so on its own next refresh (every 10 s).
+    # The server goes away: the page says so on its own next refresh, and stops asking.
     worker.stop()
     assert "cannot be reached" not in text_of(browser, "notice")
+    assert pending_timers(browser) == [30000]
+    browser.execute_script("window.__fire()")
     assert wait_for(lambda: "cannot be reached" in text_of(browser, "notice"), 14)
+    assert pending_timers(browser) == []
+    assert browser.find_element("id", "retry").is_displayed()
 
 
 def test_the_page_shows_tickets_errors_and_the_platform(start_worker, fake, browser):
@@ -136,3 +167,33 @@ def test_the_page_shows_tickets_errors_and_the_platform(start_worker, fake, brow
     assert "component · component" in component and "verify ticket" in component
     assert "0 min old" in component
     screenshot(browser, "status-page-platform.png")
+
+
+def test_the_page_polls_every_30_s_only_while_visible_and_stops_after_an_error(
+        start_worker, fake, browser):
+    worker = start_worker(**several(fake))
+    worker.get_token()
+    browser.get(worker.base_url + "/")
+    enter_key(browser, CLIENT_KEY)
+    assert wait_for(lambda: len(shown(browser)) == 4, 10), text_of(browser, "notice")
+    assert fetches(browser) == 1 and pending_timers(browser) == [30000]
+    assert "every 30 s" in text_of(browser, "updated")
+    browser.execute_script("window.__fire()")
+    assert wait_for(lambda: fetches(browser) == 2 and pending_timers(browser) == [30000], 10)
+    # Hidden: no poll is pending, and none happens however long it stays hidden.
+    browser.execute_script("window.__setVisibility('hidden')")
+    assert pending_timers(browser) == [] and fetches(browser) == 2
+    # Visible again: it loads at once, and polls on.
+    browser.execute_script("window.__setVisibility('visible')")
+    assert wait_for(lambda: fetches(browser) == 3 and pending_timers(browser) == [30000], 10)
+    # An error stops the polling until the user asks again.
+    browser.get(worker.base_url + "/?limit=101")
+    assert wait_for(lambda: "limit must be" in text_of(browser, "notice"), 10)
+    assert fetches(browser) == 1 and pending_timers(browser) == []
+    browser.execute_script("window.__setVisibility('hidden'); window.__setVisibility('visible')")
+    assert fetches(browser) == 1, "a stopped page does not resume on its own"
+    retry = browser.find_element("id", "retry")
+    assert retry.is_displayed()
+    retry.click()
+    assert wait_for(lambda: fetches(browser) == 2, 10)
+    assert pending_timers(browser) == [], "still failing: still stopped"

@@ -150,13 +150,6 @@ pub enum Listed {
 }
 
 impl Listed {
-    pub fn id(&self) -> &str {
-        match self {
-            Self::Env(account) => &account.id,
-            Self::Registered(entry) => &entry.id,
-        }
-    }
-
     /// What an admin sees of it: never a secret.
     pub fn public(&self) -> serde_json::Value {
         match self {

@@ -11,6 +11,9 @@
 //!   registry), as if every alarm were lost; the cron and reads are then the only triggers.
 //! - `TEST_FAIL_ERASES="1"`: the first erase(s) of an object's state fail, as a Durable
 //!   Object call can, leaving a removal half done for its retry to finish.
+//! - `TEST_LOG_OBJECT_REQUESTS="1"`: every Durable Object request the worker makes is logged
+//!   (`object_request`, which object), so that a test or the scale run counts what a route
+//!   costs.
 
 use crate::edge::memo;
 use crate::edge::runtime::{self, now_millis};
@@ -26,6 +29,7 @@ struct Faults {
     one_write_per_sec: bool,
     no_due_alarms: bool,
     failing_erases: u64,
+    log_object_requests: bool,
 }
 
 thread_local! {
@@ -53,7 +57,9 @@ fn faults(env: &Env) -> Rc<Faults> {
         let failing_erases = lookup("TEST_FAIL_ERASES")
             .and_then(|n| n.trim().parse().ok())
             .unwrap_or(0);
+        let log_object_requests = lookup("TEST_LOG_OBJECT_REQUESTS").is_some_and(|v| v == "1");
         Rc::new(Faults {
+            log_object_requests,
             failing_writes,
             one_write_per_sec,
             no_due_alarms,
@@ -65,6 +71,16 @@ fn faults(env: &Env) -> Rc<Faults> {
 /// Whether objects must not set alarms for their due times.
 pub fn no_due_alarms(env: &Env) -> bool {
     faults(env).no_due_alarms
+}
+
+/// Logs a Durable Object request (`object`: `account` or `registry`; `op`: what it asks), if
+/// the test variables ask for it.
+pub fn object_request(env: &Env, object: &str, op: &str) {
+    if faults(env).log_object_requests {
+        runtime::log_event(serde_json::json!({
+            "event": "object_request", "object": object, "op": op,
+        }));
+    }
 }
 
 /// An injected failure for this erase of an object's state, if the test variables ask for one.

@@ -26,6 +26,7 @@ mod request;
 mod respond;
 mod router;
 mod runtime;
+mod status_listing;
 mod status_page;
 mod streams;
 mod upstream;

@@ -4,6 +4,7 @@
 //! Apart from the object itself, so that the refresher (which the object runs) may call
 //! another account's object, as an authorizer calls the platform's.
 
+use crate::edge::faults;
 use crate::edge::refresher::Acquired;
 use crate::edge::runtime::{self, OBJECT_BINDING};
 use crate::edge::upstream::within;
@@ -151,7 +152,13 @@ async fn ask(env: &Env, account_id: &str, op: Op) -> Result<Response, AppError> 
         account: account_id.to_owned(),
         op,
     };
-    let body = serde_json::to_string(&call).map_err(|e| runtime::internal("encoding", e))?;
+    let body = serde_json::to_value(&call).map_err(|e| runtime::internal("encoding", e))?;
+    faults::object_request(
+        env,
+        "account",
+        body["op"]["op"].as_str().unwrap_or_default(),
+    );
+    let body = body.to_string();
     let mut init = RequestInit::new();
     init.with_method(Method::Post)
         .with_body(Some(JsValue::from_str(&body)));

@@ -290,17 +290,9 @@ impl AccountCtx {
                 dues.push(stale_at);
             }
         }
-        // The registry keeps every account's due time, for the cron to find missed alarms.
-        let earliest = dues.iter().copied().min();
-        if self.state.reported_due.get() != Some(earliest) {
-            match registry::report_due(&self.env, &self.account.id, earliest).await {
-                Ok(()) => self.state.reported_due.set(Some(earliest)),
-                Err(e) => runtime::log_error(json!({
-                    "event": "due_report_failed", "account": self.account.id,
-                    "message": e.message(),
-                })),
-            }
-        }
+        // The registry keeps every account's due time (for the cron to find missed alarms)
+        // and its summary (for the `/status` listing): told when either changes.
+        self.report(dues.iter().copied().min(), now).await;
         let random = u32::from_le_bytes(runtime::random_bytes::<4>());
         if faults::no_due_alarms(&self.env) {
             return;
@@ -314,18 +306,44 @@ impl AccountCtx {
         }
     }
 
-    /// The account's entry in `/status`.
+    /// Tells the registry the account's next due time (for the cron to find missed alarms)
+    /// and its summary (for the `/status` listing), if either changed since it last did.
+    pub(super) async fn report(&self, due_at: Option<u64>, now: u64) {
+        let mut summary = self.summary(now);
+        let report = (due_at, summary.to_string());
+        if self.state.retired.get() || self.state.reported.borrow().as_ref() == Some(&report) {
+            return;
+        }
+        summary["reported_at"] = json!(now);
+        match registry::report(&self.env, &self.account.id, due_at, summary).await {
+            Ok(()) => *self.state.reported.borrow_mut() = Some(report),
+            Err(e) => runtime::log_error(json!({
+                "event": "report_failed", "account": self.account.id,
+                "message": e.message(),
+            })),
+        }
+    }
+
+    /// The account's entry in `/status`, live.
     pub fn status(&self) -> Value {
         let now = now_secs();
+        let mut entry = self.summary(now);
+        status::as_of(&mut entry, now);
+        entry
+    }
+
+    /// What the object reports to the registry for the `/status` listing: its entry without
+    /// the fields that tick with the clock.
+    fn summary(&self, now: u64) -> Value {
         let state = &self.state;
         let token = state
             .token
             .record()
-            .map(|r| status::credential_json(&r, r.refreshed_at, now));
+            .map(|r| status::credential_json(&r, r.refreshed_at));
         let mut tickets = Map::new();
         for kind in TicketKind::ALL {
             if let Some(record) = state.ticket(kind).record() {
-                let mut entry = status::credential_json(&record, record.refreshed_at, now);
+                let mut entry = status::credential_json(&record, record.refreshed_at);
                 entry["upstream_calls_today"] =
                     json!(self.calls_today(CredentialKind::Ticket(kind), now));
                 tickets.insert(kind.name().into(), entry);
@@ -347,6 +365,7 @@ impl AccountCtx {
             "gateway_heal_daily_limit": self.settings.heal_daily_limit(&self.account),
             "daily_quota": self.settings.daily_quota(&self.account),
             "auto_refresh": status::auto_refresh(self.paused_until(CredentialKind::Token, now), self.automatic_blocked(), now),
+            "alerts": ledger.alerts.alerting.iter().map(|a| &a.condition).collect::<Vec<_>>(),
         });
         self.platform_status(&mut entry, now);
         entry

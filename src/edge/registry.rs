@@ -5,6 +5,7 @@
 //! (which the edge reads, so that resolving an account costs no object call), then tells the
 //! account's own object.
 
+use crate::edge::faults;
 use crate::edge::respond;
 use crate::edge::runtime::{self, REGISTRY_BINDING};
 use crate::error::AppError;
@@ -42,10 +43,20 @@ enum Op {
     Delete {
         id: String,
     },
-    /// An account's next due time (None: nothing to wake for, such as a blocked secret).
-    Due {
+    /// An account's next due time (None: nothing to wake for, such as a blocked secret) and
+    /// its `/status` summary.
+    Report {
         id: String,
         due_at: Option<u64>,
+        summary: Value,
+    },
+    /// The `/status` listing's page: the summaries of `ids` (environment accounts, or a
+    /// limited key's own), then, from `after`, up to `limit` registered accounts with theirs;
+    /// answers [`StatusRows`].
+    Statuses {
+        ids: Vec<String>,
+        after: Option<String>,
+        limit: usize,
     },
     /// The cron's batch; answers [`Picked`].
     Pick {
@@ -65,6 +76,44 @@ pub struct Picked {
 #[derive(Deserialize)]
 struct IdRow {
     id: String,
+}
+
+/// One account of a `/status` page: its registration (if registered) and its last summary.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct StatusRow {
+    pub id: String,
+    /// `kind` and `api`, for a registered account.
+    pub registered: Option<(String, String)>,
+    pub summary: Option<Value>,
+}
+
+/// A `/status` page: the rows asked for by id (those that exist in the registry or have
+/// reported), then the registered ones from `after`, and whether more follow.
+#[derive(Serialize, Deserialize)]
+pub struct StatusRows {
+    pub by_id: Vec<StatusRow>,
+    pub page: Vec<StatusRow>,
+    pub more: bool,
+}
+
+#[derive(Deserialize)]
+struct SummaryRow {
+    id: String,
+    kind: Option<String>,
+    api: Option<String>,
+    summary: Option<String>,
+}
+
+impl From<SummaryRow> for StatusRow {
+    fn from(row: SummaryRow) -> Self {
+        Self {
+            id: row.id,
+            registered: row.kind.zip(row.api),
+            summary: row
+                .summary
+                .and_then(|text| serde_json::from_str(&text).ok()),
+        }
+    }
 }
 
 /// What a put did.
@@ -110,9 +159,29 @@ pub async fn delete(env: &Env, id: &str) -> Result<Option<Registered>, AppError>
     ask(env, &Op::Delete { id: id.to_owned() }).await
 }
 
-pub async fn report_due(env: &Env, id: &str, due_at: Option<u64>) -> Result<(), AppError> {
+pub async fn report(
+    env: &Env,
+    id: &str,
+    due_at: Option<u64>,
+    summary: Value,
+) -> Result<(), AppError> {
     let id = id.to_owned();
-    ask::<Value>(env, &Op::Due { id, due_at }).await.map(drop)
+    let op = Op::Report {
+        id,
+        due_at,
+        summary,
+    };
+    ask::<Value>(env, &op).await.map(drop)
+}
+
+/// One `/status` page in one registry call, whatever its size.
+pub async fn statuses(
+    env: &Env,
+    ids: Vec<String>,
+    after: Option<String>,
+    limit: usize,
+) -> Result<StatusRows, AppError> {
+    ask(env, &Op::Statuses { ids, after, limit }).await
 }
 
 /// Up to `batch` accounts for the cron: those due before `overdue_before` first (their alarm
@@ -137,7 +206,9 @@ async fn ask<T: DeserializeOwned>(env: &Env, op: &Op) -> Result<T, AppError> {
         .durable_object(REGISTRY_BINDING)
         .and_then(|namespace| namespace.get_by_name(REGISTRY_NAME))
         .map_err(failed)?;
-    let body = serde_json::to_string(op).map_err(|e| runtime::internal("encoding", e))?;
+    let body = serde_json::to_value(op).map_err(|e| runtime::internal("encoding", e))?;
+    faults::object_request(env, "registry", body["op"].as_str().unwrap_or_default());
+    let body = body.to_string();
     let mut init = RequestInit::new();
     init.with_method(Method::Post)
         .with_body(Some(JsValue::from_str(&body)));
@@ -167,7 +238,8 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS accounts (
     CREATE INDEX IF NOT EXISTS accounts_by_appid ON accounts (appid, api);
     CREATE TABLE IF NOT EXISTS schedule (id TEXT PRIMARY KEY, due_at INTEGER NOT NULL);
     CREATE INDEX IF NOT EXISTS schedule_by_due ON schedule (due_at);
-    CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)";
+    CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS summaries (id TEXT PRIMARY KEY, summary TEXT NOT NULL)";
 
 impl DurableObject for AccountRegistry {
     fn new(state: State, _env: Env) -> Self {
@@ -272,14 +344,25 @@ impl AccountRegistry {
                     vec![id.as_str().into()],
                 )
                 .map_err(failed)?;
-                sql.exec(
-                    "DELETE FROM schedule WHERE id = ?",
-                    vec![id.as_str().into()],
-                )
-                .map_err(failed)?;
+                for table in ["schedule", "summaries"] {
+                    sql.exec(
+                        &format!("DELETE FROM {table} WHERE id = ?"),
+                        vec![id.as_str().into()],
+                    )
+                    .map_err(failed)?;
+                }
                 encode(&existing)
             }
-            Op::Due { id, due_at } => {
+            Op::Report {
+                id,
+                due_at,
+                summary,
+            } => {
+                sql.exec(
+                    "INSERT OR REPLACE INTO summaries VALUES (?, ?)",
+                    vec![id.as_str().into(), summary.to_string().into()],
+                )
+                .map_err(failed)?;
                 match due_at {
                     Some(due_at) => sql.exec(
                         "INSERT OR REPLACE INTO schedule VALUES (?, ?)",
@@ -298,6 +381,39 @@ impl AccountRegistry {
                 batch,
                 overdue_before,
             } => encode(&self.pick(&sql, &env_ids, batch, overdue_before)?),
+            Op::Statuses { ids, after, limit } => {
+                let rows = |query: &str, bindings| -> Result<Vec<StatusRow>, AppError> {
+                    let rows: Vec<SummaryRow> = sql
+                        .exec(query, bindings)
+                        .and_then(|cursor| cursor.to_array())
+                        .map_err(failed)?;
+                    Ok(rows.into_iter().map(StatusRow::from).collect())
+                };
+                let mut by_id = Vec::new();
+                for id in &ids {
+                    by_id.extend(rows(
+                        "SELECT ?1 AS id, a.kind, a.api, s.summary FROM (SELECT ?1 AS id) AS q \
+                         LEFT JOIN accounts a ON a.id = q.id LEFT JOIN summaries s ON s.id = q.id \
+                         WHERE a.id IS NOT NULL OR s.id IS NOT NULL",
+                        vec![id.as_str().into()],
+                    )?);
+                }
+                let (page, more) = match after {
+                    None => (Vec::new(), false),
+                    Some(after) => {
+                        let mut page = rows(
+                            "SELECT a.id, a.kind, a.api, s.summary FROM accounts a \
+                             LEFT JOIN summaries s ON s.id = a.id WHERE a.id > ? \
+                             ORDER BY a.id LIMIT ?",
+                            vec![after.as_str().into(), (limit as i64 + 1).into()],
+                        )?;
+                        let more = page.len() > limit;
+                        page.truncate(limit);
+                        (page, more)
+                    }
+                };
+                encode(&StatusRows { by_id, page, more })
+            }
         }
     }
 

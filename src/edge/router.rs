@@ -3,25 +3,25 @@
 use crate::edge::access::{self, account_name};
 use crate::edge::admin;
 use crate::edge::compat;
-use crate::edge::directory;
 use crate::edge::gateway;
+use crate::edge::object_client;
 use crate::edge::platform;
 use crate::edge::reader::{read, refresh};
 use crate::edge::request::{self, param, query};
 use crate::edge::respond;
 use crate::edge::runtime::{self, now_secs};
+use crate::edge::status_listing;
 use crate::edge::status_page;
 use crate::error::AppError;
 use crate::policy::accounts::Account;
 use crate::policy::auth::Route;
 use crate::policy::config::{AccountName, Settings};
 use crate::policy::refresh::Trigger;
-use crate::policy::registry::{self, Cursor};
+use crate::policy::registry;
 use crate::policy::requests;
 use crate::policy::ticket::{TicketKind, TicketRecord};
 use crate::policy::token::TokenRecord;
 use crate::wechat::jssdk;
-use futures_util::future::join_all;
 use serde_json::json;
 use std::rc::Rc;
 use worker::{event, Context, Env, Method, Request, Response};
@@ -190,36 +190,24 @@ async fn refresh_token(request: &Request, env: &Env) -> Result<Response, AppErro
     ))
 }
 
-/// Every account the key may read, a page at a time (`?limit=&cursor=`), or the one the query
-/// names; each from its object.
+/// Every account the key may read, a page at a time (`?limit=&cursor=`), from what each
+/// account's object last reported; or the one the query names, live from its object.
 async fn get_status(request: &Request, env: &Env) -> Result<Response, AppError> {
     let pairs = query(request)?;
     let (grant, settings) =
         access::authenticate(env, request::bearer(request).as_deref(), Route::Status)?;
-    let (ids, next): (Vec<String>, _) = match account_name(&pairs)? {
+    let (accounts, next_cursor) = match account_name(&pairs)? {
         AccountName::Default => {
-            let cursor = Cursor::parse(param(&pairs, "cursor"))?;
             let limit = registry::page_limit(param(&pairs, "limit"), registry::STATUS_PAGE)?;
-            let (listed, next) = directory::page(env, &settings, &cursor, limit).await?;
-            let ids = listed.iter().map(|l| l.id().to_owned());
-            (ids.filter(|id| grant.permits(id)).collect(), next)
+            let cursor = param(&pairs, "cursor");
+            status_listing::page(env, &settings, &grant, cursor, limit, now_secs()).await?
         }
         named => {
             let account = access::account(env, &grant, &settings, named).await?;
-            (vec![account.id.clone()], None)
+            let entry = object_client::status(env, &account.id).await?;
+            (vec![entry], None)
         }
     };
-    let entries = join_all(
-        ids.iter()
-            .map(|id| crate::edge::object_client::status(env, id)),
-    )
-    .await;
-    let accounts: Vec<_> = ids
-        .iter()
-        .zip(entries)
-        .map(|(id, entry)| entry.unwrap_or_else(|e| json!({ "account": id, "error": e.body() })))
-        .collect();
-    let next_cursor = next.map(|c| c.encode());
     Ok(respond::json(
         200,
         &json!({ "accounts": accounts, "next_cursor": next_cursor }),

@@ -76,6 +76,19 @@ impl Grant {
         self.accounts.is_some()
     }
 
+    /// The accounts a limited key may use, sorted, once each (None: every account).
+    pub fn own_accounts(&self) -> Option<Vec<&str>> {
+        let mut ids: Vec<&str> = self
+            .accounts
+            .as_deref()?
+            .iter()
+            .map(String::as_str)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Some(ids)
+    }
+
     pub fn permits(&self, account_id: &str) -> bool {
         self.accounts
             .as_deref()

@@ -6,6 +6,8 @@
 use crate::error::AppError;
 use crate::policy::accounts::{Account, AccountKind, TokenApi};
 use crate::policy::auth::digests_equal;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -25,9 +27,8 @@ pub const ADMIN_PAGE: PageSize = PageSize {
     max: 1000,
 };
 
-/// `/status`: each account on the page is one Durable Object call, a subrequest; 40 keeps a
-/// page within the Free plan's 50 subrequests per request, and 100 well within the Paid
-/// plan's.
+/// `/status`: a page is one registry call whatever its size (the summaries the accounts'
+/// objects reported); the bound keeps an answer a size a page shows at once.
 pub const STATUS_PAGE: PageSize = PageSize {
     default: 40,
     max: 100,
@@ -173,33 +174,63 @@ pub fn page_limit(value: Option<&str>, size: PageSize) -> Result<usize, AppError
     }
 }
 
-/// Where a listing goes on: at an offset into the environment accounts, or after a registered
-/// account's id. Opaque to clients.
+/// Where a listing goes on: at an offset into the environment accounts, after a registered
+/// account's id, or (for a key limited to some accounts) at an offset into its own list.
+/// Opaque to clients (base64url), and a cursor of one kind of listing is refused by the other:
+/// a limited key's cursor names nothing but its own position.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Cursor {
     Env(usize),
     Runtime(String),
+    Scoped(usize),
 }
 
 impl Cursor {
+    /// The cursor of a listing of every account (a limited key's is refused).
     pub fn parse(value: Option<&str>) -> Result<Self, AppError> {
-        let bad = || AppError::BadRequest("cursor is not one this server gave".into());
-        match value {
-            None | Some("") => Ok(Self::Env(0)),
-            Some(text) => match text.split_at_checked(2) {
-                Some(("e.", n)) => n.parse().map(Self::Env).map_err(|_| bad()),
-                Some(("r.", id)) => Ok(Self::Runtime(id.to_owned())),
-                _ => Err(bad()),
-            },
+        match Self::decode(value)? {
+            Self::Scoped(_) => Err(bad_cursor()),
+            cursor => Ok(cursor),
+        }
+    }
+
+    fn decode(value: Option<&str>) -> Result<Self, AppError> {
+        let bad = bad_cursor;
+        let Some(text) = value.filter(|v| !v.is_empty()) else {
+            return Ok(Self::Env(0));
+        };
+        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
+        let plain = String::from_utf8(bytes).map_err(|_| bad())?;
+        match plain.split_at_checked(2) {
+            Some(("e.", n)) => n.parse().map(Self::Env).map_err(|_| bad()),
+            Some(("r.", id)) => Ok(Self::Runtime(id.to_owned())),
+            Some(("s.", n)) => n.parse().map(Self::Scoped).map_err(|_| bad()),
+            _ => Err(bad()),
+        }
+    }
+
+    /// Where a limited key's listing starts: its own list from the start, whatever cursor it
+    /// names but its own kind (refused).
+    pub fn parse_scoped(value: Option<&str>) -> Result<usize, AppError> {
+        match Self::decode(value)? {
+            Self::Env(0) if value.is_none_or(str::is_empty) => Ok(0),
+            Self::Scoped(offset) => Ok(offset),
+            _ => Err(bad_cursor()),
         }
     }
 
     pub fn encode(&self) -> String {
-        match self {
+        let plain = match self {
             Self::Env(offset) => format!("e.{offset}"),
             Self::Runtime(after) => format!("r.{after}"),
-        }
+            Self::Scoped(offset) => format!("s.{offset}"),
+        };
+        URL_SAFE_NO_PAD.encode(plain)
     }
+}
+
+fn bad_cursor() -> AppError {
+    AppError::BadRequest("cursor is not one this server gave".into())
 }
 
 /// One page's environment part: the ids at `cursor` (up to `limit`), and where the page goes
@@ -286,10 +317,26 @@ mod tests {
         assert_eq!(next, Some(Cursor::Runtime(String::new())));
         let after = Cursor::Runtime("m".into());
         assert_eq!(env_page(&env, &after, 2), (Vec::new(), Some(after.clone())));
-        for cursor in [Cursor::Env(7), Cursor::Runtime("shop-1".into())] {
-            assert_eq!(Cursor::parse(Some(&cursor.encode())), Ok(cursor));
+        for cursor in [
+            Cursor::Env(7),
+            Cursor::Runtime("shop-1".into()),
+            Cursor::Scoped(3),
+        ] {
+            assert!(!cursor.encode().contains("shop"), "opaque");
+            assert_eq!(Cursor::decode(Some(&cursor.encode())), Ok(cursor));
         }
-        assert!(Cursor::parse(Some("x.1")).is_err());
+        assert!(Cursor::parse(Some(&Cursor::Scoped(3).encode())).is_err());
+        for bad in ["x.1", "r.shop", "e.1", "!!"] {
+            assert!(Cursor::parse(Some(bad)).is_err());
+        }
+        assert_eq!(Cursor::parse_scoped(None), Ok(0));
+        assert_eq!(
+            Cursor::parse_scoped(Some(&Cursor::Scoped(4).encode())),
+            Ok(4)
+        );
+        for other in [Cursor::Env(0), Cursor::Env(2), Cursor::Runtime("a".into())] {
+            assert!(Cursor::parse_scoped(Some(&other.encode())).is_err());
+        }
         assert_eq!(page_limit(None, ADMIN_PAGE), Ok(100));
         assert_eq!(page_limit(Some("1000"), ADMIN_PAGE), Ok(1000));
         assert!(page_limit(Some("0"), ADMIN_PAGE).is_err());

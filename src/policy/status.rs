@@ -1,4 +1,8 @@
 //! What `/status` shows of an account. Pure: fingerprints, never tokens or tickets.
+//!
+//! An account's object reports its summary (the entry without the fields that tick with the
+//! clock) to the registry whenever it changes; the `/status` listing reads those summaries, one
+//! registry call per page, and [`as_of`] adds the ticking fields at the time of reading.
 
 use crate::error::{AppError, UpstreamFailure};
 use crate::policy::fingerprint::fingerprint;
@@ -29,12 +33,41 @@ impl ErrorRecord {
 }
 
 /// A token's or ticket's state: when it expires and was refreshed, and its fingerprint.
-pub fn credential_json(record: &impl Credential, refreshed_at: u64, now: u64) -> Value {
+pub fn credential_json(record: &impl Credential, refreshed_at: u64) -> Value {
     json!({
         "expires_at": record.expires_at(),
-        "expires_in": record.remaining_secs(now),
         "refreshed_at": refreshed_at,
         "fingerprint": fingerprint(record.value()),
+    })
+}
+
+/// Adds to a summary the fields that tick with the clock, as of `now`: each credential's
+/// `expires_in` and the verify ticket's `age_secs`.
+pub fn as_of(entry: &mut Value, now: u64) {
+    let remaining = |credential: &mut Value| {
+        if let Some(at) = credential.get("expires_at").and_then(Value::as_u64) {
+            credential["expires_in"] = json!(at.saturating_sub(now));
+        }
+    };
+    if let Some(token) = entry.get_mut("token").filter(|t| t.is_object()) {
+        remaining(token);
+    }
+    if let Some(tickets) = entry.get_mut("tickets").and_then(Value::as_object_mut) {
+        tickets.values_mut().for_each(remaining);
+    }
+    if let Some(ticket) = entry.get_mut("verify_ticket").filter(|t| t.is_object()) {
+        if let Some(at) = ticket.get("created_at").and_then(Value::as_u64) {
+            ticket["age_secs"] = json!(now.saturating_sub(at));
+        }
+    }
+}
+
+/// The listing's entry for an account whose object has reported nothing yet (it has not been
+/// visited since it was configured).
+pub fn unreported(account: &str, kind: &str, api: &str) -> Value {
+    json!({
+        "account": account, "kind": kind, "api": api, "token": null, "tickets": {},
+        "last_error": null, "alerts": [], "reported_at": null,
     })
 }
 
@@ -56,11 +89,18 @@ mod tests {
     #[test]
     fn shapes() {
         let token = TokenRecord::issued("abc".into(), 7200, 1000, "cfg");
-        let json = credential_json(&token, 1000, 1200);
+        let mut entry = json!({ "token": credential_json(&token, 1000), "tickets": {
+            "jsapi": { "expires_at": 900 } }, "verify_ticket": { "created_at": 1100 } });
+        as_of(&mut entry, 1200);
         assert_eq!(
-            json,
+            entry["token"],
             json!({"expires_at": 8200, "expires_in": 7000, "refreshed_at": 1000, "fingerprint": "ba7816bf"})
         );
+        assert_eq!(entry["tickets"]["jsapi"]["expires_in"], 0);
+        assert_eq!(entry["verify_ticket"]["age_secs"], 100);
+        let mut none = unreported("shop", "mini_program", "stable");
+        as_of(&mut none, 1200);
+        assert_eq!(none["token"], Value::Null);
         assert_eq!(auto_refresh(Some(2000), false, 1000), "paused_until:2000");
         assert_eq!(
             auto_refresh(Some(2000), true, 2000),

@@ -49,6 +49,11 @@ impl AccountCtx {
             return;
         }
         self.persist(None).await;
+        // The listing shows what is under alert: reported with the due time last told.
+        let reported_due = self.state.reported.borrow().as_ref().map(|(due, _)| *due);
+        if let Some(due_at) = reported_due {
+            self.report(due_at, now).await;
+        }
         for alert in &sent {
             log_event(json!({
                 "event": "alert", "account": self.account.id,

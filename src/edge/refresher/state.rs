@@ -74,8 +74,8 @@ pub struct AccountState {
     pub(super) wx_card: Slot<TicketRecord>,
     /// Consecutive failed alarm runs, for the retry delay.
     pub(super) alarm_failures: Cell<u32>,
-    /// The due time last told to the registry (outer None: not told yet).
-    pub(super) reported_due: Cell<Option<Option<u64>>>,
+    /// The due time and summary last told to the registry (None: not told yet).
+    pub(super) reported: RefCell<Option<(Option<u64>, String)>>,
     /// What the platform's component or an authorizer keeps besides its credentials.
     pub(super) platform: RefCell<PlatformState>,
     /// The account was erased or its registration replaced: whatever is still under way on
