@@ -200,3 +200,18 @@ class TestTokenIndex:
         answer = wechat_get(worker, "/cgi-bin/ticket/getticket", access_token=old, type="jsapi")
         assert answer["errcode"] == 0, "inside WeChat's five minutes the old token still works"
         assert fake.calls_for(SECOND[0]) == 2
+
+
+def test_kv_keeps_an_entry_through_its_stale_window_at_a_real_max_age(start_worker, fake):
+    """At KV_MAX_AGE_SECS=60 (where KV's own 60-second minimum does not hide it), a read past
+    the entry's freshness, within its quarter, is answered from KV while the object is asked
+    in the background; KV no longer drops the entry the moment its freshness ends."""
+    worker = start_worker(KV_MAX_AGE_SECS="60", TEST_LOG_OBJECT_REQUESTS="1")
+    token = worker.get_token().json["access_token"]
+    time.sleep(63)  # past fresh_until (60 s after the write), inside the 15 s stale window
+    before = len(worker.events("object_request"))
+    assert worker.get_token().json["access_token"] == token
+    time.sleep(0.5)
+    ops = [e["op"] for e in worker.events("object_request")[before:]]
+    assert ops == ["token:background"], ops
+    assert fake.calls == 1

@@ -76,20 +76,21 @@ pub async fn read<R: Credential + DeserializeOwned>(
     })
 }
 
-/// Caches `record`, to be answered until `fresh_until`. KV's own expiration is only a
-/// clean-up: readers check `fresh_until` and the record's expiry.
+/// Caches `record`, to be answered until `fresh_until`, and kept by KV until `keep_until`
+/// (past it by the readers' stale window). KV's own expiration is only a clean-up: readers
+/// check `fresh_until` and the record's expiry.
 pub async fn write<R: Serialize>(
     env: &Env,
     key: &str,
     record: &R,
-    fresh_until: u64,
+    (fresh_until, keep_until): (u64, u64),
     now: u64,
 ) -> worker::Result<()> {
     let entry = Entry {
         record,
         fresh_until,
     };
-    put(env, key, &entry, fresh_until, now).await
+    put(env, key, &entry, keep_until, now).await
 }
 
 pub async fn read_index(env: &Env, token: &str) -> Option<IndexEntry> {

@@ -153,11 +153,12 @@ async fn ask(env: &Env, account_id: &str, op: Op) -> Result<Response, AppError> 
         op,
     };
     let body = serde_json::to_value(&call).map_err(|e| runtime::internal("encoding", e))?;
-    faults::object_request(
-        env,
-        "account",
-        body["op"]["op"].as_str().unwrap_or_default(),
-    );
+    let op = &body["op"];
+    let what = match op["trigger"]["trigger"].as_str() {
+        Some(trigger) => format!("{}:{trigger}", op["op"].as_str().unwrap_or_default()),
+        None => op["op"].as_str().unwrap_or_default().to_owned(),
+    };
+    faults::object_request(env, "account", &what);
     let body = body.to_string();
     let mut init = RequestInit::new();
     init.with_method(Method::Post)

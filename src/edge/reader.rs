@@ -20,14 +20,6 @@ use worker::{Context, Env};
 
 /// One isolate asks the object for a background refresh of a credential at most this often.
 const BACKGROUND_ASK_SPACING_MS: u64 = 5_000;
-/// An entry whose freshness ran out moments ago (a quarter of `KV_MAX_AGE_SECS`, at most a
-/// minute) is still answered, while the object is asked (once per isolate per few seconds) to
-/// write it again: otherwise every read at a location would go to the object until KV there
-/// caught up with the rewrite.
-fn stale_answer_secs(kv_max_age_secs: u64) -> u64 {
-    (kv_max_age_secs / 4).min(60)
-}
-
 /// A token or a ticket, as the read-through below fetches it.
 pub trait Readable: Credential + DeserializeOwned + 'static {
     type Kind: Copy + 'static;
@@ -89,7 +81,7 @@ pub async fn read<R: Readable>(
     let margin_secs = settings.refresh.margin_secs;
     let cached = kv_cache::read::<R>(env, &key, &account.issuer, now)
         .await
-        .filter(|c| now < c.fresh_until + stale_answer_secs(settings.kv_max_age_secs));
+        .filter(|c| now < c.fresh_until + settings.kv_stale_answer_secs());
     let Some(cached) = cached else {
         // Whatever the object does may replace the token (a ticket fetch that WeChat answers
         // with 40001 does): this isolate must not keep answering with the old one.

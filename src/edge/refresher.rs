@@ -316,7 +316,19 @@ impl AccountCtx {
         }
         summary["reported_at"] = json!(now);
         match registry::report(&self.env, &self.account.id, due_at, summary).await {
-            Ok(()) => *self.state.reported.borrow_mut() = Some(report),
+            Ok(()) => {
+                if !self.state.retired.get() {
+                    let kept = serde_json::to_string(&report).unwrap_or_default();
+                    let storage = self.object.storage();
+                    if let Err(e) = storage.put(state::REPORTED_KEY, kept).await {
+                        runtime::log_error(json!({
+                            "event": "storage_write_failed", "account": self.account.id,
+                            "message": e.to_string(),
+                        }));
+                    }
+                }
+                *self.state.reported.borrow_mut() = Some(report);
+            }
             Err(e) => runtime::log_error(json!({
                 "event": "report_failed", "account": self.account.id,
                 "message": e.message(),

@@ -86,6 +86,14 @@ pub enum AccountName<'a> {
 }
 
 impl Settings {
+    /// How long past its `fresh_until` a KV entry is still answered (a quarter of
+    /// `KV_MAX_AGE_SECS`, at most a minute) while the object is asked to write it again:
+    /// otherwise every read at a location would go to the object until KV there caught up.
+    /// KV keeps the entry that long too, or the window could never be used.
+    pub fn kv_stale_answer_secs(&self) -> u64 {
+        (self.kv_max_age_secs / 4).min(60)
+    }
+
     /// The upstream calls per Beijing day this server allows itself for one of the account's
     /// credentials: WeChat's published quota for the API, or `DAILY_QUOTA`.
     pub fn daily_quota(&self, account: &Account) -> u64 {

@@ -74,7 +74,9 @@ impl AccountCtx {
             let now = now_secs();
             let fresh_until = record.expires_at().min(now + self.settings.kv_max_age_secs);
             let key = kv_cache::key(&self.account.id, which);
-            let written = kv_cache::write(&self.env, &key, &record, fresh_until, now).await;
+            let keep_until = fresh_until + self.settings.kv_stale_answer_secs();
+            let until = (fresh_until, keep_until);
+            let written = kv_cache::write(&self.env, &key, &record, until, now).await;
             kv.last_write_ms.set(now_millis());
             let indexed = match written {
                 Ok(()) => {

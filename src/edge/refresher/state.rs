@@ -22,6 +22,9 @@ use worker::wasm_bindgen::JsValue;
 const ACCOUNT_KEY: &str = "account";
 /// The platform's objects only: the verify ticket, or the refresh token (`PlatformState`).
 pub(super) const PLATFORM_KEY: &str = "platform";
+/// What the object last reported to the registry: kept, so that a reloaded object does not
+/// report the same again.
+pub(super) const REPORTED_KEY: &str = "reported";
 
 pub(super) fn storage_key(which: CredentialKind) -> String {
     format!("cred:{}", which.name())
@@ -157,9 +160,11 @@ impl AccountCtx {
             true => get(&storage, PLATFORM_KEY).await?,
             false => None,
         };
+        let reported = get(&storage, REPORTED_KEY).await?;
         if self.state.loaded.replace(true) {
             return Ok(());
         }
+        *self.state.reported.borrow_mut() = reported;
         *self.state.platform.borrow_mut() = platform.unwrap_or_default();
         let state = &self.state;
         *state.ledger.borrow_mut() = ledger.unwrap_or_default();
