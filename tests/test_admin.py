@@ -194,6 +194,22 @@ class TestRuntimeAccounts:
         status = worker.request("GET", "/status?limit=3").json
         assert len(status["accounts"]) == 3 and status["next_cursor"]
 
+    def test_accounts_sharing_an_appid_are_named_by_id_and_outlive_each_other(self, worker,
+                                                                               fake):
+        corp, secret = "wwsharedcorp000001", "fake-secret-shared-corp-0123456789"
+        fake.add_app(corp, secret)
+        for app in ("corp-a", "corp-b"):
+            reply = admin(worker, "PUT", f"/admin/accounts/{app}",
+                          {"kind": "wecom", "appid": corp, "secret": secret})
+            assert reply.status == 201, reply.text
+        body = assert_error(worker.request("GET", f"/token?appid={corp}"), 400, "bad_request")
+        assert "?account=" in body["message"]
+        assert admin(worker, "DELETE", "/admin/accounts/corp-a").status == 204
+        left = worker.request("GET", f"/token?appid={corp}")
+        assert left.status == 200 and left.json["account"] == "corp-b", left.text
+        assert admin(worker, "DELETE", "/admin/accounts/corp-b").status == 204
+        assert_error(worker.request("GET", f"/token?appid={corp}"), 404, "unknown_account")
+
     def test_delete_removes_the_account_and_its_token(self, worker, fake):
         register(worker, "rt6", 6)
         token = worker.request("GET", "/token?account=rt6").json["access_token"]
@@ -321,6 +337,13 @@ def test_the_encryption_key_rotates(start_worker, fake):
     worker.restart()
     body = assert_error(worker.request("GET", "/token?account=rt1"), 500, "config_error")
     assert "ACCOUNTS_ENCRYPTION_KEY" in body["message"]
+    # A key limited to rt1 is told the same, not that rt1 is outside its list; outside it,
+    # it learns nothing.
+    body = assert_error(worker.request("GET", "/token?account=rt1", key=RT_KEY), 500,
+                        "config_error")
+    assert "ACCOUNTS_ENCRYPTION_KEY" in body["message"]
+    assert_error(worker.request("GET", "/token?account=rt2", key=RT_KEY), 403,
+                 "forbidden_account")
 
 
 def test_an_account_no_one_reads_is_refreshed_by_its_alarm_alone(start_worker, fake):

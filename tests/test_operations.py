@@ -4,6 +4,7 @@ errors, the IP-whitelist family, request limits, HEAD and CORS."""
 import hashlib
 import json
 import time
+import urllib.parse
 
 import pytest
 
@@ -74,6 +75,17 @@ def test_status_respects_scoped_keys(start_worker, fake):
     assert_error(worker.request("GET", f"/status?account={fake.appid}", key=SCOPED_KEY), 403,
                  "forbidden_account")
     assert_error(worker.request("GET", "/status", key=None), 401, "unauthorized")
+    assert fake.calls == 0
+
+
+@pytest.mark.parametrize("name", ["x" * 65, "x" * 600, "a b", "a:b", "shop%2Fx", "é"])
+def test_account_names_are_checked_before_any_lookup(start_worker, fake, name):
+    worker = start_worker(**several(fake))
+    for param in ("account", "appid"):
+        for key in (CLIENT_KEY, SCOPED_KEY):
+            path = f"/token?{param}={urllib.parse.quote(name)}"
+            body = assert_error(worker.request("GET", path, key=key), 400, "bad_request")
+            assert f"?{param}=" in body["message"] and name not in body["message"]
     assert fake.calls == 0
 
 

@@ -206,3 +206,21 @@ def test_an_account_registered_with_the_appid_is_a_conflict_too(start_worker, fa
     assert fake.platform.calls["api_query_auth"] == 0
     reply = worker.request("GET", f"/token?appid={AUTHORIZER}")
     assert reply.status == 200 and reply.json["account"] == "shop-registered", reply.text
+
+
+def test_an_admin_put_over_an_authorizer_is_a_conflict(start_worker, fake):
+    admin = "admin-key-for-the-conflict-test-0123456789"
+    worker = start_worker(**component_vars(fake, ADMIN_KEYS=admin, ACCOUNTS_ENCRYPTION_KEY=KEY_A))
+    worker.fake_platform = fake.platform
+    push_ticket(worker)
+    token = authorize(worker)
+    put = worker.request("PUT", f"/admin/accounts/{AUTHORIZER}", key=admin, body=json.dumps(
+        {"kind": "official_account", "appid": AUTHORIZER,
+         "secret": "fake-secret-registered-0123456789"}))
+    body = assert_error(put, 409, "conflict")
+    assert "authorizer" in body["message"]
+    shown = worker.request("GET", f"/admin/accounts/{AUTHORIZER}", key=admin).json
+    assert shown["kind"] == "authorizer", "the registration stands"
+    status = worker.request("GET", f"/status?account={AUTHORIZER}").json["accounts"][0]
+    assert status["refresh_token_stored"] is True
+    assert worker.request("GET", f"/token?account={AUTHORIZER}").json["access_token"] == token

@@ -5,7 +5,7 @@
 
 use crate::edge::{directory, runtime};
 use crate::error::AppError;
-use crate::policy::accounts::Account;
+use crate::policy::accounts::{is_identifier, Account};
 use crate::policy::auth::bearer_token;
 use crate::policy::auth::{Grant, Route};
 use crate::policy::config::{AccountName, Settings};
@@ -50,8 +50,14 @@ pub async fn account(
     settings: &Settings,
     name: AccountName<'_>,
 ) -> Result<Rc<Account>, AppError> {
+    // A limited key naming an account outside its list learns nothing and costs no lookup;
+    // for the accounts it may use, a failed lookup is the error it is.
+    if let AccountName::Id(id) = name {
+        grant.check(id)?;
+    }
     let found = match directory::find(env, settings, name).await {
-        Err(_) if grant.is_scoped() => None,
+        // Several accounts share the appid: a limited key is not told so.
+        Err(AppError::BadRequest(_)) if grant.is_scoped() => None,
         other => other?,
     };
     match found {
@@ -62,15 +68,15 @@ pub async fn account(
     }
 }
 
-/// How the query names the account: `?account=<id>` or `?appid=<appid>`, at most once, not
-/// empty; neither means the default account.
+/// How the query names the account: `?account=<id>` or `?appid=<appid>`, at most once, 1 to
+/// 64 of `A-Z a-z 0-9 _ -` (checked before any lookup); neither means the default account.
 pub fn account_name(pairs: &[(String, String)]) -> Result<AccountName<'_>, AppError> {
     let mut named = pairs.iter().filter(|(k, _)| k == "account" || k == "appid");
     match (named.next(), named.next()) {
         (None, _) => Ok(AccountName::Default),
-        (Some((_, value)), None) if value.is_empty() => {
-            Err(AppError::BadRequest("?account= is empty".into()))
-        }
+        (Some((key, value)), None) if !is_identifier(value) => Err(AppError::BadRequest(format!(
+            "?{key}= must be 1 to 64 of A-Z a-z 0-9 _ -"
+        ))),
         (Some((key, value)), None) if key == "account" => Ok(AccountName::Id(value)),
         (Some((_, value)), None) => Ok(AccountName::AppId(value)),
         (Some(_), Some(_)) => Err(AppError::BadRequest("name one account, once".into())),

@@ -106,9 +106,8 @@ async fn put(
     // Sealed here, so the registry, KV and the logs only ever see the sealed form.
     let nonce = runtime::random_bytes::<NONCE_BYTES>();
     let sealed = runtime::key_ring(env)?.seal(&account.id, &account.secret, nonce);
-    let previous = registry::get(env, id).await?;
     let stored = registry::put(env, Registered::new(&account, sealed, now_secs(), None)).await?;
-    directory::publish(env, &stored.entry, previous.as_ref()).await?;
+    directory::publish(env, &stored).await?;
     if !stored.created {
         reader::forget_account(id);
         object_client::forget(env, id).await?;
@@ -154,12 +153,18 @@ pub async fn remove(
     // woken by a late read finds it unknown); then the edge's copy; then its state (again,
     // for a withdrawal: whatever a read loaded meanwhile).
     let entry = match registry::delete(env, id).await? {
-        Some(entry) => Some(entry),
-        None => directory::published(env, id).await?,
+        Some(deleted) => {
+            directory::withdraw(env, &deleted.entry, Some(&deleted.sharing_appid)).await?;
+            Some(deleted.entry)
+        }
+        None => match directory::published(env, id).await? {
+            Some(entry) => {
+                directory::withdraw(env, &entry, None).await?;
+                Some(entry)
+            }
+            None => None,
+        },
     };
-    if let Some(entry) = &entry {
-        directory::withdraw(env, entry).await?;
-    }
     reader::forget_account(id);
     object_client::erase(env, id, withdrawn_at).await?;
     Ok(entry)

@@ -5,7 +5,7 @@
 //! after it.
 
 use crate::edge::memo;
-use crate::edge::registry as registry_object;
+use crate::edge::registry::{self as registry_object, Stored};
 use crate::edge::runtime::{self, now_millis, KV_BINDING};
 use crate::error::AppError;
 use crate::policy::accounts::{Account, AccountKind};
@@ -42,9 +42,16 @@ pub async fn find(
         AccountName::Default => Ok(None),
         AccountName::Id(id) => registered(env, id).await,
         AccountName::AppId(appid) => {
-            let kv = env.kv(KV_BINDING).map_err(|e| runtime::internal("KV", e))?;
-            let id = kv.get(&appid_key(appid)).text().await.ok().flatten();
-            registered(env, id.as_deref().unwrap_or(appid)).await
+            let ids = sharing_appid(env, appid).await?;
+            match ids.as_slice() {
+                [] => registered(env, appid).await,
+                [id] => registered(env, id).await,
+                _ => Err(AppError::BadRequest(
+                    "several accounts share that appid (WeCom apps of one corp, or one app \
+                     through two APIs): name one with ?account=<id>"
+                        .into(),
+                )),
+            }
         }
     }
 }
@@ -90,16 +97,40 @@ pub fn open(env: &Env, entry: &Registered) -> Result<Account, AppError> {
     entry.account(&secret)
 }
 
-/// Publishes a registered account to the edge (after the registry has it).
-pub async fn publish(
-    env: &Env,
-    entry: &Registered,
-    replaced: Option<&Registered>,
-) -> Result<(), AppError> {
+/// The registered ids KV lists under an appid (an older entry holds one id, not a list).
+async fn sharing_appid(env: &Env, appid: &str) -> Result<Vec<String>, AppError> {
+    let kv = env.kv(KV_BINDING).map_err(|e| runtime::internal("KV", e))?;
+    let text = kv.get(&appid_key(appid)).text().await.ok().flatten();
+    Ok(match text {
+        None => Vec::new(),
+        Some(text) => serde_json::from_str(&text).unwrap_or_else(|_| vec![text]),
+    })
+}
+
+/// Writes the appid's index: the ids registered with it, as the registry answered them (none:
+/// the entry goes).
+async fn write_sharing(env: &Env, appid: &str, ids: &[String]) -> Result<(), AppError> {
     let kv = env.kv(KV_BINDING).map_err(|e| runtime::internal("KV", e))?;
     let failed = |e| runtime::internal("writing a registered account to KV", e);
-    if let Some(old) = replaced.filter(|old| old.appid != entry.appid) {
-        kv.delete(&appid_key(&old.appid)).await.map_err(failed)?;
+    if ids.is_empty() {
+        return kv.delete(&appid_key(appid)).await.map_err(failed);
+    }
+    let list = serde_json::to_string(ids).map_err(|e| runtime::internal("encoding", e))?;
+    kv.put(&appid_key(appid), list)
+        .map_err(failed)?
+        .execute()
+        .await
+        .map_err(failed)
+}
+
+/// Publishes a registered account to the edge (after the registry has it): its descriptor,
+/// and the appid index of its appid (and of the one it replaced) as the registry answered.
+pub async fn publish(env: &Env, stored: &Stored) -> Result<(), AppError> {
+    let kv = env.kv(KV_BINDING).map_err(|e| runtime::internal("KV", e))?;
+    let failed = |e| runtime::internal("writing a registered account to KV", e);
+    let entry = &stored.entry;
+    if let (Some(old), Some(ids)) = (&stored.previous, &stored.sharing_previous_appid) {
+        write_sharing(env, &old.appid, ids).await?;
     }
     let descriptor = serde_json::to_string(entry).map_err(|e| runtime::internal("encoding", e))?;
     kv.put(&descriptor_key(&entry.id), descriptor)
@@ -107,11 +138,7 @@ pub async fn publish(
         .execute()
         .await
         .map_err(failed)?;
-    kv.put(&appid_key(&entry.appid), entry.id.as_str())
-        .map_err(failed)?
-        .execute()
-        .await
-        .map_err(failed)?;
+    write_sharing(env, &entry.appid, &stored.sharing_appid).await?;
     memo::forget(&memo_key(&entry.id));
     Ok(())
 }
@@ -127,14 +154,27 @@ pub async fn published(env: &Env, id: &str) -> Result<Option<Registered>, AppErr
 }
 
 /// Withdraws a deleted account from the edge: at once in this isolate, within KV's
-/// propagation elsewhere.
-pub async fn withdraw(env: &Env, entry: &Registered) -> Result<(), AppError> {
+/// propagation elsewhere. `sharing`: who the registry still has with its appid (None, on a
+/// retry that no longer knows: this id is taken out of what KV lists).
+pub async fn withdraw(
+    env: &Env,
+    entry: &Registered,
+    sharing: Option<&[String]>,
+) -> Result<(), AppError> {
     let kv = env.kv(KV_BINDING).map_err(|e| runtime::internal("KV", e))?;
     let failed = |e| runtime::internal("deleting a registered account from KV", e);
     kv.delete(&descriptor_key(&entry.id))
         .await
         .map_err(failed)?;
-    kv.delete(&appid_key(&entry.appid)).await.map_err(failed)?;
+    let remaining = match sharing {
+        Some(ids) => ids.to_vec(),
+        None => {
+            let mut ids = sharing_appid(env, &entry.appid).await?;
+            ids.retain(|id| *id != entry.id);
+            ids
+        }
+    };
+    write_sharing(env, &entry.appid, &remaining).await?;
     memo::remember::<Option<Rc<Account>>>(
         &memo_key(&entry.id),
         None,

@@ -116,11 +116,24 @@ impl From<SummaryRow> for StatusRow {
     }
 }
 
-/// What a put did.
+/// What a put did, read atomically with it.
 #[derive(Serialize, Deserialize)]
 pub struct Stored {
     pub entry: Registered,
     pub created: bool,
+    /// The entry it replaced.
+    pub previous: Option<Registered>,
+    /// Every account registered with the entry's appid now (the edge's `?appid=` index).
+    pub sharing_appid: Vec<String>,
+    /// Every account still registered with the replaced entry's appid, if that differs.
+    pub sharing_previous_appid: Option<Vec<String>>,
+}
+
+/// What a delete did: the removed entry, and who is still registered with its appid.
+#[derive(Serialize, Deserialize)]
+pub struct Deleted {
+    pub entry: Registered,
+    pub sharing_appid: Vec<String>,
 }
 
 pub async fn put(env: &Env, entry: Registered) -> Result<Stored, AppError> {
@@ -155,7 +168,7 @@ pub async fn list_kind(
     ask(env, &Op::List { after, limit, kind }).await
 }
 
-pub async fn delete(env: &Env, id: &str) -> Result<Option<Registered>, AppError> {
+pub async fn delete(env: &Env, id: &str) -> Result<Option<Deleted>, AppError> {
     ask(env, &Op::Delete { id: id.to_owned() }).await
 }
 
@@ -297,7 +310,18 @@ impl AccountRegistry {
                     )));
                 }
                 let existing = one(&entry.id)?;
+                let authorizer = AccountKind::Authorizer.name();
                 if let Some(existing) = &existing {
+                    // An authorizer's refresh token lives in its object: an admin's write
+                    // over it would orphan it (and the platform's over an admin's account
+                    // is refused where it is made).
+                    if existing.kind == authorizer && entry.kind != authorizer {
+                        return Err(AppError::Conflict(format!(
+                            "\"{}\" is an authorizer of the platform: withdraw its \
+                             authorization instead",
+                            entry.id
+                        )));
+                    }
                     entry.created_at = existing.created_at;
                 }
                 sql.exec(
@@ -316,7 +340,18 @@ impl AccountRegistry {
                 )
                 .map_err(failed)?;
                 let created = existing.is_none();
-                encode(&Stored { entry, created })
+                let sharing_appid = sharing(&sql, &entry.appid)?;
+                let sharing_previous_appid = match &existing {
+                    Some(old) if old.appid != entry.appid => Some(sharing(&sql, &old.appid)?),
+                    _ => None,
+                };
+                encode(&Stored {
+                    entry,
+                    created,
+                    previous: existing,
+                    sharing_appid,
+                    sharing_previous_appid,
+                })
             }
             Op::Get { id } => encode(&one(&id)?),
             Op::List { after, limit, kind } => {
@@ -351,7 +386,14 @@ impl AccountRegistry {
                     )
                     .map_err(failed)?;
                 }
-                encode(&existing)
+                let deleted = match existing {
+                    Some(entry) => Some(Deleted {
+                        sharing_appid: sharing(&sql, &entry.appid)?,
+                        entry,
+                    }),
+                    None => None,
+                };
+                encode(&deleted)
             }
             Op::Report {
                 id,
@@ -509,6 +551,18 @@ impl AccountRegistry {
         }
         Ok(Picked { overdue, rotation })
     }
+}
+
+/// The ids registered with `appid`, in id order.
+fn sharing(sql: &SqlStorage, appid: &str) -> Result<Vec<String>, AppError> {
+    let rows: Vec<IdRow> = sql
+        .exec(
+            "SELECT id FROM accounts WHERE appid = ? ORDER BY id",
+            vec![appid.into()],
+        )
+        .and_then(|cursor| cursor.to_array())
+        .map_err(|e| runtime::internal("the registry's storage failed", e))?;
+    Ok(rows.into_iter().map(|row| row.id).collect())
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Value, AppError> {
