@@ -21,4 +21,5 @@ pub mod wechat;
 mod edge;
 
 pub use edge::account_object::AccountTokenObject;
+pub use edge::alert_outbox::AlertOutbox;
 pub use edge::registry::AccountRegistry;

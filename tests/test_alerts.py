@@ -1,11 +1,18 @@
 """Alerts: a fake webhook receiver on 127.0.0.1 gets exactly the expected messages for each
 condition (start, no repeat within the window, a repeat after it, recovery), in each service's
-payload shape, holding no secret; a failing webhook is tried once more, logged, and never slows
-a token read."""
+payload shape, holding no secret; alerts that start together arrive as one digest; a failing
+webhook is tried again after the window with what joined it, logged, and never slows a token
+read; DingTalk's and Feishu's signed robots get signatures they accept; an object that cannot
+load alerts and comes back. The outbox's pace is shortened here (TEST_ALERT_PACE: gathering
+1 s, window 4 s, where production waits 10 s and 60 s)."""
 
+import base64
+import hashlib
+import hmac
 import json
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -18,13 +25,16 @@ from test_platform import component_vars, push
 
 
 class Receiver:
-    """A webhook: records every JSON body posted to it; answers `status` after `delay`."""
+    """A webhook: records every JSON body posted to it; answers `status` after `delay`. With
+    `check` (a function of the path and the body), answers what it returns instead: a signed
+    robot's own refusal when the signature is wrong."""
 
     def __init__(self):
         self.received: list[dict] = []
         self.status = 200
         self.delay = 0.0
         self.answer = b"ok"
+        self.check = None
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -33,10 +43,13 @@ class Receiver:
                 receiver.received.append({"path": self.path, "body": json.loads(body),
                                           "type": self.headers.get("Content-Type")})
                 time.sleep(receiver.delay)
+                answer = receiver.answer
+                if receiver.check:
+                    answer = json.dumps(receiver.check(self.path, json.loads(body))).encode()
                 self.send_response(receiver.status)
-                self.send_header("Content-Length", str(len(receiver.answer)))
+                self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
-                self.wfile.write(receiver.answer)
+                self.wfile.write(answer)
 
             def log_message(self, *args):
                 pass
@@ -66,7 +79,7 @@ def receiver():
 
 def alert_vars(receiver, **overrides):
     return {"ALERT_WEBHOOK_URL": receiver.url, "ALERT_FORMAT": "json",
-            "MIN_REFRESH_INTERVAL_SECS": "0", **overrides}
+            "MIN_REFRESH_INTERVAL_SECS": "0", "TEST_ALERT_PACE": "1,4", **overrides}
 
 
 def assert_no_secret(receiver, fake):
@@ -78,8 +91,11 @@ def assert_no_secret(receiver, fake):
 
 def test_an_ip_refusal_alerts_once_and_recovers_once(start_worker, fake, receiver):
     fake.mode = "ip_not_whitelisted"
-    worker = start_worker(**alert_vars(receiver))
+    worker = start_worker(**alert_vars(receiver, ALERT_AFTER_SECS="3"))
     assert worker.get_token().status == 502
+    receiver.wait(1)
+    assert receiver.states() == [("no_valid_token", "started")], \
+        "an IP refusal younger than ALERT_AFTER_SECS is no alert yet"
     bodies = receiver.wait(2)
     assert sorted(receiver.states()) == [("ip_refused", "started"),
                                          ("no_valid_token", "started")]
@@ -101,12 +117,16 @@ def test_an_ip_refusal_alerts_once_and_recovers_once(start_worker, fake, receive
 
 
 def test_an_alert_repeats_after_its_window(start_worker, fake, receiver):
+    # A repeat every few seconds would be an alarm and a message per account that often.
+    worker = start_worker(**alert_vars(receiver, ALERT_REPEAT_SECS="59"))
+    body = assert_error(worker.get_token(), 500, "config_error")
+    assert "ALERT_REPEAT_SECS" in body["message"]
     fake.mode = "busy"
-    worker = start_worker(**alert_vars(receiver, ALERT_REPEAT_SECS="3"))
+    worker = start_worker(**alert_vars(receiver, ALERT_REPEAT_SECS="60"))
     worker.get_token()
     receiver.wait(1)
     assert receiver.states() == [("no_valid_token", "started")]
-    time.sleep(3.5)
+    time.sleep(60.5)
     worker.get_token()
     receiver.wait(2)
     assert receiver.states()[1] == ("no_valid_token", "repeated")
@@ -229,7 +249,7 @@ def test_a_webhook_refusing_in_its_body_is_logged(start_worker, fake, receiver):
     assert "93000" in worker.events("alert_delivery_failed")[0]["message"]
 
 
-def test_a_failing_webhook_is_tried_once_more_logged_and_never_slows_a_read(
+def test_a_failing_webhook_is_tried_again_after_the_window_logged_and_never_slows_a_read(
         start_worker, fake, receiver):
     receiver.status, receiver.delay = 500, 2.0
     fake.mode = "busy"
@@ -237,9 +257,140 @@ def test_a_failing_webhook_is_tried_once_more_logged_and_never_slows_a_read(
     started = time.monotonic()
     assert_error(worker.get_token(), 502, "wechat_error")
     assert time.monotonic() - started < 1.5, "the read did not wait for the webhook"
-    receiver.wait(2, timeout=20)
-    assert receiver.states() == [("no_valid_token", "started")] * 2, "tried once more"
+    receiver.wait(1, timeout=20)
     assert wait_for(lambda: worker.events("alert_delivery_failed"), 15)
     event = worker.events("alert_delivery_failed")[0]
     assert event["webhook_host"].startswith("127.0.0.1") and "hook" not in event["webhook_host"]
+    # Not dropped: tried again once the window has passed, and delivered when it answers.
+    receiver.status, receiver.delay = 200, 0.0
+    receiver.wait(2, timeout=20)
+    assert receiver.states() == [("no_valid_token", "started")] * 2
+    assert wait_for(lambda: worker.events("alert_delivered"), 15)
+    time.sleep(5)
+    assert len(receiver.received) == 2, "delivered once: not sent again"
     assert receiver.url not in worker.log()
+
+
+def test_alerts_that_start_together_arrive_as_one_digest(start_worker, fake, receiver):
+    from harness import burst
+    from setups import several
+
+    fake.mode = "busy"
+    worker = start_worker(**several(fake, **alert_vars(receiver, TEST_ALERT_PACE="3,6")))
+    ids = [fake.appid, "second", "corp-app", "shop"]
+    names = iter(ids)
+    lock = threading.Lock()
+
+    def read():
+        with lock:
+            name = next(names)
+        return worker.request("GET", f"/token?account={name}").status
+    assert all(status >= 500 for status in burst(4, read))
+    [digest] = receiver.wait(1)
+    time.sleep(4)
+    assert len(receiver.received) == 1, receiver.states()
+    assert (digest["condition"], digest["state"], digest["count"]) == \
+        ("no_valid_token", "started", 4)
+    assert sorted(digest["accounts"]) == sorted(ids)
+    assert digest["text"].startswith("[wechat-token-edge] ALERT 4 accounts: no valid token")
+    fake.mode = "ok"
+    names = iter(ids)
+    assert all(status == 200 for status in burst(4, read))
+    receiver.wait(2)
+    time.sleep(4)
+    assert len(receiver.received) == 2
+    assert (receiver.bodies()[1]["state"], receiver.bodies()[1]["count"]) == ("recovered", 4)
+    assert_no_secret(receiver, fake)
+
+
+def dingtalk_check(secret):
+    """DingTalk's 加签 check: timestamp (ms, within an hour) and sign in the query."""
+    def check(path, body):
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
+        timestamp, sign = query.get("timestamp", [""])[0], query.get("sign", [""])[0]
+        expected = base64.b64encode(hmac.new(secret.encode(), f"{timestamp}\n{secret}".encode(),
+                                             hashlib.sha256).digest()).decode()
+        fresh = timestamp.isdigit() and abs(time.time() * 1000 - int(timestamp)) < 3600_000
+        if fresh and hmac.compare_digest(sign, expected) and query.get("access_token") == ["t"]:
+            return {"errcode": 0, "errmsg": "ok"}
+        return {"errcode": 310000, "errmsg": "sign not match"}
+    return check
+
+
+def feishu_check(secret):
+    """Feishu's 签名校验: timestamp (s, within an hour) and sign in the JSON body."""
+    def check(path, body):
+        timestamp = str(body.get("timestamp", ""))
+        key = f"{timestamp}\n{secret}".encode()
+        expected = base64.b64encode(hmac.new(key, b"", hashlib.sha256).digest()).decode()
+        fresh = timestamp.isdigit() and abs(time.time() - int(timestamp)) < 3600
+        if fresh and hmac.compare_digest(str(body.get("sign", "")), expected):
+            return {"code": 0, "msg": "success"}
+        return {"code": 19021, "msg": "sign match fail or timestamp is not within one hour"}
+    return check
+
+
+@pytest.mark.parametrize("robot", ["dingtalk", "feishu"])
+def test_signed_robots_accept_the_signature_and_refuse_a_wrong_one(start_worker, fake, receiver,
+                                                                  robot):
+    secret = "SEC0123456789abcdef0123456789abcdef"
+    receiver.check = dingtalk_check(secret) if robot == "dingtalk" else feishu_check(secret)
+    url = receiver.url + ("?access_token=t" if robot == "dingtalk" else "")
+    fake.mode = "busy"
+    # DingTalk's secret on the URL (`#secret`), Feishu's in ALERT_WEBHOOK_SECRET.
+    hook = {"ALERT_WEBHOOK_URL": f"{url}#{secret}"} if robot == "dingtalk" else \
+        {"ALERT_WEBHOOK_URL": url, "ALERT_WEBHOOK_SECRET": secret}
+    worker = start_worker(**alert_vars(receiver, ALERT_FORMAT=robot, **hook))
+    worker.get_token()
+    receiver.wait(1)
+    assert wait_for(lambda: worker.events("alert_delivered"), 15)
+    assert not worker.events("alert_delivery_failed")
+    assert secret not in worker.log() and secret not in json.dumps(receiver.bodies())
+    # The wrong secret: the robot refuses, and the log says so.
+    wrong = "SECwrong0123456789abcdef0123456789"
+    hook = {"ALERT_WEBHOOK_URL": f"{url}#{wrong}"} if robot == "dingtalk" else \
+        {"ALERT_WEBHOOK_URL": url, "ALERT_WEBHOOK_SECRET": wrong}
+    worker = start_worker(**alert_vars(receiver, ALERT_FORMAT=robot, **hook))
+    worker.get_token()
+    assert wait_for(lambda: worker.events("alert_delivery_failed"), 15)
+    code = "310000" if robot == "dingtalk" else "19021"
+    assert code in worker.events("alert_delivery_failed")[0]["message"]
+
+
+def test_a_generic_receiver_is_judged_by_its_http_status(start_worker, fake, receiver):
+    receiver.answer = b'{"code":200,"msg":"success"}'  # PushPlus and others
+    fake.mode = "busy"
+    worker = start_worker(**alert_vars(receiver))
+    worker.get_token()
+    receiver.wait(1)
+    assert wait_for(lambda: worker.events("alert_delivered"), 15)
+    time.sleep(5)
+    assert len(receiver.received) == 1 and not worker.events("alert_delivery_failed")
+
+
+def test_an_object_that_cannot_load_alerts_retries_and_recovers(start_worker, fake, receiver):
+    from test_admin import KEY_A, KEY_B, admin_vars, register
+
+    for appid, secret in __import__("test_admin").RUNTIME_APPS:
+        fake.add_app(appid, secret)
+    worker = start_worker(**admin_vars(fake, **alert_vars(receiver)))
+    assert register(worker, "rt1", 1).status == 201
+    # The key that sealed rt1's secret is gone: its object cannot load.
+    worker.variables["ACCOUNTS_ENCRYPTION_KEY"] = KEY_B
+    worker.restart()
+    worker.run_cron(lines=2)
+    [body] = receiver.wait(1)
+    assert (body["account"], body["condition"], body["state"]) == \
+        ("rt1", "config_error", "started")
+    assert "ACCOUNTS_ENCRYPTION_KEY" in body["text"] and KEY_A not in body["text"]
+    # It does not go quiet: its alarm comes back (30 s, then longer), with no new message
+    # within the repeat window.
+    failed = len(worker.events("load_failed"))
+    assert wait_for(lambda: len(worker.events("load_failed")) > failed, 45)
+    assert len(receiver.received) == 1
+    # The key is back: the next visit loads, and the alert recovers.
+    worker.variables["ACCOUNTS_ENCRYPTION_KEY"] = f"{KEY_B},{KEY_A}"
+    worker.restart()
+    worker.run_cron(lines=2)
+    receiver.wait(2)
+    assert receiver.states()[1] == ("config_error", "recovered")

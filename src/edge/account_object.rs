@@ -3,6 +3,7 @@
 //! worker builds the public answer), or with the public error response, which the worker
 //! relays unchanged.
 
+use crate::edge::alert_outbox;
 use crate::edge::directory;
 use crate::edge::object_client::{ObjectCall, Op};
 use crate::edge::refresher::{self, AccountCtx, AccountState};
@@ -11,10 +12,13 @@ use crate::edge::respond;
 use crate::edge::runtime;
 use crate::error::AppError;
 use crate::policy::accounts::Account;
+use crate::policy::alerts::{LoadFailure, Notice, Transition};
+use crate::policy::backoff::automatic_wait_secs;
 use serde::Serialize;
-use serde_json::Value;
-use std::cell::RefCell;
+use serde_json::{json, Value};
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::time::Duration;
 use worker::{durable_object, DurableObject, Env, Request, Response, State};
 
 #[durable_object]
@@ -25,6 +29,8 @@ pub struct AccountTokenObject {
     state: RefCell<Rc<AccountState>>,
     /// A runtime account's registration, opened, once read from the registry.
     registered: RefCell<Option<Rc<Account>>>,
+    /// Whether a failed load is on record (None: not looked at yet in this object's life).
+    load_failed: Cell<Option<bool>>,
 }
 
 impl DurableObject for AccountTokenObject {
@@ -34,6 +40,7 @@ impl DurableObject for AccountTokenObject {
             env,
             state: RefCell::default(),
             registered: RefCell::default(),
+            load_failed: Cell::default(),
         }
     }
 
@@ -61,13 +68,12 @@ impl DurableObject for AccountTokenObject {
         match id {
             Some(id) => match self.context(&id).await {
                 Ok(ctx) => {
+                    self.load_recovered(&id).await;
                     ctx.alarm().await;
                     ctx.arm_due().await;
                     ctx.check_alerts().await;
                 }
-                Err(e) => runtime::log_error(serde_json::json!({
-                    "event": "alarm", "account": id, "outcome": e.code(), "message": e.message(),
-                })),
+                Err(e) => self.load_failed(&id, &e).await,
             },
             None => runtime::log_error(serde_json::json!({
                 "event": "alarm", "outcome": "no_account", "message": "the object has no stored account id",
@@ -76,6 +82,11 @@ impl DurableObject for AccountTokenObject {
         Response::empty()
     }
 }
+
+/// Where the object keeps a failed load (see [`LoadFailure`]).
+const LOAD_FAILURE_KEY: &str = "load_failure";
+/// The first retry of a failed load; it doubles up to the automatic refreshes' cap.
+const LOAD_RETRY_MIN_SECS: u64 = 30;
 
 fn encode<T: Serialize>(value: T) -> Result<Value, AppError> {
     serde_json::to_value(value).map_err(|e| runtime::internal("encoding", e))
@@ -97,6 +108,70 @@ impl AccountTokenObject {
         };
         ctx.load().await?;
         Ok(ctx)
+    }
+
+    /// The account's configuration, the registry or the encryption key failed it: the
+    /// operators hear of it (at once, then every `ALERT_REPEAT_SECS`), and the alarm comes
+    /// back with a growing delay, so that the object never goes quiet. A deleted account has
+    /// nothing to come back for.
+    async fn load_failed(&self, id: &str, error: &AppError) {
+        runtime::log_error(json!({
+            "event": "load_failed", "account": id, "outcome": error.code(),
+            "message": error.message(),
+        }));
+        if matches!(error, AppError::UnknownAccount) {
+            return;
+        }
+        let storage = self.object.storage();
+        let stored: Option<String> = storage.get(LOAD_FAILURE_KEY).await.ok().flatten();
+        let mut record: LoadFailure = stored
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default();
+        let alerts = runtime::alert_settings(&self.env).ok();
+        let repeat_secs = alerts
+            .as_deref()
+            .and_then(Option::as_ref)
+            .map(|a| a.repeat_secs);
+        let transition = record.failed(runtime::now_secs(), repeat_secs.unwrap_or(3600));
+        let text = serde_json::to_string(&record).unwrap_or_default();
+        if let Err(e) = storage.put(LOAD_FAILURE_KEY, text).await {
+            runtime::log_error(json!({ "event": "storage_write_failed", "account": id,
+                "message": e.to_string() }));
+        }
+        self.load_failed.set(Some(true));
+        let wait = automatic_wait_secs(record.failures_in_a_row, LOAD_RETRY_MIN_SECS);
+        if let Err(e) = storage.set_alarm(Duration::from_secs(wait)).await {
+            runtime::log_error(json!({ "event": "storage_write_failed", "account": id,
+                "message": e.to_string() }));
+        }
+        if let (Some(transition), Some(Some(_))) = (transition, alerts.as_deref()) {
+            let notice = Notice::config_error(id, transition, record.since, &error.message());
+            if let Err(e) = alert_outbox::enqueue(&self.env, &[notice]).await {
+                runtime::log_error(json!({ "event": "alert_enqueue_failed", "account": id,
+                    "message": e.message() }));
+            }
+        }
+    }
+
+    /// The object loads again: a failure on record recovers (and says so if it alerted).
+    async fn load_recovered(&self, id: &str) {
+        if self.load_failed.get() == Some(false) {
+            return;
+        }
+        let storage = self.object.storage();
+        let stored: Option<String> = storage.get(LOAD_FAILURE_KEY).await.ok().flatten();
+        self.load_failed.set(Some(false));
+        let Some(record) = stored.and_then(|t| serde_json::from_str::<LoadFailure>(&t).ok()) else {
+            return;
+        };
+        let _ = storage.delete(LOAD_FAILURE_KEY).await;
+        if record.alerted_at.is_some() {
+            let notice = Notice::config_error(id, Transition::Recovered, record.since, "");
+            if let Err(e) = alert_outbox::enqueue(&self.env, &[notice]).await {
+                runtime::log_error(json!({ "event": "alert_enqueue_failed", "account": id,
+                    "message": e.message() }));
+            }
+        }
     }
 
     /// A runtime account, from the registry (the truth) the first time.
@@ -122,6 +197,7 @@ impl AccountTokenObject {
                 let old = std::mem::take(&mut *self.state.borrow_mut());
                 old.retire();
                 *self.registered.borrow_mut() = None;
+                self.load_failed.set(None);
                 if let Op::Erase { withdrawn_at } = call.op {
                     let id = &call.account;
                     refresher::erase(&self.env, &self.object, id, withdrawn_at).await?;
@@ -134,7 +210,17 @@ impl AccountTokenObject {
             }
             _ => {}
         }
-        let ctx = self.context(&call.account).await?;
+        let ctx = match self.context(&call.account).await {
+            Ok(ctx) => ctx,
+            Err(e) => {
+                // The cron's visit of an object that cannot load keeps it from going quiet.
+                if matches!(call.op, Op::Cron) {
+                    self.load_failed(&call.account, &e).await;
+                }
+                return Err(e);
+            }
+        };
+        self.load_recovered(&call.account).await;
         let answer: Result<Value, AppError> = match call.op {
             Op::Forget | Op::Erase { .. } | Op::Admits { .. } => Ok(Value::Null),
             Op::Reset => {

@@ -11,12 +11,15 @@
 //!   registry), as if every alarm were lost; the cron and reads are then the only triggers.
 //! - `TEST_FAIL_ERASES="1"`: the first erase(s) of an object's state fail, as a Durable
 //!   Object call can, leaving a removal half done for its retry to finish.
+//! - `TEST_ALERT_PACE="<gather>,<window>"`: the alert outbox's gathering and window in
+//!   seconds (10 and 60 in production), so that a test sees a digest's pacing in seconds.
 //! - `TEST_LOG_OBJECT_REQUESTS="1"`: every Durable Object request the worker makes is logged
 //!   (`object_request`, which object), so that a test or the scale run counts what a route
 //!   costs.
 
 use crate::edge::memo;
 use crate::edge::runtime::{self, now_millis};
+use crate::policy::outbox::Pace;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -30,6 +33,7 @@ struct Faults {
     no_due_alarms: bool,
     failing_erases: u64,
     log_object_requests: bool,
+    alert_pace: Option<Pace>,
 }
 
 thread_local! {
@@ -58,7 +62,16 @@ fn faults(env: &Env) -> Rc<Faults> {
             .and_then(|n| n.trim().parse().ok())
             .unwrap_or(0);
         let log_object_requests = lookup("TEST_LOG_OBJECT_REQUESTS").is_some_and(|v| v == "1");
+        let alert_pace = lookup("TEST_ALERT_PACE").and_then(|spec| {
+            let (gather, window) = spec.trim().split_once(',')?;
+            Some(Pace {
+                gather_secs: gather.parse().ok()?,
+                window_secs: window.parse().ok()?,
+                ..Pace::default()
+            })
+        });
         Rc::new(Faults {
+            alert_pace,
             log_object_requests,
             failing_writes,
             one_write_per_sec,
@@ -71,6 +84,11 @@ fn faults(env: &Env) -> Rc<Faults> {
 /// Whether objects must not set alarms for their due times.
 pub fn no_due_alarms(env: &Env) -> bool {
     faults(env).no_due_alarms
+}
+
+/// The alert outbox's pace, if the test variables set one.
+pub fn alert_pace(env: &Env) -> Option<Pace> {
+    faults(env).alert_pace
 }
 
 /// Logs a Durable Object request (`object`: `account` or `registry`; `op`: what it asks), if

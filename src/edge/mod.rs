@@ -10,6 +10,7 @@
 mod access;
 pub mod account_object;
 mod admin;
+pub mod alert_outbox;
 mod compat;
 mod cron;
 mod directory;

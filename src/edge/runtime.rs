@@ -3,6 +3,7 @@
 
 use crate::edge::memo;
 use crate::error::AppError;
+use crate::policy::alerts::AlertSettings;
 use crate::policy::auth::ClientKeys;
 use crate::policy::config::{self, Settings};
 use crate::policy::registry::AdminKeys;
@@ -16,6 +17,7 @@ use worker::{console_error, console_log, Date, Env};
 pub const KV_BINDING: &str = "TOKENS";
 pub const OBJECT_BINDING: &str = "ACCOUNT_TOKENS";
 pub const REGISTRY_BINDING: &str = "ACCOUNT_REGISTRY";
+pub const OUTBOX_BINDING: &str = "ALERT_OUTBOX";
 
 pub fn lookup(env: &Env) -> impl Fn(&str) -> Option<String> + '_ {
     move |name| env.var(name).ok().map(|value| value.to_string())
@@ -39,6 +41,13 @@ pub fn settings(env: &Env) -> Result<Rc<Settings>, AppError> {
 pub fn client_keys(env: &Env) -> Result<Rc<ClientKeys>, AppError> {
     memo::once("config:client_keys", || {
         config::client_keys(&lookup(env)).map(Rc::new)
+    })
+}
+
+/// `ALERT_*` alone (see `config::alert_settings`).
+pub fn alert_settings(env: &Env) -> Result<Rc<Option<AlertSettings>>, AppError> {
+    memo::once("config:alerts", || {
+        config::alert_settings(&lookup(env)).map(Rc::new)
     })
 }
 

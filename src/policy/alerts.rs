@@ -3,6 +3,7 @@
 //! when it clears), and the message in each webhook's format. Pure.
 
 use crate::error::{wechat_codes, AppError, UpstreamFailure};
+use crate::policy::webhook::{self, AlertFormat, Hook};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -25,16 +26,20 @@ pub enum Condition {
     IpRefused,
     /// The platform: no verify ticket for over an hour.
     VerifyTicketStale,
+    /// The account's object cannot load (a setting, the encryption key, the registry): it
+    /// refreshes nothing until that is fixed.
+    ConfigError,
 }
 
 impl Condition {
-    const ALL: [Condition; 6] = [
+    const ALL: [Condition; 7] = [
         Self::NoValidToken,
         Self::RefreshFailing,
         Self::QuotaPaused,
         Self::CredentialsRefused,
         Self::IpRefused,
         Self::VerifyTicketStale,
+        Self::ConfigError,
     ];
 
     pub fn name(self) -> &'static str {
@@ -45,6 +50,7 @@ impl Condition {
             Self::CredentialsRefused => "credentials_refused",
             Self::IpRefused => "ip_refused",
             Self::VerifyTicketStale => "verify_ticket_stale",
+            Self::ConfigError => "config_error",
         }
     }
 
@@ -56,6 +62,7 @@ impl Condition {
             Self::CredentialsRefused => "WeChat refused the credentials",
             Self::IpRefused => "WeChat refused the egress IP",
             Self::VerifyTicketStale => "no component_verify_ticket for over an hour",
+            Self::ConfigError => "its object cannot load its configuration: nothing is refreshed",
         }
     }
 
@@ -100,7 +107,9 @@ pub fn active_conditions(seen: &Observation, now: u64, after_secs: u64) -> Vec<(
         }
         (false, None) => {}
     }
-    if let Some(since) = failing {
+    // Like failing refreshes, after `after_secs`: one node of an egress failover that is not
+    // whitelisted is no alert until it lasts.
+    if let Some(since) = failing.filter(|since| now >= since + after_secs) {
         if errcode.is_some_and(wechat_codes::is_ip_whitelist_error) {
             active.push((Condition::IpRefused, since));
         }
@@ -225,6 +234,33 @@ impl AlertLedger {
     }
 }
 
+/// An account's object that cannot load (its configuration, the registry, the encryption
+/// key): kept in the object's own storage, since nothing else of the account can be read.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadFailure {
+    pub since: u64,
+    pub failures_in_a_row: u32,
+    pub alerted_at: Option<u64>,
+}
+
+impl LoadFailure {
+    /// Notes one more failed load at `now`: the alert to send, if one is due (at once, then
+    /// again every `repeat_secs`).
+    pub fn failed(&mut self, now: u64, repeat_secs: u64) -> Option<Transition> {
+        if self.failures_in_a_row == 0 {
+            self.since = now;
+        }
+        self.failures_in_a_row += 1;
+        let transition = match self.alerted_at {
+            None => Transition::Started,
+            Some(at) if now >= at + repeat_secs => Transition::Repeated,
+            Some(_) => return None,
+        };
+        self.alerted_at = Some(now);
+        Some(transition)
+    }
+}
+
 /// When the object should look again for a condition that will start by then: the token's
 /// expiry, or failing refreshes reaching `after_secs`.
 pub fn next_start(
@@ -262,52 +298,12 @@ pub fn utc(unix: u64) -> String {
     )
 }
 
-/// The webhook formats: each service's incoming-webhook (群机器人) payload.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AlertFormat {
-    WeCom,
-    Feishu,
-    DingTalk,
-    Slack,
-    Json,
-}
-
-impl AlertFormat {
-    fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "wecom" => Self::WeCom,
-            "feishu" => Self::Feishu,
-            "dingtalk" => Self::DingTalk,
-            "slack" => Self::Slack,
-            "json" => Self::Json,
-            _ => return None,
-        })
-    }
-
-    /// The format a webhook's host implies.
-    fn of_url(url: &str) -> Self {
-        let host = url
-            .split_once("://")
-            .map_or("", |(_, rest)| rest)
-            .split(['/', ':', '?'])
-            .next()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        match host.as_str() {
-            "qyapi.weixin.qq.com" => Self::WeCom,
-            "open.feishu.cn" | "open.larksuite.com" => Self::Feishu,
-            "oapi.dingtalk.com" => Self::DingTalk,
-            "hooks.slack.com" => Self::Slack,
-            _ => Self::Json,
-        }
-    }
-}
-
-/// `ALERT_WEBHOOK_URL`, `ALERT_FORMAT`, `ALERT_AFTER_SECS`, `ALERT_REPEAT_SECS`.
+/// `ALERT_WEBHOOK_URL` (with `ALERT_WEBHOOK_SECRET`), `ALERT_FORMAT`, `ALERT_AFTER_SECS`,
+/// `ALERT_REPEAT_SECS`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AlertSettings {
-    /// Each webhook with its format. The URLs carry the services' keys: never logged.
-    pub hooks: Vec<(String, AlertFormat)>,
+    /// Each webhook with its format and secret: never logged.
+    pub hooks: Vec<Hook>,
     pub after_secs: u64,
     pub repeat_secs: u64,
 }
@@ -318,78 +314,141 @@ impl std::fmt::Debug for AlertSettings {
     }
 }
 
+/// What `ALERT_*` say, before they are checked.
+#[derive(Default)]
+pub struct AlertVariables<'a> {
+    pub urls: Option<&'a str>,
+    pub format: Option<&'a str>,
+    pub secret: Option<&'a str>,
+    pub after_secs: Option<u64>,
+    pub repeat_secs: Option<u64>,
+}
+
 /// The alert settings, or None without `ALERT_WEBHOOK_URL`. Errors name the variable and the
-/// entry's position, never a URL.
-pub fn parse_settings(
-    urls: Option<&str>,
-    format: Option<&str>,
-    after_secs: Option<u64>,
-    repeat_secs: Option<u64>,
-) -> Result<Option<AlertSettings>, AppError> {
-    let urls: Vec<&str> = urls
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .collect();
-    if urls.is_empty() {
-        return Ok(None);
-    }
-    let format = match format {
+/// entry's position, never a URL or a secret.
+pub fn parse_settings(vars: AlertVariables) -> Result<Option<AlertSettings>, AppError> {
+    let format = match vars.format {
         None => None,
         Some(name) => Some(AlertFormat::parse(name).ok_or(AppError::Config {
             variable: "ALERT_FORMAT",
             problem: "must be wecom, feishu, dingtalk, slack or json".into(),
         })?),
     };
-    if let Some(index) = urls
-        .iter()
-        .position(|u| !(u.starts_with("https://") || u.starts_with("http://")))
-    {
-        return Err(AppError::Config {
-            variable: "ALERT_WEBHOOK_URL",
-            problem: format!("entry {} is not an http(s) URL", index + 1),
-        });
+    let hooks = webhook::parse_hooks(vars.urls.unwrap_or_default(), format, vars.secret)?;
+    if hooks.is_empty() {
+        return Ok(None);
     }
-    let hooks = urls
-        .iter()
-        .map(|url| {
-            (
-                (*url).to_owned(),
-                format.unwrap_or(AlertFormat::of_url(url)),
-            )
-        })
-        .collect();
     Ok(Some(AlertSettings {
         hooks,
-        after_secs: after_secs.unwrap_or(DEFAULT_AFTER_SECS),
-        repeat_secs: repeat_secs.unwrap_or(DEFAULT_REPEAT_SECS),
+        after_secs: vars.after_secs.unwrap_or(DEFAULT_AFTER_SECS),
+        repeat_secs: vars.repeat_secs.unwrap_or(DEFAULT_REPEAT_SECS),
     }))
 }
 
-/// The words of an alert: which account, which condition, WeChat's errcode and message, since
-/// when, and what to do. Never a token, ticket, secret or key (`advice` is the error's own
-/// operator text, scrubbed where it was made).
-pub fn text(account: &str, alert: &Alert, failure: Option<&UpstreamFailure>, now: u64) -> String {
-    let state = match alert.transition {
-        Transition::Started => "ALERT",
-        Transition::Repeated => "STILL",
-        Transition::Recovered => "RECOVERED",
-    };
-    let lasted = now.saturating_sub(alert.since);
-    let mut lines = vec![format!(
-        "[wechat-token-edge] {state} {account}: {} (since {}, {lasted} s)",
-        alert.condition.title(),
-        utc(alert.since)
-    )];
-    if alert.transition != Transition::Recovered {
-        if let Some(UpstreamFailure::WeChat { errcode, errmsg }) = failure {
-            lines.push(format!("WeChat errcode {errcode}: {errmsg}"));
+/// One alert as an account's object hands it to the outbox: its words made where it happened,
+/// so that the outbox needs nothing of the account to send it. Never a token, ticket, secret
+/// or key (`advice` is the error's own operator text, scrubbed where it was made).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    pub account: String,
+    pub condition: String,
+    pub state: String,
+    pub since: u64,
+    pub errcode: Option<i64>,
+    pub errmsg: Option<String>,
+    /// What to do (None once recovered).
+    pub advice: Option<String>,
+}
+
+impl Notice {
+    pub fn new(account: &str, alert: &Alert, failure: Option<&UpstreamFailure>) -> Self {
+        let (errcode, errmsg) = match failure {
+            Some(UpstreamFailure::WeChat { errcode, errmsg }) => {
+                (Some(*errcode), Some(errmsg.clone()))
+            }
+            _ => (None, None),
+        };
+        let recovered = alert.transition == Transition::Recovered;
+        Self {
+            account: account.to_owned(),
+            condition: alert.condition.name().into(),
+            state: alert.transition.name().into(),
+            since: alert.since,
+            errcode: errcode.filter(|_| !recovered),
+            errmsg: errmsg.filter(|_| !recovered),
+            advice: (!recovered).then(|| advice(alert.condition, account, failure)),
         }
-        lines.push(format!(
-            "What to do: {}",
-            advice(alert.condition, account, failure)
-        ));
+    }
+
+    /// An object that cannot load, in words that name the problem (never a value).
+    pub fn config_error(account: &str, transition: Transition, since: u64, problem: &str) -> Self {
+        let recovered = transition == Transition::Recovered;
+        Self {
+            account: account.to_owned(),
+            condition: Condition::ConfigError.name().into(),
+            state: transition.name().into(),
+            since,
+            errcode: None,
+            errmsg: None,
+            advice: (!recovered).then(|| problem.to_owned()),
+        }
+    }
+}
+
+/// How many account ids a digest names before "and N more".
+const DIGEST_NAMES: usize = 5;
+
+/// The words of a message: one alert, or a digest of alerts of one condition and state (the
+/// first few accounts named, WeChat's errcode and what to do as the first one says).
+pub fn text(notices: &[Notice], now: u64) -> String {
+    let Some(first) = notices.first() else {
+        return String::new();
+    };
+    let state = match first.state.as_str() {
+        "started" => "ALERT",
+        "repeated" => "STILL",
+        _ => "RECOVERED",
+    };
+    let title = Condition::parse(&first.condition).map_or("", Condition::title);
+    let since = notices.iter().map(|n| n.since).min().unwrap_or(first.since);
+    let lasted = now.saturating_sub(since);
+    let mut lines = match notices {
+        [one] => vec![format!(
+            "[wechat-token-edge] {state} {}: {title} (since {}, {lasted} s)",
+            one.account,
+            utc(since)
+        )],
+        many => {
+            let mut ids: Vec<&str> = many.iter().map(|n| n.account.as_str()).collect();
+            ids.dedup();
+            let named = ids.iter().take(DIGEST_NAMES).copied().collect::<Vec<_>>();
+            let rest = ids.len().saturating_sub(DIGEST_NAMES);
+            let more = if rest > 0 {
+                format!(" and {rest} more")
+            } else {
+                String::new()
+            };
+            vec![
+                format!(
+                    "[wechat-token-edge] {state} {} accounts: {title} (the first since {}, \
+                     {lasted} s)",
+                    ids.len(),
+                    utc(since)
+                ),
+                format!("{}{more}", named.join(", ")),
+            ]
+        }
+    };
+    if let (Some(code), Some(message)) = (first.errcode, &first.errmsg) {
+        let whose = if notices.len() > 1 {
+            format!(" ({})", first.account)
+        } else {
+            String::new()
+        };
+        lines.push(format!("WeChat errcode {code}: {message}{whose}"));
+    }
+    if let Some(advice) = &first.advice {
+        lines.push(format!("What to do: {advice}"));
     }
     lines.join("\n")
 }
@@ -408,35 +467,29 @@ fn advice(condition: Condition, account: &str, failure: Option<&UpstreamFailure>
     }
 }
 
-/// The payload `format`'s webhook accepts, for `text` (and, in `json`, the fields).
-pub fn payload(
-    format: AlertFormat,
-    account: &str,
-    alert: &Alert,
-    failure: Option<&UpstreamFailure>,
-    text: &str,
-) -> Value {
+/// The payload `format`'s webhook accepts, for `text` (and, in `json`, the fields: `account`
+/// is the first account, `accounts` all of them).
+pub fn payload(format: AlertFormat, notices: &[Notice], text: &str) -> Value {
     match format {
         AlertFormat::WeCom | AlertFormat::DingTalk => {
             json!({ "msgtype": "text", "text": { "content": text } })
         }
         AlertFormat::Feishu => json!({ "msg_type": "text", "content": { "text": text } }),
-        AlertFormat::Slack => json!({ "text": text }),
+        AlertFormat::Slack => json!({ "text": webhook::slack_escape(text) }),
         AlertFormat::Json => {
-            let (errcode, errmsg) = match failure {
-                Some(UpstreamFailure::WeChat { errcode, errmsg }) => {
-                    (json!(errcode), json!(errmsg))
-                }
-                _ => (Value::Null, Value::Null),
-            };
+            let first = notices.first();
+            let mut accounts: Vec<&str> = notices.iter().map(|n| n.account.as_str()).collect();
+            accounts.dedup();
             json!({
                 "source": "wechat-token-edge",
-                "account": account,
-                "condition": alert.condition.name(),
-                "state": alert.transition.name(),
-                "since": alert.since,
-                "errcode": errcode,
-                "errmsg": errmsg,
+                "account": first.map(|n| &n.account),
+                "accounts": accounts,
+                "count": accounts.len(),
+                "condition": first.map(|n| &n.condition),
+                "state": first.map(|n| &n.state),
+                "since": notices.iter().map(|n| n.since).min(),
+                "errcode": first.and_then(|n| n.errcode),
+                "errmsg": first.and_then(|n| n.errmsg.as_ref()),
                 "text": text,
             })
         }

@@ -210,12 +210,7 @@ pub fn settings(lookup: &impl Fn(&str) -> Option<String>) -> Result<Settings, Ap
         }
         accounts.push(component.account.clone());
     }
-    let alerts = alerts::parse_settings(
-        present(lookup, "ALERT_WEBHOOK_URL").as_deref(),
-        present(lookup, "ALERT_FORMAT").as_deref(),
-        optional_number(lookup, "ALERT_AFTER_SECS", 0..=86_400)?,
-        optional_number(lookup, "ALERT_REPEAT_SECS", 1..=604_800)?,
-    )?;
+    let alerts = alert_settings(lookup)?;
     let api_base = origin(lookup, "WECHAT_API_BASE", DEFAULT_API_BASE)?;
     let wecom_api_base = origin(lookup, "WECOM_API_BASE", DEFAULT_WECOM_API_BASE)?;
     test_switches::check(
@@ -320,6 +315,26 @@ fn number(
                 range.end()
             ),
         })
+}
+
+/// `ALERT_*` alone: the alert outbox reads them even when another setting is broken, so that
+/// an account whose object cannot load still reaches the operators.
+pub fn alert_settings(
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<alerts::AlertSettings>, AppError> {
+    let (urls, format) = (
+        present(lookup, "ALERT_WEBHOOK_URL"),
+        present(lookup, "ALERT_FORMAT"),
+    );
+    let secret = present(lookup, "ALERT_WEBHOOK_SECRET");
+    alerts::parse_settings(alerts::AlertVariables {
+        urls: urls.as_deref(),
+        format: format.as_deref(),
+        secret: secret.as_deref(),
+        after_secs: optional_number(lookup, "ALERT_AFTER_SECS", 0..=86_400)?,
+        // A repeat a minute at the most: every repeat is an alarm and a message per account.
+        repeat_secs: optional_number(lookup, "ALERT_REPEAT_SECS", 60..=604_800)?,
+    })
 }
 
 fn optional_number(

@@ -7,7 +7,8 @@
 use crate::error::AppError;
 
 /// Every switch the worker reads (`edge::faults`).
-pub const TEST_SWITCHES: [&str; 5] = [
+pub const TEST_SWITCHES: [&str; 6] = [
+    "TEST_ALERT_PACE",
     "TEST_FAIL_KV_WRITES",
     "TEST_KV_ONE_WRITE_PER_SEC",
     "TEST_NO_DUE_ALARMS",

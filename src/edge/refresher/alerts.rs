@@ -1,13 +1,13 @@
 //! The account's alerts: after each visit (a request, the alarm, the cron), the object checks
 //! the conditions of `policy::alerts` against what it knows, records what starts, repeats or
-//! clears, and sends that to the webhooks.
+//! clears, and hands that to the alert outbox (which paces what goes to the webhooks).
 
 use super::AccountCtx;
-use crate::edge::runtime::{log_event, now_secs};
-use crate::edge::webhooks;
+use crate::edge::alert_outbox;
+use crate::edge::runtime::{log_error, log_event, now_secs};
 use crate::error::UpstreamFailure;
 use crate::policy::accounts::TokenApi;
-use crate::policy::alerts::{self, Observation};
+use crate::policy::alerts::{self, Notice, Observation};
 use crate::policy::ledger::{CredentialKind, CredentialState};
 use crate::policy::token::TokenRecord;
 use serde_json::json;
@@ -41,11 +41,32 @@ impl AccountCtx {
         let failure = token.last_attempt.as_ref().and_then(|a| a.failure.clone());
         let seen = self.observation(&token, failure.as_ref(), now);
         let active = alerts::active_conditions(&seen, now, settings.after_secs);
-        let sent = {
+        let (before, sent) = {
             let mut ledger = self.state.ledger.borrow_mut();
-            ledger.alerts.step(&active, now, settings.repeat_secs)
+            let before = ledger.alerts.clone();
+            let sent = ledger.alerts.step(&active, now, settings.repeat_secs);
+            (before, sent)
         };
         if sent.is_empty() {
+            return;
+        }
+        for alert in &sent {
+            log_event(json!({
+                "event": "alert", "account": self.account.id,
+                "condition": alert.condition.name(), "state": alert.transition.name(),
+            }));
+        }
+        let id = &self.account.id;
+        let notices: Vec<Notice> = sent
+            .iter()
+            .map(|alert| Notice::new(id, alert, failure.as_ref()))
+            .collect();
+        if let Err(e) = alert_outbox::enqueue(&self.env, &notices).await {
+            // Not recorded as sent: the next visit finds the same change and hands it again.
+            self.state.ledger.borrow_mut().alerts = before;
+            log_error(json!({
+                "event": "alert_enqueue_failed", "account": id, "message": e.message(),
+            }));
             return;
         }
         self.persist(None).await;
@@ -53,18 +74,6 @@ impl AccountCtx {
         let reported_due = self.state.reported.borrow().as_ref().map(|(due, _)| *due);
         if let Some(due_at) = reported_due {
             self.report(due_at, now).await;
-        }
-        for alert in &sent {
-            log_event(json!({
-                "event": "alert", "account": self.account.id,
-                "condition": alert.condition.name(), "state": alert.transition.name(),
-            }));
-            let text = alerts::text(&self.account.id, alert, failure.as_ref(), now);
-            let id = &self.account.id;
-            webhooks::deliver(&settings.hooks, |format| {
-                alerts::payload(format, id, alert, failure.as_ref(), &text)
-            })
-            .await;
         }
     }
 

@@ -33,7 +33,7 @@ fn conditions_follow_what_the_object_sees() {
         errmsg: "invalid ip 203.0.113.9".into(),
     };
     seen.last_failure = Some(&ip);
-    let names: Vec<_> = active_conditions(&seen, NOW, 600)
+    let names: Vec<_> = active_conditions(&seen, NOW + 500, 600)
         .iter()
         .map(|(c, _)| c.name())
         .collect();
@@ -86,40 +86,35 @@ fn an_alert_starts_once_repeats_after_the_window_and_recovers_once() {
 
 #[test]
 fn settings_name_the_variable_never_the_url() {
-    assert_eq!(parse_settings(None, None, None, None), Ok(None));
-    let hooks = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k1,\
-                 https://open.feishu.cn/open-apis/bot/v2/hook/h2,https://oapi.dingtalk.com/robot/send?access_token=t3,\
-                 https://hooks.slack.com/services/x,http://127.0.0.1:9/hook";
-    let parsed = parse_settings(Some(hooks), None, None, None)
-        .unwrap()
-        .unwrap();
-    let formats: Vec<_> = parsed.hooks.iter().map(|(_, f)| *f).collect();
-    use AlertFormat::*;
-    assert_eq!(formats, [WeCom, Feishu, DingTalk, Slack, Json]);
-    assert_eq!((parsed.after_secs, parsed.repeat_secs), (600, 3600));
-    assert!(!format!("{parsed:?}").contains("k1"));
-    let forced = parse_settings(
-        Some("http://127.0.0.1:9/hook"),
-        Some("feishu"),
-        Some(5),
-        Some(9),
-    )
+    assert_eq!(parse_settings(AlertVariables::default()), Ok(None));
+    let hooks = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k1,http://127.0.0.1:9/hook";
+    let parsed = parse_settings(AlertVariables {
+        urls: Some(hooks),
+        ..AlertVariables::default()
+    })
     .unwrap()
     .unwrap();
-    assert_eq!(forced.hooks[0].1, Feishu);
-    match parse_settings(
-        Some("https://a.example/,ftp://secret-host/"),
-        None,
-        None,
-        None,
-    ) {
-        Err(AppError::Config { variable, problem }) => {
-            assert_eq!(variable, "ALERT_WEBHOOK_URL");
-            assert!(problem.contains("entry 2") && !problem.contains("secret-host"));
-        }
-        other => panic!("{other:?}"),
-    }
-    assert!(parse_settings(Some("https://a.example/"), Some("teams"), None, None).is_err());
+    let formats: Vec<_> = parsed.hooks.iter().map(|h| h.format).collect();
+    assert_eq!(formats, [AlertFormat::WeCom, AlertFormat::Json]);
+    assert_eq!((parsed.after_secs, parsed.repeat_secs), (600, 3600));
+    assert!(!format!("{parsed:?}").contains("k1"));
+    let forced = parse_settings(AlertVariables {
+        urls: Some("http://127.0.0.1:9/hook"),
+        format: Some("feishu"),
+        secret: Some("s"),
+        after_secs: Some(5),
+        repeat_secs: Some(90),
+    })
+    .unwrap()
+    .unwrap();
+    assert_eq!(forced.hooks[0].format, AlertFormat::Feishu);
+    assert_eq!(forced.hooks[0].secret.as_deref(), Some("s"));
+    let teams = AlertVariables {
+        urls: Some("https://a.example/"),
+        format: Some("teams"),
+        ..AlertVariables::default()
+    };
+    assert!(parse_settings(teams).is_err());
 }
 
 #[test]
@@ -130,35 +125,91 @@ fn each_format_is_its_services_shape_and_says_what_to_do() {
         transition: Transition::Started,
         since: NOW - 700,
     };
-    let words = text("shop", &alert, Some(&failure), NOW);
+    let one = [Notice::new("shop", &alert, Some(&failure))];
+    let words = text(&one, NOW);
     assert!(words.starts_with("[wechat-token-edge] ALERT shop: token refreshes are failing"));
     assert!(words.contains("WeChat errcode -1: system error") && words.contains("What to do:"));
     assert!(words.contains("700 s") && words.contains(" UTC, 700 s)"));
-    let wecom = payload(AlertFormat::WeCom, "shop", &alert, Some(&failure), &words);
+    let wecom = payload(AlertFormat::WeCom, &one, &words);
     assert_eq!(wecom["msgtype"], "text");
     assert_eq!(wecom["text"]["content"], words);
-    let feishu = payload(AlertFormat::Feishu, "shop", &alert, Some(&failure), &words);
+    let feishu = payload(AlertFormat::Feishu, &one, &words);
     assert_eq!(feishu["msg_type"], "text");
     assert_eq!(feishu["content"]["text"], words);
-    let slack = payload(AlertFormat::Slack, "shop", &alert, Some(&failure), &words);
-    assert_eq!(slack, json!({ "text": words }));
-    let plain = payload(AlertFormat::Json, "shop", &alert, Some(&failure), &words);
+    let slack = payload(AlertFormat::Slack, &one, "a <b> & c");
+    assert_eq!(slack, json!({ "text": "a &lt;b&gt; &amp; c" }));
+    let plain = payload(AlertFormat::Json, &one, &words);
     assert_eq!(
         (
             plain["condition"].as_str(),
             plain["state"].as_str(),
-            plain["errcode"].as_i64()
+            plain["errcode"].as_i64(),
+            plain["account"].as_str(),
+            plain["count"].as_u64(),
         ),
-        (Some("refresh_failing"), Some("started"), Some(-1))
+        (
+            Some("refresh_failing"),
+            Some("started"),
+            Some(-1),
+            Some("shop"),
+            Some(1)
+        )
     );
     let recovered = Alert {
         transition: Transition::Recovered,
         ..alert
     };
-    let words = text("shop", &recovered, Some(&failure), NOW);
+    let words = text(&[Notice::new("shop", &recovered, Some(&failure))], NOW);
     assert!(
         words.starts_with("[wechat-token-edge] RECOVERED shop") && !words.contains("What to do")
     );
+    assert!(!words.contains("errcode"));
+}
+
+#[test]
+fn a_digest_names_the_first_accounts_and_counts_the_rest() {
+    let alert = Alert {
+        condition: Condition::NoValidToken,
+        transition: Transition::Started,
+        since: NOW - 60,
+    };
+    let failure = busy();
+    let notices: Vec<Notice> = (1..=12)
+        .map(|n| Notice::new(&format!("shop-{n}"), &alert, Some(&failure)))
+        .collect();
+    let words = text(&notices, NOW);
+    let lines: Vec<&str> = words.lines().collect();
+    assert!(
+        lines[0].starts_with("[wechat-token-edge] ALERT 12 accounts: no valid token can be served")
+    );
+    assert_eq!(
+        lines[1],
+        "shop-1, shop-2, shop-3, shop-4, shop-5 and 7 more"
+    );
+    assert!(lines[2].contains("errcode -1") && lines[2].ends_with("(shop-1)"));
+    let plain = payload(AlertFormat::Json, &notices, &words);
+    assert_eq!(plain["count"], 12);
+    assert_eq!(plain["accounts"].as_array().unwrap().len(), 12);
+}
+
+#[test]
+fn an_ip_refusal_waits_for_alert_after_secs_like_failing_refreshes() {
+    let ip = UpstreamFailure::WeChat {
+        errcode: 40164,
+        errmsg: "invalid ip 203.0.113.9".into(),
+    };
+    let seen = Observation {
+        token_valid: true,
+        failing_since: Some(NOW),
+        last_failure: Some(&ip),
+        ..Observation::default()
+    };
+    assert!(active_conditions(&seen, NOW + 10, 600).is_empty());
+    let names: Vec<_> = active_conditions(&seen, NOW + 600, 600)
+        .iter()
+        .map(|(c, _)| c.name())
+        .collect();
+    assert_eq!(names, ["refresh_failing", "ip_refused"]);
 }
 
 #[test]
@@ -211,4 +262,24 @@ fn times_read_as_dates() {
     assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
     assert_eq!(utc(1_795_536_000), "2026-11-24 16:00:00 UTC");
     assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+}
+
+#[test]
+fn an_object_that_cannot_load_alerts_at_once_then_every_repeat() {
+    let mut failure = LoadFailure::default();
+    assert_eq!(failure.failed(NOW, 3600), Some(Transition::Started));
+    assert_eq!(failure.failed(NOW + 30, 3600), None);
+    assert_eq!(failure.failed(NOW + 3600, 3600), Some(Transition::Repeated));
+    assert_eq!((failure.since, failure.failures_in_a_row), (NOW, 3));
+    let words = text(
+        &[Notice::config_error(
+            "shop",
+            Transition::Started,
+            NOW,
+            "ACCOUNTS_ENCRYPTION_KEY opens no key",
+        )],
+        NOW,
+    );
+    assert!(words.contains("ALERT shop: its object cannot load"));
+    assert!(words.contains("What to do: ACCOUNTS_ENCRYPTION_KEY"));
 }
