@@ -199,10 +199,8 @@ pub enum AppError {
     /// authorizer list does not show it): it must authorize again.
     NoRefreshToken,
     Unauthorized,
-    /// An admin route without a valid admin key; `disabled`: `ADMIN_KEYS` is not set.
-    AdminUnauthorized {
-        disabled: bool,
-    },
+    /// An admin route without a valid admin key (the admin API disabled alike).
+    AdminUnauthorized,
     /// The request contradicts what is there (an environment account is read-only).
     Conflict(String),
     /// The client key is limited to other accounts.
@@ -245,7 +243,7 @@ impl AppError {
             Self::NoVerifyTicket => 503,
             Self::NoRefreshToken => 502,
             Self::UnsupportedMediaType => 415,
-            Self::Unauthorized | Self::AdminUnauthorized { .. } => 401,
+            Self::Unauthorized | Self::AdminUnauthorized => 401,
             Self::Conflict(_) => 409,
             Self::ForbiddenAccount | Self::ForbiddenRoute => 403,
             Self::NotFound | Self::UnknownAccount => 404,
@@ -269,7 +267,7 @@ impl AppError {
             Self::NoVerifyTicket => "no_verify_ticket",
             Self::NoRefreshToken => "authorizer_refresh_token_invalid",
             Self::UnsupportedMediaType => "unsupported_media_type",
-            Self::Unauthorized | Self::AdminUnauthorized { .. } => "unauthorized",
+            Self::Unauthorized | Self::AdminUnauthorized => "unauthorized",
             Self::Conflict(_) => "conflict",
             Self::ForbiddenAccount => "forbidden_account",
             Self::ForbiddenRoute => "forbidden_route",
@@ -309,17 +307,14 @@ impl AppError {
             Self::UnsupportedMediaType => {
                 "Send the request body as JSON, with `Content-Type: application/json`.".into()
             }
-            Self::Unauthorized => {
-                "Missing or wrong client key: send `Authorization: Bearer <client key>`.".into()
-            }
-            Self::AdminUnauthorized { disabled: true } => {
-                "The admin API is disabled: set ADMIN_KEYS to enable it.".into()
-            }
-            Self::AdminUnauthorized { disabled: false } => {
-                "Missing or wrong admin key: send `Authorization: Bearer <admin key>` (a client \
-                 key is not one)."
-                    .into()
-            }
+            Self::Unauthorized => "Missing or wrong client key: send `Authorization: Bearer \
+                <client key>` (if every key is refused, the worker's log names a setting to fix)."
+                .into(),
+            Self::AdminUnauthorized => "Missing or wrong admin key: send `Authorization: Bearer \
+                <admin key>`; a client key is not one, and the admin API exists only where \
+                ADMIN_KEYS is set (if every key is refused, the worker's log names a setting to \
+                fix)."
+                .into(),
             Self::Conflict(why) => format!("Conflict: {why}."),
             Self::ForbiddenAccount => "This client key is not allowed to read that account.".into(),
             Self::ForbiddenRoute => "This client key is not allowed to use this route.".into(),

@@ -3,12 +3,14 @@
 //! to some accounts gets the same 403 for an account outside its list and for one that does
 //! not exist, so it cannot probe which accounts are configured.
 
+use crate::edge::runtime::log_error;
 use crate::edge::{directory, runtime};
 use crate::error::AppError;
 use crate::policy::accounts::{is_identifier, Account};
 use crate::policy::auth::bearer_token;
 use crate::policy::auth::{Grant, Route};
 use crate::policy::config::{AccountName, Settings};
+use serde_json::json;
 use std::rc::Rc;
 use worker::{Env, Request};
 
@@ -20,7 +22,7 @@ pub fn authenticate(
     presented: Option<&str>,
     route: Route,
 ) -> Result<(Grant, Rc<Settings>), AppError> {
-    let keys = runtime::client_keys(env)?;
+    let keys = runtime::client_keys(env).map_err(|e| unreadable_keys(e, AppError::Unauthorized))?;
     let grant = keys.authorize_key(presented)?;
     grant.check_route(route)?;
     let settings = runtime::settings(env)?;
@@ -35,12 +37,24 @@ pub fn authenticate(
 /// Authenticates an admin key (`Authorization: Bearer <admin key>`), before anything else of
 /// the request is looked at.
 pub fn authenticate_admin(env: &Env, request: &Request) -> Result<(), AppError> {
-    let keys = runtime::admin_keys(env)?;
+    let refused = AppError::AdminUnauthorized;
+    let keys = runtime::admin_keys(env).map_err(|e| unreadable_keys(e, refused.clone()))?;
+    // Disabled or not, a caller without an admin key gets the same answer.
     let Some(keys) = keys.as_ref() else {
-        return Err(AppError::AdminUnauthorized { disabled: true });
+        return Err(refused);
     };
     let header = request.headers().get("authorization").ok().flatten();
     keys.authorize(header.as_deref().and_then(bearer_token))
+}
+
+/// Keys that cannot be read (a malformed `CLIENT_KEYS` or `ADMIN_KEYS`) refuse every caller
+/// as a wrong key does: nobody learns the setup's state from outside; the log names the
+/// variable.
+fn unreadable_keys(error: AppError, refused: AppError) -> AppError {
+    log_error(json!({
+        "event": "config_error", "code": error.code(), "message": error.message(),
+    }));
+    refused
 }
 
 /// The account `name` names, if `grant` may use it.

@@ -194,8 +194,8 @@ impl AccountTokenObject {
                 // Work still under way on the old state (a refresh, a KV write, an alarm
                 // set) writes nothing back from now on; the next call loads afresh, whether
                 // the erase below succeeds or not.
-                let old = std::mem::take(&mut *self.state.borrow_mut());
-                old.retire();
+                let old = self.state.borrow().clone();
+                *self.state.borrow_mut() = Rc::new(AccountState::succeeding(old));
                 *self.registered.borrow_mut() = None;
                 self.load_failed.set(None);
                 if let Op::Erase { withdrawn_at } = call.op {

@@ -16,8 +16,10 @@ use crate::policy::token::{Credential, Issuance, TokenRecord};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::json;
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use worker::js_sys::{Object, Reflect};
 use worker::wasm_bindgen::JsValue;
+use worker::Delay;
 
 const ACCOUNT_KEY: &str = "account";
 /// The platform's objects only: the verify ticket, or the refresh token (`PlatformState`).
@@ -84,11 +86,32 @@ pub struct AccountState {
     /// The account was erased or its registration replaced: whatever is still under way on
     /// this state writes nothing (storage, KV, alarm) from now on.
     pub(super) retired: Cell<bool>,
+    /// The state this one replaced, while a call it started may still be under way: this one
+    /// loads only once that call ended, so that no second call to WeChat starts beside it.
+    predecessor: RefCell<Option<Rc<AccountState>>>,
 }
+
+/// How long a new state waits for its predecessor's call (each call ends within its own
+/// upstream bounds; this is the backstop).
+const PREDECESSOR_WAIT_MS: u64 = 30_000;
 
 impl AccountState {
     pub fn retire(&self) {
         self.retired.set(true);
+    }
+
+    /// A fresh state replacing `old` (retired): it loads once `old`'s calls have ended.
+    pub fn succeeding(old: Rc<AccountState>) -> Self {
+        old.retire();
+        let state = Self::default();
+        *state.predecessor.borrow_mut() = Some(old);
+        state
+    }
+
+    fn calls_in_flight(&self) -> bool {
+        self.token.flight.in_flight()
+            || self.jsapi.flight.in_flight()
+            || self.wx_card.flight.in_flight()
     }
 
     pub(super) fn ticket(&self, kind: TicketKind) -> &Slot<TicketRecord> {
@@ -131,6 +154,15 @@ impl AccountCtx {
     pub async fn load(&self) -> Result<(), AppError> {
         if self.state.loaded.get() {
             return Ok(());
+        }
+        let predecessor = self.state.predecessor.borrow().clone();
+        if let Some(old) = predecessor {
+            let mut waited_ms = 0;
+            while old.calls_in_flight() && waited_ms < PREDECESSOR_WAIT_MS {
+                Delay::from(std::time::Duration::from_millis(50)).await;
+                waited_ms += 50;
+            }
+            *self.state.predecessor.borrow_mut() = None;
         }
         let storage = self.object.storage();
         async fn get<T: DeserializeOwned>(
