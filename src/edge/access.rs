@@ -17,7 +17,7 @@ use worker::{Env, Request};
 /// Authenticates `presented` (a client key) for `route`. Also checks, once the settings are
 /// known, that every key's account scope names configured accounts (unless accounts may be
 /// registered at runtime: the admin API, or a platform's authorizers).
-pub fn authenticate(
+pub async fn authenticate(
     env: &Env,
     presented: Option<&str>,
     route: Route,
@@ -26,6 +26,7 @@ pub fn authenticate(
     let grant = keys.authorize_key(presented)?;
     grant.check_route(route)?;
     let settings = runtime::settings(env)?;
+    directory::check_sealing_keys(env).await?;
     // Accounts registered at runtime (by the admin API, or a platform's authorizations) may
     // be named before they exist.
     if runtime::admin_keys(env)?.is_none() && settings.component.is_none() {
@@ -36,7 +37,7 @@ pub fn authenticate(
 
 /// Authenticates an admin key (`Authorization: Bearer <admin key>`), before anything else of
 /// the request is looked at.
-pub fn authenticate_admin(env: &Env, request: &Request) -> Result<(), AppError> {
+pub async fn authenticate_admin(env: &Env, request: &Request) -> Result<(), AppError> {
     let refused = AppError::AdminUnauthorized;
     let keys = runtime::admin_keys(env).map_err(|e| unreadable_keys(e, refused.clone()))?;
     // Disabled or not, a caller without an admin key gets the same answer.
@@ -44,7 +45,8 @@ pub fn authenticate_admin(env: &Env, request: &Request) -> Result<(), AppError> 
         return Err(refused);
     };
     let header = request.headers().get("authorization").ok().flatten();
-    keys.authorize(header.as_deref().and_then(bearer_token))
+    keys.authorize(header.as_deref().and_then(bearer_token))?;
+    directory::check_sealing_keys(env).await
 }
 
 /// Keys that cannot be read (a malformed `CLIENT_KEYS` or `ADMIN_KEYS`) refuse every caller

@@ -28,7 +28,7 @@ pub async fn route(
     rest: &str,
     env: &Env,
 ) -> Result<Response, AppError> {
-    access::authenticate_admin(env, request)?;
+    access::authenticate_admin(env, request).await?;
     let settings = runtime::settings(env)?;
     match (rest.strip_prefix('/'), method) {
         (None, Method::Get) if rest.is_empty() => list(request, env, &settings).await,
@@ -175,4 +175,30 @@ async fn reset(env: &Env, settings: &Settings, id: &str) -> Result<Response, App
     object_client::reset(env, id).await?;
     log_event(json!({ "event": "admin_account_reset", "account": id }));
     Ok(respond::json(200, &json!({ "id": id, "reset": true })))
+}
+
+/// `POST /admin/reseal?limit=`: seals again, under the first key of
+/// `ACCOUNTS_ENCRYPTION_KEY`, up to `limit` runtime accounts sealed under another (default
+/// 100); call it again until `remaining` is 0. No appsecret leaves the worker.
+pub async fn reseal(request: &Request, env: &Env) -> Result<Response, AppError> {
+    let pairs = query(request)?;
+    let limit = page_limit(param(&pairs, "limit"), ADMIN_PAGE)?;
+    let ring = runtime::key_ring(env)?;
+    let outcome = registry::reseal(env, limit).await?;
+    for entry in &outcome.resealed {
+        directory::publish_descriptor(env, entry).await?;
+    }
+    log_event(json!({
+        "event": "admin_reseal", "resealed": outcome.resealed.len(),
+        "remaining": outcome.remaining, "unopenable": outcome.unopenable.len(),
+    }));
+    Ok(respond::json(
+        200,
+        &json!({
+            "sealing_key": ring.sealing_id(),
+            "resealed": outcome.resealed.len(),
+            "remaining": outcome.remaining,
+            "unopenable": outcome.unopenable,
+        }),
+    ))
 }

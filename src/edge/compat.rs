@@ -123,7 +123,7 @@ async fn issued_token(
     appid: Option<&str>,
     key: Option<&str>,
 ) -> Result<(TokenRecord, AccountKind), WeChatError> {
-    let (grant, settings) = access::authenticate(env, key, Route::Token)?;
+    let (grant, settings) = access::authenticate(env, key, Route::Token).await?;
     let name = AccountName::AppId(appid.unwrap_or_default());
     let account = access::account(env, &grant, &settings, name).await?;
     let record = read::<TokenRecord>(env, ctx, &settings, &account, ()).await?;

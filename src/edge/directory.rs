@@ -143,6 +143,48 @@ pub async fn publish(env: &Env, stored: &Stored) -> Result<(), AppError> {
     Ok(())
 }
 
+/// Writes a registered account's descriptor alone (its appid is unchanged: a reseal).
+pub async fn publish_descriptor(env: &Env, entry: &Registered) -> Result<(), AppError> {
+    let kv = env.kv(KV_BINDING).map_err(|e| runtime::internal("KV", e))?;
+    let failed = |e| runtime::internal("writing a registered account to KV", e);
+    let descriptor = serde_json::to_string(entry).map_err(|e| runtime::internal("encoding", e))?;
+    kv.put(&descriptor_key(&entry.id), descriptor)
+        .map_err(failed)?
+        .execute()
+        .await
+        .map_err(failed)?;
+    memo::forget(&memo_key(&entry.id));
+    Ok(())
+}
+
+/// Refuses a deployment whose `ACCOUNTS_ENCRYPTION_KEY` no longer lists a key that still
+/// seals runtime accounts (checked once per isolate, every ten minutes): every route answers
+/// `config_error` naming how many, before any of them breaks on a read.
+pub async fn check_sealing_keys(env: &Env) -> Result<(), AppError> {
+    let sealing = memo::once("config:sealing", || {
+        let value = runtime::lookup(env)("ACCOUNTS_ENCRYPTION_KEY");
+        Rc::new(value.is_some_and(|v| !v.trim().is_empty()))
+    });
+    if !*sealing {
+        return Ok(());
+    }
+    let now_ms = now_millis();
+    if let Some(checked) = memo::recall::<Result<(), AppError>>(SEALING_CHECK_KEY, now_ms) {
+        return checked;
+    }
+    let ring = runtime::key_ring(env)?;
+    let checked = ring.check_census(&registry_object::census(env).await?);
+    memo::remember(
+        SEALING_CHECK_KEY,
+        checked.clone(),
+        Some(now_ms + SEALING_CHECK_MS),
+    );
+    checked
+}
+
+const SEALING_CHECK_KEY: &str = "config:sealing_census";
+const SEALING_CHECK_MS: u64 = 600_000;
+
 /// What KV publishes of a registered account (read anew, not remembered): what a removal
 /// that failed half-way left for its retry to withdraw.
 pub async fn published(env: &Env, id: &str) -> Result<Option<Registered>, AppError> {

@@ -112,7 +112,7 @@ pub async fn keyed(
     let pairs = query(request)?;
     let header = request.headers().get("authorization").ok().flatten();
     let key = header.as_deref().and_then(bearer_token);
-    let (grant, settings) = access::authenticate(env, key, Route::Gateway)?;
+    let (grant, settings) = access::authenticate(env, key, Route::Gateway).await?;
     gateway::check_path(path, &settings.gateway_prefixes)?;
     gateway::check_server_only_path(path)?;
     let account = access::account(env, &grant, &settings, account_name(&pairs)?).await?;
@@ -144,7 +144,7 @@ async fn pass_through_call(
     let account = match credential {
         CallCredential::AppSecret => {
             let (grant, settings) =
-                access::authenticate(env, param(&pairs, "secret"), Route::Gateway)?;
+                access::authenticate(env, param(&pairs, "secret"), Route::Gateway).await?;
             let name = AccountName::AppId(param(&pairs, "appid").unwrap_or_default());
             access::account(env, &grant, &settings, name).await?
         }

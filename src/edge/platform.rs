@@ -229,7 +229,7 @@ pub(crate) async fn register_authorizer(
 /// `GET /component/token`: the component token, shaped like `GET /token`.
 async fn token(request: &Request, env: &Env, ctx: &Context) -> Result<Response, AppError> {
     let (grant, settings) =
-        access::authenticate(env, request::bearer(request).as_deref(), Route::Token)?;
+        access::authenticate(env, request::bearer(request).as_deref(), Route::Token).await?;
     let id = component(&settings)?.account.id.clone();
     let name = crate::policy::config::AccountName::Id(&id);
     let account = access::account(env, &grant, &settings, name).await?;
@@ -245,7 +245,7 @@ async fn token(request: &Request, env: &Env, ctx: &Context) -> Result<Response, 
 async fn pre_auth_code(request: &Request, env: &Env, ctx: &Context) -> Result<Response, AppError> {
     let pairs = query(request)?;
     let (grant, settings) =
-        access::authenticate(env, request::bearer(request).as_deref(), Route::Component)?;
+        access::authenticate(env, request::bearer(request).as_deref(), Route::Component).await?;
     let component = component(&settings)?;
     if !grant.permits(&component.account.id) {
         return Err(AppError::ForbiddenAccount);
@@ -396,7 +396,7 @@ pub async fn sync_authorizers(
 async fn authorizers(request: &Request, env: &Env) -> Result<Response, AppError> {
     let pairs = query(request)?;
     let (grant, settings) =
-        access::authenticate(env, request::bearer(request).as_deref(), Route::Component)?;
+        access::authenticate(env, request::bearer(request).as_deref(), Route::Component).await?;
     component(&settings)?;
     let limit = page_limit(param(&pairs, "limit"), STATUS_PAGE)?;
     let after = param(&pairs, "cursor").unwrap_or_default();

@@ -11,6 +11,7 @@ use crate::edge::runtime::{self, REGISTRY_BINDING};
 use crate::error::AppError;
 use crate::policy::accounts::AccountKind;
 use crate::policy::registry::Registered;
+use crate::policy::sealing::NONCE_BYTES;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
 use wasm_bindgen::JsValue;
@@ -57,6 +58,16 @@ enum Op {
         ids: Vec<String>,
         after: Option<String>,
         limit: usize,
+        /// The sealing key's id: count what is sealed under another.
+        #[serde(default)]
+        sealing_key: Option<String>,
+    },
+    /// How many runtime accounts each key seals (`[key id, count]`; `v1`: the first format).
+    Census,
+    /// Seals again, under the first key of `ACCOUNTS_ENCRYPTION_KEY`, up to `limit` secrets
+    /// sealed under another; answers [`Resealed`].
+    Reseal {
+        limit: usize,
     },
     /// The cron's batch; answers [`Picked`].
     Pick {
@@ -94,6 +105,8 @@ pub struct StatusRows {
     pub by_id: Vec<StatusRow>,
     pub page: Vec<StatusRow>,
     pub more: bool,
+    /// Runtime accounts sealed under another key than `sealing_key`.
+    pub older_sealed: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -114,6 +127,16 @@ impl From<SummaryRow> for StatusRow {
                 .and_then(|text| serde_json::from_str(&text).ok()),
         }
     }
+}
+
+/// What a reseal did: the entries it changed (for the edge's copies), and what is left.
+#[derive(Serialize, Deserialize)]
+pub struct Resealed {
+    pub resealed: Vec<Registered>,
+    /// Still sealed under another key after this batch.
+    pub remaining: u64,
+    /// Entries no key of `ACCOUNTS_ENCRYPTION_KEY` opens (their ids).
+    pub unopenable: Vec<String>,
 }
 
 /// What a put did, read atomically with it.
@@ -168,6 +191,14 @@ pub async fn list_kind(
     ask(env, &Op::List { after, limit, kind }).await
 }
 
+pub async fn census(env: &Env) -> Result<Vec<(String, u64)>, AppError> {
+    ask(env, &Op::Census).await
+}
+
+pub async fn reseal(env: &Env, limit: usize) -> Result<Resealed, AppError> {
+    ask(env, &Op::Reseal { limit }).await
+}
+
 pub async fn delete(env: &Env, id: &str) -> Result<Option<Deleted>, AppError> {
     ask(env, &Op::Delete { id: id.to_owned() }).await
 }
@@ -191,10 +222,16 @@ pub async fn report(
 pub async fn statuses(
     env: &Env,
     ids: Vec<String>,
-    after: Option<String>,
-    limit: usize,
+    (after, limit): (Option<String>, usize),
+    sealing_key: Option<String>,
 ) -> Result<StatusRows, AppError> {
-    ask(env, &Op::Statuses { ids, after, limit }).await
+    let op = Op::Statuses {
+        ids,
+        after,
+        limit,
+        sealing_key,
+    };
+    ask(env, &op).await
 }
 
 /// Up to `batch` accounts for the cron: those due before `overdue_before` first (their alarm
@@ -241,6 +278,7 @@ async fn ask<T: DeserializeOwned>(env: &Env, op: &Op) -> Result<T, AppError> {
 #[durable_object]
 pub struct AccountRegistry {
     state: State,
+    env: Env,
     /// Whether this instance has created its tables (once per object life).
     schema_ready: std::cell::Cell<bool>,
 }
@@ -255,9 +293,10 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS accounts (
     CREATE TABLE IF NOT EXISTS summaries (id TEXT PRIMARY KEY, summary TEXT NOT NULL)";
 
 impl DurableObject for AccountRegistry {
-    fn new(state: State, _env: Env) -> Self {
+    fn new(state: State, env: Env) -> Self {
         Self {
             state,
+            env,
             schema_ready: Default::default(),
         }
     }
@@ -423,7 +462,32 @@ impl AccountRegistry {
                 batch,
                 overdue_before,
             } => encode(&self.pick(&sql, &env_ids, batch, overdue_before)?),
-            Op::Statuses { ids, after, limit } => {
+            Op::Census => {
+                #[derive(Deserialize)]
+                struct KeyCount {
+                    key: String,
+                    n: i64,
+                }
+                let rows: Vec<KeyCount> = sql
+                    .exec(
+                        "SELECT CASE WHEN sealed_secret LIKE 'v1:%' THEN 'v1' \
+                         ELSE substr(sealed_secret, 4, 8) END AS key, COUNT(*) AS n \
+                         FROM accounts WHERE kind != 'authorizer' GROUP BY key",
+                        None,
+                    )
+                    .and_then(|cursor| cursor.to_array())
+                    .map_err(failed)?;
+                let census: Vec<(String, u64)> =
+                    rows.into_iter().map(|r| (r.key, r.n as u64)).collect();
+                encode(&census)
+            }
+            Op::Reseal { limit } => encode(&self.reseal(&sql, limit)?),
+            Op::Statuses {
+                ids,
+                after,
+                limit,
+                sealing_key,
+            } => {
                 let rows = |query: &str, bindings| -> Result<Vec<StatusRow>, AppError> {
                     let rows: Vec<SummaryRow> = sql
                         .exec(query, bindings)
@@ -454,9 +518,81 @@ impl AccountRegistry {
                         (page, more)
                     }
                 };
-                encode(&StatusRows { by_id, page, more })
+                let older_sealed = match sealing_key {
+                    None => None,
+                    Some(key) => {
+                        #[derive(Deserialize)]
+                        struct Count {
+                            n: i64,
+                        }
+                        let rows: Vec<Count> = sql
+                            .exec(
+                                "SELECT COUNT(*) AS n FROM accounts WHERE kind != 'authorizer' \
+                                 AND sealed_secret NOT LIKE ?",
+                                vec![format!("v2:{key}:%").into()],
+                            )
+                            .and_then(|cursor| cursor.to_array())
+                            .map_err(failed)?;
+                        rows.first().map(|c| c.n as u64)
+                    }
+                };
+                encode(&StatusRows {
+                    by_id,
+                    page,
+                    more,
+                    older_sealed,
+                })
             }
         }
+    }
+
+    /// Seals again under the sealing key up to `limit` secrets sealed under another, in one
+    /// synchronous step (no admin write interleaves).
+    fn reseal(&self, sql: &SqlStorage, limit: usize) -> Result<Resealed, AppError> {
+        let failed = |e: worker::Error| runtime::internal("the registry's storage failed", e);
+        let ring = runtime::key_ring(&self.env)?;
+        let current = format!("v2:{}:%", ring.sealing_id());
+        let older = "FROM accounts WHERE kind != 'authorizer' AND sealed_secret NOT LIKE ?";
+        let entries: Vec<Registered> = sql
+            .exec(
+                &format!("SELECT * {older} ORDER BY id LIMIT ?"),
+                vec![current.as_str().into(), (limit as i64).into()],
+            )
+            .and_then(|cursor| cursor.to_array())
+            .map_err(failed)?;
+        let (mut resealed, mut unopenable) = (Vec::new(), Vec::new());
+        for mut entry in entries {
+            let nonce = runtime::random_bytes::<NONCE_BYTES>();
+            match ring.reseal(&entry.id, &entry.sealed_secret, nonce) {
+                Ok(Some(sealed)) => {
+                    sql.exec(
+                        "UPDATE accounts SET sealed_secret = ? WHERE id = ?",
+                        vec![sealed.as_str().into(), entry.id.as_str().into()],
+                    )
+                    .map_err(failed)?;
+                    entry.sealed_secret = sealed;
+                    resealed.push(entry);
+                }
+                Ok(None) => {}
+                Err(_) => unopenable.push(entry.id),
+            }
+        }
+        #[derive(Deserialize)]
+        struct Count {
+            n: i64,
+        }
+        let left: Vec<Count> = sql
+            .exec(
+                &format!("SELECT COUNT(*) AS n {older}"),
+                vec![current.as_str().into()],
+            )
+            .and_then(|cursor| cursor.to_array())
+            .map_err(failed)?;
+        Ok(Resealed {
+            resealed,
+            remaining: left.first().map_or(0, |c| c.n as u64),
+            unopenable,
+        })
     }
 
     /// The cron's batch: accounts whose due time passed before `overdue_before` (a missed

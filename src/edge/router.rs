@@ -109,9 +109,14 @@ async fn route(request: Request, env: &Env, ctx: &Context) -> Result<Response, A
             platform::route(&request, method, &component["/component".len()..], env, ctx).await
         }
         "/admin/component/authorizers/sync" => {
-            access::authenticate_admin(env, &request)?;
+            access::authenticate_admin(env, &request).await?;
             allow(Method::Post)?;
             platform::sync_authorizers(&request, env, ctx).await
+        }
+        "/admin/reseal" => {
+            access::authenticate_admin(env, &request).await?;
+            allow(Method::Post)?;
+            admin::reseal(&request, env).await
         }
         admin if admin == "/admin/accounts" || admin.starts_with("/admin/accounts/") => {
             admin::route(&request, method, &admin["/admin/accounts".len()..], env).await
@@ -156,7 +161,8 @@ struct Caller {
 /// `Authorization: Bearer <key>` for `route`, and the account the query names.
 async fn authorized(request: &Request, env: &Env, route: Route) -> Result<Caller, AppError> {
     let query = query(request)?;
-    let (grant, settings) = access::authenticate(env, request::bearer(request).as_deref(), route)?;
+    let (grant, settings) =
+        access::authenticate(env, request::bearer(request).as_deref(), route).await?;
     let account = access::account(env, &grant, &settings, account_name(&query)?).await?;
     Ok(Caller {
         settings,
@@ -195,23 +201,26 @@ async fn refresh_token(request: &Request, env: &Env) -> Result<Response, AppErro
 async fn get_status(request: &Request, env: &Env) -> Result<Response, AppError> {
     let pairs = query(request)?;
     let (grant, settings) =
-        access::authenticate(env, request::bearer(request).as_deref(), Route::Status)?;
-    let (accounts, next_cursor) = match account_name(&pairs)? {
+        access::authenticate(env, request::bearer(request).as_deref(), Route::Status).await?;
+    let answer = match account_name(&pairs)? {
         AccountName::Default => {
             let limit = registry::page_limit(param(&pairs, "limit"), registry::STATUS_PAGE)?;
             let cursor = param(&pairs, "cursor");
-            status_listing::page(env, &settings, &grant, cursor, limit, now_secs()).await?
+            let page =
+                status_listing::page(env, &settings, &grant, cursor, limit, now_secs()).await?;
+            let mut answer = json!({ "accounts": page.accounts, "next_cursor": page.next_cursor });
+            if let Some(count) = page.sealed_under_older_keys {
+                answer["sealed_under_older_keys"] = json!(count);
+            }
+            answer
         }
         named => {
             let account = access::account(env, &grant, &settings, named).await?;
             let entry = object_client::status(env, &account.id).await?;
-            (vec![entry], None)
+            json!({ "accounts": [entry], "next_cursor": null })
         }
     };
-    Ok(respond::json(
-        200,
-        &json!({ "accounts": accounts, "next_cursor": next_cursor }),
-    ))
+    Ok(respond::json(200, &answer))
 }
 
 async fn get_ticket(request: &Request, env: &Env, ctx: &Context) -> Result<Response, AppError> {

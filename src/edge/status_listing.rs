@@ -4,6 +4,7 @@
 //! hints at another account.
 
 use crate::edge::registry::{self as registry_object, StatusRow};
+use crate::edge::runtime;
 use crate::error::AppError;
 use crate::policy::auth::Grant;
 use crate::policy::config::Settings;
@@ -12,7 +13,16 @@ use crate::policy::status;
 use serde_json::Value;
 use worker::Env;
 
-/// One page from `cursor` (as the client sent it), and the next page's cursor.
+/// One page of the listing.
+pub struct Page {
+    pub accounts: Vec<Value>,
+    pub next_cursor: Option<String>,
+    /// For a key that sees every account: how many runtime accounts are still sealed under
+    /// an older key of `ACCOUNTS_ENCRYPTION_KEY` (None without runtime accounts' key).
+    pub sealed_under_older_keys: Option<u64>,
+}
+
+/// One page from `cursor` (as the client sent it).
 pub async fn page(
     env: &Env,
     settings: &Settings,
@@ -20,13 +30,20 @@ pub async fn page(
     cursor: Option<&str>,
     limit: usize,
     now: u64,
-) -> Result<(Vec<Value>, Option<String>), AppError> {
-    let (mut entries, next) = match grant.own_accounts() {
-        Some(own) => scoped_page(env, settings, &own, cursor, limit).await?,
+) -> Result<Page, AppError> {
+    let (mut accounts, next, sealed_under_older_keys) = match grant.own_accounts() {
+        Some(own) => {
+            let (entries, next) = scoped_page(env, settings, &own, cursor, limit).await?;
+            (entries, next, None)
+        }
         None => full_page(env, settings, cursor, limit).await?,
     };
-    entries.iter_mut().for_each(|e| status::as_of(e, now));
-    Ok((entries, next.map(|c| c.encode())))
+    accounts.iter_mut().for_each(|e| status::as_of(e, now));
+    Ok(Page {
+        accounts,
+        next_cursor: next.map(|c| c.encode()),
+        sealed_under_older_keys,
+    })
 }
 
 /// Every account: the environment's first, in their configured order, then registered ones.
@@ -35,7 +52,7 @@ async fn full_page(
     settings: &Settings,
     cursor: Option<&str>,
     limit: usize,
-) -> Result<(Vec<Value>, Option<Cursor>), AppError> {
+) -> Result<(Vec<Value>, Option<Cursor>, Option<u64>), AppError> {
     let cursor = Cursor::parse(cursor)?;
     let (env_part, next) = registry::env_page(&settings.accounts, &cursor, limit);
     let room = limit - env_part.len();
@@ -44,7 +61,11 @@ async fn full_page(
         _ => None,
     };
     let ids = env_part.iter().map(|a| a.id.clone()).collect();
-    let rows = registry_object::statuses(env, ids, after.clone(), room).await?;
+    // The sealing key, where runtime accounts have one.
+    let sealing_key = runtime::key_ring(env)
+        .ok()
+        .map(|r| r.sealing_id().to_owned());
+    let rows = registry_object::statuses(env, ids, (after.clone(), room), sealing_key).await?;
     let mut entries: Vec<Value> = env_part
         .iter()
         .map(|account| {
@@ -61,7 +82,7 @@ async fn full_page(
         (Some(_), true, Some(last)) => Some(Cursor::Runtime(last)),
         (Some(_), _, _) => None,
     };
-    Ok((entries, next))
+    Ok((entries, next, rows.older_sealed))
 }
 
 /// A limited key's own accounts, by id, those that exist.
@@ -75,7 +96,7 @@ async fn scoped_page(
     let offset = Cursor::parse_scoped(cursor)?;
     let window: Vec<&str> = own.iter().skip(offset).take(limit).copied().collect();
     let ids = window.iter().map(|id| (*id).to_owned()).collect();
-    let rows = registry_object::statuses(env, ids, None, 0).await?;
+    let rows = registry_object::statuses(env, ids, (None, 0), None).await?;
     let mut entries = Vec::new();
     for id in &window {
         let row = rows.by_id.iter().find(|r| r.id == *id);
