@@ -3,6 +3,7 @@ like environment accounts everywhere; and every refusal. The refusals come first
 
 import base64
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -142,6 +143,7 @@ class TestRuntimeAccounts:
         created = register(worker, "rt1", 1)
         assert created.status == 201, created.text
         shown = created.json
+        assert shown.pop("edge_updated") is True
         assert set(shown) == {"id", "kind", "appid", "api", "source", "created_at",
                               "updated_at"}
         assert (shown["id"], shown["source"], shown["api"]) == ("rt1", "runtime", "classic")
@@ -444,3 +446,73 @@ def test_a_held_stable_token_does_not_wake_its_alarm_over_and_over(start_worker,
     alarms = [e for e in worker.events("alarm") if e["account"] == "rt4"]
     assert 1 <= len(alarms) <= 3, alarms
     assert fake.calls_for(RUNTIME_APPS[3][0]) <= 3
+
+
+def test_a_failed_kv_write_is_repaired_by_the_cron_and_never_maps_a_wrong_appid(start_worker,
+                                                                                fake):
+    # Every key's second write fails once: the PUT that moves rt1 to another appid writes
+    # none of its KV copies.
+    worker = start_worker(**admin_vars(fake, TEST_FAIL_KV_WRITES="2-2"))
+    (first_appid, _), (second_appid, second_secret) = RUNTIME_APPS[0], RUNTIME_APPS[1]
+    assert register(worker, "rt1", 1).status == 201
+    moved = admin(worker, "PUT", "/admin/accounts/rt1",
+                  {"kind": "official_account", "appid": second_appid, "secret": second_secret})
+    assert moved.status == 200, moved.text
+    assert moved.json["edge_updated"] is False, "the answer says the edge lags"
+    assert admin(worker, "GET", "/admin/accounts/rt1").json["appid"] == second_appid
+    assert wait_for(lambda: worker.events("kv_publish_failed"), 5)
+    worker.run_cron(lines=2)
+    assert worker.events("cron_run")[-1]["kv_repaired"] >= 1
+
+    def repaired():
+        reply = worker.request("GET", "/token?account=rt1")
+        by_appid = worker.request("GET", f"/token?appid={second_appid}")
+        return reply.json.get("appid") == second_appid and by_appid.json.get("account") == "rt1"
+    assert wait_for(repaired, 40), "the edge has the registry's entry again"
+    assert_error(worker.request("GET", f"/token?appid={first_appid}"), 404, "unknown_account")
+
+
+@pytest.mark.parametrize("finisher", ["a second DELETE", "the cron"])
+def test_a_delete_that_failed_half_way_is_finished(start_worker, fake, finisher):
+    # The first erase of an object's state fails.
+    worker = start_worker(**admin_vars(fake, TEST_FAIL_ERASES="1"))
+    assert register(worker, "rt1", 1).status == 201
+    assert worker.request("GET", "/token?account=rt1").status == 200
+    assert admin(worker, "DELETE", "/admin/accounts/rt1").status == 500
+    # Gone from the edge at once all the same.
+    assert_error(worker.request("GET", "/token?account=rt1"), 404, "unknown_account")
+    if finisher == "the cron":
+        worker.run_cron(lines=2)
+        assert any(e.get("outcome") == "erased" for e in worker.events("cron"))
+        assert_error(admin(worker, "DELETE", "/admin/accounts/rt1"), 404, "unknown_account")
+    else:
+        assert admin(worker, "DELETE", "/admin/accounts/rt1").status == 204
+        assert_error(admin(worker, "DELETE", "/admin/accounts/rt1"), 404, "unknown_account")
+    assert register(worker, "rt1", 1).status == 201
+    status = worker.request("GET", "/status?account=rt1").json["accounts"][0]
+    assert status["upstream_calls_today"] == 1, "nothing of the old rt1 came back"
+
+
+def test_concurrent_puts_of_one_id_leave_the_edge_on_the_last_write(start_worker, fake):
+    from harness import burst
+    worker = start_worker(**admin_vars(fake))
+    apps = RUNTIME_APPS[2:6]
+    order = iter(apps)
+    lock = threading.Lock()
+
+    def put():
+        with lock:
+            appid, secret = next(order)
+        return admin(worker, "PUT", "/admin/accounts/rt-race",
+                     {"kind": "official_account", "appid": appid, "secret": secret}).status
+    assert all(status in (200, 201) for status in burst(len(apps), put))
+    truth = admin(worker, "GET", "/admin/accounts/rt-race").json["appid"]
+    time.sleep(31)  # past this isolate's memory of the descriptor
+    reply = worker.request("GET", "/token?account=rt-race")
+    assert reply.status == 200 and reply.json["appid"] == truth, reply.text
+    for appid, _ in apps:
+        by_appid = worker.request("GET", f"/token?appid={appid}")
+        if appid == truth:
+            assert by_appid.json["account"] == "rt-race"
+        else:
+            assert_error(by_appid, 404, "unknown_account")

@@ -1,5 +1,5 @@
 //! The admin API: accounts registered at runtime (`/admin/accounts…`), behind `ADMIN_KEYS`.
-//! A write goes to the registry object (the truth) first, then to KV (what the edge reads),
+//! A write goes to the registry object (the truth, which also writes KV, what the edge reads),
 //! then to the account's own object. Environment accounts are listed and can be reset, but
 //! are read-only here.
 
@@ -106,8 +106,9 @@ async fn put(
     // Sealed here, so the registry, KV and the logs only ever see the sealed form.
     let nonce = runtime::random_bytes::<NONCE_BYTES>();
     let sealed = runtime::key_ring(env)?.seal(&account.id, &account.secret, nonce);
+    // The registry writes the edge's copy in KV too, in the order of the writes.
     let stored = registry::put(env, Registered::new(&account, sealed, now_secs(), None)).await?;
-    directory::publish(env, &stored).await?;
+    directory::forget_registered(id, false);
     if !stored.created {
         reader::forget_account(id);
         object_client::forget(env, id).await?;
@@ -120,7 +121,10 @@ async fn put(
         "warmed": warm.is_ok(),
     }));
     let status = if stored.created { 201 } else { 200 };
-    Ok(respond::json(status, &stored.entry.public()))
+    let mut answer = stored.entry.public();
+    // The registry has it; the edge's copy in KV may lag until the cron writes it again.
+    answer["edge_updated"] = json!(stored.published);
+    Ok(respond::json(status, &answer))
 }
 
 async fn delete(env: &Env, settings: &Settings, id: &str) -> Result<Response, AppError> {
@@ -135,10 +139,10 @@ async fn delete(env: &Env, settings: &Settings, id: &str) -> Result<Response, Ap
 }
 
 /// Removes a registered account (an admin's delete, an authorizer's withdrawal of
-/// `withdrawn_at`, its push's CreateTime): its registration, the edge's copy, and its object's
-/// state, alarm and KV entries. None: there was no such registration. A retry finishes what
-/// a failed one left: the registration is then found where the edge still publishes it, and
-/// the object is erased whatever was found (erasing an empty one is harmless).
+/// `withdrawn_at`, its push's CreateTime): its registration and the edge's copy (the
+/// registry removes both, leaving a tombstone), then its object's state, alarm and KV
+/// entries, then the tombstone. None: there was no such registration. A removal that failed
+/// half way is found by its tombstone: a retry (or the cron) finishes it.
 pub async fn remove(
     env: &Env,
     id: &str,
@@ -150,24 +154,16 @@ pub async fn remove(
         object_client::erase(env, id, withdrawn_at).await?;
     }
     // The registration goes first, so that nothing can bring the account back (an object
-    // woken by a late read finds it unknown); then the edge's copy; then its state (again,
-    // for a withdrawal: whatever a read loaded meanwhile).
-    let entry = match registry::delete(env, id).await? {
-        Some(deleted) => {
-            directory::withdraw(env, &deleted.entry, Some(&deleted.sharing_appid)).await?;
-            Some(deleted.entry)
-        }
-        None => match directory::published(env, id).await? {
-            Some(entry) => {
-                directory::withdraw(env, &entry, None).await?;
-                Some(entry)
-            }
-            None => None,
-        },
+    // woken by a late read finds it unknown); then its state (again, for a withdrawal:
+    // whatever a read loaded meanwhile).
+    let Some(deleted) = registry::delete(env, id).await? else {
+        return Ok(None);
     };
+    directory::forget_registered(id, true);
     reader::forget_account(id);
     object_client::erase(env, id, withdrawn_at).await?;
-    Ok(entry)
+    registry::bury(env, id, deleted.deleted_at).await?;
+    Ok(Some(deleted.entry))
 }
 
 async fn reset(env: &Env, settings: &Settings, id: &str) -> Result<Response, AppError> {
@@ -184,9 +180,10 @@ pub async fn reseal(request: &Request, env: &Env) -> Result<Response, AppError> 
     let pairs = query(request)?;
     let limit = page_limit(param(&pairs, "limit"), ADMIN_PAGE)?;
     let ring = runtime::key_ring(env)?;
+    // The registry writes the edge's copies of what it sealed again.
     let outcome = registry::reseal(env, limit).await?;
     for entry in &outcome.resealed {
-        directory::publish_descriptor(env, entry).await?;
+        directory::forget_registered(&entry.id, false);
     }
     log_event(json!({
         "event": "admin_reseal", "resealed": outcome.resealed.len(),

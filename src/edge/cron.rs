@@ -38,6 +38,8 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
             Picked {
                 overdue: Vec::new(),
                 rotation,
+                erase: Vec::new(),
+                repaired: 0,
             }
         }
     };
@@ -47,10 +49,33 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         "batch": batch,
         "overdue": picked.overdue,
         "rotation": picked.rotation.len(),
-        // The registry, then one call per account.
-        "subrequests": 1 + ids.len(),
+        "erased": picked.erase.len(),
+        "kv_repaired": picked.repaired,
+        // The registry, one call per account, two per removal to finish.
+        "subrequests": 1 + ids.len() + 2 * picked.erase.len(),
     }));
-    join_all(ids.into_iter().map(|id| visit(&env, id))).await;
+    let erasures = join_all(
+        picked
+            .erase
+            .iter()
+            .map(|(id, at)| finish_removal(&env, id, *at)),
+    );
+    let visits = join_all(ids.into_iter().map(|id| visit(&env, id)));
+    futures_util::future::join(erasures, visits).await;
+}
+
+/// A removal left half done (its object not erased): erased now, then buried.
+async fn finish_removal(env: &Env, account_id: &str, deleted_at: u64) {
+    let outcome = match object_client::erase(env, account_id, None).await {
+        Ok(()) => registry::bury(env, account_id, deleted_at).await,
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(()) => log_event(json!({ "event": "cron", "account": account_id, "outcome": "erased" })),
+        Err(e) => log_error(json!({
+            "event": "cron", "account": account_id, "outcome": e.code(), "message": e.message(),
+        })),
+    }
 }
 
 async fn visit(env: &Env, account_id: &str) {

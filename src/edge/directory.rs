@@ -5,7 +5,7 @@
 //! after it.
 
 use crate::edge::memo;
-use crate::edge::registry::{self as registry_object, Stored};
+use crate::edge::registry::{self as registry_object, appid_key, descriptor_key};
 use crate::edge::runtime::{self, now_millis, KV_BINDING};
 use crate::error::AppError;
 use crate::policy::accounts::{Account, AccountKind};
@@ -16,14 +16,6 @@ use worker::Env;
 
 /// How long an isolate trusts what it read of a registered account (or of its absence).
 const DESCRIPTOR_MEMO_MS: u64 = 30_000;
-
-fn descriptor_key(id: &str) -> String {
-    format!("account:{id}")
-}
-
-fn appid_key(appid: &str) -> String {
-    format!("account-appid:{appid}")
-}
 
 fn memo_key(id: &str) -> String {
     format!("registered:{id}")
@@ -42,10 +34,17 @@ pub async fn find(
         AccountName::Default => Ok(None),
         AccountName::Id(id) => registered(env, id).await,
         AccountName::AppId(appid) => {
-            let ids = sharing_appid(env, appid).await?;
-            match ids.as_slice() {
-                [] => registered(env, appid).await,
-                [id] => registered(env, id).await,
+            let mut found = Vec::new();
+            for id in sharing_appid(env, appid).await? {
+                // An index entry the registry has not yet rewritten (a failed write that the
+                // cron repairs) may name an account whose appid changed: not this appid's.
+                if let Some(account) = registered(env, &id).await?.filter(|a| a.appid == appid) {
+                    found.push(account);
+                }
+            }
+            match found.len() {
+                0 => Ok(registered(env, appid).await?.filter(|a| a.appid == appid)),
+                1 => Ok(found.pop()),
                 _ => Err(AppError::BadRequest(
                     "several accounts share that appid (WeCom apps of one corp, or one app \
                      through two APIs): name one with ?account=<id>"
@@ -107,54 +106,17 @@ async fn sharing_appid(env: &Env, appid: &str) -> Result<Vec<String>, AppError> 
     })
 }
 
-/// Writes the appid's index: the ids registered with it, as the registry answered them (none:
-/// the entry goes).
-async fn write_sharing(env: &Env, appid: &str, ids: &[String]) -> Result<(), AppError> {
-    let kv = env.kv(KV_BINDING).map_err(|e| runtime::internal("KV", e))?;
-    let failed = |e| runtime::internal("writing a registered account to KV", e);
-    if ids.is_empty() {
-        return kv.delete(&appid_key(appid)).await.map_err(failed);
+/// This isolate forgets what it remembered of a registered account (written again), or
+/// remembers that it is gone (removed): at once here, within KV's propagation elsewhere.
+pub fn forget_registered(id: &str, gone: bool) {
+    match gone {
+        false => memo::forget(&memo_key(id)),
+        true => memo::remember::<Option<Rc<Account>>>(
+            &memo_key(id),
+            None,
+            Some(now_millis() + DESCRIPTOR_MEMO_MS),
+        ),
     }
-    let list = serde_json::to_string(ids).map_err(|e| runtime::internal("encoding", e))?;
-    kv.put(&appid_key(appid), list)
-        .map_err(failed)?
-        .execute()
-        .await
-        .map_err(failed)
-}
-
-/// Publishes a registered account to the edge (after the registry has it): its descriptor,
-/// and the appid index of its appid (and of the one it replaced) as the registry answered.
-pub async fn publish(env: &Env, stored: &Stored) -> Result<(), AppError> {
-    let kv = env.kv(KV_BINDING).map_err(|e| runtime::internal("KV", e))?;
-    let failed = |e| runtime::internal("writing a registered account to KV", e);
-    let entry = &stored.entry;
-    if let (Some(old), Some(ids)) = (&stored.previous, &stored.sharing_previous_appid) {
-        write_sharing(env, &old.appid, ids).await?;
-    }
-    let descriptor = serde_json::to_string(entry).map_err(|e| runtime::internal("encoding", e))?;
-    kv.put(&descriptor_key(&entry.id), descriptor)
-        .map_err(failed)?
-        .execute()
-        .await
-        .map_err(failed)?;
-    write_sharing(env, &entry.appid, &stored.sharing_appid).await?;
-    memo::forget(&memo_key(&entry.id));
-    Ok(())
-}
-
-/// Writes a registered account's descriptor alone (its appid is unchanged: a reseal).
-pub async fn publish_descriptor(env: &Env, entry: &Registered) -> Result<(), AppError> {
-    let kv = env.kv(KV_BINDING).map_err(|e| runtime::internal("KV", e))?;
-    let failed = |e| runtime::internal("writing a registered account to KV", e);
-    let descriptor = serde_json::to_string(entry).map_err(|e| runtime::internal("encoding", e))?;
-    kv.put(&descriptor_key(&entry.id), descriptor)
-        .map_err(failed)?
-        .execute()
-        .await
-        .map_err(failed)?;
-    memo::forget(&memo_key(&entry.id));
-    Ok(())
 }
 
 /// Refuses a deployment whose `ACCOUNTS_ENCRYPTION_KEY` no longer lists a key that still
@@ -184,46 +146,6 @@ pub async fn check_sealing_keys(env: &Env) -> Result<(), AppError> {
 
 const SEALING_CHECK_KEY: &str = "config:sealing_census";
 const SEALING_CHECK_MS: u64 = 600_000;
-
-/// What KV publishes of a registered account (read anew, not remembered): what a removal
-/// that failed half-way left for its retry to withdraw.
-pub async fn published(env: &Env, id: &str) -> Result<Option<Registered>, AppError> {
-    let kv = env.kv(KV_BINDING).map_err(|e| runtime::internal("KV", e))?;
-    kv.get(&descriptor_key(id))
-        .json::<Registered>()
-        .await
-        .map_err(|e| runtime::internal("reading a registered account from KV", e))
-}
-
-/// Withdraws a deleted account from the edge: at once in this isolate, within KV's
-/// propagation elsewhere. `sharing`: who the registry still has with its appid (None, on a
-/// retry that no longer knows: this id is taken out of what KV lists).
-pub async fn withdraw(
-    env: &Env,
-    entry: &Registered,
-    sharing: Option<&[String]>,
-) -> Result<(), AppError> {
-    let kv = env.kv(KV_BINDING).map_err(|e| runtime::internal("KV", e))?;
-    let failed = |e| runtime::internal("deleting a registered account from KV", e);
-    kv.delete(&descriptor_key(&entry.id))
-        .await
-        .map_err(failed)?;
-    let remaining = match sharing {
-        Some(ids) => ids.to_vec(),
-        None => {
-            let mut ids = sharing_appid(env, &entry.appid).await?;
-            ids.retain(|id| *id != entry.id);
-            ids
-        }
-    };
-    write_sharing(env, &entry.appid, &remaining).await?;
-    memo::remember::<Option<Rc<Account>>>(
-        &memo_key(&entry.id),
-        None,
-        Some(now_millis() + DESCRIPTOR_MEMO_MS),
-    );
-    Ok(())
-}
 
 /// One account in a listing.
 pub enum Listed {

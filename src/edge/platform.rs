@@ -221,7 +221,7 @@ pub(crate) async fn register_authorizer(
     let account = platform::authorizer(appid);
     let entry = Registered::new(&account, String::new(), now_secs(), None);
     let stored = registry::put(env, entry).await?;
-    directory::publish(env, &stored).await?;
+    directory::forget_registered(appid, false);
     log_event(json!({ "event": "authorizer_registered", "account": appid }));
     Ok(stored.entry)
 }

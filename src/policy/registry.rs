@@ -111,6 +111,10 @@ pub struct Registered {
     pub sealed_secret: String,
     pub created_at: u64,
     pub updated_at: u64,
+    /// Counts the registry's writes of this id: KV's copy carries it, so that a copy that
+    /// disagrees with the registry is found.
+    #[serde(default)]
+    pub version: u64,
 }
 
 impl Registered {
@@ -129,6 +133,7 @@ impl Registered {
             sealed_secret,
             created_at: created_at.unwrap_or(now),
             updated_at: now,
+            version: 0,
         }
     }
 
