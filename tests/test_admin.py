@@ -516,3 +516,28 @@ def test_concurrent_puts_of_one_id_leave_the_edge_on_the_last_write(start_worker
             assert by_appid.json["account"] == "rt-race"
         else:
             assert_error(by_appid, 404, "unknown_account")
+
+
+def test_replacing_an_account_mid_call_starts_no_second_call_beside_it(start_worker, fake):
+    appid, secret = RUNTIME_APPS[0]
+    worker = start_worker(**admin_vars(fake))
+    assert register(worker, "rt1", 1).status == 201
+    stale = worker.request("GET", "/token?account=rt1").json["access_token"]
+    fake.slow_ms = 2000  # within the tests' UPSTREAM_TIMEOUT_MS: answered, not abandoned
+    fake.modes[appid] = "slow"
+    fake.max_in_flight_by.clear()
+    answers = {}
+
+    def refresh():
+        answers["refresh"] = worker.request("POST", "/token/refresh?account=rt1",
+                                            body=json.dumps({"stale_token": stale}))
+    caller = threading.Thread(target=refresh)
+    caller.start()
+    assert wait_for(lambda: fake.in_flight == 1, 5)
+    # Replaced while its call is under way: the new registration waits for that call to end
+    # before it calls WeChat itself (its warm-up, the reconciled call cut off by the change).
+    assert register(worker, "rt1", 1).status == 200
+    reader = worker.request("GET", "/token?account=rt1")
+    caller.join(30)
+    assert reader.status == 200, reader.text
+    assert fake.max_in_flight_by[appid] == 1, "never two calls for one appid at once"

@@ -290,18 +290,33 @@ impl AccountCtx {
                 dues.push(stale_at);
             }
         }
-        // The registry keeps every account's due time (for the cron to find missed alarms)
-        // and its summary (for the `/status` listing): told when either changes.
-        self.report(dues.iter().copied().min(), now).await;
+        // Alerts keep their own times, not jittered: a start or a repeat is due then.
         let random = u32::from_le_bytes(runtime::random_bytes::<4>());
+        let earliest = dues.iter().copied().min();
+        let wake = next_wake(dues, policy.margin_secs, random);
+        let alert = self.alert_wake(now).filter(|at| *at > now);
+        let at = wake.into_iter().chain(alert).min();
+        // A due time already past that the policy declined: the safety net, longer each
+        // time in a row.
+        let idle_runs = self.state.safety_net_runs.get();
+        let delay_secs =
+            at.map(|at| alarm_delay_secs(at, now, policy.min_interval_secs, idle_runs));
+        let safety_net = at.is_some_and(|at| at <= now);
+        self.state
+            .safety_net_runs
+            .set(if safety_net { idle_runs + 1 } else { 0 });
+        // The registry keeps every account's due time (for the cron to find missed alarms:
+        // under the safety net, when it will look again) and its summary (for the `/status`
+        // listing): told when either changes.
+        let reported_due = match (earliest, delay_secs) {
+            (Some(due), Some(delay)) if due <= now => Some(now + delay),
+            _ => earliest,
+        };
+        self.report(reported_due, now).await;
         if faults::no_due_alarms(&self.env) {
             return;
         }
-        // Alerts keep their own times, not jittered: a start or a repeat is due then.
-        let wake = next_wake(dues, policy.margin_secs, random);
-        let alert = self.alert_wake(now).filter(|at| *at > now);
-        if let Some(at) = wake.into_iter().chain(alert).min() {
-            let delay_secs = alarm_delay_secs(at, now, policy.min_interval_secs);
+        if let Some(delay_secs) = delay_secs {
             self.schedule_alarm(delay_secs * 1000).await;
         }
     }

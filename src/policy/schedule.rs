@@ -40,15 +40,22 @@ pub fn credential_due(
     due.max(may_call_at)
 }
 
+/// The longest the safety net waits between two alarm runs that found nothing to do.
+pub const SAFETY_NET_MAX_SECS: u64 = 3600;
+
 /// The alarm's delay from `now` for a wake time `at`. One that is already due and yet was not
 /// refreshed (its alarm just ran and the policy said no) waits `min_interval_secs`, at least
-/// ten seconds: a safety net, so that a due time the policy does not share never makes an
-/// alarm fire over and over.
-pub fn alarm_delay_secs(at: u64, now: u64, min_interval_secs: u64) -> u64 {
+/// ten seconds, doubled for each such run in a row (`idle_runs` before this one) up to an
+/// hour: a safety net, so that a due time the policy does not share (a component without a
+/// ticket under its authorizers) never makes an alarm fire every minute for long.
+pub fn alarm_delay_secs(at: u64, now: u64, min_interval_secs: u64, idle_runs: u32) -> u64 {
     if at > now {
         at - now
     } else {
-        min_interval_secs.max(10)
+        let first = min_interval_secs.max(10);
+        first
+            .saturating_mul(1 << idle_runs.min(12))
+            .min(SAFETY_NET_MAX_SECS.max(first))
     }
 }
 
@@ -85,9 +92,13 @@ mod tests {
 
     #[test]
     fn an_alarm_never_fires_again_at_once() {
-        assert_eq!(alarm_delay_secs(1_030, 1_000, 60), 30);
-        assert_eq!(alarm_delay_secs(1_000, 1_000, 60), 60);
-        assert_eq!(alarm_delay_secs(900, 1_000, 0), 10);
+        assert_eq!(alarm_delay_secs(1_030, 1_000, 60, 5), 30);
+        assert_eq!(alarm_delay_secs(1_000, 1_000, 60, 0), 60);
+        assert_eq!(alarm_delay_secs(900, 1_000, 0, 0), 10);
+        // Runs in a row that find nothing to do wait longer each time, up to an hour.
+        assert_eq!(alarm_delay_secs(900, 1_000, 60, 1), 120);
+        assert_eq!(alarm_delay_secs(900, 1_000, 60, 3), 480);
+        assert_eq!(alarm_delay_secs(900, 1_000, 60, 40), SAFETY_NET_MAX_SECS);
     }
 
     #[test]

@@ -79,6 +79,8 @@ pub struct AccountState {
     pub(super) wx_card: Slot<TicketRecord>,
     /// Consecutive failed alarm runs, for the retry delay.
     pub(super) alarm_failures: Cell<u32>,
+    /// Alarms set in a row for a due time already past (the safety net), for its delay.
+    pub(super) safety_net_runs: Cell<u32>,
     /// The due time and summary last told to the registry (None: not told yet).
     pub(super) reported: RefCell<Option<(Option<u64>, String)>>,
     /// What the platform's component or an authorizer keeps besides its credentials.
