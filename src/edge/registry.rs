@@ -7,6 +7,8 @@
 //! API then tells the account's own object.
 
 mod object;
+mod sealed;
+mod summaries;
 mod tables;
 
 pub use object::{appid_key, descriptor_key, AccountRegistry};

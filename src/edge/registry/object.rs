@@ -5,7 +5,7 @@
 //! leaves the entry marked unpublished; the cron's visit republishes those and compares a
 //! few more with KV each run.
 
-use super::{tables, Deleted, Op, Picked, Resealed, Stored};
+use super::{sealed, summaries, tables, Deleted, Op, Picked, Resealed, Stored};
 use crate::edge::faults;
 use crate::edge::respond;
 use crate::edge::runtime::{self, log_error, now_secs, KV_BINDING};
@@ -82,7 +82,7 @@ impl AccountRegistry {
             Op::Reseal { limit } => {
                 let ring = runtime::key_ring(&self.env)?;
                 let _held = self.writes.lock().await;
-                let resealed: Resealed = tables::reseal(&sql, &ring, limit)?;
+                let resealed: Resealed = sealed::reseal(&sql, &ring, limit)?;
                 for entry in &resealed.resealed {
                     self.republish(&sql, entry).await;
                 }
@@ -105,14 +105,14 @@ impl AccountRegistry {
                 id,
                 due_at,
                 summary,
-            } => encode(&tables::report(&sql, &id, due_at, &summary)?),
-            Op::Census => encode(&tables::census(&sql)?),
+            } => encode(&summaries::report(&sql, &id, due_at, &summary)?),
+            Op::Census => encode(&sealed::census(&sql)?),
             Op::Statuses {
                 ids,
                 after,
                 limit,
                 sealing_key,
-            } => encode(&tables::statuses(
+            } => encode(&summaries::statuses(
                 &sql,
                 &ids,
                 (after.as_deref(), limit),

@@ -1,15 +1,13 @@
 //! The registry's SQLite tables and every query on them. Synchronous: each function runs
 //! whole inside one request to the object, so no other request interleaves with it.
 
-use super::{Deleted, Picked, Resealed, StatusRow, StatusRows, Stored};
+use super::{Deleted, Picked, Stored};
 use crate::edge::runtime;
 use crate::error::AppError;
 use crate::policy::accounts::AccountKind;
 use crate::policy::registry::Registered;
-use crate::policy::sealing::{KeyRing, NONCE_BYTES};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::Value;
 use worker::{SqlStorage, SqlStorageValue};
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS accounts (
@@ -44,7 +42,7 @@ fn failed(e: worker::Error) -> AppError {
     runtime::internal("the registry's storage failed", e)
 }
 
-fn rows<T: DeserializeOwned>(
+pub(super) fn rows<T: DeserializeOwned>(
     sql: &SqlStorage,
     query: &str,
     bindings: Vec<SqlStorageValue>,
@@ -54,11 +52,19 @@ fn rows<T: DeserializeOwned>(
         .map_err(failed)
 }
 
-fn exec(sql: &SqlStorage, query: &str, bindings: Vec<SqlStorageValue>) -> Result<(), AppError> {
+pub(super) fn exec(
+    sql: &SqlStorage,
+    query: &str,
+    bindings: Vec<SqlStorageValue>,
+) -> Result<(), AppError> {
     sql.exec(query, bindings).map(drop).map_err(failed)
 }
 
-fn count(sql: &SqlStorage, query: &str, bindings: Vec<SqlStorageValue>) -> Result<u64, AppError> {
+pub(super) fn count(
+    sql: &SqlStorage,
+    query: &str,
+    bindings: Vec<SqlStorageValue>,
+) -> Result<u64, AppError> {
     #[derive(Deserialize)]
     struct Count {
         n: i64,
@@ -251,163 +257,6 @@ pub fn list(
     };
     bindings.extend([after.into(), (limit as i64).into()]);
     rows(sql, query, bindings)
-}
-
-pub fn report(
-    sql: &SqlStorage,
-    id: &str,
-    due_at: Option<u64>,
-    summary: &Value,
-) -> Result<(), AppError> {
-    exec(
-        sql,
-        "INSERT OR REPLACE INTO summaries VALUES (?, ?)",
-        vec![id.into(), summary.to_string().into()],
-    )?;
-    match due_at {
-        Some(due_at) => exec(
-            sql,
-            "INSERT OR REPLACE INTO schedule VALUES (?, ?)",
-            vec![id.into(), (due_at as i64).into()],
-        ),
-        None => exec(sql, "DELETE FROM schedule WHERE id = ?", vec![id.into()]),
-    }
-}
-
-/// How many runtime accounts each key seals (`v1`: the first format, which names none).
-pub fn census(sql: &SqlStorage) -> Result<Vec<(String, u64)>, AppError> {
-    #[derive(Deserialize)]
-    struct KeyCount {
-        key: String,
-        n: i64,
-    }
-    let counted: Vec<KeyCount> = rows(
-        sql,
-        "SELECT CASE WHEN sealed_secret LIKE 'v1:%' THEN 'v1' \
-         ELSE substr(sealed_secret, 4, 8) END AS key, COUNT(*) AS n \
-         FROM accounts WHERE kind != 'authorizer' GROUP BY key",
-        vec![],
-    )?;
-    Ok(counted.into_iter().map(|r| (r.key, r.n as u64)).collect())
-}
-
-const OLDER_SEALED: &str = "FROM accounts WHERE kind != 'authorizer' AND sealed_secret NOT LIKE ?";
-
-fn sealed_by(key: &str) -> SqlStorageValue {
-    format!("v2:{key}:%").into()
-}
-
-/// Seals again under `ring`'s sealing key up to `limit` secrets sealed under another; the
-/// entries changed are to be published again.
-pub fn reseal(sql: &SqlStorage, ring: &KeyRing, limit: usize) -> Result<Resealed, AppError> {
-    let current = ring.sealing_id();
-    let entries: Vec<Registered> = rows(
-        sql,
-        &format!("SELECT * {OLDER_SEALED} ORDER BY id LIMIT ?"),
-        vec![sealed_by(current), (limit as i64).into()],
-    )?;
-    let (mut resealed, mut unopenable) = (Vec::new(), Vec::new());
-    for mut entry in entries {
-        let nonce = runtime::random_bytes::<NONCE_BYTES>();
-        match ring.reseal(&entry.id, &entry.sealed_secret, nonce) {
-            Ok(Some(sealed)) => {
-                entry.sealed_secret = sealed;
-                entry.version += 1;
-                exec(
-                    sql,
-                    "UPDATE accounts SET sealed_secret = ?, version = ?, published = 0 \
-                     WHERE id = ?",
-                    vec![
-                        entry.sealed_secret.as_str().into(),
-                        (entry.version as i64).into(),
-                        entry.id.as_str().into(),
-                    ],
-                )?;
-                resealed.push(entry);
-            }
-            Ok(None) => {}
-            Err(_) => unopenable.push(entry.id),
-        }
-    }
-    let remaining = count(
-        sql,
-        &format!("SELECT COUNT(*) AS n {OLDER_SEALED}"),
-        vec![sealed_by(current)],
-    )?;
-    Ok(Resealed {
-        resealed,
-        remaining,
-        unopenable,
-    })
-}
-
-#[derive(Deserialize)]
-struct SummaryRow {
-    id: String,
-    kind: Option<String>,
-    api: Option<String>,
-    summary: Option<String>,
-}
-
-impl From<SummaryRow> for StatusRow {
-    fn from(row: SummaryRow) -> Self {
-        Self {
-            id: row.id,
-            registered: row.kind.zip(row.api),
-            summary: row
-                .summary
-                .and_then(|text| serde_json::from_str(&text).ok()),
-        }
-    }
-}
-
-/// A `/status` page (see `Op::Statuses`).
-pub fn statuses(
-    sql: &SqlStorage,
-    ids: &[String],
-    (after, limit): (Option<&str>, usize),
-    sealing_key: Option<&str>,
-) -> Result<StatusRows, AppError> {
-    let summaries = |query: &str, bindings| -> Result<Vec<StatusRow>, AppError> {
-        let found: Vec<SummaryRow> = rows(sql, query, bindings)?;
-        Ok(found.into_iter().map(StatusRow::from).collect())
-    };
-    let mut by_id = Vec::new();
-    for id in ids {
-        by_id.extend(summaries(
-            "SELECT ?1 AS id, a.kind, a.api, s.summary FROM (SELECT ?1 AS id) AS q \
-             LEFT JOIN accounts a ON a.id = q.id LEFT JOIN summaries s ON s.id = q.id \
-             WHERE a.id IS NOT NULL OR s.id IS NOT NULL",
-            vec![id.as_str().into()],
-        )?);
-    }
-    let (page, more) = match after {
-        None => (Vec::new(), false),
-        Some(after) => {
-            let mut page = summaries(
-                "SELECT a.id, a.kind, a.api, s.summary FROM accounts a \
-                 LEFT JOIN summaries s ON s.id = a.id WHERE a.id > ? ORDER BY a.id LIMIT ?",
-                vec![after.into(), (limit as i64 + 1).into()],
-            )?;
-            let more = page.len() > limit;
-            page.truncate(limit);
-            (page, more)
-        }
-    };
-    let older_sealed = match sealing_key {
-        Some(key) => Some(count(
-            sql,
-            &format!("SELECT COUNT(*) AS n {OLDER_SEALED}"),
-            vec![sealed_by(key)],
-        )?),
-        None => None,
-    };
-    Ok(StatusRows {
-        by_id,
-        page,
-        more,
-        older_sealed,
-    })
 }
 
 /// Entries KV does not have as they stand (a failed write), up to `limit`.
