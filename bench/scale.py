@@ -1,7 +1,9 @@
 """The scale run (`scripts/bench --scale N`): N accounts registered through the admin API
 against the fake WeChat, token lifetimes shortened, then left alone for two lifetimes, no
-reads and no cron, so that only the accounts' own alarms keep them fresh. Prints what the
-README turns into figures for 10,000 accounts; asserts nothing."""
+reads and no cron, so that only the accounts' own alarms keep them fresh, while one status
+page polls `/status` as the page does (every 30 s). Every Durable Object request is counted
+from the worker's log (TEST_LOG_OBJECT_REQUESTS) and every alarm run from its alarm lines.
+Prints what the README turns into figures for 10,000 accounts; asserts nothing."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ import base64
 import json
 import os
 import statistics
+import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 from fake_wechat import FakeWeChat
@@ -29,11 +33,14 @@ def run(n: int, lifetime: int, margin: int, rounds: int, seconds: int, run_wrk, 
     fake.expires_in = lifetime
     variables = {
         "WECHAT_API_BASE": fake.base_url,
+        # Every origin on loopback: the test switch below is honoured only then.
+        "WECOM_API_BASE": fake.base_url,
         "CLIENT_KEYS": CLIENT_KEY,
         "ADMIN_KEYS": ADMIN_KEY,
         "ACCOUNTS_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
         "REFRESH_MARGIN_SECS": str(margin),
         "MIN_REFRESH_INTERVAL_SECS": "1",
+        "TEST_LOG_OBJECT_REQUESTS": "1",
     }
     worker = Worker(variables).start()
     floor = None
@@ -54,11 +61,28 @@ def run(n: int, lifetime: int, margin: int, rounds: int, seconds: int, run_wrk, 
 
         window_start = time.time()
         calls_before = fake.calls
+        requests_before = len(worker.events("object_request"))
+        alarms_before = len(worker.events("alarm"))
         watch = 2 * lifetime
-        print(f"watching {watch} s: no reads, no cron", flush=True)
+        print(f"watching {watch} s: no reads, no cron, one status page polling", flush=True)
+        # One status page left open: a full page (40 accounts) every 30 s.
+        stop = threading.Event()
+        polls = []
+
+        def poll():
+            while not stop.is_set():
+                polls.append(worker.request("GET", "/status?limit=40", timeout=60).status)
+                stop.wait(30)
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
         time.sleep(watch)
+        stop.set()
+        poller.join(60)
         window_end = time.time()
         window_calls = fake.calls - calls_before
+        requests = Counter((e["object"], e["op"]) for e in
+                           worker.events("object_request")[requests_before:])
+        window_alarms = len(worker.events("alarm")) - alarms_before
 
         # Each account's tokens in issue order: was each replaced before it expired?
         on_time = 0
@@ -123,10 +147,23 @@ def run(n: int, lifetime: int, margin: int, rounds: int, seconds: int, run_wrk, 
     print(f"| alarm runs (object invocations) per account per due period | "
           f"{len(alarms) / n / periods:.2f} |")
     print(f"| largest number of subrequests in one cron run | {largest} |")
+    per_period = {f"{obj} {op}": count / n / periods for (obj, op), count in requests.items()
+                  if op != "statuses"}
+    print(f"| object requests per account per due period: alarm runs | "
+          f"{window_alarms / n / periods:.2f} |")
+    for name, value in sorted(per_period.items()):
+        print(f"| … requests to the {name} (made by the objects) | {value:.2f} |")
+    page_requests = requests[("registry", "statuses")] + requests[("account", "status")]
+    print(f"| status page polls (every 30 s, 40 accounts a page) | {len(polls)} "
+          f"({sum(1 for p in polls if p == 200)} answered 200) |")
+    print(f"| … object requests per poll, whatever the page size | "
+          f"{page_requests / max(1, len(polls)):.2f} |")
     print(f"| hot `GET /token` of a runtime account ÷ Rust floor (req/s) | {ratio:.2f}x |")
     print(f"| … workerd CPU µs/request, runtime account / floor | "
           f"{median['runtime account GET /token']['cpu_us']:.0f} / "
           f"{median['Rust floor']['cpu_us']:.0f} |")
     print(json.dumps({"n": n, "registration_secs": registration_secs, "on_time": on_time,
                       "window_calls": window_calls, "periods": periods, "alarms": len(alarms),
+                      "window_alarms": window_alarms, "polls": len(polls),
+                      "object_requests": {f"{o} {p}": c for (o, p), c in requests.items()},
                       "largest_cron_subrequests": largest, "median": median}))

@@ -472,6 +472,18 @@ def test_a_failed_kv_write_is_repaired_by_the_cron_and_never_maps_a_wrong_appid(
     assert_error(worker.request("GET", f"/token?appid={first_appid}"), 404, "unknown_account")
 
 
+def test_a_delete_whose_kv_withdrawal_failed_is_withdrawn_by_the_cron(start_worker, fake):
+    # The second write of each KV key fails once: the DELETE's removal of the edge's copy.
+    worker = start_worker(**admin_vars(fake, TEST_FAIL_KV_WRITES="2-2"))
+    assert register(worker, "rt1", 1).status == 201
+    assert admin(worker, "DELETE", "/admin/accounts/rt1").status == 500
+    worker.run_cron(lines=2)
+    assert any(e.get("outcome") == "erased" for e in worker.events("cron"))
+    assert wait_for(lambda: worker.request("GET", "/token?account=rt1").status == 404, 40), \
+        "the edge's copy is withdrawn"
+    assert_error(admin(worker, "DELETE", "/admin/accounts/rt1"), 404, "unknown_account")
+
+
 @pytest.mark.parametrize("finisher", ["a second DELETE", "the cron"])
 def test_a_delete_that_failed_half_way_is_finished(start_worker, fake, finisher):
     # The first erase of an object's state fails.
@@ -534,9 +546,14 @@ def test_replacing_an_account_mid_call_starts_no_second_call_beside_it(start_wor
     caller = threading.Thread(target=refresh)
     caller.start()
     assert wait_for(lambda: fake.in_flight == 1, 5)
-    # Replaced while its call is under way: the new registration waits for that call to end
-    # before it calls WeChat itself (its warm-up, the reconciled call cut off by the change).
-    assert register(worker, "rt1", 1).status == 200
+    # Replaced twice while its call is under way: each new registration waits for every call
+    # still under way to end before it calls WeChat itself (its warm-up, the reconciled call
+    # cut off by the change).
+    puts = [threading.Thread(target=register, args=(worker, "rt1", 1)) for _ in range(2)]
+    for put in puts:
+        put.start()
+    for put in puts:
+        put.join(60)
     reader = worker.request("GET", "/token?account=rt1")
     caller.join(30)
     assert reader.status == 200, reader.text

@@ -31,6 +31,8 @@ pub struct AccountTokenObject {
     registered: RefCell<Option<Rc<Account>>>,
     /// Whether a failed load is on record (None: not looked at yet in this object's life).
     load_failed: Cell<Option<bool>>,
+    /// Counts the registration's changes (Forget, Erase) in this object's life.
+    generation: Cell<u64>,
 }
 
 impl DurableObject for AccountTokenObject {
@@ -41,6 +43,7 @@ impl DurableObject for AccountTokenObject {
             state: RefCell::default(),
             registered: RefCell::default(),
             load_failed: Cell::default(),
+            generation: Cell::default(),
         }
     }
 
@@ -61,7 +64,7 @@ impl DurableObject for AccountTokenObject {
     /// then set again for the next due time.
     async fn alarm(&self) -> worker::Result<Response> {
         // The alarm names no account: the object stored its id on its first load.
-        let stored: Option<String> = self.object.storage().get("account").await?;
+        let stored: Option<String> = self.object.storage().get(ACCOUNT_ID_KEY).await?;
         let id = stored
             .and_then(|text| serde_json::from_str::<Value>(&text).ok())
             .and_then(|ledger| ledger["id"].as_str().map(str::to_owned));
@@ -83,6 +86,8 @@ impl DurableObject for AccountTokenObject {
     }
 }
 
+/// Where the object's ledger, with its account's id, is stored (`refresher::state`).
+const ACCOUNT_ID_KEY: &str = "account";
 /// Where the object keeps a failed load (see [`LoadFailure`]).
 const LOAD_FAILURE_KEY: &str = "load_failure";
 /// The first retry of a failed load; it doubles up to the automatic refreshes' cap.
@@ -94,13 +99,17 @@ fn encode<T: Serialize>(value: T) -> Result<Value, AppError> {
 
 impl AccountTokenObject {
     async fn context(&self, account_id: &str) -> Result<AccountCtx, AppError> {
+        // The state as the call found it: if the registration changes while the registry is
+        // read below, this call goes on with the retired state (which writes nothing and
+        // starts no call), never with the new state and the old registration.
+        let state = self.state.borrow().clone();
         let settings = runtime::settings(&self.env)?;
         let account = match settings.account(account_id) {
             Ok(account) => Rc::new(account.clone()),
             Err(_) => self.registered_account(account_id).await?,
         };
         let ctx = AccountCtx {
-            state: self.state.borrow().clone(),
+            state,
             object: self.object.clone(),
             env: self.env.clone(),
             settings,
@@ -132,24 +141,39 @@ impl AccountTokenObject {
             .as_deref()
             .and_then(Option::as_ref)
             .map(|a| a.repeat_secs);
+        let previously_alerted = record.alerted_at;
         let transition = record.failed(runtime::now_secs(), repeat_secs.unwrap_or(3600));
+        let mut delivered = true;
+        if let (Some(transition), Some(Some(_))) = (transition, alerts.as_deref()) {
+            let notice = Notice::config_error(id, transition, record.since, &error.message());
+            if let Err(e) = alert_outbox::enqueue(&self.env, &[notice]).await {
+                runtime::log_error(json!({ "event": "alert_enqueue_failed", "account": id,
+                    "message": e.message() }));
+                delivered = false;
+            }
+        }
+        if !delivered {
+            // Not handed over: the next failed load tries again.
+            record.alerted_at = previously_alerted;
+        }
         let text = serde_json::to_string(&record).unwrap_or_default();
         if let Err(e) = storage.put(LOAD_FAILURE_KEY, text).await {
             runtime::log_error(json!({ "event": "storage_write_failed", "account": id,
                 "message": e.to_string() }));
+        }
+        // The alarm names no account: an object whose very first load failed keeps the id,
+        // so that its alarm knows what to load.
+        let ledger: Option<String> = storage.get(ACCOUNT_ID_KEY).await.ok().flatten();
+        if ledger.is_none() {
+            let _ = storage
+                .put(ACCOUNT_ID_KEY, json!({ "id": id }).to_string())
+                .await;
         }
         self.load_failed.set(Some(true));
         let wait = automatic_wait_secs(record.failures_in_a_row, LOAD_RETRY_MIN_SECS);
         if let Err(e) = storage.set_alarm(Duration::from_secs(wait)).await {
             runtime::log_error(json!({ "event": "storage_write_failed", "account": id,
                 "message": e.to_string() }));
-        }
-        if let (Some(transition), Some(Some(_))) = (transition, alerts.as_deref()) {
-            let notice = Notice::config_error(id, transition, record.since, &error.message());
-            if let Err(e) = alert_outbox::enqueue(&self.env, &[notice]).await {
-                runtime::log_error(json!({ "event": "alert_enqueue_failed", "account": id,
-                    "message": e.message() }));
-            }
         }
     }
 
@@ -174,16 +198,20 @@ impl AccountTokenObject {
         }
     }
 
-    /// A runtime account, from the registry (the truth) the first time.
+    /// A runtime account, from the registry (the truth) the first time; kept only if the
+    /// registration did not change while it was read.
     async fn registered_account(&self, account_id: &str) -> Result<Rc<Account>, AppError> {
         if let Some(account) = self.registered.borrow().clone() {
             return Ok(account);
         }
+        let generation = self.generation.get();
         let entry = registry::get(&self.env, account_id)
             .await?
             .ok_or(AppError::UnknownAccount)?;
         let account = Rc::new(directory::open(&self.env, &entry)?);
-        *self.registered.borrow_mut() = Some(account.clone());
+        if self.generation.get() == generation {
+            *self.registered.borrow_mut() = Some(account.clone());
+        }
         Ok(account)
     }
 
@@ -197,6 +225,7 @@ impl AccountTokenObject {
                 let old = self.state.borrow().clone();
                 *self.state.borrow_mut() = Rc::new(AccountState::succeeding(old));
                 *self.registered.borrow_mut() = None;
+                self.generation.set(self.generation.get() + 1);
                 self.load_failed.set(None);
                 if let Op::Erase { withdrawn_at } = call.op {
                     let id = &call.account;

@@ -14,7 +14,9 @@ use crate::edge::runtime::{self, log_event, now_secs};
 use crate::error::AppError;
 use crate::policy::accounts::{self, TokenApi};
 use crate::policy::config::Settings;
-use crate::policy::registry::{env_public, page_limit, Cursor, Registered, ADMIN_PAGE};
+use crate::policy::registry::{
+    env_public, page_limit, Cursor, Registered, ADMIN_PAGE, RESEAL_BATCH,
+};
 use crate::policy::sealing::NONCE_BYTES;
 use serde_json::{json, Value};
 use worker::{Env, Method, Request, Response};
@@ -109,7 +111,11 @@ async fn put(
     // The registry writes the edge's copy in KV too, in the order of the writes.
     let stored = registry::put(env, Registered::new(&account, sealed, now_secs(), None)).await?;
     directory::forget_registered(id, false);
-    if !stored.created {
+    if stored.revived {
+        // A removal left half done: the removed account's state goes first.
+        reader::forget_account(id);
+        object_client::erase(env, id, None).await?;
+    } else if !stored.created {
         reader::forget_account(id);
         object_client::forget(env, id).await?;
     }
@@ -175,10 +181,12 @@ async fn reset(env: &Env, settings: &Settings, id: &str) -> Result<Response, App
 
 /// `POST /admin/reseal?limit=`: seals again, under the first key of
 /// `ACCOUNTS_ENCRYPTION_KEY`, up to `limit` runtime accounts sealed under another (default
-/// 100); call it again until `remaining` is 0. No appsecret leaves the worker.
+/// 100, at most 200); call it again until `remaining` is 0, and remove the older key once
+/// `edge_pending` (copies in KV not yet written again: the cron writes them) is 0 too. No
+/// appsecret leaves the worker.
 pub async fn reseal(request: &Request, env: &Env) -> Result<Response, AppError> {
     let pairs = query(request)?;
-    let limit = page_limit(param(&pairs, "limit"), ADMIN_PAGE)?;
+    let limit = page_limit(param(&pairs, "limit"), RESEAL_BATCH)?;
     let ring = runtime::key_ring(env)?;
     // The registry writes the edge's copies of what it sealed again.
     let outcome = registry::reseal(env, limit).await?;
@@ -196,6 +204,7 @@ pub async fn reseal(request: &Request, env: &Env) -> Result<Response, AppError> 
             "resealed": outcome.resealed.len(),
             "remaining": outcome.remaining,
             "unopenable": outcome.unopenable,
+            "edge_pending": outcome.edge_pending,
         }),
     ))
 }

@@ -6,7 +6,7 @@
 
 use crate::edge::faults;
 use crate::edge::respond;
-use crate::edge::runtime::{self, log_error, log_event, now_secs, OUTBOX_BINDING};
+use crate::edge::runtime::{self, log_error, log_event, now_millis, now_secs, OUTBOX_BINDING};
 use crate::edge::webhooks;
 use crate::error::AppError;
 use crate::policy::alerts::{self, Notice};
@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use wasm_bindgen::JsValue;
+use worker::Delay;
 use worker::{
     durable_object, DurableObject, Env, Method, Request, RequestInit, Response, SqlStorage, State,
 };
@@ -26,6 +27,8 @@ const OUTBOX_NAME: &str = "alerts";
 /// A webhook that stays unreachable keeps at most this many alerts (the oldest go first, and
 /// the log says how many): a digest names five accounts and counts the rest anyway.
 const MAX_QUEUED: i64 = 10_000;
+/// Between two messages to one webhook in one run.
+const SAME_HOOK_SPACING_MS: u64 = 1_100;
 
 /// Hands `notices` to the outbox (one Durable Object request).
 pub async fn enqueue(env: &Env, notices: &[Notice]) -> Result<(), AppError> {
@@ -209,13 +212,26 @@ impl AlertOutbox {
         let now = now_secs();
         let (digests, _) = outbox::plan(&queued, &logs, &pace, now);
         let mut delivered: Vec<u64> = Vec::new();
+        let mut failed_hooks: Vec<&str> = Vec::new();
+        let mut last_sent_ms: BTreeMap<&str, u64> = BTreeMap::new();
         for digest in &digests {
             let Some(hook) = by_key.get(&digest.hook) else {
                 continue;
             };
+            // A webhook that failed in this run is not tried again in it.
+            if failed_hooks.contains(&digest.hook.as_str()) {
+                continue;
+            }
+            // A second message to one webhook waits a second (Feishu takes 5 a second,
+            // Slack about 1).
+            if let Some(last) = last_sent_ms.get(digest.hook.as_str()) {
+                let wait = (last + SAME_HOOK_SPACING_MS).saturating_sub(now_millis());
+                Delay::from(Duration::from_millis(wait)).await;
+            }
             let text = alerts::text(&digest.notices, now);
             let payload = alerts::payload(hook.format, &digest.notices, &text);
             let delivery = webhooks::send(hook, &payload, pace.window_secs).await;
+            last_sent_ms.insert(digest.hook.as_str(), now_millis());
             let log = logs.entry(digest.hook.clone()).or_default();
             let first = &digest.notices[0];
             match delivery {
@@ -240,6 +256,7 @@ impl AlertOutbox {
                     retry_after_secs,
                 } => {
                     log.sent(digest, Err(retry_after_secs), &pace, now);
+                    failed_hooks.push(digest.hook.as_str());
                     log_error(json!({
                         "event": "alert_delivery_failed",
                         "webhook_host": webhook::host(&hook.url),

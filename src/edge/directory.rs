@@ -121,7 +121,9 @@ pub fn forget_registered(id: &str, gone: bool) {
 
 /// Refuses a deployment whose `ACCOUNTS_ENCRYPTION_KEY` no longer lists a key that still
 /// seals runtime accounts (checked once per isolate, every ten minutes): every route answers
-/// `config_error` naming how many, before any of them breaks on a read.
+/// `config_error` naming how many, before any of them breaks on a read. A registry that cannot
+/// answer does not stop the routes that need it not: the check is logged and tried again in a
+/// minute.
 pub async fn check_sealing_keys(env: &Env) -> Result<(), AppError> {
     let sealing = memo::once("config:sealing", || {
         let value = runtime::lookup(env)("ACCOUNTS_ENCRYPTION_KEY");
@@ -135,14 +137,20 @@ pub async fn check_sealing_keys(env: &Env) -> Result<(), AppError> {
         return checked;
     }
     let ring = runtime::key_ring(env)?;
-    let checked = ring.check_census(&registry_object::census(env).await?);
-    memo::remember(
-        SEALING_CHECK_KEY,
-        checked.clone(),
-        Some(now_ms + SEALING_CHECK_MS),
-    );
+    let (checked, again_ms) = match registry_object::census(env).await {
+        Ok(census) => (ring.check_census(&census), SEALING_CHECK_MS),
+        Err(e) => {
+            runtime::log_error(serde_json::json!({
+                "event": "sealing_check_failed", "message": e.message(),
+            }));
+            (Ok(()), SEALING_RETRY_MS)
+        }
+    };
+    memo::remember(SEALING_CHECK_KEY, checked.clone(), Some(now_ms + again_ms));
     checked
 }
+
+const SEALING_RETRY_MS: u64 = 60_000;
 
 const SEALING_CHECK_KEY: &str = "config:sealing_census";
 const SEALING_CHECK_MS: u64 = 600_000;

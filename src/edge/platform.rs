@@ -222,6 +222,10 @@ pub(crate) async fn register_authorizer(
     let entry = Registered::new(&account, String::new(), now_secs(), None);
     let stored = registry::put(env, entry).await?;
     directory::forget_registered(appid, false);
+    if stored.revived {
+        // A removal left half done: the removed authorizer's state goes first.
+        object_client::erase(env, appid, None).await?;
+    }
     log_event(json!({ "event": "authorizer_registered", "account": appid }));
     Ok(stored.entry)
 }

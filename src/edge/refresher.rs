@@ -302,9 +302,14 @@ impl AccountCtx {
         let delay_secs =
             at.map(|at| alarm_delay_secs(at, now, policy.min_interval_secs, idle_runs));
         let safety_net = at.is_some_and(|at| at <= now);
-        self.state
-            .safety_net_runs
-            .set(if safety_net { idle_runs + 1 } else { 0 });
+        let runs = if safety_net { idle_runs + 1 } else { 0 };
+        if runs != idle_runs && !self.state.retired.get() {
+            self.state.safety_net_runs.set(runs);
+            let storage = self.object.storage();
+            if let Err(e) = storage.put(state::SAFETY_NET_KEY, runs.to_string()).await {
+                self.log_storage_error(&e.to_string());
+            }
+        }
         // The registry keeps every account's due time (for the cron to find missed alarms:
         // under the safety net, when it will look again) and its summary (for the `/status`
         // listing): told when either changes.
@@ -324,6 +329,21 @@ impl AccountCtx {
     /// Tells the registry the account's next due time (for the cron to find missed alarms)
     /// and its summary (for the `/status` listing), if either changed since it last did.
     pub(super) async fn report(&self, due_at: Option<u64>, now: u64) {
+        // One report at a time, so that they reach the registry in order: one asked for
+        // while another is under way is sent after it, the newest only.
+        self.state.report_wanted.set(Some(due_at));
+        if self.state.reporting.replace(true) {
+            return;
+        }
+        let mut now = now;
+        while let Some(due_at) = self.state.report_wanted.take() {
+            self.send_report(due_at, now).await;
+            now = now_secs();
+        }
+        self.state.reporting.set(false);
+    }
+
+    async fn send_report(&self, due_at: Option<u64>, now: u64) {
         let mut summary = self.summary(now);
         let report = (due_at, summary.to_string());
         if self.state.retired.get() || self.state.reported.borrow().as_ref() == Some(&report) {
@@ -394,7 +414,7 @@ impl AccountCtx {
             "auto_refresh": status::auto_refresh(self.paused_until(CredentialKind::Token, now), self.automatic_blocked(), now),
             "alerts": ledger.alerts.alerting.iter().map(|a| &a.condition).collect::<Vec<_>>(),
         });
-        self.platform_status(&mut entry, now);
+        self.platform_status(&mut entry);
         entry
     }
 

@@ -127,6 +127,9 @@ pub struct Resealed {
     pub remaining: u64,
     /// Entries no key of `ACCOUNTS_ENCRYPTION_KEY` opens (their ids).
     pub unopenable: Vec<String>,
+    /// Entries whose copy in KV is not written yet (a failed write: the cron writes it).
+    #[serde(default)]
+    pub edge_pending: u64,
 }
 
 /// What a put did, read atomically with it.
@@ -143,6 +146,10 @@ pub struct Stored {
     /// Whether KV has it now (if not, the cron writes it within a run or two).
     #[serde(default)]
     pub published: bool,
+    /// It replaces a removal left half done: its object still holds the removed account's
+    /// state, to be erased before use.
+    #[serde(default)]
+    pub revived: bool,
 }
 
 /// What a delete did: the removed entry, who is still registered with its appid, and when

@@ -31,13 +31,18 @@ pub async fn send(hook: &Hook, payload: &Value, retry_secs: u64) -> Delivery {
     let Ok(request) = Request::new_with_init(&url, &init) else {
         return failed("not a URL");
     };
-    match upstream::within(DELIVERY_TIMEOUT, Fetch::Request(request).send()).await {
+    // The answer, body included, within the bound: a webhook that stalls mid-body must not
+    // hold the outbox.
+    let answered = upstream::within(DELIVERY_TIMEOUT, async {
+        let mut response = Fetch::Request(request).send().await?;
+        let body = response.text().await.unwrap_or_default();
+        Ok::<_, worker::Error>((response.status_code(), body))
+    })
+    .await;
+    match answered {
         None => failed("no answer within 5 s"),
         // The error text of a failed fetch may quote the URL: not logged.
         Some(Err(_)) => failed("the webhook could not be reached"),
-        Some(Ok(mut response)) => {
-            let body = response.text().await.unwrap_or_default();
-            webhook::judge(hook.format, response.status_code(), &body, retry_secs)
-        }
+        Some(Ok((status, body))) => webhook::judge(hook.format, status, &body, retry_secs),
     }
 }

@@ -419,8 +419,7 @@ pub fn text(notices: &[Notice], now: u64) -> String {
             utc(since)
         )],
         many => {
-            let mut ids: Vec<&str> = many.iter().map(|n| n.account.as_str()).collect();
-            ids.dedup();
+            let ids = distinct_accounts(many);
             let named = ids.iter().take(DIGEST_NAMES).copied().collect::<Vec<_>>();
             let rest = ids.len().saturating_sub(DIGEST_NAMES);
             let more = if rest > 0 {
@@ -453,6 +452,17 @@ pub fn text(notices: &[Notice], now: u64) -> String {
     lines.join("\n")
 }
 
+/// Each account once, in the order they came.
+fn distinct_accounts(notices: &[Notice]) -> Vec<&str> {
+    let mut ids: Vec<&str> = Vec::new();
+    for notice in notices {
+        if !ids.contains(&notice.account.as_str()) {
+            ids.push(&notice.account);
+        }
+    }
+    ids
+}
+
 fn advice(condition: Condition, account: &str, failure: Option<&UpstreamFailure>) -> String {
     match condition {
         Condition::QuotaPaused => format!(
@@ -478,8 +488,7 @@ pub fn payload(format: AlertFormat, notices: &[Notice], text: &str) -> Value {
         AlertFormat::Slack => json!({ "text": webhook::slack_escape(text) }),
         AlertFormat::Json => {
             let first = notices.first();
-            let mut accounts: Vec<&str> = notices.iter().map(|n| n.account.as_str()).collect();
-            accounts.dedup();
+            let accounts = distinct_accounts(notices);
             json!({
                 "source": "wechat-token-edge",
                 "account": first.map(|n| &n.account),

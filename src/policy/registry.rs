@@ -27,6 +27,13 @@ pub const ADMIN_PAGE: PageSize = PageSize {
     max: 1000,
 };
 
+/// `POST /admin/reseal`: each account sealed again is two KV writes (its copy and its appid's
+/// index), well within KV's 1,000 operations per invocation.
+pub const RESEAL_BATCH: PageSize = PageSize {
+    default: 100,
+    max: 200,
+};
+
 /// `/status`: a page is one registry call whatever its size (the summaries the accounts'
 /// objects reported); the bound keeps an answer a size a page shows at once.
 pub const STATUS_PAGE: PageSize = PageSize {

@@ -21,6 +21,8 @@ const FORMAT: &str = "v2:";
 const FIRST_FORMAT: &str = "v1:";
 /// What a `v1` secret counts as in the census of keys.
 pub const UNNAMED_KEY: &str = "v1";
+/// What a `v1` secret that no listed key opens counts as.
+pub const UNOPENED_V1: &str = "v1-unopened";
 pub const NONCE_BYTES: usize = 12;
 const VARIABLE: &str = "ACCOUNTS_ENCRYPTION_KEY";
 
@@ -159,9 +161,19 @@ impl KeyRing {
         let missing: Vec<&(String, u64)> = census
             .iter()
             .filter(|(key, count)| {
-                *count > 0 && key != UNNAMED_KEY && !self.ids().contains(&key.as_str())
+                *count > 0
+                    && key != UNNAMED_KEY
+                    && key != UNOPENED_V1
+                    && !self.ids().contains(&key.as_str())
             })
             .collect();
+        if let Some((_, count)) = census.iter().find(|(key, n)| key == UNOPENED_V1 && *n > 0) {
+            return Err(config(&format!(
+                "opens none of the {count} runtime account(s) sealed in the first format (v1) \
+                 that it was tried on: put back the key that sealed them (new,old), POST \
+                 /admin/reseal until none is left, then remove it"
+            )));
+        }
         match missing.as_slice() {
             [] => Ok(()),
             keys => {
@@ -249,6 +261,11 @@ mod tests {
         }
         let done = [(old_id, 0), (UNNAMED_KEY.to_owned(), 2)];
         assert_eq!(new_only.check_census(&done), Ok(()));
+        let unopened = [(UNNAMED_KEY.to_owned(), 2), (UNOPENED_V1.to_owned(), 2)];
+        match new_only.check_census(&unopened) {
+            Err(AppError::Config { problem, .. }) => assert!(problem.contains("first format")),
+            other => panic!("{other:?}"),
+        }
         assert!(!format!("{new_only:?}").contains(B));
     }
 

@@ -59,11 +59,23 @@ impl AccountCtx {
             .await
     }
 
+    /// A state retired by a change of registration starts no call: the new one calls.
+    fn still_registered(&self) -> Result<(), AppError> {
+        match self.state.retired.get() {
+            false => Ok(()),
+            true => Err(AppError::Conflict(
+                "the account's registration changed while this request was handled: ask again"
+                    .into(),
+            )),
+        }
+    }
+
     async fn call_for_token(
         &self,
         trigger: &'static str,
         force: bool,
     ) -> Result<TokenRecord, AppError> {
+        self.still_registered()?;
         // The platform's accounts call with more than their configuration. Nothing to call
         // with answers at once, recorded as a failed attempt like any other (backoff, the
         // last error, alerts; a missing refresh token stops automatic refreshes as WeChat's
@@ -165,6 +177,7 @@ impl AccountCtx {
         kind: TicketKind,
         trigger: &'static str,
     ) -> Result<TicketRecord, AppError> {
+        self.still_registered()?;
         let which = CredentialKind::Ticket(kind);
         let token = self
             .token(&Trigger::Read)

@@ -454,14 +454,15 @@ impl AccountCtx {
 
     /// What `/status` shows of the platform's objects: the verify ticket's age, or when the
     /// authorizer authorized and whether a refresh token is kept. Never the values.
-    pub(super) fn platform_status(&self, entry: &mut serde_json::Value, now: u64) {
+    pub(super) fn platform_status(&self, entry: &mut serde_json::Value) {
         let platform = self.state.platform.borrow();
         match self.account.api {
             TokenApi::Component => {
+                // Its age is added when read (`status::as_of`): the summary changes only
+                // with a new ticket.
                 entry["verify_ticket"] = json!(platform.verify_ticket.as_ref().map(|t| json!({
                     "received_at": t.received_at,
                     "created_at": t.issued_at(),
-                    "age_secs": now.saturating_sub(t.issued_at()),
                 })));
             }
             TokenApi::Authorizer => {

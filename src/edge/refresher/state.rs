@@ -27,6 +27,8 @@ pub(super) const PLATFORM_KEY: &str = "platform";
 /// What the object last reported to the registry: kept, so that a reloaded object does not
 /// report the same again.
 pub(super) const REPORTED_KEY: &str = "reported";
+/// The safety net's runs in a row, kept so that its delay keeps growing across evictions.
+pub(super) const SAFETY_NET_KEY: &str = "safety_net_runs";
 
 pub(super) fn storage_key(which: CredentialKind) -> String {
     format!("cred:{}", which.name())
@@ -83,30 +85,33 @@ pub struct AccountState {
     pub(super) safety_net_runs: Cell<u32>,
     /// The due time and summary last told to the registry (None: not told yet).
     pub(super) reported: RefCell<Option<(Option<u64>, String)>>,
+    /// A report under way, and the due time of one asked for meanwhile.
+    pub(super) reporting: Cell<bool>,
+    pub(super) report_wanted: Cell<Option<Option<u64>>>,
     /// What the platform's component or an authorizer keeps besides its credentials.
     pub(super) platform: RefCell<PlatformState>,
     /// The account was erased or its registration replaced: whatever is still under way on
     /// this state writes nothing (storage, KV, alarm) from now on.
     pub(super) retired: Cell<bool>,
-    /// The state this one replaced, while a call it started may still be under way: this one
-    /// loads only once that call ended, so that no second call to WeChat starts beside it.
-    predecessor: RefCell<Option<Rc<AccountState>>>,
+    /// The states this one replaced (and those they replaced before loading), while a call
+    /// they started may still be under way: this one loads only once those calls ended, so
+    /// that no second call to WeChat starts beside them.
+    predecessors: RefCell<Vec<Rc<AccountState>>>,
 }
-
-/// How long a new state waits for its predecessor's call (each call ends within its own
-/// upstream bounds; this is the backstop).
-const PREDECESSOR_WAIT_MS: u64 = 30_000;
 
 impl AccountState {
     pub fn retire(&self) {
         self.retired.set(true);
     }
 
-    /// A fresh state replacing `old` (retired): it loads once `old`'s calls have ended.
+    /// A fresh state replacing `old` (retired): it loads once the calls of `old`, and of the
+    /// states `old` was still waiting for, have ended.
     pub fn succeeding(old: Rc<AccountState>) -> Self {
         old.retire();
         let state = Self::default();
-        *state.predecessor.borrow_mut() = Some(old);
+        let mut waits_for = old.predecessors.take();
+        waits_for.push(old);
+        *state.predecessors.borrow_mut() = waits_for;
         state
     }
 
@@ -157,15 +162,22 @@ impl AccountCtx {
         if self.state.loaded.get() {
             return Ok(());
         }
-        let predecessor = self.state.predecessor.borrow().clone();
-        if let Some(old) = predecessor {
-            let mut waited_ms = 0;
-            while old.calls_in_flight() && waited_ms < PREDECESSOR_WAIT_MS {
-                Delay::from(std::time::Duration::from_millis(50)).await;
-                waited_ms += 50;
-            }
-            *self.state.predecessor.borrow_mut() = None;
+        // A call ends within its upstream budget (retries included); a platform account's
+        // may first wait for its component's: twice that, and a margin, is the backstop.
+        let bound_ms = 2 * self.settings.upstream_timeout_ms + 5_000;
+        let mut waited_ms = 0;
+        while waited_ms < bound_ms
+            && self
+                .state
+                .predecessors
+                .borrow()
+                .iter()
+                .any(|old| old.calls_in_flight())
+        {
+            Delay::from(std::time::Duration::from_millis(50)).await;
+            waited_ms += 50;
         }
+        self.state.predecessors.borrow_mut().clear();
         let storage = self.object.storage();
         async fn get<T: DeserializeOwned>(
             storage: &worker::Storage,
@@ -195,10 +207,12 @@ impl AccountCtx {
             false => None,
         };
         let reported = get(&storage, REPORTED_KEY).await?;
+        let safety_net_runs: Option<u32> = get(&storage, SAFETY_NET_KEY).await?;
         if self.state.loaded.replace(true) {
             return Ok(());
         }
         *self.state.reported.borrow_mut() = reported;
+        self.state.safety_net_runs.set(safety_net_runs.unwrap_or(0));
         *self.state.platform.borrow_mut() = platform.unwrap_or_default();
         let state = &self.state;
         *state.ledger.borrow_mut() = ledger.unwrap_or_default();

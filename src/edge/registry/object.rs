@@ -82,10 +82,11 @@ impl AccountRegistry {
             Op::Reseal { limit } => {
                 let ring = runtime::key_ring(&self.env)?;
                 let _held = self.writes.lock().await;
-                let resealed: Resealed = sealed::reseal(&sql, &ring, limit)?;
+                let mut resealed: Resealed = sealed::reseal(&sql, &ring, limit)?;
                 for entry in &resealed.resealed {
                     self.republish(&sql, entry).await;
                 }
+                resealed.edge_pending = tables::count_unpublished(&sql)?;
                 encode(&resealed)
             }
             Op::Pick {
@@ -94,7 +95,7 @@ impl AccountRegistry {
                 overdue_before,
             } => {
                 let mut picked: Picked = tables::pick(&sql, &env_ids, batch, overdue_before)?;
-                picked.repaired = self.repair(&sql).await?;
+                picked.repaired = self.repair(&sql, &picked.erase).await?;
                 encode(&picked)
             }
             Op::Get { id } => encode(&tables::one(&sql, &id)?),
@@ -106,7 +107,10 @@ impl AccountRegistry {
                 due_at,
                 summary,
             } => encode(&summaries::report(&sql, &id, due_at, &summary)?),
-            Op::Census => encode(&sealed::census(&sql)?),
+            Op::Census => {
+                let ring = runtime::key_ring(&self.env)?;
+                encode(&sealed::census(&sql, &ring)?)
+            }
             Op::Statuses {
                 ids,
                 after,
@@ -178,11 +182,21 @@ impl AccountRegistry {
             .await
     }
 
-    /// The cron's repairs: entries whose KV write failed, then a few more compared with what
-    /// KV holds (a version that differs is written again). How many were written.
-    async fn repair(&self, sql: &SqlStorage) -> Result<usize, AppError> {
+    /// The cron's repairs: the KV copies of removals it is about to finish (withdrawn again,
+    /// in case that failed), entries whose KV write failed, then a few more compared with what
+    /// KV holds (a version or an appid index that differs is written again). How many were
+    /// written.
+    async fn repair(&self, sql: &SqlStorage, erasing: &[(String, u64)]) -> Result<usize, AppError> {
         let _held = self.writes.lock().await;
         let mut repaired = 0;
+        for (id, _) in erasing {
+            if let Some(deleted) = tables::delete(sql, id, now_secs())? {
+                if let Err(e) = self.withdraw(&deleted).await {
+                    log_error(json!({ "event": "kv_publish_failed", "account": id,
+                        "message": e.message(), "repair": "the next cron run withdraws it" }));
+                }
+            }
+        }
         for entry in tables::unpublished(sql, REPUBLISH_PER_RUN)? {
             self.republish(sql, &entry).await;
             repaired += 1;

@@ -5,12 +5,18 @@ use super::Resealed;
 use crate::edge::runtime;
 use crate::error::AppError;
 use crate::policy::registry::Registered;
-use crate::policy::sealing::{KeyRing, NONCE_BYTES};
+use crate::policy::sealing::{KeyRing, NONCE_BYTES, UNOPENED_V1};
 use serde::Deserialize;
 use worker::{SqlStorage, SqlStorageValue};
 
-/// How many runtime accounts each key seals (`v1`: the first format, which names none).
-pub fn census(sql: &SqlStorage) -> Result<Vec<(String, u64)>, AppError> {
+/// How many v1 secrets (which name no key) a census tries to open, to find out whether the
+/// keys still open them.
+const V1_SAMPLE: usize = 200;
+
+/// How many runtime accounts each key seals (`v1`: the first format, which names none; of
+/// those, the first [`V1_SAMPLE`] are tried with `ring`, and the ones it does not open are
+/// counted under [`UNOPENED_V1`]).
+pub fn census(sql: &SqlStorage, ring: &KeyRing) -> Result<Vec<(String, u64)>, AppError> {
     #[derive(Deserialize)]
     struct KeyCount {
         key: String,
@@ -23,7 +29,21 @@ pub fn census(sql: &SqlStorage) -> Result<Vec<(String, u64)>, AppError> {
          FROM accounts WHERE kind != 'authorizer' GROUP BY key",
         vec![],
     )?;
-    Ok(counted.into_iter().map(|r| (r.key, r.n as u64)).collect())
+    let mut census: Vec<(String, u64)> = counted.into_iter().map(|r| (r.key, r.n as u64)).collect();
+    let first_format: Vec<Registered> = rows(
+        sql,
+        "SELECT * FROM accounts WHERE kind != 'authorizer' AND sealed_secret LIKE 'v1:%' \
+         ORDER BY id LIMIT ?",
+        vec![(V1_SAMPLE as i64).into()],
+    )?;
+    let unopened = first_format
+        .iter()
+        .filter(|e| ring.open(&e.id, &e.sealed_secret).is_err())
+        .count();
+    if unopened > 0 {
+        census.push((UNOPENED_V1.into(), unopened as u64));
+    }
+    Ok(census)
 }
 
 pub(super) const OLDER_SEALED: &str =
@@ -37,13 +57,18 @@ pub(super) fn sealed_by(key: &str) -> SqlStorageValue {
 /// entries changed are to be published again.
 pub fn reseal(sql: &SqlStorage, ring: &KeyRing, limit: usize) -> Result<Resealed, AppError> {
     let current = ring.sealing_id();
+    // All of them, in id order, until `limit` are sealed again: ones no key opens are passed
+    // over, so that they never stop the others.
     let entries: Vec<Registered> = rows(
         sql,
-        &format!("SELECT * {OLDER_SEALED} ORDER BY id LIMIT ?"),
-        vec![sealed_by(current), (limit as i64).into()],
+        &format!("SELECT * {OLDER_SEALED} ORDER BY id"),
+        vec![sealed_by(current)],
     )?;
     let (mut resealed, mut unopenable) = (Vec::new(), Vec::new());
     for mut entry in entries {
+        if resealed.len() == limit {
+            break;
+        }
         let nonce = runtime::random_bytes::<NONCE_BYTES>();
         match ring.reseal(&entry.id, &entry.sealed_secret, nonce) {
             Ok(Some(sealed)) => {
@@ -74,5 +99,6 @@ pub fn reseal(sql: &SqlStorage, ring: &KeyRing, limit: usize) -> Result<Resealed
         resealed,
         remaining,
         unopenable,
+        edge_pending: 0,
     })
 }

@@ -149,7 +149,9 @@ pub fn put(sql: &SqlStorage, mut entry: Registered) -> Result<Stored, AppError> 
             (entry.version as i64).into(),
         ],
     )?;
-    // Registered again: what a removal left to finish is no longer to be done.
+    // Registered again: what a removal left to finish is the new registration's to do (its
+    // object erased before it is used), no longer the cron's.
+    let revived = tombstone(sql, &entry.id)?.is_some();
     exec(
         sql,
         "DELETE FROM tombstones WHERE id = ?",
@@ -167,6 +169,7 @@ pub fn put(sql: &SqlStorage, mut entry: Registered) -> Result<Stored, AppError> 
         sharing_appid,
         sharing_previous_appid,
         published: false,
+        revived,
     })
 }
 
@@ -265,6 +268,15 @@ pub fn unpublished(sql: &SqlStorage, limit: usize) -> Result<Vec<Registered>, Ap
         sql,
         "SELECT * FROM accounts WHERE published = 0 ORDER BY id LIMIT ?",
         vec![(limit as i64).into()],
+    )
+}
+
+/// How many entries KV does not have as they stand.
+pub fn count_unpublished(sql: &SqlStorage) -> Result<u64, AppError> {
+    count(
+        sql,
+        "SELECT COUNT(*) AS n FROM accounts WHERE published = 0",
+        vec![],
     )
 }
 
