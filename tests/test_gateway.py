@@ -299,6 +299,25 @@ def test_a_rejected_token_is_healed_once_for_a_concurrent_batch(worker, fake):
     assert any(e["retried"] for e in calls)
 
 
+@pytest.mark.parametrize("interval", ["0", None])
+def test_two_hundred_pass_through_calls_across_a_revoked_token_are_all_answered(
+        start_worker, fake, interval):
+    # At MIN_REFRESH_INTERVAL_SECS 0 and at its default (60): a token WeChat rejects right
+    # after it was fetched is healed all the same.
+    extra = {"MIN_REFRESH_INTERVAL_SECS": interval} if interval else {}
+    worker = start_worker(**several(fake, **extra))
+    token = worker.request("GET", "/token?account=second").json["access_token"]
+    before = fake.calls_for(SECOND[0])
+    fake.revoked.add(token)
+    fake.latency_ms = 100
+    replies = burst(200, lambda: worker.request(
+        "GET", f"/cgi-bin/user/info?access_token={token}&openid=o9", key=None, timeout=60))
+    assert len(replies) == 200
+    assert all(r.status == 200 and r.json.get("openid") == "o9" for r in replies), \
+        [r.text for r in replies if r.status != 200 or "openid" not in r.json][:3]
+    assert fake.calls_for(SECOND[0]) == before + 1, "one heal for all of them"
+
+
 def test_gateway_log_lines_name_the_call_never_its_credentials(worker, fake):
     worker.request("GET", "/gateway/cgi-bin/user/info?openid=o4")
     event = worker.events("gateway_call")[-1]

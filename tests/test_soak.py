@@ -23,14 +23,19 @@ def test_readers_never_hold_a_rejected_token_across_rotations_and_an_outage(star
 
     def reader():
         while not stop.is_set():
-            reply = worker.get_token()
-            if reply.status != 200:
+            try:
+                reply = worker.get_token()
+                if reply.status != 200:
+                    with lock:
+                        failed_reads.append((reply.status, reply.text[:200]))
+                    continue
+                token = reply.json["access_token"]
+                url = f"{fake.base_url}/cgi-bin/getcallbackip?access_token={token}"
+                answer = _http.open(Request(url), timeout=10).read().decode()
+            except Exception as died:  # a timeout, a refused connection: the reader is gone
                 with lock:
-                    failed_reads.append((reply.status, reply.text[:200]))
-                continue
-            token = reply.json["access_token"]
-            url = f"{fake.base_url}/cgi-bin/getcallbackip?access_token={token}"
-            answer = _http.open(Request(url), timeout=10).read().decode()
+                    failed_reads.append(("died", repr(died)[:200]))
+                return
             with lock:
                 used.append(token)
                 if "errcode" in answer:
