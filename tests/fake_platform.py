@@ -33,6 +33,7 @@ class FakePlatform:
     def reset(self) -> None:
         with self._lock:
             self.tickets: dict[str, float] = {}  # verify ticket -> when issued
+            self.tickets_used: list[str] = []  # the verify ticket of each component-token call
             self.component_tokens: dict[str, float] = {}  # token -> expires_at
             self.revoked: set[str] = set()
             self.component_expires_in = 7200
@@ -119,6 +120,7 @@ class FakePlatform:
         if body.get("component_appsecret") != self.secret:
             return _json({"errcode": 40125, "errmsg": "invalid appsecret"})
         with self._lock:
+            self.tickets_used.append(body.get("component_verify_ticket", ""))
             issued_at = self.tickets.get(body.get("component_verify_ticket", ""))
             if issued_at is None:
                 return _json({"errcode": 61006, "errmsg": "component ticket is invalid"})

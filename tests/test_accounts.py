@@ -49,8 +49,10 @@ class TestSideBySide:
         assert fake.calls == 0
 
     def test_scoped_keys_reach_only_their_accounts(self, worker, fake):
-        assert token_for(worker, "second", key=SCOPED_KEY).status == 200
-        assert token_for(worker, "corp-app", key=SCOPED_KEY).status == 200
+        for account, appid in (("second", SECOND[0]), ("corp-app", CORP[0])):
+            reply = token_for(worker, account, key=SCOPED_KEY)
+            assert reply.status == 200 and reply.json["account"] == account, reply.text
+            assert fake.token_owner(reply.json["access_token"]) == appid, "that account's token"
         # The default account and one that does not exist are both outside the key's list.
         assert_error(token_for(worker, key=SCOPED_KEY), 403, "forbidden_account")
         assert_error(token_for(worker, "shop", key=SCOPED_KEY), 403, "forbidden_account")

@@ -394,3 +394,20 @@ def test_an_object_that_cannot_load_alerts_retries_and_recovers(start_worker, fa
     worker.run_cron(lines=2)
     receiver.wait(2)
     assert receiver.states()[1] == ("config_error", "recovered")
+
+
+def test_every_webhook_gets_the_alert_and_each_is_a_log_line(start_worker, fake, receiver):
+    other = Receiver()
+    try:
+        fake.mode = "busy"
+        worker = start_worker(**alert_vars(
+            receiver, ALERT_WEBHOOK_URL=f"{receiver.url},{other.url}"))
+        worker.get_token()
+        receiver.wait(1)
+        other.wait(1)
+        assert receiver.states() == other.states() == [("no_valid_token", "started")]
+        assert [(e["account"], e["condition"], e["state"]) for e in worker.events("alert")] == \
+            [(fake.appid, "no_valid_token", "started")]
+    finally:
+        other.server.shutdown()
+        other.server.server_close()

@@ -1,6 +1,7 @@
 """`scripts/demo`, as a first-time user runs it: every line it prints works, in the order
 shown, and its first line is the status page's URL with the key to paste."""
 
+import json
 import os
 import re
 import signal
@@ -42,7 +43,12 @@ def test_every_line_the_demo_prints_works_in_order():
         assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-2000:]
         assert ran.stdout.count("--- ok") == 6
         assert '"openid":"o-demo"' in ran.stdout.replace(" ", ""), "the gateway call"
-        assert page.group(2) in text
+        # The key the demo prints for the page opens the page's /status.
+        origin = page.group(1).rstrip("/")
+        listing = urllib.request.Request(
+            origin + "/status", headers={"Authorization": f"Bearer {page.group(2)}"})
+        with urllib.request.urlopen(listing, timeout=10) as reply:
+            assert reply.status == 200 and json.loads(reply.read())["accounts"]
     finally:
         os.killpg(demo.pid, signal.SIGTERM)
         try:

@@ -71,10 +71,16 @@ class TestRouteScopes:
         assert answer["errcode"] == 48001 and "access_token" not in answer
 
     def test_a_route_only_scope_covers_every_account(self, start_worker, fake):
-        worker = self.worker(start_worker, fake)
-        assert worker.request("GET", "/ticket?type=jsapi", key=TICKETS).status == 200
-        assert worker.request("GET", "/status", key=TICKETS).status == 200
-        assert_error(worker.request("GET", "/token", key=TICKETS), 403, "forbidden_route")
+        worker = self.worker(start_worker, fake, **{
+            k: v for k, v in several(fake).items() if k != "CLIENT_KEYS"})
+        for account in (fake.appid, "second"):
+            reply = worker.request("GET", f"/ticket?type=jsapi&account={account}", key=TICKETS)
+            assert reply.status == 200 and reply.json["account"] == account, reply.text
+            assert_error(worker.request("GET", f"/token?account={account}", key=TICKETS), 403,
+                         "forbidden_route")
+        listed = {e["account"] for e in
+                  worker.request("GET", "/status", key=TICKETS).json["accounts"]}
+        assert listed == {fake.appid, "second", "corp-app", "shop"}
 
     def test_a_scope_naming_no_configured_account_is_a_configuration_error(self, start_worker,
                                                                           fake):

@@ -207,7 +207,9 @@ class TestRequestLimits:
         body = assert_error(reply, 429, "refresh_too_soon")
         assert body["reason"] == "min_interval"
 
-    @pytest.mark.parametrize("path", ["/healthz", "/token", "/status"])
+    @pytest.mark.parametrize("path", [
+        "/healthz", "/token", "/status", "/", "/ticket?type=jsapi",
+        "/jssdk/signature?url=https%3A%2F%2Fshop.example%2F"])
     def test_head_is_answered_like_get_without_a_body(self, worker, path):
         get = worker.request("GET", path)
         head = worker.request("HEAD", path)
@@ -240,3 +242,23 @@ def test_cors_for_listed_origins_only(start_worker):
     assert "access-control-allow-origin" not in other.headers
     token = worker.request("GET", "/token", headers=allowed)
     assert not any(h.startswith("access-control-") for h in token.headers)
+
+
+def test_an_account_named_twice_is_refused(start_worker, fake):
+    worker = start_worker(**several(fake))
+    for query in ("account=second&account=shop", "account=second&account=second"):
+        assert_error(worker.request("GET", f"/token?{query}"), 400, "bad_request")
+    assert fake.calls == 0
+
+
+@pytest.mark.parametrize("variable, value", [
+    ("CRON_BATCH", "0"), ("CRON_BATCH", "1001"), ("STABLE_FORCE_SPACING_SECS", "3601"),
+    ("ALERT_AFTER_SECS", "86401"), ("ALERT_REPEAT_SECS", "59"), ("ALERT_REPEAT_SECS", "604801"),
+])
+def test_settings_out_of_range_are_named(start_worker, fake, variable, value):
+    extra = {"ALERT_WEBHOOK_URL": "http://127.0.0.1:9/hook"} if variable.startswith("ALERT") \
+        else {}
+    worker = start_worker(**{variable: value, **extra})
+    body = assert_error(worker.get_token(), 500, "config_error")
+    assert variable in body["message"]
+    assert fake.calls == 0

@@ -4,6 +4,7 @@ shows the error line; the right key shows each account with its token's expiry; 
 through many accounts; it fits a phone's width; a server that went away shows a line, not a
 blank page. Screenshots go to test-artifacts/ (the README's is one of them)."""
 
+import re
 import shutil
 import urllib.request
 from pathlib import Path
@@ -101,6 +102,10 @@ def test_the_page_is_self_contained_and_reveals_nothing_without_a_key(start_work
     assert "unsafe-inline" not in csp and "connect-src 'self'" in csp
     assert "src=" not in html and "href=" not in html, "no external assets"
     assert CLIENT_KEY not in html and worker.variables["WECHAT_APPID"] not in html
+    with urllib.request.urlopen(worker.base_url + "/", timeout=10) as again:
+        second_csp = again.headers["Content-Security-Policy"]
+    nonce = re.search(r"'nonce-([^']+)'", csp).group(1)
+    assert nonce not in second_csp, "a fresh nonce for every answer"
 
 
 def test_the_page_shows_accounts_errors_and_pages_in_a_browser(start_worker, fake, browser):
@@ -197,3 +202,8 @@ def test_the_page_polls_every_30_s_only_while_visible_and_stops_after_an_error(
     retry.click()
     assert wait_for(lambda: fetches(browser) == 2, 10)
     assert pending_timers(browser) == [], "still failing: still stopped"
+    # "Forget key": the key leaves the tab, and nothing polls.
+    browser.find_element("id", "forget").click()
+    assert browser.execute_script("return sessionStorage.length") == 0
+    assert "Key forgotten" in text_of(browser, "notice") and pending_timers(browser) == []
+    assert not browser.find_element("id", "retry").is_displayed()
