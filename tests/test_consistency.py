@@ -67,6 +67,18 @@ def test_kv_writes_to_one_key_are_spaced_by_a_second(start_worker, fake):
 class TestForcedStableRefresh:
     """A forced stable_token refresh kills the previous token at once (WeChat's rule)."""
 
+    def test_a_forced_call_that_fails_is_not_sent_again(self, start_worker, fake):
+        # A forced call that reached WeChat may have killed the token already: sent once.
+        worker = start_worker(**several(fake, MIN_REFRESH_INTERVAL_SECS="0"))
+        old = worker.request("GET", "/token?account=shop").json["access_token"]
+        before = fake.calls_for(STABLE[0])
+        fake.modes[STABLE[0]] = "http_500"
+        reply = worker.request("POST", "/token/refresh?account=shop",
+                               body=json.dumps({"stale_token": old}))
+        assert reply.status == 502, reply.text
+        assert fake.calls_for(STABLE[0]) == before + 1, "not retried"
+        assert fake.requests[-1]["force_refresh"] is True
+
     def test_the_old_token_is_refused_everywhere_at_once(self, start_worker, fake):
         worker = start_worker(**several(fake, MIN_REFRESH_INTERVAL_SECS="0"))
         old = worker.request("GET", "/token?account=shop").json["access_token"]

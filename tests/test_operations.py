@@ -262,3 +262,16 @@ def test_settings_out_of_range_are_named(start_worker, fake, variable, value):
     body = assert_error(worker.get_token(), 500, "config_error")
     assert variable in body["message"]
     assert fake.calls == 0
+
+
+def test_wechat_out_of_reach_is_502_upstream_unreachable_after_its_retries(start_worker, fake):
+    from harness import free_port
+    closed = free_port()  # nothing listens there
+    worker = start_worker(WECHAT_API_BASE=f"http://127.0.0.1:{closed}",
+                          WECOM_API_BASE=f"http://127.0.0.1:{closed}")
+    body = assert_error(worker.get_token(), 502, "upstream_unreachable")
+    assert "reach" in body["message"].lower()
+    attempts = [e for e in worker.events("upstream_call") if e["credential"] == "token"]
+    assert wait_for(lambda: len([e for e in worker.events("upstream_call")
+                                 if e["credential"] == "token"]) == ATTEMPTS_PER_REFRESH, 5), \
+        attempts
