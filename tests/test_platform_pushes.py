@@ -38,7 +38,7 @@ class TestOrder:
         accepted(push(worker, message(fake, "unauthorized", created_at=now - 60)))
         reply = worker.request("GET", f"/token?account={AUTHORIZER}")
         assert reply.status == 200 and reply.json["access_token"] == token, reply.text
-        assert worker.events("platform_push_out_of_order")
+        assert wait_for(lambda: worker.events("platform_push_out_of_order"), 10)
         # A withdrawal of now does take it away, and an older authorization replayed after it
         # brings nothing back (its code is never sent).
         accepted(push(worker, message(fake, "unauthorized", created_at=now + 1)))
