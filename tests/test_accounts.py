@@ -222,9 +222,13 @@ def test_wecoms_same_token_is_never_served_past_its_first_expiry(start_worker, f
     assert served[-1][1] != first, "a new token after the first one's expiry"
     # Inside the margin WeCom only hands the same token back: it is asked once there, not
     # every interval, and again when the token dies (within our second-rounded expiry and
-    # WeCom's own, the same token can come back once or twice more).
+    # WeCom's own, the same token can come back once or twice more). "When it dies" is the
+    # alarm's: up to a quarter of the margin early (its jitter, 1.5 s) before an expiry that
+    # the server rounds down to the second (up to 1 s early).
     times = [t - fake.call_times[0] for t in fake.call_times]  # from the first fetch
-    in_margin = [t for t in times if 6 - 1 <= t < 12 - 1.5]
+    in_margin = [t for t in times if 6 - 1 <= t < 12 - 1 - 1.5]
     assert len(in_margin) == 1, times
-    at_expiry = [t for t in times if t >= 12 - 1.5]
-    assert 1 <= len(at_expiry) <= 3, times
+    at_expiry = [t for t in times if t >= 12 - 1 - 1.5]
+    # The alarm's early call, then (the same token coming back until WeCom's own expiry) a
+    # few more around it: never one per interval through the margin.
+    assert 1 <= len(at_expiry) <= 4, times
