@@ -146,11 +146,7 @@ impl AccountTokenObject {
         let mut delivered = true;
         if let (Some(transition), Some(Some(_))) = (transition, alerts.as_deref()) {
             let notice = Notice::config_error(id, transition, record.since, &error.message());
-            if let Err(e) = alert_outbox::enqueue(&self.env, &[notice]).await {
-                runtime::log_error(json!({ "event": "alert_enqueue_failed", "account": id,
-                    "message": e.message() }));
-                delivered = false;
-            }
+            delivered = self.hand_over(id, notice).await;
         }
         if !delivered {
             // Not handed over: the next failed load tries again.
@@ -177,6 +173,18 @@ impl AccountTokenObject {
         }
     }
 
+    /// Hands a load alert to the outbox; whether it took it (a failure is logged).
+    async fn hand_over(&self, id: &str, notice: Notice) -> bool {
+        match alert_outbox::enqueue(&self.env, &[notice]).await {
+            Ok(()) => true,
+            Err(e) => {
+                runtime::log_error(json!({ "event": "alert_enqueue_failed", "account": id,
+                    "message": e.message() }));
+                false
+            }
+        }
+    }
+
     /// The object loads again: a failure on record recovers (and says so if it alerted).
     async fn load_recovered(&self, id: &str) {
         if self.load_failed.get() == Some(false) {
@@ -191,10 +199,7 @@ impl AccountTokenObject {
         let _ = storage.delete(LOAD_FAILURE_KEY).await;
         if record.alerted_at.is_some() {
             let notice = Notice::config_error(id, Transition::Recovered, record.since, "");
-            if let Err(e) = alert_outbox::enqueue(&self.env, &[notice]).await {
-                runtime::log_error(json!({ "event": "alert_enqueue_failed", "account": id,
-                    "message": e.message() }));
-            }
+            self.hand_over(id, notice).await;
         }
     }
 
