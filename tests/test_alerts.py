@@ -411,3 +411,28 @@ def test_every_webhook_gets_the_alert_and_each_is_a_log_line(start_worker, fake,
     finally:
         other.server.shutdown()
         other.server.server_close()
+
+
+def test_a_registry_or_an_outbox_that_never_answers_is_waited_for_within_a_bound(
+        start_worker, fake, receiver):
+    # Both objects stall for two minutes (as one whose KV call hangs); their callers wait
+    # 15 s for the registry and 10 s for the outbox, and go on.
+    worker = start_worker(**alert_vars(
+        receiver, WECHAT_APPSECRET="fake-secret-wrong-0123456789",
+        TEST_STALL_OBJECTS="registry:statuses,outbox:enqueue"))
+    started = time.monotonic()
+    listing = worker.request("GET", "/status", timeout=60)
+    waited = time.monotonic() - started
+    assert listing.status == 500 and 14 <= waited < 40, (listing.status, waited)
+    assert_error(listing, 500, "internal_error")
+    assert "the account registry did not answer" in listing.json["message"]
+    # The account's own answer does not go through the listing.
+    assert worker.request("GET", f"/status?account={fake.appid}").status == 200
+
+    # Refused credentials start alerts; the object hands them to the outbox after its
+    # answer, gives up at the bound, and keeps them for the next visit.
+    assert worker.get_token().status >= 500
+    assert wait_for(lambda: worker.events("alert_enqueue_failed"), 30)
+    failed = worker.events("alert_enqueue_failed")[0]
+    assert "the alert outbox did not answer" in failed["message"]
+    assert receiver.received == []

@@ -5,6 +5,7 @@
 //! sending; the client below is what the account objects call.
 
 use crate::edge::faults;
+use crate::edge::object_call;
 use crate::edge::respond;
 use crate::edge::runtime::{self, log_error, log_event, now_millis, now_secs, OUTBOX_BINDING};
 use crate::edge::webhooks;
@@ -17,11 +18,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use wasm_bindgen::JsValue;
 use worker::Delay;
-use worker::{
-    durable_object, DurableObject, Env, Method, Request, RequestInit, Response, SqlStorage, State,
-};
+use worker::{durable_object, DurableObject, Env, Request, Response, SqlStorage, State};
 
 const OUTBOX_NAME: &str = "alerts";
 /// A webhook that stays unreachable keeps at most this many alerts (the oldest go first, and
@@ -30,24 +28,24 @@ const MAX_QUEUED: i64 = 10_000;
 /// Between two messages to one webhook in one run.
 const SAME_HOOK_SPACING_MS: u64 = 1_100;
 
+const OUTBOX: &str = "the alert outbox";
+const ENQUEUE_BUDGET_MS: u64 = 10_000;
+
 /// Hands `notices` to the outbox (one Durable Object request).
 pub async fn enqueue(env: &Env, notices: &[Notice]) -> Result<(), AppError> {
-    let failed = |e: worker::Error| runtime::internal("the alert outbox failed", e);
+    let failed = |e: worker::Error| runtime::internal(&format!("{OUTBOX} failed"), e);
     let stub = env
         .durable_object(OUTBOX_BINDING)
         .and_then(|namespace| namespace.get_by_name(OUTBOX_NAME))
         .map_err(failed)?;
     faults::object_request(env, "outbox", "enqueue");
     let body = serde_json::to_string(notices).map_err(|e| runtime::internal("encoding", e))?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_body(Some(JsValue::from_str(&body)));
-    let request = Request::new_with_init("https://alert-outbox/", &init).map_err(failed)?;
-    let response = stub.fetch_with_request(request).await.map_err(failed)?;
+    // Its own storage only: an outbox that does not answer in this long is failing.
+    let response = object_call::post(&stub, OUTBOX, &body, ENQUEUE_BUDGET_MS).await?;
     match response.status_code() {
         200 => Ok(()),
         status => Err(runtime::internal(
-            "the alert outbox failed",
+            &format!("{OUTBOX} failed"),
             format!("HTTP {status}"),
         )),
     }
@@ -90,7 +88,10 @@ impl DurableObject for AlertOutbox {
 
     async fn fetch(&self, mut request: Request) -> worker::Result<Response> {
         let outcome = match request.json::<Vec<Notice>>().await {
-            Ok(notices) => self.enqueue(notices).await,
+            Ok(notices) => {
+                faults::stall(&self.env, "outbox", || "enqueue".into()).await;
+                self.enqueue(notices).await
+            }
             Err(e) => Err(runtime::internal("unreadable alerts", e)),
         };
         Ok(respond::result(

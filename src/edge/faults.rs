@@ -16,6 +16,9 @@
 //! - `TEST_LOG_OBJECT_REQUESTS="1"`: every Durable Object request the worker makes is logged
 //!   (`object_request`, which object), so that a test or the scale run counts what a route
 //!   costs.
+//! - `TEST_STALL_OBJECTS="registry:statuses,outbox:enqueue"`: those Durable Object requests
+//!   (`object:op`) wait two minutes before they are handled, as an object, or a KV call inside
+//!   one, that does not answer; their callers' bounds answer first.
 
 use crate::edge::memo;
 use crate::edge::runtime::{self, now_millis};
@@ -34,6 +37,8 @@ struct Faults {
     failing_erases: u64,
     log_object_requests: bool,
     alert_pace: Option<Pace>,
+    /// `object:op` pairs whose requests stall.
+    stalled_ops: Vec<String>,
 }
 
 thread_local! {
@@ -70,7 +75,11 @@ fn faults(env: &Env) -> Rc<Faults> {
                 ..Pace::default()
             })
         });
+        let stalled_ops = lookup("TEST_STALL_OBJECTS")
+            .map(|list| list.split(',').map(|op| op.trim().to_owned()).collect())
+            .unwrap_or_default();
         Rc::new(Faults {
+            stalled_ops,
             alert_pace,
             log_object_requests,
             failing_writes,
@@ -99,6 +108,16 @@ pub fn object_request(env: &Env, object: &str, op: &str) {
             "event": "object_request", "object": object, "op": op,
         }));
     }
+}
+
+/// Waits two minutes if the test variables stall `op` of `object`; `op` is worked out only
+/// then (the object's request, as its client sent it).
+pub async fn stall(env: &Env, object: &str, op: impl FnOnce() -> String) {
+    let stalled_ops = &faults(env).stalled_ops;
+    if stalled_ops.is_empty() || !stalled_ops.contains(&format!("{object}:{}", op())) {
+        return;
+    }
+    worker::Delay::from(std::time::Duration::from_secs(120)).await;
 }
 
 /// An injected failure for this erase of an object's state, if the test variables ask for one.

@@ -18,6 +18,7 @@ mod faults;
 mod gateway;
 mod kv_cache;
 mod memo;
+mod object_call;
 mod object_client;
 mod platform;
 mod reader;

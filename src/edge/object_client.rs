@@ -5,9 +5,9 @@
 //! another account's object, as an authorizer calls the platform's.
 
 use crate::edge::faults;
+use crate::edge::object_call;
 use crate::edge::refresher::Acquired;
 use crate::edge::runtime::{self, OBJECT_BINDING};
-use crate::edge::upstream::within;
 use crate::error::AppError;
 use crate::policy::platform::AuthorizationPush;
 use crate::policy::refresh::Trigger;
@@ -15,9 +15,7 @@ use crate::policy::ticket::{TicketKind, TicketRecord};
 use crate::policy::token::TokenRecord;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
-use std::time::Duration;
-use wasm_bindgen::JsValue;
-use worker::{Env, Method, Request, RequestInit, Response};
+use worker::{Env, Response};
 
 #[derive(Serialize, Deserialize)]
 pub(crate) struct ObjectCall {
@@ -144,8 +142,10 @@ pub async fn authorize(
     decode(ask(env, authorizer, op).await?).await
 }
 
+const ACCOUNT_OBJECT: &str = "the account's Durable Object";
+
 async fn ask(env: &Env, account_id: &str, op: Op) -> Result<Response, AppError> {
-    let failed = |e: worker::Error| runtime::internal("the account's Durable Object failed", e);
+    let failed = |e: worker::Error| runtime::internal(&format!("{ACCOUNT_OBJECT} failed"), e);
     let namespace = env.durable_object(OBJECT_BINDING).map_err(failed)?;
     let stub = namespace.get_by_name(account_id).map_err(failed)?;
     let call = ObjectCall {
@@ -159,26 +159,15 @@ async fn ask(env: &Env, account_id: &str, op: Op) -> Result<Response, AppError> 
         None => op["op"].as_str().unwrap_or_default().to_owned(),
     };
     faults::object_request(env, "account", &what);
-    let body = body.to_string();
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_body(Some(JsValue::from_str(&body)));
-    let request = Request::new_with_init("https://account-object/", &init).map_err(failed)?;
     // Whatever the object does, its caller is answered within a bound: every request the
     // worker accepts is (a shared refresh that is lost, a runtime that never answers).
-    let budget_ms = object_budget_ms(env);
-    match within(
-        Duration::from_millis(budget_ms),
-        stub.fetch_with_request(request),
+    object_call::post(
+        &stub,
+        ACCOUNT_OBJECT,
+        &body.to_string(),
+        object_budget_ms(env),
     )
     .await
-    {
-        Some(answer) => answer.map_err(failed),
-        None => Err(runtime::internal(
-            "the account's Durable Object did not answer",
-            format!("within {budget_ms} ms"),
-        )),
-    }
 }
 
 /// How long a caller waits for an account's object: its calls to WeChat (each refresh within

@@ -14,14 +14,14 @@ mod tables;
 pub use object::{appid_key, descriptor_key, AccountRegistry};
 
 use crate::edge::faults;
+use crate::edge::object_call;
 use crate::edge::runtime::{self, REGISTRY_BINDING};
 use crate::error::AppError;
 use crate::policy::accounts::AccountKind;
 use crate::policy::registry::Registered;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
-use wasm_bindgen::JsValue;
-use worker::{Env, Method, Request, RequestInit};
+use worker::Env;
 
 /// The one registry object's name.
 const REGISTRY_NAME: &str = "registry";
@@ -260,20 +260,25 @@ pub async fn pick(
     ask(env, &op).await
 }
 
+/// How long a caller waits for the registry: its table, and the KV writes of an account or
+/// two (a reseal's batch writes up to `RESEAL_BATCH` entries, and has longer).
+const REGISTRY_BUDGET_MS: u64 = 15_000;
+const RESEAL_BUDGET_MS: u64 = 60_000;
+const REGISTRY: &str = "the account registry";
+
 async fn ask<T: DeserializeOwned>(env: &Env, op: &Op) -> Result<T, AppError> {
-    let failed = |e: worker::Error| runtime::internal("the account registry failed", e);
+    let failed = |e: worker::Error| runtime::internal(&format!("{REGISTRY} failed"), e);
     let stub = env
         .durable_object(REGISTRY_BINDING)
         .and_then(|namespace| namespace.get_by_name(REGISTRY_NAME))
         .map_err(failed)?;
     let body = serde_json::to_value(op).map_err(|e| runtime::internal("encoding", e))?;
     faults::object_request(env, "registry", body["op"].as_str().unwrap_or_default());
-    let body = body.to_string();
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_body(Some(JsValue::from_str(&body)));
-    let request = Request::new_with_init("https://account-registry/", &init).map_err(failed)?;
-    let mut response = stub.fetch_with_request(request).await.map_err(failed)?;
+    let budget_ms = match op {
+        Op::Reseal { .. } => RESEAL_BUDGET_MS,
+        _ => REGISTRY_BUDGET_MS,
+    };
+    let mut response = object_call::post(&stub, REGISTRY, &body.to_string(), budget_ms).await?;
     let answer: Value = response.json().await.map_err(failed)?;
     if response.status_code() != 200 {
         return Err(AppError::Relayed {

@@ -7,13 +7,14 @@
 use crate::error::AppError;
 
 /// Every switch the worker reads (`edge::faults`).
-pub const TEST_SWITCHES: [&str; 6] = [
+pub const TEST_SWITCHES: [&str; 7] = [
     "TEST_ALERT_PACE",
     "TEST_FAIL_KV_WRITES",
     "TEST_KV_ONE_WRITE_PER_SEC",
     "TEST_NO_DUE_ALARMS",
     "TEST_FAIL_ERASES",
     "TEST_LOG_OBJECT_REQUESTS",
+    "TEST_STALL_OBJECTS",
 ];
 
 /// Whether an origin (`scheme://host[:port][/path]`) names a loopback host: 127.0.0.0/8,

@@ -43,11 +43,20 @@ impl DurableObject for AccountRegistry {
 
     async fn fetch(&self, mut request: Request) -> worker::Result<Response> {
         let outcome = match request.json::<Op>().await {
-            Ok(op) => self.handle(op).await,
+            Ok(op) => {
+                faults::stall(&self.env, "registry", || op_name(&op)).await;
+                self.handle(op).await
+            }
             Err(e) => Err(runtime::internal("unreadable registry call", e)),
         };
         Ok(respond::result(outcome.map(|v| respond::json(200, &v))))
     }
+}
+
+/// An op's name as its client sends it (`statuses`), for the test switches.
+fn op_name(op: &Op) -> String {
+    let encoded = serde_json::to_value(op).unwrap_or_default();
+    encoded["op"].as_str().unwrap_or_default().to_owned()
 }
 
 impl AccountRegistry {
