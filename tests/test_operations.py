@@ -60,6 +60,8 @@ def test_status_is_accurate_and_shows_no_credential(start_worker, fake):
     assert accounts["shop"]["api"] == "stable" and accounts["shop"]["reported_at"] is None
     shop = worker.request("GET", "/status?account=shop").json["accounts"][0]
     assert shop["daily_quota"] == 500000
+    corp = worker.request("GET", "/status?account=corp-app").json["accounts"][0]
+    assert corp["api"] == "wecom" and corp["daily_quota"] == 2000
     assert shop["token"] is None and shop["upstream_calls_today"] == 0
 
     for secret_value in [token, ticket, *fake.all_issued, *fake.tickets_issued]:
@@ -254,6 +256,7 @@ def test_an_account_named_twice_is_refused(start_worker, fake):
 @pytest.mark.parametrize("variable, value", [
     ("CRON_BATCH", "0"), ("CRON_BATCH", "1001"), ("STABLE_FORCE_SPACING_SECS", "3601"),
     ("ALERT_AFTER_SECS", "86401"), ("ALERT_REPEAT_SECS", "59"), ("ALERT_REPEAT_SECS", "604801"),
+    ("KV_MAX_AGE_SECS", "0"), ("KV_MAX_AGE_SECS", "7201"), ("EXPLICIT_REFRESH_DAILY_LIMIT", "10000001"),
 ])
 def test_settings_out_of_range_are_named(start_worker, fake, variable, value):
     extra = {"ALERT_WEBHOOK_URL": "http://127.0.0.1:9/hook"} if variable.startswith("ALERT") \

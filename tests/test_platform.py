@@ -371,8 +371,18 @@ class TestAuthorizers:
     def test_a_withdrawn_authorization_takes_the_account_away(self, platform_worker, fake):
         worker = platform_worker()
         push_ticket(worker)
-        authorize(worker)
+        token = authorize(worker)
         authorize(worker, OTHER_AUTHORIZER)
+        # The listing pages, one authorizer a page.
+        first = worker.request("GET", "/component/authorizers?limit=1").json
+        assert [a["appid"] for a in first["authorizers"]] == [AUTHORIZER]
+        cursor = first["next_cursor"]
+        assert cursor
+        second = worker.request("GET", f"/component/authorizers?limit=1&cursor={cursor}").json
+        assert [a["appid"] for a in second["authorizers"]] == [OTHER_AUTHORIZER]
+        assert second["next_cursor"] is None
+        assert_error(worker.request("GET", "/component/authorizers?limit=0"), 400, "bad_request")
+
         gone = push(worker, wechat_push.authorization_message(fake.platform.appid,
                                                               "unauthorized", AUTHORIZER))
         assert gone.text == "success"
@@ -380,6 +390,13 @@ class TestAuthorizers:
                      "unknown_account")
         listed = worker.request("GET", "/component/authorizers").json["authorizers"]
         assert [a["appid"] for a in listed] == [OTHER_AUTHORIZER]
+        # Its token is nobody's any more: the pass-through sends it nowhere.
+        sent = len(fake.api_requests)
+        time.sleep(2)  # past the isolate's one-second memory of a recognized token
+        passed = worker.request("GET", f"/cgi-bin/user/info?access_token={token}&openid=o1",
+                                key=None)
+        assert passed.status == 200 and passed.json["errcode"] != 0, passed.text
+        assert len(fake.api_requests) == sent
 
     def test_the_ticket_and_refresh_tokens_survive_a_restart(self, platform_worker, fake):
         worker = platform_worker()
@@ -398,6 +415,33 @@ class TestAuthorizers:
         assert again.status == 200, "the verify ticket was kept: a new component token"
         assert fake.platform.calls["api_component_token"] == calls["api_component_token"] + 1
         assert fake.platform.calls["api_start_push_ticket"] == 0
+
+    def test_preauthcode_takes_auth_type_1_to_6_and_the_component_scope(self, platform_worker,
+                                                                         fake):
+        component_key = "component-only-key-0123456789"
+        token_key = "token-only-key-0123456789abc"
+        worker = platform_worker(
+            CLIENT_KEYS=f"{CLIENT_KEY},{component_key}:component,{token_key}:token")
+        push_ticket(worker)
+
+        def preauth(key=CLIENT_KEY, **fields):
+            body = json.dumps({"redirect_uri": "https://shop.example/done", **fields})
+            return worker.request("POST", "/component/preauthcode", key=key, body=body)
+
+        assert "&auth_type=3" in preauth().json["authorization_url"], "the default"
+        for auth_type in (1, 6):
+            url = preauth(auth_type=auth_type).json["authorization_url"]
+            assert f"&auth_type={auth_type}" in url
+        for wrong in (0, 7, "3"):
+            assert_error(preauth(auth_type=wrong), 400, "bad_request")
+        # The component routes are their own scope.
+        assert preauth(key=component_key).status == 200
+        assert worker.request("GET", "/component/authorizers", key=component_key).status == 200
+        assert_error(preauth(key=token_key), 403, "forbidden_route")
+        assert_error(worker.request("GET", "/component/authorizers", key=token_key), 403,
+                     "forbidden_route")
+        assert_error(worker.request("GET", "/token?account=" + fake.platform.appid,
+                                    key=component_key), 403, "forbidden_route")
 
     def test_preauthcode_gives_the_authorization_pages(self, platform_worker, fake):
         worker = platform_worker()
