@@ -98,8 +98,7 @@ class FakePlatform:
                 return _json({"errcode": 40013, "errmsg": "invalid appid or secret"})
             return _json({"errcode": 0, "errmsg": "ok"})
         if not self.component_token_valid(query.get("component_access_token", "")):
-            return _json({"errcode": 40001, "errmsg": "invalid credential, access_token is "
-                          "invalid or not latest"})
+            return self.wechat.token_rejection()
         if body.get("component_appid") != self.appid:
             return _json({"errcode": 40013, "errmsg": "invalid appid"})
         handlers = {

@@ -114,6 +114,9 @@ class FakeWeChat:
         self.egress_key: str | None = None  # when set, act as the relay: 403 without this key
         self.egress_refused = 0
         self.revoked: set[str] = set()  # tokens getticket answers with 40001
+        # What a rejected token is answered: 40001, or 42001 (expired) or 40014 (invalid),
+        # which WeChat also answers and the server must heal alike.
+        self.rejection_errcode = 40001
         self.ticket_mode = "ok"  # or "busy"
         self.ticket_expires_in = 7200
         self.ticket_calls: Counter[tuple[str, str]] = Counter()  # (appid, type) -> calls
@@ -163,6 +166,7 @@ class FakeWeChat:
             self._stable.clear()
             self._wecom_current.clear()
             self.revoked.clear()
+            self.rejection_errcode = 40001
             self.ticket_mode = "ok"
             self.ticket_expires_in = 7200
             self.ticket_calls.clear()
@@ -245,8 +249,7 @@ class FakeWeChat:
             appid, _ = self._tokens.get(token, (None, 0))
             self.ticket_calls[(str(appid), kind)] += 1
         if not self.is_valid(token):
-            return _json({"errcode": 40001, "errmsg": "invalid credential, access_token is "
-                          "invalid or not latest"})
+            return self.token_rejection()
         if kind not in ("jsapi", "wx_card"):
             return _json({"errcode": 40097, "errmsg": "invalid args"})
         if self.ticket_mode == "busy":
@@ -257,6 +260,12 @@ class FakeWeChat:
         return _json({"errcode": 0, "errmsg": "ok", "ticket": ticket,
                       "expires_in": self.ticket_expires_in})
 
+    def token_rejection(self):
+        errmsg = {40001: "invalid credential, access_token is invalid or not latest",
+                  42001: "access_token expired", 40014: "invalid access_token"}
+        return _json({"errcode": self.rejection_errcode,
+                      "errmsg": errmsg[self.rejection_errcode]})
+
     def callback_ip(self, query: dict[str, str]):
         token = query.get("access_token", "")
         with self._lock:
@@ -264,8 +273,7 @@ class FakeWeChat:
         if not self.is_valid(token):
             with self._lock:
                 self.api_rejected.append(token)
-            return _json({"errcode": 40001, "errmsg": "invalid credential, access_token is "
-                          "invalid or not latest"})
+            return self.token_rejection()
         return _json({"ip_list": ["101.226.103.0/25"]})
 
     def _token_error(self, token: str):
@@ -275,8 +283,7 @@ class FakeWeChat:
             return None
         with self._lock:
             self.api_rejected.append(token)
-        return _json({"errcode": 40001, "errmsg": "invalid credential, access_token is invalid "
-                      "or not latest"})
+        return self.token_rejection()
 
     def user_info(self, query: dict[str, str]):
         return self._token_error(query.get("access_token", "")) or _json(
@@ -355,8 +362,7 @@ class FakeWeChat:
         if query.get("component_appid") != platform.appid:
             return _json({"errcode": 40013, "errmsg": "invalid component appid"})
         if not platform.component_token_valid(query.get("component_access_token", "")):
-            return _json({"errcode": 40001, "errmsg": "invalid credential, access_token is "
-                          "invalid or not latest"})
+            return self.token_rejection()
         appid = query.get("appid", "")
         if appid not in platform.refresh_tokens:
             return _json({"errcode": 61003, "errmsg": "component is not authorized by this "
@@ -394,8 +400,7 @@ class FakeWeChat:
     def template_list(self, query: dict[str, str]):
         """The platform's code templates: `access_token` holds the component token."""
         if not self.platform.component_token_valid(query.get("access_token", "")):
-            return _json({"errcode": 40001, "errmsg": "invalid credential, access_token is "
-                          "invalid or not latest"})
+            return self.token_rejection()
         return _json({"errcode": 0, "errmsg": "ok", "template_list": [
             {"template_id": 7, "user_version": "1.0.0", "user_desc": "fake template"}]})
 
@@ -436,6 +441,12 @@ class FakeWeChat:
         if mode == "admin_confirm":
             return _json({"errcode": 89503, "errmsg": f"call from ip {FAKE_EGRESS_IP} needs the "
                           "administrator's confirmation rid: 6620d1f0-7a8b"})
+        if mode == "ip_waiting":
+            return _json({"errcode": 89501, "errmsg": f"ip {FAKE_EGRESS_IP} is waiting for the "
+                          "administrator's confirmation rid: 6620d1f0-9c0d"})
+        if mode == "ip_blocked_hour":
+            return _json({"errcode": 89507, "errmsg": f"ip {FAKE_EGRESS_IP} was refused by the "
+                          "administrator, blocked for 1 hour rid: 6620d1f0-1e2f"})
         if mode == "quota":
             return _json({"errcode": 45009, "errmsg": "reach max api daily quota limit"})
         if mode == "http_500":

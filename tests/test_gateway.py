@@ -286,17 +286,35 @@ def test_a_head_request_is_sent_upstream_as_a_get(worker, fake):
 
 def test_a_rejected_token_is_healed_once_for_a_concurrent_batch(worker, fake):
     token = worker.request("GET", "/token?account=second").json["access_token"]
+    before = fake.calls_for(SECOND[0])  # a first fetch, when this test runs alone
     fake.revoked.add(token)  # WeChat stopped accepting it behind everyone's back
     fake.latency_ms = 200
     replies = burst(100, lambda: worker.request(
         "GET", "/gateway/cgi-bin/user/info?openid=o3&account=second"))
     assert all(r.status == 200 and r.json.get("openid") == "o3" for r in replies), \
         [r.text for r in replies if r.status != 200 or "openid" not in r.json][:3]
-    assert fake.calls_for(SECOND[0]) == 1, "one token refresh for all of them"
+    assert fake.calls_for(SECOND[0]) == before + 1, "one token refresh for all of them"
     fresh = worker.request("GET", "/token?account=second").json["access_token"]
     assert fresh != token and fake.is_valid(fresh)
     calls = [e for e in worker.events("gateway_call") if e["path"] == "/cgi-bin/user/info"]
     assert any(e["retried"] for e in calls)
+
+
+@pytest.mark.parametrize("errcode", [42001, 40014])
+def test_a_token_wechat_calls_expired_or_invalid_is_healed_as_40001_is(worker, fake, errcode):
+    token = worker.request("GET", "/token?account=second").json["access_token"]
+    before = fake.calls_for(SECOND[0])
+    fake.rejection_errcode = errcode
+    fake.revoked.add(token)
+    keyed = worker.request("GET", "/gateway/cgi-bin/user/info?openid=o4&account=second")
+    assert keyed.status == 200 and keyed.json.get("openid") == "o4", keyed.text
+    fresh = worker.request("GET", "/token?account=second").json["access_token"]
+    assert fresh != token and fake.is_valid(fresh)
+    fake.revoked.add(fresh)
+    passed = worker.request("GET", f"/cgi-bin/user/info?access_token={fresh}&openid=o5",
+                            key=None)
+    assert passed.json.get("openid") == "o5", passed.text
+    assert fake.calls_for(SECOND[0]) == before + 2, "one heal each"
 
 
 @pytest.mark.parametrize("interval", ["0", None])

@@ -173,6 +173,7 @@ class TestIpWhitelistFamily:
 
     @pytest.mark.parametrize("mode, errcode", [
         ("ip_not_whitelisted", 40164), ("ip_not_registered", 61004), ("admin_confirm", 89503),
+        ("ip_waiting", 89501), ("ip_blocked_hour", 89507),
     ])
     def test_the_error_and_status_name_the_ip_and_both_fixes(self, worker, fake, mode, errcode):
         fake.mode = mode

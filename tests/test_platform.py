@@ -274,12 +274,14 @@ class TestAuthorizers:
         assert fake.platform.authorizer_calls[AUTHORIZER] == 2
         assert fake.platform.calls["api_get_authorizer_list"] == 0
 
+    @pytest.mark.parametrize("errcode", [40001, 42001])
     def test_a_rejected_component_token_is_refreshed_once_and_the_call_sent_again(
-            self, platform_worker, fake):
+            self, platform_worker, fake, errcode):
         worker = platform_worker()
         push_ticket(worker)
         stale = authorize(worker)
         component_token = worker.request("GET", "/component/token").json["access_token"]
+        fake.rejection_errcode = errcode
         fake.platform.revoked.add(component_token)
         before = fake.platform.calls["api_component_token"]
         refreshed = worker.request("POST", f"/token/refresh?account={AUTHORIZER}",

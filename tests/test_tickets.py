@@ -86,10 +86,13 @@ class TestTickets:
         assert fresh["ticket"] != due and fresh["expires_in"] > 7000
 
 
-def test_a_ticket_rejected_token_is_refreshed_and_the_ticket_fetched_again(start_worker, fake):
+@pytest.mark.parametrize("errcode", [40001, 42001, 40014])
+def test_a_ticket_rejected_token_is_refreshed_and_the_ticket_fetched_again(start_worker, fake,
+                                                                           errcode):
     worker = start_worker(MIN_REFRESH_INTERVAL_SECS="1")
     old = worker.get_token().json["access_token"]
-    fake.revoked.add(old)  # WeChat no longer accepts it: getticket answers 40001
+    fake.rejection_errcode = errcode
+    fake.revoked.add(old)  # WeChat no longer accepts it: getticket answers `errcode`
     time.sleep(1.1)
     body = assert_ticket_answer(ticket(worker))
     assert fake.ticket_calls_for(fake.appid, "jsapi") == 2
