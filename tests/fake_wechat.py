@@ -111,6 +111,7 @@ class FakeWeChat:
         self.followers = 6000  # how many openids user/get lists (about 200 KB of JSON)
         self.chunked_answers = False  # answer without a Content-Length, in chunks
         self.redirect_to: str | None = None  # where /cgi-bin/redirect points
+        self.answer_headers: dict[str, str] = {}  # added to every answer
         self.egress_key: str | None = None  # when set, act as the relay: 403 without this key
         self.egress_refused = 0
         self.revoked: set[str] = set()  # tokens getticket answers with 40001
@@ -183,6 +184,7 @@ class FakeWeChat:
             self.media.clear()
             self.chunked_answers = False
             self.redirect_to = None
+            self.answer_headers = {}
             self.egress_key = None
             self.egress_refused = 0
         self.platform.reset()
@@ -566,6 +568,10 @@ class FakeWeChat:
                     self._send(502, "text/html", "<html><head><title>502 Bad Gateway</title>"
                                "</head><body><center><h1>502 Bad Gateway</h1></center>"
                                "<hr><center>nginx</center></body></html>")
+                elif url.path == "/cgi-bin/hangup":
+                    # The connection drops before any answer (a network failure mid-call).
+                    self._record_api()
+                    self.close_connection = True
                 else:
                     self._send(*_json({"errcode": 404, "errmsg": "not found"}, status=404))
 
@@ -652,7 +658,7 @@ class FakeWeChat:
                 data = body.encode() if isinstance(body, str) else body
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
-                for name, value in (extra_headers or {}).items():
+                for name, value in {**fake.answer_headers, **(extra_headers or {})}.items():
                     self.send_header(name, value)
                 if fake.chunked_answers:
                     self.send_header("Transfer-Encoding", "chunked")

@@ -206,6 +206,12 @@ class TestRuntimeAccounts:
                                 "&type=jsapi", key=None)
         assert compat.json["ticket"] == ticket.json["ticket"], compat.text
 
+    def test_head_is_answered_like_get(self, worker):
+        for path in ("/admin/accounts", "/admin/accounts/absent"):
+            get, head = (admin(worker, method, path) for method in ("GET", "HEAD"))
+            assert head.status == get.status and head.text == ""
+            assert head.headers["content-type"] == get.headers["content-type"]
+
     def test_listing_pages_through_environment_then_runtime_accounts(self, worker):
         for n in range(2, 6):
             assert register(worker, f"rt{n}", n).status in (200, 201)

@@ -278,6 +278,26 @@ def test_a_pass_through_call_strips_the_clients_headers(worker, fake):
     assert set(call["headers"]) <= {"host", "accept", "cf-worker"}, call["headers"]
 
 
+def test_an_answer_passes_back_no_header_but_what_its_body_is(worker, fake):
+    fake.answer_headers = {"Set-Cookie": "sid=wechat", "X-Extra": "1", "Server": "fake",
+                           "Access-Control-Allow-Origin": "*", "Cache-Control": "public"}
+    token = worker.request("GET", "/token?account=second").json["access_token"]
+    keyed = raw_call(worker, "GET", "/gateway/cgi-bin/user/info?openid=o8&account=second")
+    status, passed_headers, _ = keyed
+    passed = worker.request("GET", f"/cgi-bin/user/info?access_token={token}&openid=o8",
+                            key=None)
+    transport = {"content-length", "transfer-encoding", "connection", "keep-alive", "date"}
+    allowed = {"content-type", "content-disposition", "x-content-type-options",
+               "content-security-policy", "cache-control"}
+    for headers in (passed_headers, passed.headers):
+        assert set(headers) - transport <= allowed, headers
+        assert headers["cache-control"] == "no-store", "the edge's own, not WeChat's"
+        assert headers["content-type"].startswith("application/json")
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["content-security-policy"] == "sandbox"
+    assert status == 200 and passed.status == 200
+
+
 def test_a_head_request_is_sent_upstream_as_a_get(worker, fake):
     status, _, body = raw_call(worker, "HEAD", "/gateway/cgi-bin/user/info?openid=o9")
     assert status == 200 and body == b""

@@ -166,6 +166,16 @@ class TestUpstreamAnswers:
             server.shutdown()
             server.server_close()
 
+    def test_a_call_whose_connection_drops_is_502_unreachable_and_minus_1_to_sdks(
+            self, worker, fake):
+        keyed = worker.request("GET", "/gateway/cgi-bin/hangup?account=second")
+        assert_error(keyed, 502, "upstream_unreachable")
+        token = token_of(worker, "second")
+        passed = worker.request("GET", f"/cgi-bin/hangup?access_token={token}", key=None)
+        assert passed.status == 200 and passed.json["errcode"] == -1, passed.text
+        assert token not in passed.text
+        assert len(fake.api_requests) == 2, "a gateway call is sent once"
+
     def test_a_relays_error_page_reaches_sdks_in_wechats_shape(self, worker, fake):
         keyed = worker.request("GET", "/gateway/cgi-bin/relay_down?account=second")
         assert_error(keyed, 502, "upstream_http_error")

@@ -247,6 +247,24 @@ def test_cors_for_listed_origins_only(start_worker):
     assert not any(h.startswith("access-control-") for h in token.headers)
 
 
+def test_cors_for_every_origin_and_gateway_prefixes_of_ones_own(start_worker, fake):
+    worker = start_worker(CORS_ALLOW_ORIGINS="*", GATEWAY_PATH_PREFIXES="/wxa/, /sns/")
+    origin = {"Origin": "https://any.example"}
+    path = "/jssdk/signature?url=https%3A%2F%2Fany.example%2F"
+    reply = worker.request("GET", path, headers=origin)
+    assert reply.status == 200, reply.text
+    assert reply.headers["access-control-allow-origin"] == "https://any.example"
+    assert worker.request("OPTIONS", "/jssdk/signature", key=None, headers=origin).status == 204
+    token = worker.request("GET", "/token", headers=origin)
+    assert not any(h.startswith("access-control-") for h in token.headers), "never a token"
+    # Only the listed prefixes go through; /cgi-bin/ is not one of them now.
+    refused = worker.request("GET", "/gateway/cgi-bin/user/info?openid=o1")
+    assert_error(refused, 404, "not_found")
+    assert fake.api_requests == []
+    passed = worker.request("GET", "/gateway/wxa/unknown_api")
+    assert passed.json.get("errcode") == 404, "reached WeChat's (the fake's) own answer"
+
+
 def test_an_account_named_twice_is_refused(start_worker, fake):
     worker = start_worker(**several(fake))
     for query in ("account=second&account=shop", "account=second&account=second"):

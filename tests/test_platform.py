@@ -444,6 +444,9 @@ class TestAuthorizers:
                      "forbidden_route")
         assert_error(worker.request("GET", "/token?account=" + fake.platform.appid,
                                     key=component_key), 403, "forbidden_route")
+        for path in ("/component/token", "/component/authorizers"):
+            get, head = (worker.request(method, path) for method in ("GET", "HEAD"))
+            assert (head.status, head.text) == (get.status, "") and get.status == 200
 
     def test_preauthcode_gives_the_authorization_pages(self, platform_worker, fake):
         worker = platform_worker()
