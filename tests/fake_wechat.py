@@ -465,8 +465,9 @@ class FakeWeChat:
             held = self._wecom_current.get(appid)
             if same_while_valid and held and self._tokens.get(held, ("", 0))[1] > now \
                     and held not in self.revoked:
-                return _json({"access_token": held, "expires_in": self.expires_in})
-            token = self._mint_locked(appid, family, self.expires_in)
+                token = held
+            else:
+                token = self._mint_locked(appid, family, self.expires_in)
             if same_while_valid:
                 self._wecom_current[appid] = token
         if mode == "lost":  # issued, but the caller gives up before the answer arrives

@@ -249,6 +249,27 @@ def test_a_webhook_refusing_in_its_body_is_logged(start_worker, fake, receiver):
     assert "93000" in worker.events("alert_delivery_failed")[0]["message"]
 
 
+def test_a_webhook_silent_for_5_s_is_a_failure_and_feishus_statuscode_a_refusal(
+        start_worker, fake, receiver):
+    receiver.delay = 7.0  # answers 200, too late
+    fake.mode = "busy"
+    worker = start_worker(**alert_vars(receiver))
+    worker.get_token()
+    receiver.wait(1)
+    sent = time.monotonic()
+    assert wait_for(lambda: worker.events("alert_delivery_failed"), 15)
+    assert time.monotonic() - sent < 6.5, "given up at 5 s, not when the answer came"
+    assert "no answer within 5 s" in worker.events("alert_delivery_failed")[0]["message"]
+    assert not worker.events("alert_delivered")
+
+    receiver.delay = 0.0
+    receiver.answer = b'{"StatusCode":9499,"StatusMessage":"Bad Request"}'
+    worker = start_worker(**alert_vars(receiver, ALERT_FORMAT="feishu"))
+    worker.get_token()
+    assert wait_for(lambda: worker.events("alert_delivery_failed"), 15)
+    assert "9499" in worker.events("alert_delivery_failed")[0]["message"]
+
+
 def test_a_failing_webhook_is_tried_again_after_the_window_logged_and_never_slows_a_read(
         start_worker, fake, receiver):
     receiver.status, receiver.delay = 500, 2.0

@@ -10,7 +10,7 @@ import threading
 import time
 
 from harness import CLIENT_KEY, wait_for
-from setups import SECOND, STABLE, several
+from setups import CORP, SECOND, STABLE, several
 from test_api import assert_error, assert_token_answer
 from test_compat import stable_token, wechat_get
 
@@ -127,6 +127,34 @@ def test_a_lost_answer_caps_the_token_and_the_next_refresh_replaces_it(start_wor
     assert wait_for(lambda: fake.calls == 3)
     assert edge_token(worker) == fake.current_token != lost
     assert fake.calls == 3
+
+
+def test_a_lost_wecom_answer_caps_the_token_until_wecom_hands_the_same_one_back(
+        start_worker, fake):
+    worker = start_worker(**several(fake, MIN_REFRESH_INTERVAL_SECS="1"))
+    corp = "/token?account=corp-app"
+    first = worker.request("GET", corp).json["access_token"]
+    fake.modes[CORP[0]] = "lost"  # WeCom answers, after the worker gave up
+    time.sleep(2.1)  # past the interval, counted in whole seconds
+    lost = worker.request("POST", f"/token/refresh?account=corp-app",
+                          body=json.dumps({"stale_token": first}))
+    assert_error(lost, 504, "upstream_timeout")
+    # Whether WeCom issued a new token is unknown: the held one is served 300 s at most.
+    status = worker.request("GET", "/status?account=corp-app").json["accounts"][0]
+    assert status["token"]["expires_in"] <= 300
+    assert worker.request("GET", corp).json["expires_in"] <= 300
+    # WeCom hands the same token back (it was still valid): its own expiry is back, not the
+    # cap, and nothing more is asked of WeCom (the cap's end would otherwise leave a token
+    # the server thinks dead, and a call every interval to get it back again).
+    fake.modes[CORP[0]] = "ok"
+    time.sleep(2.1)
+    worker.run_cron(lines=4)
+    assert wait_for(lambda: fake.calls_for(CORP[0]) == 3, 10)
+    status = worker.request("GET", "/status?account=corp-app").json["accounts"][0]
+    assert status["token"]["expires_in"] > 7000, status["token"]
+    assert edge_token(worker, "corp-app") == first
+    time.sleep(3)
+    assert fake.calls_for(CORP[0]) == 3
 
 
 def test_no_retry_starts_without_a_second_of_budget(start_worker, fake):

@@ -60,6 +60,10 @@ pub struct TokenRecord {
     /// The token this one replaced, and until when WeChat still accepts it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<ReplacedToken>,
+    /// The expiry WeChat gave, when a lost answer cut `expires_at` short: if WeChat hands this
+    /// very token back, the lost call replaced nothing and the token lives until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry_before_cap: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +128,7 @@ impl TokenRecord {
             issued_for: issued_for.to_owned(),
             hold_until: None,
             previous: None,
+            expiry_before_cap: None,
         }
     }
 
@@ -139,7 +144,9 @@ impl TokenRecord {
             // The token already held, handed back (WeCom's `gettoken` does so while it is
             // valid, announcing the full lifetime again): it dies when it was going to, so its
             // life is never extended, and asking again before then only gets it back again.
-            self.expires_at = self.expires_at.min(before.expires_at);
+            // The lost call a cap stood for replaced nothing: the expiry WeChat gave stands.
+            let known = before.expiry_before_cap.unwrap_or(before.expires_at);
+            self.expires_at = self.expires_at.min(known);
             self.refreshed_at = before.refreshed_at;
             self.previous = before.previous.clone();
             let hold = match how {
@@ -174,6 +181,7 @@ impl TokenRecord {
             Issuance::StableForced => 0,
             Issuance::StableNormal => return self,
         };
+        self.expiry_before_cap = Some(self.expiry_before_cap.unwrap_or(self.expires_at));
         self.expires_at = self.expires_at.min(sent_at + grace);
         self.hold_until = None;
         self

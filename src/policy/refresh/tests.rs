@@ -46,6 +46,7 @@ fn token(name: &str, expires_at: u64) -> TokenRecord {
         issued_for: CFG.into(),
         hold_until: None,
         previous: None,
+        expiry_before_cap: None,
     }
 }
 

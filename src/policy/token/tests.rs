@@ -131,6 +131,44 @@ fn a_lost_answer_caps_the_stored_token_within_wechats_grace() {
 }
 
 #[test]
+fn the_same_token_handed_back_after_a_lost_answer_lives_until_its_own_expiry() {
+    let first = TokenRecord::issued("W".into(), 7200, T0, CFG);
+    let capped = first
+        .clone()
+        .possibly_replaced(T0 + 100, Issuance::Rotating)
+        .possibly_replaced(T0 + 200, Issuance::Rotating);
+    assert_eq!(capped.expires_at, T0 + 100 + REPLACED_TOKEN_GRACE_SECS);
+    assert_eq!(
+        capped.expiry_before_cap,
+        Some(T0 + 7200),
+        "the first cap keeps it"
+    );
+    // WeCom answers with the same token: the lost call issued nothing new.
+    let again = TokenRecord::issued("W".into(), 7200, T0 + 500, CFG).replacing(
+        Some(&capped),
+        Issuance::Rotating,
+        T0 + 500,
+    );
+    assert_eq!(
+        again.expires_at,
+        T0 + 7200,
+        "WeChat's own expiry, never later"
+    );
+    assert_eq!(again.expiry_before_cap, None);
+    assert!(
+        !again.is_due(T0 + 600, 900),
+        "not asked again before it dies"
+    );
+    // A new token after a cap is a new token like any other.
+    let new = TokenRecord::issued("N".into(), 7200, T0 + 500, CFG).replacing(
+        Some(&capped),
+        Issuance::Rotating,
+        T0 + 500,
+    );
+    assert_eq!(new.expires_at, T0 + 500 + 7200);
+}
+
+#[test]
 fn a_record_of_another_configuration_is_not_a_predecessor() {
     let old = TokenRecord::issued("OLD".into(), 7200, T0 - 100, "other");
     let new = TokenRecord::issued("NEW".into(), 7200, T0, CFG).replacing(
