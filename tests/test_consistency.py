@@ -240,6 +240,27 @@ class TestTokenIndex:
         answer = wechat_get(worker, "/cgi-bin/ticket/getticket", access_token=old, type="jsapi")
         assert answer["errcode"] == 0, "inside WeChat's five minutes the old token still works"
         assert fake.calls_for(SECOND[0]) == 2
+        # The pass-through forwards it too, as the SDK sent it: WeChat still takes it.
+        passed = worker.request("GET", f"/cgi-bin/user/info?access_token={old}&openid=o1",
+                                key=None)
+        assert passed.json.get("openid") == "o1", passed.text
+        assert fake.api_requests[-1]["token_appid"] == SECOND[0]
+
+    def test_a_token_the_index_never_got_is_checked_with_the_only_accounts_object(
+            self, start_worker, fake):
+        # Every KV write fails: the token index never has it. One account, none registered
+        # at runtime: a token can only be its, and its object says whether it is current.
+        worker = start_worker(TEST_FAIL_KV_WRITES="1-")
+        token = worker.get_token().json["access_token"]
+        answer = wechat_get(worker, "/cgi-bin/ticket/getticket", access_token=token, type="jsapi")
+        assert answer["errcode"] == 0, answer
+        passed = worker.request("GET", f"/cgi-bin/user/info?access_token={token}&openid=o2",
+                                key=None)
+        assert passed.json.get("openid") == "o2", passed.text
+        assert fake.api_requests[-1]["token_appid"] == fake.appid
+        forged = worker.request("GET", "/cgi-bin/user/info?access_token=FAKE-forged&openid=o3",
+                                key=None)
+        assert forged.json["errcode"] == 40001 and len(fake.api_requests) == 1
 
 
 def test_kv_keeps_an_entry_through_its_stale_window_at_a_real_max_age(start_worker, fake):
