@@ -225,6 +225,34 @@ class TestNothingToCallWith:
         assert "own finding" in status["last_error"]["wechat_errmsg"]
         assert status["auto_refresh"] != "on", status
 
+    def test_a_refused_refresh_token_stops_automatic_refreshes_until_authorized_again(
+            self, platform_worker, fake):
+        worker = platform_worker()
+        push_ticket(worker)
+        stale = authorize(worker)
+        # Another tool took the authorization over; the list no longer shows this one.
+        fake.platform.refresh_tokens[AUTHORIZER] = "refreshtoken@@@elsewhere"
+        fake.platform.listed_refresh.pop(AUTHORIZER)
+        fake.platform.all_secrets.append("refreshtoken@@@elsewhere")
+        refused = worker.request("POST", f"/token/refresh?account={AUTHORIZER}",
+                                 body=json.dumps({"stale_token": stale}))
+        assert refused.status == 502 and refused.json["wechat_errcode"] == 61023, refused.text
+        calls = fake.platform.authorizer_calls[AUTHORIZER]
+        for _ in range(3):
+            worker.run_cron(lines=2)
+            worker.request("GET", f"/token?account={AUTHORIZER}")
+        time.sleep(2)
+        assert fake.platform.authorizer_calls[AUTHORIZER] == calls, "no automatic retry"
+        status = worker.request("GET", f"/status?account={AUTHORIZER}").json["accounts"][0]
+        assert status["auto_refresh"] != "on", status
+        # Authorized again: a new refresh token, and refreshes go on.
+        fake.platform.refresh_tokens.pop(AUTHORIZER)
+        authorize(worker)
+        status = worker.request("GET", f"/status?account={AUTHORIZER}").json["accounts"][0]
+        assert status["auto_refresh"] == "on", status
+        for secret in fake.platform.all_secrets:
+            assert secret not in worker.log()
+
     def test_a_component_without_a_ticket_records_it_and_waits(self, platform_worker, fake):
         worker = platform_worker(MIN_REFRESH_INTERVAL_SECS="60")
         assert_error(worker.request("GET", "/component/token"), 503, "no_verify_ticket")
