@@ -437,20 +437,25 @@ class TestCronWatchdog:
         assert len(visited[0]) == 3 and len(visited[1]) == 3
         assert visited[0] | visited[1] == everyone, "two runs of three cover all six"
 
-    def test_the_cron_refreshes_an_account_whose_alarm_never_fired(self, start_worker, fake):
+    def test_the_cron_refreshes_accounts_whose_alarms_never_fired_half_a_batch_a_run(
+            self, start_worker, fake):
         fake.expires_in = 30  # due 20 s before expiry: at once plus 10 s
-        worker = start_worker(**admin_vars(fake, REFRESH_MARGIN_SECS="20", CRON_BATCH="1",
+        worker = start_worker(**admin_vars(fake, REFRESH_MARGIN_SECS="20", CRON_BATCH="2",
                                            TEST_NO_DUE_ALARMS="1"))
-        appid = RUNTIME_APPS[0][0]
-        assert register(worker, "rt1", 1).status == 201
-        assert fake.calls_for(appid) == 1
+        appids = [RUNTIME_APPS[n][0] for n in range(3)]
+        for n in (1, 2, 3):
+            assert register(worker, f"rt{n}", n).status == 201
+        assert [fake.calls_for(appid) for appid in appids] == [1, 1, 1]
         time.sleep(17)  # due at +10 s; a quarter of the margin (5 s) late is overdue
-        assert fake.calls_for(appid) == 1, "no alarm refreshed it"
+        assert [fake.calls_for(appid) for appid in appids] == [1, 1, 1], "no alarm fired"
+        # Three are overdue; a run of two takes the most overdue one, and the rotation the
+        # other half: accounts that stay overdue never starve the rotation.
         seen = len(worker.events("cron_run"))
-        [line] = worker.run_cron(lines=1)
-        assert worker.events("cron_run")[seen]["overdue"] == ["rt1"]
-        assert (line["account"], line["outcome"]) == ("rt1", "refreshed")
-        assert fake.calls_for(appid) == 2
+        lines = worker.run_cron(lines=2)
+        run = worker.events("cron_run")[seen]
+        assert run["overdue"] == ["rt1"] and run["rotation"] == 1, run
+        assert ("rt1", "refreshed") in [(e["account"], e["outcome"]) for e in lines]
+        assert fake.calls_for(appids[0]) == 2
 
 
 def test_a_deployment_may_hold_runtime_accounts_only(start_worker, fake):
