@@ -133,13 +133,15 @@ def test_automatic_refreshes_back_off_while_wechat_keeps_failing(start_worker, f
     time.sleep(1)
     # Each refresh is ATTEMPTS_PER_REFRESH calls; the time between refreshes doubles: waits of
     # 1, 2, 4 s after the 1st, 2nd, 3rd failure in a row, counted in whole seconds from the
-    # failure (so up to 1 s less) and picked up by the next cron or read (up to 0.5 s more); the
-    # 5th would come 8 s after the 4th: four in 12 s. A constant wait, or none, fails this.
+    # failure (so up to 1 s less); the 5th would come 8 s after the 4th. A busy machine only
+    # makes the gaps longer, so the test bounds them from below and counts the refreshes:
+    # with a constant 1 s wait there would be about eleven, with none a storm.
     starts = fake.call_times[1::ATTEMPTS_PER_REFRESH]
     gaps = [later - earlier for earlier, later in zip(starts, starts[1:])]
-    assert len(starts) == 4, fake.call_times
+    assert 3 <= len(starts) <= 4, fake.call_times
     for gap, wait in zip(gaps, (1, 2, 4)):
-        assert wait - 1 <= gap <= wait + 1.5, gaps
+        assert gap >= wait - 1, gaps
+    assert gaps[-1] >= 1.5, f"the waits grew: {gaps}"
 
 
 def test_credential_errors_stop_automatic_retries_until_the_configuration_changes(

@@ -194,8 +194,8 @@ class TestVerifyTicket:
         good = push_ticket(worker)
         assert worker.request("GET", "/component/token").status == 200
         old = fake.platform.new_ticket()
-        message = wechat_push.ticket_message(fake.platform.appid, old).replace(
-            f"<CreateTime>{int(time.time())}", f"<CreateTime>{int(time.time()) - 3600}")
+        message = wechat_push.ticket_message(fake.platform.appid, old,
+                                             created_at=int(time.time()) - 3600)
         assert push(worker, message).text == "success"
         fake.platform.tickets.pop(old)  # were the replay stored, the next fetch would fail
         component = worker.request("GET", "/component/token").json["access_token"]
@@ -476,9 +476,11 @@ def test_the_component_and_its_authorizers_are_refreshed_by_their_alarms_alone(
     push_ticket(worker)
     first = authorize(worker)
     calls = (fake.platform.calls["api_component_token"], fake.platform.authorizer_calls[AUTHORIZER])
-    time.sleep(20)
-    assert fake.platform.calls["api_component_token"] > calls[0], "the component's alarm"
-    assert fake.platform.authorizer_calls[AUTHORIZER] > calls[1], "the authorizer's alarm"
+    # Both due at about +14 s.
+    assert wait_for(lambda: fake.platform.calls["api_component_token"] > calls[0], 40), \
+        "the component's alarm"
+    assert wait_for(lambda: fake.platform.authorizer_calls[AUTHORIZER] > calls[1], 20), \
+        "the authorizer's alarm"
     served = worker.request("GET", f"/token?account={AUTHORIZER}").json
     assert served["access_token"] != first and fake.is_valid(served["access_token"])
     assert served["expires_in"] > 10

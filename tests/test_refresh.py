@@ -125,12 +125,12 @@ class TestCronAndBackground:
 
     def test_a_read_inside_the_margin_answers_at_once_and_refreshes_behind(self, worker, fake):
         due = self.force_a_token_living(worker, fake, 600)
-        fake.latency_ms = 1000
+        fake.latency_ms = 2000  # WeChat answers the refresh after 2 s
         time.sleep(1.1)
-        started = time.monotonic()
         assert_token_answer(worker.get_token(), fake, due)
-        assert time.monotonic() - started < 0.9, "the read waited for the refresh"
-        assert wait_for(lambda: fake.calls == 2 and fake.in_flight == 0)
+        # Answered while the refresh had not reached WeChat yet, or was still there: not after.
+        assert fake.calls == 1 or fake.in_flight == 1, "the read waited for the refresh"
+        assert wait_for(lambda: fake.calls == 2 and fake.in_flight == 0, 15)
         assert wait_for(lambda: worker.get_token().json["access_token"] == fake.current_token)
         assert fake.calls == 2
 

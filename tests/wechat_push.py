@@ -56,8 +56,9 @@ def sealed_push(message: str, *, token: str, encoding_aes_key: str, appid: str,
     return query, envelope(appid, encrypted)
 
 
-def ticket_message(appid: str, ticket: str) -> str:
-    return (f"<xml><AppId><![CDATA[{appid}]]></AppId><CreateTime>{int(time.time())}</CreateTime>"
+def ticket_message(appid: str, ticket: str, created_at: int | None = None) -> str:
+    created_at = int(time.time()) if created_at is None else created_at
+    return (f"<xml><AppId><![CDATA[{appid}]]></AppId><CreateTime>{created_at}</CreateTime>"
             "<InfoType><![CDATA[component_verify_ticket]]></InfoType>"
             f"<ComponentVerifyTicket><![CDATA[{ticket}]]></ComponentVerifyTicket></xml>")
 
