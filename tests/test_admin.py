@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import CLIENT_KEY, wait_for
+from harness import CLIENT_KEY, assert_sent_for, wait_for
 from test_api import assert_error
 
 ADMIN_KEY = "admin-key-0123456789abcdef0123456789"
@@ -193,6 +193,7 @@ class TestRuntimeAccounts:
             "GET", f"/cgi-bin/user/info?access_token={token.json['access_token']}&openid=o10",
             key=None)
         assert passed.json.get("openid") == "o10", passed.text
+        assert_sent_for(fake, appid, last=2)  # both ways in: rt1's own token
         refreshed = worker.request("POST", "/token/refresh?account=rt1",
                                    body=json.dumps({"stale_token": token.json["access_token"]}))
         assert refreshed.status == 200 and refreshed.json["access_token"] != \

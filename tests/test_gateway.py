@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from harness import CLIENT_KEY, burst, wait_for
+from harness import CLIENT_KEY, assert_sent_for, burst, wait_for
 from setups import CORP, SCOPED_KEY, SECOND, STABLE, several
 from test_api import assert_error
 
@@ -194,6 +194,7 @@ class TestForwarding:
         assert reply.json == {"subscribe": 1, "openid": "o1", "nickname": "fake user"}
         [call] = fake.api_requests
         assert call["path"] == "/cgi-bin/user/info"
+        assert_sent_for(fake, SECOND[0])
         # `CF-Worker` is the platform's own mark on every subrequest, not the client's.
         assert set(call["headers"]) == {"host", "accept", "cf-worker"}, call["headers"]
         assert call["headers"]["accept"] == "application/json"
@@ -207,6 +208,7 @@ class TestForwarding:
                                body=json.dumps(message, ensure_ascii=False))
         assert reply.status == 200 and reply.json == {"errcode": 0, "errmsg": "ok"}
         assert fake.messages == [message]
+        assert_sent_for(fake, fake.appid)  # the default account
 
     def test_a_pass_through_call_with_an_issued_token(self, worker, fake):
         token = worker.request("GET", "/token?account=second").json["access_token"]
@@ -214,6 +216,7 @@ class TestForwarding:
                                key=None)
         assert reply.status == 200 and reply.json["openid"] == "o2"
         assert len(fake.api_requests) == 1
+        assert_sent_for(fake, SECOND[0])
 
     def test_login_calls_get_the_appid_and_secret_injected_and_are_sent_once(self, worker, fake):
         fake.login_codes.update({"code-2", "code-3"})
@@ -276,6 +279,7 @@ def test_a_pass_through_call_strips_the_clients_headers(worker, fake):
     assert reply.json["openid"] == "o8"
     [call] = fake.api_requests
     assert set(call["headers"]) <= {"host", "accept", "cf-worker"}, call["headers"]
+    assert_sent_for(fake, SECOND[0])
 
 
 def test_an_answer_passes_back_no_header_but_what_its_body_is(worker, fake):
@@ -314,6 +318,7 @@ def test_a_rejected_token_is_healed_once_for_a_concurrent_batch(worker, fake):
     assert all(r.status == 200 and r.json.get("openid") == "o3" for r in replies), \
         [r.text for r in replies if r.status != 200 or "openid" not in r.json][:3]
     assert fake.calls_for(SECOND[0]) == before + 1, "one token refresh for all of them"
+    assert_sent_for(fake, SECOND[0])
     fresh = worker.request("GET", "/token?account=second").json["access_token"]
     assert fresh != token and fake.is_valid(fresh)
     calls = [e for e in worker.events("gateway_call") if e["path"] == "/cgi-bin/user/info"]
@@ -354,6 +359,7 @@ def test_two_hundred_pass_through_calls_across_a_revoked_token_are_all_answered(
     assert all(r.status == 200 and r.json.get("openid") == "o9" for r in replies), \
         [r.text for r in replies if r.status != 200 or "openid" not in r.json][:3]
     assert fake.calls_for(SECOND[0]) == before + 1, "one heal for all of them"
+    assert_sent_for(fake, SECOND[0])
 
 
 def test_gateway_log_lines_name_the_call_never_its_credentials(worker, fake):
@@ -381,6 +387,10 @@ def test_wecom_sdks_get_their_token_in_wecoms_shape(worker, fake):
     wrong = worker.request(
         "GET", "/cgi-bin/gettoken?corpid=corp-app&corpsecret=wrong-key-0123456789", key=None)
     assert wrong.json["errcode"] == 40001 and "access_token" not in wrong.json
+    # A keyed call for the WeCom app goes to WECOM_API_BASE with the app's own token.
+    keyed = worker.request("GET", "/gateway/cgi-bin/user/info?account=corp-app&openid=w1")
+    assert keyed.json.get("openid") == "w1", keyed.text
+    assert_sent_for(fake, CORP[0])
 
 
 EGRESS_KEY = "fake-secret-egress-0123456789"  # the log checks look for every fake-secret-…
@@ -395,6 +405,7 @@ def test_every_call_to_wechat_carries_the_relay_key(start_worker, fake):
     assert reply.status == 200 and reply.json["openid"] == "o5"
     assert fake.egress_refused == 0
     assert fake.calls == 1 and len(fake.api_requests) == 1
+    assert_sent_for(fake, fake.appid)
 
 
 def test_a_relay_refusal_names_the_relay_key(start_worker, fake):
@@ -427,6 +438,7 @@ def test_wechatpy_calls_apis_through_the_pass_through_and_never_sees_a_rotation(
     openids = burst(10, lambda: client.user.get("o7")["openid"])
     assert openids == ["o7"] * 10
     assert fake.calls_for(SECOND[0]) == before + 1
+    assert_sent_for(fake, SECOND[0])
 
 
 class TestStreaming:
@@ -445,6 +457,7 @@ class TestStreaming:
         # Handed on untouched, its declared length goes with it (WeChat wants one).
         [upload] = fake.api_requests
         assert int(upload["headers"]["content-length"]) == upload["body_bytes"] > len(self.BIG)
+        assert_sent_for(fake, SECOND[0])
         seen = len(worker.events("gateway_call"))
         download = client.media.download(media_id)
         assert download.status_code == 200
@@ -466,6 +479,7 @@ class TestStreaming:
         assert status == 200, answer
         assert fake.media[json.loads(answer)["media_id"]] == small
         assert [r["path"] for r in fake.api_requests] == ["/cgi-bin/media/upload"] * 2
+        assert_sent_for(fake, SECOND[0])
         assert next_gateway_event(worker, seen, "/cgi-bin/media/upload")["retried"] is True
 
     def test_a_chunked_body_over_the_limit_streams_on_unkept(self, worker, fake):

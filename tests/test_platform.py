@@ -9,7 +9,7 @@ import time
 import pytest
 
 import wechat_push
-from harness import CLIENT_KEY, burst, wait_for
+from harness import CLIENT_KEY, assert_sent_for, burst, wait_for
 from test_api import assert_error
 
 AUTHORIZER = "wxauthorizer000001"
@@ -243,6 +243,7 @@ class TestAuthorizers:
         passed = worker.request("GET", f"/cgi-bin/user/info?access_token={token}&openid=o2",
                                 key=None)
         assert passed.json["openid"] == "o2"
+        assert_sent_for(fake, AUTHORIZER, last=2)  # its own token, never the component's
         status = worker.request("GET", f"/status?account={AUTHORIZER}").json["accounts"][0]
         assert (status["kind"], status["api"], status["refresh_token_stored"]) == \
             ("authorizer", "authorizer", True)
