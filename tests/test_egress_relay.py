@@ -4,7 +4,9 @@ go through it with the relay key; anything without the key is refused; its logs 
 
 For the test only, the relay listens without TLS, reaches WeChat's names over plain HTTP on the
 fake's port, and resolves them with a fake DNS server on 127.0.0.1 (with a one-second validity)
-that answers 127.0.0.1; every other line is the shipped file's."""
+that answers 127.0.0.1; every other line is the shipped file's. The TLS test keeps the shipped
+HTTPS to WeChat, with its certificate checks, against a TLS front whose certificates a local
+authority signed (`tls_front`): only the trusted authority's file is the test's."""
 
 import http.server
 import json
@@ -32,18 +34,25 @@ NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
 
-def rendered(conf: str, port: int, upstream_port: int, dns_port: int, logs: Path) -> str:
+def rendered(conf: str, port: int, upstream_port: int, dns_port: int, logs: Path,
+             trusted: Path | None = None) -> str:
     """The shipped configuration with the test's address, key, upstreams, resolver and log
-    files."""
-    replacements = [
+    files; with `trusted` (a CA file), WeChat is still reached over TLS, verified with it."""
+    plain_upstreams = [
+        ("proxy_pass https://$wechat_api;", "proxy_pass http://$wechat_api;"),
+        ("proxy_pass https://$wecom_api;", "proxy_pass http://$wecom_api;"),
+    ]
+    tls_upstreams = [
+        ("proxy_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt;",
+         f"proxy_ssl_trusted_certificate {trusted};"),
+    ]
+    replacements = [*(tls_upstreams if trusted else plain_upstreams),
         ("listen 443 ssl;", f"listen 127.0.0.1:{port};"),
         ('"CHANGE-ME-to-a-long-random-key" 1;', f'"{RELAY_KEY}" 1;'),
         ("set $wechat_api api.weixin.qq.com;",
          f"set $wechat_api api.weixin.qq.com:{upstream_port};"),
         ("set $wecom_api qyapi.weixin.qq.com;",
          f"set $wecom_api qyapi.weixin.qq.com:{upstream_port};"),
-        ("proxy_pass https://$wechat_api;", "proxy_pass http://$wechat_api;"),
-        ("proxy_pass https://$wecom_api;", "proxy_pass http://$wecom_api;"),
         ("resolver 127.0.0.53 ipv6=off valid=60s;",
          f"resolver 127.0.0.1:{dns_port} ipv6=off valid=1s;"),
         ("/var/log/nginx/wechat-egress.access.log", str(logs / "access.log")),
@@ -69,11 +78,11 @@ def relay(fake, dns, tmp_path):
     yield from run_relay(fake.port, dns, tmp_path)
 
 
-def run_relay(upstream_port, dns, tmp_path):
+def run_relay(upstream_port, dns, tmp_path, trusted=None):
     assert Path(NGINX).exists(), "nginx is missing: scripts/setup installs Debian's package"
     port = free_port()
     conf = tmp_path / "nginx.conf"
-    site = rendered(SHIPPED.read_text(), port, upstream_port, dns.port, tmp_path)
+    site = rendered(SHIPPED.read_text(), port, upstream_port, dns.port, tmp_path, trusted)
     conf.write_text(f"""
 pid {tmp_path}/nginx.pid;
 error_log {tmp_path}/main-error.log crit;
@@ -258,3 +267,40 @@ def test_the_relays_own_error_page_reaches_sdks_in_wechats_shape(relay, dns, fak
                             key=None)
     assert passed.status == 200 and passed.json["errcode"] == -1, passed.text
     assert "<html>" not in passed.text and fake.api_requests == []
+
+
+def test_the_relay_reaches_wechat_over_tls_with_its_name_and_a_verified_certificate(
+        dns, fake, start_worker, tmp_path):
+    from tls_front import Authority, TlsFront
+
+    trusted = Authority(tmp_path)
+    front = TlsFront(trusted.issue("api.weixin.qq.com", "qyapi.weixin.qq.com"), fake.port)
+    front.start()
+    relay = run_relay(front.port, dns, tmp_path, trusted=trusted.path)
+    try:
+        base, _ = next(relay)
+        worker = start_worker(**several(
+            fake, WECHAT_API_BASE=f"{base}/wechat", WECOM_API_BASE=f"{base}/wecom",
+            WECHAT_EGRESS_KEY=RELAY_KEY, MIN_REFRESH_INTERVAL_SECS="0"))
+        token = worker.get_token()
+        assert token.status == 200, token.text
+        assert worker.request("GET", "/token?account=corp-app").status == 200
+        # Each name went in the handshake (SNI), as WeChat's servers need it.
+        assert {"api.weixin.qq.com", "qyapi.weixin.qq.com"} <= set(front.server_names), \
+            front.server_names
+        calls = fake.calls
+
+        # A certificate for another name, though from the trusted authority: refused.
+        front.use(trusted.issue("not-wechat.example"))
+        refused = worker.request("POST", "/token/refresh",
+                                 body=json.dumps({"stale_token": token.json["access_token"]}))
+        assert refused.status == 502, refused.text
+        # One signed by an authority the relay does not trust: refused too.
+        front.use(Authority(tmp_path / "other", "Untrusted CA").issue("api.weixin.qq.com"))
+        refused = worker.request("POST", "/token/refresh",
+                                 body=json.dumps({"stale_token": token.json["access_token"]}))
+        assert refused.status == 502, refused.text
+        assert fake.calls == calls, "nothing reached WeChat past a certificate it refused"
+    finally:
+        next(relay, None)
+        front.stop()
