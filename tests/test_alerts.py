@@ -459,3 +459,6 @@ def test_a_registry_or_an_outbox_that_never_answers_is_waited_for_within_a_bound
     failed = worker.events("alert_enqueue_failed")[0]
     assert "the alert outbox did not answer" in failed["message"]
     assert receiver.received == []
+    # Not recorded as sent: the next visit hands the same alerts again.
+    worker.get_token()
+    assert wait_for(lambda: len(worker.events("alert_enqueue_failed")) >= 2, 30)
