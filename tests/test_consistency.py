@@ -271,12 +271,30 @@ def test_kv_keeps_an_entry_through_its_stale_window_at_a_real_max_age(start_work
     """At KV_MAX_AGE_SECS=60 (where KV's own 60-second minimum does not hide it), a read past
     the entry's freshness, within its quarter, is answered from KV while the object is asked
     in the background; KV no longer drops the entry the moment its freshness ends."""
-    worker = start_worker(KV_MAX_AGE_SECS="60", TEST_LOG_OBJECT_REQUESTS="1")
+    # Only the first KV write lands: the object's rewrite fails, so the entry stays stale
+    # through its window, and what readers ask of the object shows.
+    worker = start_worker(KV_MAX_AGE_SECS="60", TEST_LOG_OBJECT_REQUESTS="1",
+                          TEST_FAIL_KV_WRITES="2-")
     token = worker.get_token().json["access_token"]
+    written = time.monotonic()
     time.sleep(63)  # past fresh_until (60 s after the write), inside the 15 s stale window
     before = len(worker.events("object_request"))
     assert worker.get_token().json["access_token"] == token
     time.sleep(0.5)
     ops = [e["op"] for e in worker.events("object_request")[before:]]
     assert ops == ["token:background"], ops
+    # Readers go on for 6 s: answered from KV, asking again at most once in five seconds.
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        assert worker.get_token().json["access_token"] == token
+        time.sleep(0.25)
+    ops = [e["op"] for e in worker.events("object_request")[before:]]
+    assert ops in (["token:background"], ["token:background"] * 2), ops
+    # The window (a quarter of 60 s) ends: KV has dropped the entry, the object answers.
+    time.sleep(max(0.0, written + 60 + 15 + 1.5 - time.monotonic()))
+    seen = len(worker.events("object_request"))
+    assert worker.get_token().json["access_token"] == token
+    assert wait_for(lambda: worker.events("object_request")[seen:], 5)
+    ops = [e["op"] for e in worker.events("object_request")[seen:]]
+    assert ops == ["token:read"], ops
     assert fake.calls == 1
