@@ -250,6 +250,28 @@ class TestTokenIndex:
         assert passed.json.get("openid") == "o1", passed.text
         assert fake.api_requests[-1]["token_appid"] == SECOND[0]
 
+    def test_a_replaced_token_is_refused_once_its_window_ends(self, start_worker, fake):
+        # The window is WeChat's five minutes, never past the old token's own expiry: with a
+        # 20 s token, that expiry ends it, and the pass-through stops forwarding it. (The
+        # five-minute arm is the same bound, unit-tested in policy::token.)
+        fake.expires_in = 20
+        worker = start_worker(**several(fake, MIN_REFRESH_INTERVAL_SECS="0",
+                                        REFRESH_MARGIN_SECS="5"))
+        old = worker.request("GET", "/token?account=second").json["access_token"]
+        issued = time.monotonic()
+        new = worker.request("POST", "/token/refresh?account=second",
+                             body=json.dumps({"stale_token": old})).json["access_token"]
+        assert new != old
+        inside = worker.request("GET", f"/cgi-bin/user/info?access_token={old}&openid=o1",
+                                key=None)
+        assert inside.json.get("openid") == "o1", inside.text
+        sent = len(fake.api_requests)
+        time.sleep(max(0.0, issued + 21.5 - time.monotonic()))
+        after = worker.request("GET", f"/cgi-bin/user/info?access_token={old}&openid=o2",
+                               key=None)
+        assert after.json["errcode"] == 40001, after.text
+        assert len(fake.api_requests) == sent, "the old token was not forwarded"
+
     def test_a_token_the_index_never_got_is_checked_with_the_only_accounts_object(
             self, start_worker, fake):
         # Every KV write fails: the token index never has it. One account, none registered
