@@ -10,9 +10,10 @@
 //!   ledger, `/status`, request rules, what the gateway forwards). Pure, unit-tested natively; may use `error`.
 //! - `wechat/`: WeChat's protocol (token and ticket requests and answers, the JS-SDK signature).
 //!   Pure; may use `error` and `policy`.
-//! - `edge/`: the Workers glue (routes, authentication, the read-through, the Durable Object and
-//!   its refresher, the API gateway, KV, upstream calls, cron, runtime adapters, responses). The only place with
-//!   runtime types; may use everything above.
+//! - `edge/`: the Workers glue, the only place with runtime types; may use everything above.
+//!   Its rooms, bottom up: `adapters/` (the runtime's services), `objects/` (the Durable
+//!   Objects and their clients), `routes/` (what each request gets); its doors, `router` and
+//!   `cron`, use them all.
 
 pub mod error;
 pub mod policy;
@@ -20,6 +21,6 @@ pub mod wechat;
 
 mod edge;
 
-pub use edge::account_object::AccountTokenObject;
-pub use edge::alert_outbox::AlertOutbox;
-pub use edge::registry::AccountRegistry;
+pub use edge::objects::account_object::AccountTokenObject;
+pub use edge::objects::alert_outbox::AlertOutbox;
+pub use edge::objects::registry::AccountRegistry;

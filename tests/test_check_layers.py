@@ -29,6 +29,18 @@ def test_a_clean_tree_passes(tmp_path):
     assert code == 0, out
 
 
+def test_rooms_used_downwards_and_the_shared_gate_pass(tmp_path):
+    code, out = check(tmp_path, {
+        "edge/router.rs": "use crate::edge::routes::{gateway, admin};",
+        "edge/routes/gateway.rs": "use crate::edge::{routes::access, objects::store, adapters::kv};",
+        "edge/routes/admin.rs": "use crate::edge::routes::access::check;",
+        "edge/routes/access.rs": "use crate::edge::objects::store::X;",
+        "edge/objects/store.rs": "use crate::edge::adapters::kv::Y;",
+        "edge/adapters/kv.rs": "use crate::policy::a::Z;",
+    })
+    assert code == 0, out
+
+
 @pytest.mark.parametrize("files, expected", [
     ({"policy/a.rs": "use crate::policy::b::X;", "policy/b.rs": "use super::a::Y;"},
      "module cycle: policy::a <-> policy::b"),
@@ -42,6 +54,13 @@ def test_a_clean_tree_passes(tmp_path):
      "a pure layer uses a runtime crate"),
     ({"wechat/mod.rs": "use js_sys::Date;"}, "a pure layer uses a runtime crate"),
     ({"clock.rs": ""}, "in no layer"),
+    ({"edge/objects/store.rs": "use crate::edge::routes::gateway::X;",
+      "edge/routes/gateway.rs": ""}, "against the rooms' direction"),
+    ({"edge/adapters/kv.rs": "use crate::edge::objects::store::X;",
+      "edge/objects/store.rs": ""}, "against the rooms' direction"),
+    ({"edge/routes/platform.rs": "use crate::edge::routes::admin::remove;",
+      "edge/routes/admin.rs": ""}, "one route module uses another"),
+    ({"edge/helpers.rs": ""}, "in no room of edge"),
 ])
 def test_what_it_refuses(tmp_path, files, expected):
     code, out = check(tmp_path, files)

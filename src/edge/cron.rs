@@ -7,9 +7,9 @@
 //! account neither stops nor delays the others. The scheduled macro discards returned errors,
 //! so every failure is logged here.
 
-use crate::edge::object_client;
-use crate::edge::registry::{self, Picked};
-use crate::edge::runtime::{self, log_error, log_event, now_secs};
+use crate::edge::adapters::runtime::{self, log_error, log_event, now_secs};
+use crate::edge::objects::object_client;
+use crate::edge::objects::registry::{self, Picked};
 use crate::policy::schedule::overdue_after_secs;
 use futures_util::future::join_all;
 use serde_json::{json, Value};

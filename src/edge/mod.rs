@@ -1,35 +1,19 @@
-//! The edge: everything that touches the Workers runtime. The HTTP entry (`router`, with the
-//! one authentication path in `access`, request bodies and queries in `request`, responses in
-//! `respond`, the gateway's bodies in `streams`), the read-through from isolate memory (`memo`)
-//! and KV (`kv_cache`) to the account's Durable Object (`account_object`), which refreshes
-//! through `refresher` and calls WeChat through `upstream`; the WeChat-compatible endpoints
-//! (`compat`), the API gateway (`gateway`), the cron, runtime adapters (`runtime`) and
-//! test-only fault injection (`faults`). It uses the policy and the protocol; nothing below
-//! uses it.
+//! The edge: everything that touches the Workers runtime, in three rooms and two doors. Each
+//! room may use the ones below it, never one above (`scripts/check-layers` checks it):
+//!
+//! - `adapters/`: the runtime's services, thinly wrapped (settings and logs, isolate memory,
+//!   KV, outbound fetch, bodies and streams, responses, webhooks, test faults).
+//! - `objects/`: the Durable Objects (an account's, the registry, the alert outbox), their
+//!   state, and the clients that reach them (the read-through, the account directory).
+//! - `routes/`: what each request gets (the token routes' WeChat-compatible twins, the
+//!   gateway, the admin API, the platform, `/status` and its page); route modules never use
+//!   each other, only `access`, the one authentication path.
+//! - The doors: `router` (every HTTP request) and `cron` (the scheduled watchdog).
+//!
+//! It uses the policy and the protocol; nothing below uses it.
 
-mod access;
-pub mod account_object;
-mod admin;
-pub mod alert_outbox;
-mod compat;
+mod adapters;
 mod cron;
-mod directory;
-mod faults;
-mod gateway;
-mod kv_cache;
-mod memo;
-mod object_call;
-mod object_client;
-mod platform;
-mod reader;
-mod refresher;
-pub mod registry;
-mod request;
-mod respond;
+pub mod objects;
 mod router;
-mod runtime;
-mod status_listing;
-mod status_page;
-mod streams;
-mod upstream;
-mod webhooks;
+mod routes;

@@ -1,17 +1,17 @@
 //! The worker's HTTP entry point: which route, which method, and each route's handler.
 
-use crate::edge::access::{self, account_name};
-use crate::edge::admin;
-use crate::edge::compat;
-use crate::edge::gateway;
-use crate::edge::object_client;
-use crate::edge::platform;
-use crate::edge::reader::{read, refresh};
-use crate::edge::request::{self, param, query};
-use crate::edge::respond;
-use crate::edge::runtime::{self, now_secs};
-use crate::edge::status_listing;
-use crate::edge::status_page;
+use crate::edge::adapters::request::{self, param, query};
+use crate::edge::adapters::respond;
+use crate::edge::adapters::runtime::{self, now_secs};
+use crate::edge::objects::object_client;
+use crate::edge::objects::reader::{read, refresh};
+use crate::edge::routes::access::{self, account_name};
+use crate::edge::routes::admin;
+use crate::edge::routes::compat;
+use crate::edge::routes::gateway;
+use crate::edge::routes::platform;
+use crate::edge::routes::status_listing;
+use crate::edge::routes::status_page;
 use crate::error::AppError;
 use crate::policy::accounts::Account;
 use crate::policy::auth::Route;
