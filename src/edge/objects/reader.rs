@@ -124,6 +124,48 @@ pub async fn refresh(
     Ok(record)
 }
 
+/// A call made with an account's current token, and what healing did to it.
+pub enum Healed<T> {
+    /// The first answer: WeChat took the token, or it was not sent again.
+    First(T),
+    /// WeChat refused the token; the answer sent with its successor.
+    Resent(T),
+    /// WeChat refused the token and no successor came (`why`); the first answer.
+    Refused { first: T, why: AppError },
+}
+
+/// Sends `send` with `account`'s current token. When `rejected` says WeChat refused that
+/// token, a refresh naming it (`trigger`, shared by every caller that saw the same token)
+/// replaces it, and, if `resend`, the call goes once more with the successor. The only error
+/// is the first read's; what the sends answered is the caller's to judge.
+pub async fn with_healing<T, F, Fut>(
+    (env, ctx, settings): (&Env, &Context, &Settings),
+    account: &Account,
+    trigger: impl FnOnce(String) -> Trigger,
+    resend: bool,
+    rejected: impl Fn(&T) -> bool,
+    send: F,
+) -> Result<Healed<T>, AppError>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let token = read::<TokenRecord>(env, ctx, settings, account, ())
+        .await?
+        .access_token;
+    let first = send(token.clone()).await;
+    if !rejected(&first) {
+        return Ok(Healed::First(first));
+    }
+    match refresh(env, settings, account, trigger(token.clone())).await {
+        Ok(fresh) if resend && fresh.access_token != token => {
+            Ok(Healed::Resent(send(fresh.access_token).await))
+        }
+        Ok(_) => Ok(Healed::First(first)),
+        Err(why) => Ok(Healed::Refused { first, why }),
+    }
+}
+
 /// Whether this isolate should ask for a background refresh of `key` now: once per few
 /// seconds, not once per request while a credential is due.
 fn first_ask(key: &str, now_ms: u64) -> bool {

@@ -17,7 +17,7 @@ use crate::edge::adapters::runtime::{self, log_event, now_millis};
 use crate::edge::adapters::streams::{self, Body};
 use crate::edge::adapters::upstream::{self, Forwarded};
 use crate::edge::objects::directory;
-use crate::edge::objects::reader::{self, read, refresh};
+use crate::edge::objects::reader::{self, read, with_healing, Healed};
 use crate::edge::routes::access::{self, account_name};
 use crate::error::{wechat_codes, wechat_shape, AppError, UpstreamFailure};
 use crate::policy::accounts::{Account, AccountKind, TokenApi};
@@ -347,31 +347,35 @@ async fn send_healed(
         CallCredential::AccountToken => {}
     }
     let name = gateway::token_parameter(account.kind, &call.path);
-    let token = read::<TokenRecord>(env, ctx, settings, account, ()).await?;
-    let first = send(vec![(name, token.access_token.clone())]).await?;
-    if !first.errcode.is_some_and(wechat_codes::is_token_rejected) {
-        return Ok(once(first));
-    }
     let resendable = call.body.as_ref().is_none_or(Body::resendable);
-    let stale_token = token.access_token.clone();
-    let healed = refresh(env, settings, account, Trigger::Healed { stale_token }).await;
+    let rejected = |sent: &Result<Forwarded, AppError>| {
+        sent.as_ref()
+            .is_ok_and(|answer| answer.errcode.is_some_and(wechat_codes::is_token_rejected))
+    };
+    let trigger = |stale_token| Trigger::Healed { stale_token };
+    let healed = with_healing(
+        (env, ctx, settings),
+        account,
+        trigger,
+        resendable,
+        rejected,
+        |token| send(vec![(name, token)]),
+    )
+    .await?;
     match healed {
-        Ok(fresh) if resendable && fresh.access_token != token.access_token => {
-            let second = send(vec![(name, fresh.access_token)]).await?;
-            Ok(Sent {
-                answer: second,
-                retried: true,
-                heal_refused: None,
-            })
-        }
+        Healed::First(first) => first.map(once),
+        Healed::Resent(second) => second.map(|answer| Sent {
+            answer,
+            retried: true,
+            heal_refused: None,
+        }),
         // Healing failed: why is worth more than WeChat's 40001 to a keyed caller that can
         // resend; an SDK on the pass-through understands WeChat's own answer best.
-        Err(e) if resendable && mode == Mode::Keyed => Err(e),
-        Err(e) => Ok(Sent {
-            heal_refused: Some(e.code().to_owned()),
-            ..once(first)
+        Healed::Refused { why, .. } if resendable && mode == Mode::Keyed => Err(why),
+        Healed::Refused { first, why } => first.map(|answer| Sent {
+            heal_refused: Some(why.code().to_owned()),
+            ..once(answer)
         }),
-        Ok(_) => Ok(once(first)),
     }
 }
 

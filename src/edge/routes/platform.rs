@@ -10,7 +10,7 @@ use crate::edge::adapters::runtime::{self, log_event, now_secs};
 use crate::edge::adapters::upstream;
 use crate::edge::objects::directory;
 use crate::edge::objects::object_client;
-use crate::edge::objects::reader::{read, refresh};
+use crate::edge::objects::reader::{read, with_healing, Healed};
 use crate::edge::objects::registry;
 use crate::edge::objects::removal;
 use crate::edge::routes::access;
@@ -272,7 +272,7 @@ async fn pre_auth_code(request: &Request, env: &Env, ctx: &Context) -> Result<Re
     let appid = component.account.appid.as_str();
     let settings = &*settings;
     let issued = with_component_token(env, ctx, settings, |token| {
-        let call = protocol::pre_auth_code_request(&settings.api_base, appid, token);
+        let call = protocol::pre_auth_code_request(&settings.api_base, appid, &token);
         async move {
             let (status, body) =
                 upstream::platform_call(settings, &call, settings.upstream_timeout_ms).await?;
@@ -300,22 +300,19 @@ async fn with_component_token<T, F, Fut>(
     call: F,
 ) -> Result<T, AppError>
 where
-    F: Fn(&str) -> Fut,
+    F: Fn(String) -> Fut,
     Fut: Future<Output = Result<T, UpstreamFailure>>,
 {
     let account = settings.component_account()?;
-    let token = read::<TokenRecord>(env, ctx, settings, account, ())
-        .await?
-        .access_token;
-    match call(&token).await {
-        Err(UpstreamFailure::WeChat { errcode, .. })
-            if wechat_codes::is_token_rejected(errcode) =>
-        {
-            let stale_token = token;
-            let fresh = refresh(env, settings, account, Trigger::Rejected { stale_token }).await?;
-            call(&fresh.access_token).await.map_err(AppError::Upstream)
-        }
-        outcome => outcome.map_err(AppError::Upstream),
+    let rejected = |outcome: &Result<T, UpstreamFailure>| {
+        matches!(outcome, Err(UpstreamFailure::WeChat { errcode, .. })
+            if wechat_codes::is_token_rejected(*errcode))
+    };
+    let trigger = |stale_token| Trigger::Rejected { stale_token };
+    let healed = with_healing((env, ctx, settings), account, trigger, true, rejected, call).await?;
+    match healed {
+        Healed::First(outcome) | Healed::Resent(outcome) => outcome.map_err(AppError::Upstream),
+        Healed::Refused { why, .. } => Err(why),
     }
 }
 
@@ -350,7 +347,7 @@ pub async fn sync_authorizers(
     let appid = component.account.appid.as_str();
     let settings = &*settings;
     let (listed, total) = with_component_token(env, ctx, settings, |token| {
-        let call = protocol::authorizer_list_request(&settings.api_base, appid, token, offset);
+        let call = protocol::authorizer_list_request(&settings.api_base, appid, &token, offset);
         async move {
             let (status, body) =
                 upstream::platform_call(settings, &call, settings.upstream_timeout_ms).await?;
