@@ -279,22 +279,21 @@ pub fn next_start(
 
 /// A unix time as people read it in a chat: `2026-12-01 17:00:00 UTC`.
 pub fn utc(unix: u64) -> String {
-    let (days, secs) = ((unix / 86_400) as i64, unix % 86_400);
-    // Days to a civil date (Howard Hinnant's algorithm, proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    use chrono::{Datelike, Timelike};
+    let Some(at) = i64::try_from(unix)
+        .ok()
+        .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
+    else {
+        return format!("{unix} (unix time)");
+    };
     format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        at.year(),
+        at.month(),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
     )
 }
 
