@@ -5,6 +5,10 @@
 //!
 //! [`AccountCtx`] is cheap to clone so that background refreshes can outlive the request that
 //! started them.
+//!
+//! Over 400 lines: this is the object's one context (its ops, the decision for each, the
+//! flights, persistence and its report to the registry); the calls, KV, alerts, platform and
+//! admin parts are already in `refresher/`, and what is left shares the context's state.
 
 mod admin;
 mod alerts;

@@ -10,6 +10,9 @@
 //!   API base points here works. Errors in WeChat's shape, as SDKs parse it.
 //!
 //! The rules (paths refused, headers forwarded) are `policy::gateway`'s.
+//!
+//! Over 400 lines: the two ways in share the call's construction, its heal, the refresh
+//! tokens taken out of platform answers and the one log line; apart, each would repeat them.
 
 use crate::edge::adapters::request::{param, query};
 use crate::edge::adapters::respond;

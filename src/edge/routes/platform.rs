@@ -3,6 +3,9 @@
 //! pre-auth codes with the authorization page, and the list of authorizers. The component is
 //! an account of the environment and each authorizer an account registered at runtime (kind
 //! `authorizer`, id its appid), so every other route serves them as any account.
+//!
+//! Over 400 lines: the pushes and the platform's own API routes (pre-auth code, authorizer
+//! list and its import) share the component's lookup and its healed calls.
 
 use crate::edge::adapters::request::{self, param, query};
 use crate::edge::adapters::respond;

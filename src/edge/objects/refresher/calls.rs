@@ -1,4 +1,6 @@
 //! The calls to WeChat behind a refresh, and recording what they returned.
+//! Just over 400 lines: the attempt loop (its budget, retries and lost answers) and the
+//! recording of each outcome are read together.
 
 use super::state::Slot;
 use super::AccountCtx;

@@ -3,6 +3,9 @@
 //! authorization), and what they need around them: asking WeChat to push a ticket again,
 //! healing a rejected component token, and recovering a refresh token from the authorizer
 //! list once before telling the operator the account must authorize again.
+//!
+//! Over 400 lines: the component's and an authorizer's grants share the healing of the
+//! component token, the missing-grant records and the hourly list lookup.
 
 use super::calls::Sending;
 use super::AccountCtx;

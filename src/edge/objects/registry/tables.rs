@@ -1,5 +1,7 @@
 //! The registry's SQLite tables and every query on them. Synchronous: each function runs
 //! whole inside one request to the object, so no other request interleaves with it.
+//! Over 400 lines on purpose: every query on the tables is here, so that a schema change is
+//! read in one file.
 
 use super::{Deleted, Picked, Stored};
 use crate::edge::adapters::runtime;
