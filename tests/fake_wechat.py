@@ -354,6 +354,8 @@ class FakeWeChat:
             openid = self.user_tokens.get(query.get("access_token", ""))
             if openid is None or openid != query.get("openid"):
                 return _json({"errcode": 40001, "errmsg": "invalid credential"})
+            if path == "/sns/auth":  # whether a user's token is still valid
+                return _json({"errcode": 0, "errmsg": "ok"})
             return _json({"openid": openid, "nickname": "web user"})
 
     def component_login(self, path: str, query: dict[str, str]):
@@ -548,7 +550,7 @@ class FakeWeChat:
                     self._record_api()
                     self._send(*_json({"errcode": 48001, "errmsg": "api unauthorized"},
                                       status=403))
-                elif url.path in ("/sns/userinfo", "/sns/oauth2/refresh_token",
+                elif url.path in ("/sns/userinfo", "/sns/auth", "/sns/oauth2/refresh_token",
                                   "/sns/oauth2/access_token"):
                     self._record_api()
                     self._send(*fake.web_oauth(url.path, query))

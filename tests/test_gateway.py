@@ -256,7 +256,18 @@ class TestWebOAuth:
             "GET", f"/gateway/sns/oauth2/refresh_token?account=shop&refresh_token={refresh}"
             "&grant_type=refresh_token")
         assert renewed.json["openid"] == "openid-oauth-code-1", renewed.text
-        assert len(fake.api_requests) == 3
+        # /sns/auth checks the user's own token: it goes as the caller sent it, no appid added.
+        checked = worker.request(
+            "GET", f"/gateway/sns/auth?account=shop&access_token={user_token}"
+            "&openid=openid-oauth-code-1")
+        assert checked.json == {"errcode": 0, "errmsg": "ok"}, checked.text
+        call = fake.api_requests[-1]
+        assert call["path"] == "/sns/auth" and "appid" not in call["query"]
+        assert call["token_appid"] is None, "the user's token, not the account's"
+        passed = worker.request(
+            "GET", f"/sns/auth?access_token={user_token}&openid=openid-oauth-code-1", key=None)
+        assert passed.json["errcode"] == 40097, "refused: nothing of this server's to check"
+        assert len(fake.api_requests) == 4
 
     def test_a_refused_user_token_heals_nothing(self, worker, fake):
         before = fake.calls_for(STABLE[0])
