@@ -233,9 +233,10 @@ def wait_for(predicate, timeout: float = 10, interval: float = 0.1) -> bool:
 
 def assert_sent_for(fake, appid: str, last: int | None = None) -> None:
     """Every API call the fake received (or the `last` ones) carried `appid`'s token, as
-    WeChat reads the account from the token, and none carried the edge's own `account`."""
+    WeChat reads the account from the token, and none carried the edge's own `account` or
+    the `appid` that named it."""
     calls = fake.api_requests[-last:] if last else fake.api_requests
     assert calls, "nothing reached WeChat"
     for call in calls:
         assert call["token_appid"] == appid, (call["path"], call["token_appid"], appid)
-        assert "account" not in call["query"], call["query"]
+        assert "account" not in call["query"] and "appid" not in call["query"], call["query"]

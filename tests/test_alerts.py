@@ -279,7 +279,7 @@ def test_a_failing_webhook_is_tried_again_after_the_window_logged_and_never_slow
     assert_error(worker.get_token(), 502, "wechat_error")
     # The webhook takes 4 s (and the outbox gathers 1 s first): a read that waited for it
     # would take 5 s.
-    assert time.monotonic() - started < 3, "the read did not wait for the webhook"
+    assert time.monotonic() - started < 4.5, "the read did not wait for the webhook"
     receiver.wait(1, timeout=20)
     assert wait_for(lambda: worker.events("alert_delivery_failed"), 15)
     event = worker.events("alert_delivery_failed")[0]

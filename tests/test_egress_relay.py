@@ -292,14 +292,18 @@ def test_the_relay_reaches_wechat_over_tls_with_its_name_and_a_verified_certific
 
         # A certificate for another name, though from the trusted authority: refused.
         front.use(trusted.issue("not-wechat.example"))
+        handshakes = len(front.server_names)
         refused = worker.request("POST", "/token/refresh",
                                  body=json.dumps({"stale_token": token.json["access_token"]}))
         assert refused.status == 502, refused.text
+        assert len(front.server_names) > handshakes, "the relay reached the front, and refused"
         # One signed by an authority the relay does not trust: refused too.
         front.use(Authority(tmp_path / "other", "Untrusted CA").issue("api.weixin.qq.com"))
+        handshakes = len(front.server_names)
         refused = worker.request("POST", "/token/refresh",
                                  body=json.dumps({"stale_token": token.json["access_token"]}))
         assert refused.status == 502, refused.text
+        assert len(front.server_names) > handshakes, "the relay reached the front, and refused"
         assert fake.calls == calls, "nothing reached WeChat past a certificate it refused"
     finally:
         next(relay, None)

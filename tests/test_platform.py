@@ -448,6 +448,15 @@ class TestAuthorizers:
         for path in ("/component/token", "/component/authorizers"):
             get, head = (worker.request(method, path) for method in ("GET", "HEAD"))
             assert (head.status, head.text) == (get.status, "") and get.status == 200
+        # WeChat stops taking the component token: the pre-auth code call heals it once and
+        # is sent again with its successor.
+        component = worker.request("GET", "/component/token").json["access_token"]
+        fake.platform.revoked.add(component)
+        before = dict(fake.platform.calls)
+        assert preauth().status == 200
+        assert fake.platform.calls["api_component_token"] == before["api_component_token"] + 1
+        assert fake.platform.calls["api_create_preauthcode"] == \
+            before["api_create_preauthcode"] + 2, "refused, then sent again"
 
     def test_preauthcode_gives_the_authorization_pages(self, platform_worker, fake):
         worker = platform_worker()

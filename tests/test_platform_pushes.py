@@ -227,6 +227,9 @@ class TestNothingToCallWith:
 
     def test_a_refused_refresh_token_stops_automatic_refreshes_until_authorized_again(
             self, platform_worker, fake):
+        # Tokens that are due at once (60 s, inside the 900 s margin): every read and cron
+        # run below would refresh them, were automatic refreshes not stopped.
+        fake.platform.authorizer_expires_in = 60
         worker = platform_worker()
         push_ticket(worker)
         stale = authorize(worker)

@@ -127,9 +127,8 @@ class TestCronAndBackground:
         due = self.force_a_token_living(worker, fake, 600)
         fake.latency_ms = 2000  # WeChat answers the refresh after 2 s
         time.sleep(1.1)
+        # The token it had: a read that waited for the refresh would get the new one.
         assert_token_answer(worker.get_token(), fake, due)
-        # Answered while the refresh had not reached WeChat yet, or was still there: not after.
-        assert fake.calls == 1 or fake.in_flight == 1, "the read waited for the refresh"
         assert wait_for(lambda: fake.calls == 2 and fake.in_flight == 0, 15)
         assert wait_for(lambda: worker.get_token().json["access_token"] == fake.current_token)
         assert fake.calls == 2

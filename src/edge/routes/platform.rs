@@ -295,7 +295,8 @@ async fn pre_auth_code(request: &Request, env: &Env, ctx: &Context) -> Result<Re
 }
 
 /// Makes one of the platform's own calls with the component token; a token WeChat rejects is
-/// refreshed once (for everyone: a refresh naming it) and the call sent again.
+/// refreshed once (for everyone: a refresh naming it) and the call sent again with its
+/// successor (a refresh that brings no new token answers the refusal).
 async fn with_component_token<T, F, Fut>(
     env: &Env,
     ctx: &Context,
