@@ -95,3 +95,35 @@ def test_the_configuration_guide_names_every_variable_the_code_reads_and_no_othe
 def test_the_readme_is_a_front_page():
     lines = (REPO / "README.md").read_text().count("\n")
     assert lines <= 250, f"README.md has {lines} lines: the details belong in docs/"
+
+
+# Each documented default and the constant the code falls back to.
+DEFAULTS = {
+    "WECHAT_API_BASE": "DEFAULT_API_BASE", "WECOM_API_BASE": "DEFAULT_WECOM_API_BASE",
+    "REFRESH_MARGIN_SECS": "DEFAULT_MARGIN_SECS",
+    "MIN_REFRESH_INTERVAL_SECS": "DEFAULT_MIN_INTERVAL_SECS",
+    "KV_MAX_AGE_SECS": "DEFAULT_KV_MAX_AGE_SECS",
+    "UPSTREAM_TIMEOUT_MS": "DEFAULT_UPSTREAM_TIMEOUT_MS",
+    "STABLE_FORCE_SPACING_SECS": "DEFAULT_FORCE_SPACING_SECS",
+    "STABLE_FORCE_DAILY_LIMIT": "DEFAULT_FORCE_DAILY_LIMIT",
+    "CRON_BATCH": "DEFAULT_CRON_BATCH", "ALERT_AFTER_SECS": "DEFAULT_AFTER_SECS",
+    "ALERT_REPEAT_SECS": "DEFAULT_REPEAT_SECS", "GATEWAY_PATH_PREFIXES": "DEFAULT_PATH_PREFIXES",
+}
+
+
+def constant(name: str) -> str:
+    """A `const` of src/policy as written: a number without its `_`, or a string's text."""
+    for source in (REPO / "src" / "policy").glob("*.rs"):
+        match = re.search(rf"const {name}: [^=]+= (.+?);", source.read_text(), re.S)
+        if match:
+            value = match.group(1).strip()
+            if value.startswith('"'):
+                return re.sub(r"\\\n\s*", "", value[1:-1])
+            return value.replace("_", "")
+    raise AssertionError(f"no constant {name}")
+
+
+def test_each_documented_default_is_the_codes():
+    documented = documented_variables()
+    for variable, name in DEFAULTS.items():
+        assert f"`{constant(name)}`" in documented[variable], (variable, constant(name))

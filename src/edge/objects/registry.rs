@@ -261,9 +261,11 @@ pub async fn pick(
 }
 
 /// How long a caller waits for the registry: its table, and the KV writes of an account or
-/// two (a reseal's batch writes up to `RESEAL_BATCH` entries, and has longer).
+/// two. A reseal writes up to `RESEAL_BATCH` entries under the write lock, so it, and what
+/// takes that lock after it (a write, the cron's pick and repairs), waits longer: a write
+/// answered "no answer" would still land.
 const REGISTRY_BUDGET_MS: u64 = 15_000;
-const RESEAL_BUDGET_MS: u64 = 60_000;
+const WRITE_BUDGET_MS: u64 = 60_000;
 const REGISTRY: &str = "the account registry";
 
 async fn ask<T: DeserializeOwned>(env: &Env, op: &Op) -> Result<T, AppError> {
@@ -275,7 +277,7 @@ async fn ask<T: DeserializeOwned>(env: &Env, op: &Op) -> Result<T, AppError> {
     let body = serde_json::to_value(op).map_err(|e| runtime::internal("encoding", e))?;
     faults::object_request(env, "registry", body["op"].as_str().unwrap_or_default());
     let budget_ms = match op {
-        Op::Reseal { .. } => RESEAL_BUDGET_MS,
+        Op::Reseal { .. } | Op::Put { .. } | Op::Delete { .. } | Op::Pick { .. } => WRITE_BUDGET_MS,
         _ => REGISTRY_BUDGET_MS,
     };
     let mut response = object_call::post(&stub, REGISTRY, &body.to_string(), budget_ms).await?;
