@@ -9,6 +9,7 @@ import io
 import json
 import os
 import re
+import time
 
 import pytest
 
@@ -505,6 +506,31 @@ class TestStreaming:
         assert status == 200, answer
         assert fake.media[json.loads(answer)["media_id"]] == self.BIG
         assert "content-length" not in fake.api_requests[-1]["headers"]
+
+    def test_a_streamed_body_may_take_longer_than_the_upstream_budget(self, worker, fake):
+        # UPSTREAM_TIMEOUT_MS is 2.5 s here; a body that streams has 60 s (WeChat answers only
+        # once it has all of it, at the client's pace): this one takes about 5 s to arrive.
+        body, headers = multipart("media", "slow.jpg", self.BIG)
+        pieces = [body[i:i + 262144] for i in range(0, len(body), 262144)]
+
+        def slowly():
+            for piece in pieces:
+                time.sleep(5.0 / len(pieces))
+                yield piece
+
+        started = time.monotonic()
+        conn = http.client.HTTPConnection("127.0.0.1", worker.port, timeout=90)
+        try:
+            conn.request("POST", "/gateway/cgi-bin/media/upload?account=second&type=image",
+                         body=slowly(), encode_chunked=True,
+                         headers={"Authorization": f"Bearer {CLIENT_KEY}", **headers})
+            answer = conn.getresponse()
+            data = answer.read()
+        finally:
+            conn.close()
+        assert time.monotonic() - started > 4.5
+        assert answer.status == 200, data
+        assert fake.media[json.loads(data)["media_id"]] == self.BIG
 
     def test_a_streamed_body_is_not_sent_again_but_the_token_is_healed(self, worker, fake):
         token = worker.request("GET", "/token?account=second").json["access_token"]
