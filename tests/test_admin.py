@@ -269,7 +269,8 @@ class TestRuntimeAccounts:
         appid = RUNTIME_APPS[6][0]
         fake.modes[appid] = "quota"
         assert register(worker, "rt7", 7).status == 201, "stored, though its first fetch failed"
-        assert worker.request("GET", "/token?account=rt7").status >= 400
+        paused = assert_error(worker.request("GET", "/token?account=rt7"), 503, "no_valid_token")
+        assert paused["wechat_errcode"] == 45009, paused
         status = worker.request("GET", "/status?account=rt7").json["accounts"][0]
         assert status["auto_refresh"].startswith("paused_until")
         fake.modes[appid] = "ok"  # WeChat's clear_quota

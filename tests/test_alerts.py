@@ -159,7 +159,7 @@ def test_a_quota_pause_alerts_exactly_once_and_recovers_after_a_reset(start_work
 
     fake.mode = "quota"
     worker = start_worker(**alert_vars(receiver, ADMIN_KEYS=ADMIN_KEY))
-    assert worker.get_token().status >= 500
+    assert assert_error(worker.get_token(), 502, "wechat_error")["wechat_errcode"] == 45009
     receiver.wait(2)
     assert sorted(receiver.states()) == [("no_valid_token", "started"),
                                          ("quota_paused", "started")]
@@ -180,7 +180,7 @@ def test_a_quota_pause_alerts_exactly_once_and_recovers_after_a_reset(start_work
 
 def test_refused_credentials_alert_exactly_once(start_worker, fake, receiver):
     worker = start_worker(**alert_vars(receiver, WECHAT_APPSECRET="fake-secret-wrong-0123456789"))
-    assert worker.get_token().status >= 500
+    assert assert_error(worker.get_token(), 502, "wechat_error")["wechat_errcode"] == 40125
     receiver.wait(2)
     assert sorted(receiver.states()) == [("credentials_refused", "started"),
                                          ("no_valid_token", "started")]
@@ -308,7 +308,7 @@ def test_alerts_that_start_together_arrive_as_one_digest(start_worker, fake, rec
         with lock:
             name = next(names)
         return worker.request("GET", f"/token?account={name}").status
-    assert all(status >= 500 for status in burst(4, read))
+    assert burst(4, read) == [502] * 4, "WeChat busy for every account"
     [digest] = receiver.wait(1)
     time.sleep(4)
     assert len(receiver.received) == 1, receiver.states()
@@ -454,7 +454,7 @@ def test_a_registry_or_an_outbox_that_never_answers_is_waited_for_within_a_bound
 
     # Refused credentials start alerts; the object hands them to the outbox after its
     # answer, gives up at the bound, and keeps them for the next visit.
-    assert worker.get_token().status >= 500
+    assert_error(worker.get_token(), 502, "wechat_error")
     assert wait_for(lambda: worker.events("alert_enqueue_failed"), 30)
     failed = worker.events("alert_enqueue_failed")[0]
     assert "the alert outbox did not answer" in failed["message"]

@@ -344,7 +344,7 @@ fn forced_refresh_without_a_token_after_a_failure_is_unavailable() {
 }
 
 #[test]
-fn zero_interval_never_waits() {
+fn zero_interval_never_makes_a_passive_refresh_wait() {
     let policy = RefreshPolicy {
         margin_secs: 900,
         min_interval_secs: 0,
