@@ -232,27 +232,31 @@ class TestNothingToCallWith:
         fake.platform.authorizer_expires_in = 60
         worker = platform_worker()
         push_ticket(worker)
-        stale = authorize(worker)
+        authorize(worker)
         # Another tool took the authorization over; the list no longer shows this one.
         fake.platform.refresh_tokens[AUTHORIZER] = "refreshtoken@@@elsewhere"
         fake.platform.listed_refresh.pop(AUTHORIZER)
         fake.platform.all_secrets.append("refreshtoken@@@elsewhere")
-        refused = worker.request("POST", f"/token/refresh?account={AUTHORIZER}",
-                                 body=json.dumps({"stale_token": stale}))
-        assert refused.status == 502 and refused.json["wechat_errcode"] == 61023, refused.text
+
+        def status():
+            return worker.request("GET", f"/status?account={AUTHORIZER}").json["accounts"][0]
+
+        def refused():
+            worker.request("GET", f"/token?account={AUTHORIZER}")  # the token is due
+            return (status()["last_error"] or {}).get("wechat_errcode") == 61023
+        assert wait_for(refused, 20), status()
+        time.sleep(1)  # a refresh under way when the refusal was recorded has settled
         calls = fake.platform.authorizer_calls[AUTHORIZER]
         for _ in range(3):
             worker.run_cron(lines=2)
             worker.request("GET", f"/token?account={AUTHORIZER}")
         time.sleep(2)
         assert fake.platform.authorizer_calls[AUTHORIZER] == calls, "no automatic retry"
-        status = worker.request("GET", f"/status?account={AUTHORIZER}").json["accounts"][0]
-        assert status["auto_refresh"] != "on", status
+        assert status()["auto_refresh"] != "on", status()
         # Authorized again: a new refresh token, and refreshes go on.
         fake.platform.refresh_tokens.pop(AUTHORIZER)
         authorize(worker)
-        status = worker.request("GET", f"/status?account={AUTHORIZER}").json["accounts"][0]
-        assert status["auto_refresh"] == "on", status
+        assert status()["auto_refresh"] == "on", status()
         for secret in fake.platform.all_secrets:
             assert secret not in worker.log()
 
