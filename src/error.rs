@@ -221,6 +221,10 @@ pub enum AppError {
     },
     /// We called WeChat for this request and it failed.
     Upstream(UpstreamFailure),
+    /// The account used this month's quota clears (WeChat allows 10 a calendar month).
+    ClearQuotaMonthlyLimit {
+        retry_after_secs: u64,
+    },
     /// No valid token, and WeChat may not be called yet (it failed moments ago).
     NoValidToken {
         last_failure: Option<UpstreamFailure>,
@@ -251,7 +255,7 @@ impl AppError {
             Self::ForbiddenAccount | Self::ForbiddenRoute => 403,
             Self::NotFound | Self::UnknownAccount => 404,
             Self::MethodNotAllowed { .. } => 405,
-            Self::RefreshTooSoon { .. } => 429,
+            Self::RefreshTooSoon { .. } | Self::ClearQuotaMonthlyLimit { .. } => 429,
             Self::Upstream(failure) => failure.status(),
             Self::NoValidToken { .. } => 503,
         }
@@ -278,6 +282,7 @@ impl AppError {
             Self::UnknownAccount => "unknown_account",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::RefreshTooSoon { .. } => "refresh_too_soon",
+            Self::ClearQuotaMonthlyLimit { .. } => "clear_quota_monthly_limit",
             Self::Upstream(failure) => failure.code(),
             // The platform's causes say more than "no token": what to check.
             Self::NoValidToken {
@@ -328,6 +333,11 @@ impl AppError {
                 retry_after_secs,
                 reason,
             } => reason.explain(*retry_after_secs),
+            Self::ClearQuotaMonthlyLimit { retry_after_secs } => format!(
+                "WeChat allows 10 quota clears a calendar month (Beijing time) per account, and \
+                 this account has used them; the next is allowed in {retry_after_secs} s, when \
+                 the month turns. WeChat was not called."
+            ),
             Self::Upstream(failure) => failure.describe(),
             Self::NoValidToken {
                 last_failure,
@@ -358,7 +368,8 @@ impl AppError {
             }
             | Self::NoValidToken {
                 retry_after_secs, ..
-            } => Some(*retry_after_secs),
+            }
+            | Self::ClearQuotaMonthlyLimit { retry_after_secs } => Some(*retry_after_secs),
             Self::Relayed {
                 retry_after_secs, ..
             } => *retry_after_secs,
@@ -390,6 +401,10 @@ impl AppError {
         if let Some((errcode, errmsg)) = wechat {
             body["wechat_errcode"] = json!(errcode);
             body["wechat_errmsg"] = json!(errmsg);
+            // The key to WeChat's own record of the call (`GET /diagnostics/rid`).
+            if let Some(rid) = wechat_codes::rid(errmsg) {
+                body["wechat_rid"] = json!(rid);
+            }
         }
         if let Self::RefreshTooSoon { reason, .. } = self {
             body["reason"] = json!(reason.code());

@@ -39,6 +39,7 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from fake_openapi import OPENAPI_PATHS, FakeOpenApi
 from fake_platform import FakePlatform
 
 
@@ -123,6 +124,8 @@ class FakeWeChat:
         self.ticket_calls: Counter[tuple[str, str]] = Counter()  # (appid, type) -> calls
         self.tickets_issued: list[str] = []
         self.platform = FakePlatform(self, "wxcomponent0000001", "fake-secret-component-0123")
+        self.openapi = FakeOpenApi(self)
+        self.rids = True  # append a rid to every error's errmsg, as WeChat does
         self._server = _Server(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -187,7 +190,9 @@ class FakeWeChat:
             self.answer_headers = {}
             self.egress_key = None
             self.egress_refused = 0
+            self.rids = True
         self.platform.reset()
+        self.openapi.reset()
 
 
     @property
@@ -519,6 +524,7 @@ class FakeWeChat:
                 return True
 
             def do_GET(self):  # noqa: N802 (http.server's naming)
+                self._raw = b""
                 if self._relay_refuses():
                     return
                 url = _routed(self.path)
@@ -581,6 +587,7 @@ class FakeWeChat:
             def do_POST(self):  # noqa: N802
                 url = _routed(self.path)
                 raw = self._read_body()
+                self._raw = raw
                 if self._relay_refuses():
                     return
                 query = {k: v[0] for k, v in parse_qs(url.query).items()}
@@ -592,6 +599,9 @@ class FakeWeChat:
                     self._record_api(len(raw))
                     content_type = self.headers.get("Content-Type", "")
                     self._send(*fake.media_upload(query, content_type, raw))
+                    return
+                if url.path in OPENAPI_PATHS:
+                    self._send(*fake.openapi.handle(url.path, query, raw))
                     return
                 if url.path.startswith("/cgi-bin/component/"):
                     self._record_api(len(raw))
@@ -658,6 +668,8 @@ class FakeWeChat:
 
             def _send(self, status: int, content_type: str, body: str | bytes,
                       extra_headers: dict | None = None) -> None:
+                if fake.rids and content_type.startswith("application/json") and isinstance(body, str):
+                    body = self._with_rid(body)
                 data = body.encode() if isinstance(body, str) else body
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
@@ -674,6 +686,29 @@ class FakeWeChat:
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the worker gave up (timeout test)
+
+            def _with_rid(self, body: str) -> str:
+                """An error's errmsg ends in a rid, as WeChat's do; the call is kept for
+                `rid/get`, for the account the call was made as."""
+                try:
+                    answer = json.loads(body)
+                except ValueError:
+                    return body
+                if not isinstance(answer, dict) or not answer.get("errcode") \
+                        or "rid:" in str(answer.get("errmsg", "")):
+                    return body
+                split = urlsplit(self.path)
+                query = {k: v[0] for k, v in parse_qs(split.query).items()}
+                try:
+                    sent = json.loads(self._raw or b"{}")
+                except ValueError:
+                    sent = {}
+                sent = sent if isinstance(sent, dict) else {}
+                token = query.get("access_token") or query.get("component_access_token") or ""
+                owner = (query.get("appid") or query.get("corpid") or sent.get("appid")
+                         or sent.get("component_appid") or fake.token_owner(token))
+                raw_body = self._raw.decode("utf-8", "replace")
+                return fake.openapi.record(owner, split.query, raw_body, answer)
 
             def log_message(self, *args) -> None:
                 pass  # request lines carry the secret: never print them

@@ -8,6 +8,7 @@ use crate::edge::objects::reader::{read, refresh};
 use crate::edge::routes::access::{self, account_name};
 use crate::edge::routes::admin;
 use crate::edge::routes::compat;
+use crate::edge::routes::diagnostics;
 use crate::edge::routes::gateway;
 use crate::edge::routes::platform;
 use crate::edge::routes::status_listing;
@@ -87,6 +88,14 @@ async fn route(request: Request, env: &Env, ctx: &Context) -> Result<Response, A
         "/status" => {
             allow(Method::Get)?;
             get_status(&request, env).await
+        }
+        "/quota" => {
+            allow(Method::Get)?;
+            diagnostics::quota(&request, env, ctx).await
+        }
+        "/diagnostics/rid" => {
+            allow(Method::Get)?;
+            diagnostics::rid(&request, env, ctx).await
         }
         "/cgi-bin/token" | "/cgi-bin/gettoken" | "/cgi-bin/ticket/getticket" => {
             allow(Method::Get)?;

@@ -56,6 +56,15 @@ fn wechat_fields_appear_only_when_wechat_spoke() {
     let body = AppError::Upstream(failure.clone()).body();
     assert_eq!(body["wechat_errcode"], -1);
     assert_eq!(body["wechat_errmsg"], "system error");
+    assert!(body.get("wechat_rid").is_none(), "WeChat gave no rid");
+    let with_rid = UpstreamFailure::WeChat {
+        errcode: 45009,
+        errmsg: "reach max api daily quota limit rid: 64eed8de-4cdaca9b".into(),
+    };
+    assert_eq!(
+        AppError::Upstream(with_rid).body()["wechat_rid"],
+        "64eed8de-4cdaca9b"
+    );
 
     let body = AppError::NoValidToken {
         last_failure: Some(failure),

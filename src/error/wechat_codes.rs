@@ -5,6 +5,9 @@
 /// The account's daily quota for this API is used up.
 pub const QUOTA_EXHAUSTED: i64 = 45009;
 
+/// The account used this month's 10 quota clears.
+pub const CLEAR_QUOTA_MONTHLY_LIMIT: i64 = 48006;
+
 /// The platform's verify ticket is too old (61005) or not one WeChat pushed (61006).
 pub const VERIFY_TICKET_EXPIRED: i64 = 61005;
 pub const VERIFY_TICKET_INVALID: i64 = 61006;
@@ -38,8 +41,25 @@ pub fn explain_errcode(errcode: i64, errmsg: &str) -> String {
                   until the configuration changes."
             .into(),
         45009 => "The account reached WeChat's daily quota for this API (errcode 45009); \
-                  refreshes are paused until the quota resets at midnight Beijing time, and the \
-                  current token is served while it is valid."
+                  refreshes are paused until the quota resets at midnight Beijing time (or \
+                  POST /admin/accounts/<id>/clear-quota clears it), and the current token is \
+                  served while it is valid."
+            .into(),
+        CLEAR_QUOTA_MONTHLY_LIMIT => "WeChat refused to clear the quota (errcode 48006): the \
+            account used its 10 clears this month."
+            .into(),
+        76021 => "WeChat does not know that API path (errcode 76021): name it as \
+                  /cgi-bin/message/custom/send, without WeChat's host."
+            .into(),
+        76022 => "This account's token cannot ask for that API's quota (errcode 76022): the \
+                  API belongs to another kind of account, or is a /sns/ API, which WeChat does \
+                  not meter this way."
+            .into(),
+        76001 => "WeChat has no record of that rid for this account (errcode 76001): WeChat \
+                  keeps a rid for 7 days."
+            .into(),
+        76003 => "That rid belongs to another account (errcode 76003): ask with the account \
+                  whose call failed."
             .into(),
         VERIFY_TICKET_EXPIRED | VERIFY_TICKET_INVALID => format!(
             "WeChat refused the platform's component_verify_ticket (errcode {errcode}): \
@@ -99,9 +119,31 @@ pub fn reported_ip(errmsg: &str) -> Option<&str> {
         })
 }
 
+/// The request id WeChat appends to an errmsg (`… rid: 64eed8de-4cdaca9b-1be8f193`), by
+/// which `/cgi-bin/openapi/rid/get` finds the call's details.
+pub fn rid(errmsg: &str) -> Option<&str> {
+    let start = errmsg.rfind("rid: ")? + "rid: ".len();
+    let rid = errmsg[start..]
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .next()?;
+    (!rid.is_empty()).then_some(rid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rid_is_read_from_the_end_of_an_errmsg() {
+        let errmsg = "reach max api daily quota limit rid: 64eed8de-4cdaca9b-1be8f193";
+        assert_eq!(rid(errmsg), Some("64eed8de-4cdaca9b-1be8f193"));
+        assert_eq!(
+            rid("invalid credential rid: 6620d1f0-5e6f, try again"),
+            Some("6620d1f0-5e6f")
+        );
+        assert_eq!(rid("system error"), None);
+        assert_eq!(rid("hint: [uAgBWA0486e669] rid: "), None);
+    }
 
     #[test]
     fn rejected_token_codes() {

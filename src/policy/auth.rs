@@ -23,16 +23,25 @@ pub enum Route {
     /// The third-party platform's own routes: pre-auth codes and the authorizer list (its
     /// component token is a token: `Token`).
     Component,
+    /// `/quota`: an API's daily quota, as WeChat counts it.
+    Quota,
+    /// `/diagnostics/rid`: WeChat's record of a failed call.
+    Diagnostics,
+    /// `/metrics`, for Prometheus.
+    Metrics,
 }
 
 impl Route {
-    const ALL: [Route; 6] = [
+    const ALL: [Route; 9] = [
         Self::Token,
         Self::Ticket,
         Self::Signature,
         Self::Status,
         Self::Gateway,
         Self::Component,
+        Self::Quota,
+        Self::Diagnostics,
+        Self::Metrics,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +52,9 @@ impl Route {
             Self::Status => "status",
             Self::Gateway => "gateway",
             Self::Component => "component",
+            Self::Quota => "quota",
+            Self::Diagnostics => "diagnostics",
+            Self::Metrics => "metrics",
         }
     }
 }
@@ -70,6 +82,14 @@ pub struct Grant {
 }
 
 impl Grant {
+    /// What an admin key may read where a route takes one too: every account.
+    pub fn admin() -> Self {
+        Self {
+            accounts: None,
+            routes: None,
+        }
+    }
+
     /// Limited to some accounts: then an account it may not read and one that does not exist
     /// get the same answer.
     pub fn is_scoped(&self) -> bool {

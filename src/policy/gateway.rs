@@ -7,6 +7,7 @@
 //! segments, no empty segments, no backslashes, no encoded separators, no absolute URL), and
 //! that nothing of the client's own (its key, cookies, addresses) is passed on.
 
+use crate::error::wechat_codes::rid;
 use crate::error::AppError;
 use crate::policy::accounts::AccountKind;
 
@@ -59,13 +60,26 @@ pub fn is_redirect(status: u16) -> bool {
     matches!(status, 301 | 302 | 303 | 307 | 308)
 }
 
-/// The `errcode` of an answer's body, if it is a JSON object that has one.
-pub fn errcode(body: &[u8]) -> Option<i64> {
+/// What WeChat said in an answer's body, if it is a JSON object with an `errcode`: the code,
+/// and the rid its `errmsg` names.
+pub fn errcode(body: &[u8]) -> Option<Said> {
     #[derive(serde::Deserialize)]
-    struct Errcode {
+    struct Answer {
         errcode: Option<i64>,
+        errmsg: Option<String>,
     }
-    serde_json::from_slice::<Errcode>(body).ok()?.errcode
+    let answer = serde_json::from_slice::<Answer>(body).ok()?;
+    Some(Said {
+        errcode: answer.errcode?,
+        rid: answer.errmsg.as_deref().and_then(rid).map(str::to_owned),
+    })
+}
+
+/// An answer's `errcode`, and WeChat's request id if its `errmsg` has one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Said {
+    pub errcode: i64,
+    pub rid: Option<String>,
 }
 
 /// `GATEWAY_PATH_PREFIXES`: comma-separated path prefixes such as `/cgi-bin/`, each of letters,
@@ -603,9 +617,17 @@ mod tests {
 
     #[test]
     fn an_errcode_is_read_from_a_json_object_only() {
+        let said = |errcode, rid: Option<&str>| Said {
+            errcode,
+            rid: rid.map(str::to_owned),
+        };
         assert_eq!(
             errcode(br#"{"errcode":40001,"errmsg":"x","a":[1,{}]}"#),
-            Some(40001)
+            Some(said(40001, None))
+        );
+        assert_eq!(
+            errcode(br#"{"errcode":45009,"errmsg":"quota rid: 64eed8de-4cd"}"#),
+            Some(said(45009, Some("64eed8de-4cd")))
         );
         assert_eq!(errcode(br#"{"openid":"o"}"#), None);
         assert_eq!(errcode(b"[1,2]"), None);

@@ -6,7 +6,7 @@ use crate::error::wechat_codes;
 use crate::error::UpstreamFailure;
 use crate::policy::accounts::TokenApi;
 use crate::policy::alerts::AlertLedger;
-use crate::policy::quota::{DailyCount, ForceLog};
+use crate::policy::quota::{DailyCount, ForceLog, MonthlyClears};
 use crate::policy::refresh::AttemptRecord;
 use crate::policy::status::ErrorRecord;
 use crate::policy::ticket::TicketKind;
@@ -114,6 +114,9 @@ pub struct AccountLedger {
     /// The conditions under alert (`policy::alerts`).
     #[serde(default)]
     pub alerts: AlertLedger,
+    /// The quota clears made this month (WeChat allows 10).
+    #[serde(default)]
+    pub quota_clears: MonthlyClears,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

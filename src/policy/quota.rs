@@ -131,6 +131,79 @@ pub fn quota_pause(
     (exhausted_today || calls_today >= daily_quota).then(|| next_beijing_midnight(now))
 }
 
+/// How many times a calendar month WeChat clears an account's quotas (`clear_quota` and its
+/// appsecret variant share them).
+pub const CLEARS_PER_MONTH: u64 = 10;
+
+/// The calendar month in Beijing time, as months since year 0 (`2026-12` is 2026 * 12 + 11).
+pub fn beijing_month(now: u64) -> u64 {
+    use chrono::Datelike;
+    let date = i64::try_from(now + BEIJING_OFFSET_SECS)
+        .ok()
+        .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
+        .map(|at| at.date_naive())
+        .unwrap_or_default();
+    date.year().max(0) as u64 * 12 + u64::from(date.month0())
+}
+
+/// The unix time the next Beijing month starts.
+pub fn next_beijing_month(now: u64) -> u64 {
+    let next = beijing_month(now) + 1;
+    let (year, month) = ((next / 12) as i32, (next % 12) as u32 + 1);
+    chrono::NaiveDate::from_ymd_opt(year, month, 1)
+        .and_then(|date| date.and_hms_opt(0, 0, 0))
+        .map(|at| at.and_utc().timestamp() as u64 - BEIJING_OFFSET_SECS)
+        .unwrap_or(u64::MAX)
+}
+
+/// The quota clears an account made this month, kept in its Durable Object.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonthlyClears {
+    pub month: u64,
+    pub count: u64,
+}
+
+impl MonthlyClears {
+    pub fn left(&self, now: u64) -> u64 {
+        match self.month == beijing_month(now) {
+            true => CLEARS_PER_MONTH.saturating_sub(self.count),
+            false => CLEARS_PER_MONTH,
+        }
+    }
+
+    /// Takes one of this month's clears before WeChat is asked (so that two requests cannot
+    /// both take the last one), or says how long until the month turns.
+    pub fn take(&mut self, now: u64) -> Result<(), u64> {
+        if self.left(now) == 0 {
+            return Err(next_beijing_month(now) - now);
+        }
+        if self.month != beijing_month(now) {
+            *self = Self {
+                month: beijing_month(now),
+                count: 0,
+            };
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    /// WeChat did not clear (the clear taken by [`take`](Self::take) is not spent).
+    pub fn give_back(&mut self, now: u64) {
+        if self.month == beijing_month(now) {
+            self.count = self.count.saturating_sub(1);
+        }
+    }
+
+    /// WeChat said the month's clears are used (48006: some were made elsewhere, in the
+    /// platform's console).
+    pub fn used_up(&mut self, now: u64) {
+        *self = Self {
+            month: beijing_month(now),
+            count: CLEARS_PER_MONTH,
+        };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,5 +313,31 @@ mod tests {
             Some(midnight)
         );
         assert_eq!(quota_pause(None, 1999, 2000, BEFORE_MIDNIGHT), None);
+    }
+
+    #[test]
+    fn ten_clears_a_beijing_month_and_the_eleventh_waits_for_the_next() {
+        // 2026-11-30T16:00:00Z is 2026-12-01 00:00 in Beijing.
+        let december = 1_796_054_400;
+        assert_eq!(beijing_month(december), 2026 * 12 + 11);
+        assert_eq!(beijing_month(december - 1), 2026 * 12 + 10);
+        assert_eq!(next_beijing_month(december - 1), december);
+        // 2027-01-01 00:00 Beijing: December has 31 days.
+        assert_eq!(next_beijing_month(december), december + 31 * DAY_SECS);
+        let mut clears = MonthlyClears::default();
+        let late_november = december - 3600;
+        for n in 0..CLEARS_PER_MONTH {
+            assert_eq!(clears.take(late_november + n), Ok(()), "clear {n}");
+        }
+        assert_eq!(clears.left(late_november + 20), 0);
+        assert_eq!(clears.take(late_november + 20), Err(3600 - 20));
+        clears.give_back(late_november + 20);
+        assert_eq!(clears.left(late_november + 20), 1);
+        clears.used_up(late_november + 30);
+        assert_eq!(clears.take(late_november + 40), Err(3600 - 40));
+        // The month turns at midnight Beijing time.
+        assert_eq!(clears.left(december), CLEARS_PER_MONTH);
+        assert_eq!(clears.take(december), Ok(()));
+        assert_eq!(clears.left(december), CLEARS_PER_MONTH - 1);
     }
 }

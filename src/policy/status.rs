@@ -6,6 +6,7 @@
 
 use crate::error::{AppError, UpstreamFailure};
 use crate::policy::fingerprint::fingerprint;
+use crate::policy::quota::MonthlyClears;
 use crate::policy::token::Credential;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -42,7 +43,7 @@ pub fn credential_json(record: &impl Credential, refreshed_at: u64) -> Value {
 }
 
 /// Adds to a summary the fields that tick with the clock, as of `now`: each credential's
-/// `expires_in` and the verify ticket's `age_secs`.
+/// `expires_in`, the verify ticket's `age_secs`, and the quota clears left this month.
 pub fn as_of(entry: &mut Value, now: u64) {
     let remaining = |credential: &mut Value| {
         if let Some(at) = credential.get("expires_at").and_then(Value::as_u64) {
@@ -54,6 +55,10 @@ pub fn as_of(entry: &mut Value, now: u64) {
     }
     if let Some(tickets) = entry.get_mut("tickets").and_then(Value::as_object_mut) {
         tickets.values_mut().for_each(remaining);
+    }
+    if let Some(clears) = entry.as_object_mut().and_then(|e| e.remove("quota_clears")) {
+        let clears: MonthlyClears = serde_json::from_value(clears).unwrap_or_default();
+        entry["clears_left_this_month"] = json!(clears.left(now));
     }
     if let Some(ticket) = entry.get_mut("verify_ticket").filter(|t| t.is_object()) {
         if let Some(at) = ticket.get("created_at").and_then(Value::as_u64) {
@@ -98,6 +103,9 @@ mod tests {
         );
         assert_eq!(entry["tickets"]["jsapi"]["expires_in"], 0);
         assert_eq!(entry["verify_ticket"]["age_secs"], 100);
+        let mut cleared = json!({ "quota_clears": { "month": crate::policy::quota::beijing_month(1200), "count": 3 } });
+        as_of(&mut cleared, 1200);
+        assert_eq!(cleared, json!({ "clears_left_this_month": 7 }));
         let mut none = unreported("shop", "mini_program", "stable");
         as_of(&mut none, 1200);
         assert_eq!(none["token"], Value::Null);

@@ -5,5 +5,6 @@
 
 pub mod api;
 pub mod jssdk;
+pub mod openapi;
 pub mod platform;
 pub mod push;

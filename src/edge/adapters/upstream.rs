@@ -117,6 +117,8 @@ pub struct Forwarded {
     pub headers: Vec<(&'static str, String)>,
     pub body: Option<Body>,
     pub errcode: Option<i64>,
+    /// WeChat's request id, when the errcode's `errmsg` names one.
+    pub rid: Option<String>,
 }
 
 impl Forwarded {
@@ -307,7 +309,7 @@ async fn exchange(
             None => None,
         };
         // Only a small answer can be a refusal with an errcode; a large one is not copied in.
-        let errcode = match (&body, reading) {
+        let said = match (&body, reading) {
             (_, Reading::Whole) => None,
             (Some(Body::Kept(bytes)), _)
                 if bytes.length() as usize <= gateway::MAX_INSPECTED_BYTES =>
@@ -320,7 +322,8 @@ async fn exchange(
             status,
             headers: answer_headers,
             body,
-            errcode,
+            errcode: said.as_ref().map(|said| said.errcode),
+            rid: said.and_then(|said| said.rid),
         })
     };
     match within(Duration::from_millis(budget_ms), call).await {

@@ -261,6 +261,7 @@ impl AccountTokenObject {
                 ctx.reset().await;
                 Ok(Value::Null)
             }
+            Op::ClearQuota => ctx.clear_quota().await,
             Op::Token { trigger } => ctx.token(&trigger).await.and_then(encode),
             Op::Ticket { kind, trigger } => ctx.ticket(kind, &trigger).await.and_then(encode),
             Op::Cron => Ok(ctx.cron().await),

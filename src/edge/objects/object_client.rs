@@ -39,6 +39,8 @@ pub(crate) enum Op {
     Forget,
     /// Lift the quota pause and the credential block.
     Reset,
+    /// Ask WeChat to clear the account's quotas (one of the month's 10), then lift the pause.
+    ClearQuota,
     /// The account is deleted: erase its state, alarm and KV entries. An authorizer's
     /// withdrawal keeps its CreateTime, so that an older push never brings it back.
     Erase {
@@ -101,6 +103,11 @@ pub async fn forget(env: &Env, account_id: &str) -> Result<(), AppError> {
 
 pub async fn reset(env: &Env, account_id: &str) -> Result<(), AppError> {
     decode(ask(env, account_id, Op::Reset).await?).await
+}
+
+/// The account's clears left this month, after WeChat cleared its quotas.
+pub async fn clear_quota(env: &Env, account_id: &str) -> Result<Value, AppError> {
+    decode(ask(env, account_id, Op::ClearQuota).await?).await
 }
 
 pub async fn erase(env: &Env, account_id: &str, withdrawn_at: Option<u64>) -> Result<(), AppError> {

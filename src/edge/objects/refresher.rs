@@ -417,6 +417,8 @@ impl AccountCtx {
             "daily_quota": self.settings.daily_quota(&self.account),
             "auto_refresh": status::auto_refresh(self.paused_until(CredentialKind::Token, now), self.automatic_blocked(), now),
             "alerts": ledger.alerts.alerting.iter().map(|a| &a.condition).collect::<Vec<_>>(),
+            // `status::as_of` turns it into the clears left in the month of reading.
+            "quota_clears": ledger.quota_clears,
         });
         self.platform_status(&mut entry);
         entry

@@ -35,6 +35,25 @@ pub async fn authenticate(
     Ok((grant, settings))
 }
 
+/// A client key for `route`, or an admin key (which may read every account); a client key
+/// without the route is refused as such, not tried as an admin key.
+pub async fn authenticate_or_admin(
+    env: &Env,
+    request: &Request,
+    route: Route,
+) -> Result<(Grant, Rc<Settings>), AppError> {
+    let presented = crate::edge::adapters::request::bearer(request);
+    match authenticate(env, presented.as_deref(), route).await {
+        Err(AppError::Unauthorized) => {
+            authenticate_admin(env, request)
+                .await
+                .map_err(|_| AppError::Unauthorized)?;
+            Ok((Grant::admin(), runtime::settings(env)?))
+        }
+        other => other,
+    }
+}
+
 /// Authenticates an admin key (`Authorization: Bearer <admin key>`), before anything else of
 /// the request is looked at.
 pub async fn authenticate_admin(env: &Env, request: &Request) -> Result<(), AppError> {

@@ -22,7 +22,10 @@ use crate::policy::sealing::NONCE_BYTES;
 use serde_json::{json, Value};
 use worker::{Env, Method, Request, Response};
 
-/// `/admin/accounts` and `/admin/accounts/<id>[/reset]`; `rest` is the path after
+/// What `POST /admin/accounts/<id>/<action>` does to an account (environment accounts too).
+const ACTIONS: [&str; 2] = ["/reset", "/clear-quota"];
+
+/// `/admin/accounts` and `/admin/accounts/<id>[/reset|/clear-quota]`; `rest` is the path after
 /// `/admin/accounts`, `method` the request's (HEAD as GET). The key is checked before anything
 /// else, the body read only after it.
 pub async fn route(
@@ -36,11 +39,15 @@ pub async fn route(
     match (rest.strip_prefix('/'), method) {
         (None, Method::Get) if rest.is_empty() => list(request, env, &settings).await,
         (None, _) if rest.is_empty() => Err(AppError::MethodNotAllowed { allow: "GET, HEAD" }),
-        (Some(id_reset), Method::Post) if id_reset.ends_with("/reset") => {
-            reset(env, &settings, &id_reset[..id_reset.len() - "/reset".len()]).await
-        }
-        (Some(id_reset), _) if id_reset.ends_with("/reset") => {
-            Err(AppError::MethodNotAllowed { allow: "POST" })
+        (Some(tail), method) if ACTIONS.iter().any(|a| tail.ends_with(a)) => {
+            if method != Method::Post {
+                return Err(AppError::MethodNotAllowed { allow: "POST" });
+            }
+            match tail.rsplit_once('/') {
+                Some((id, "reset")) => reset(env, &settings, id).await,
+                Some((id, _)) => clear_quota(env, &settings, id).await,
+                None => Err(AppError::NotFound),
+            }
         }
         (Some(id), _) if id.contains('/') || id.is_empty() => Err(AppError::NotFound),
         (Some(id), Method::Get) => show(env, &settings, id).await,
@@ -150,6 +157,15 @@ async fn reset(env: &Env, settings: &Settings, id: &str) -> Result<Response, App
     object_client::reset(env, id).await?;
     log_event(json!({ "event": "admin_account_reset", "account": id }));
     Ok(respond::json(200, &json!({ "id": id, "reset": true })))
+}
+
+/// Asks WeChat to clear the account's quotas (one of its 10 a month), and lifts the server's
+/// own quota pause and count as a reset does.
+async fn clear_quota(env: &Env, settings: &Settings, id: &str) -> Result<Response, AppError> {
+    directory::by_id(env, settings, id).await?;
+    let answer = object_client::clear_quota(env, id).await?;
+    log_event(json!({ "event": "admin_quota_cleared", "account": id }));
+    Ok(respond::json(200, &answer))
 }
 
 /// `POST /admin/reseal?limit=`: seals again, under the first key of

@@ -247,15 +247,23 @@ async fn forward(
             let answer = without_refresh_tokens(account.kind, call.credential, sent.answer)?;
             Ok(Sent { answer, ..sent })
         });
-    let (status, errcode, retried, heal_refused, edge_error) = match &outcome {
+    let (status, errcode, rid, retried, heal_refused, edge_error) = match &outcome {
         Ok(sent) => (
             sent.answer.status,
             sent.answer.errcode,
+            sent.answer.rid.clone(),
             sent.retried,
             sent.heal_refused.clone(),
             None,
         ),
-        Err(e) => (e.status(), None, false, None, Some(e.code().to_owned())),
+        Err(e) => (
+            e.status(),
+            None,
+            None,
+            false,
+            None,
+            Some(e.code().to_owned()),
+        ),
     };
     let mut line = json!({
         "event": "gateway_call",
@@ -269,7 +277,12 @@ async fn forward(
         "duration_ms": now_millis().saturating_sub(started_ms),
     });
     // Only when there is something to say: a log line costs by its length too.
-    for (name, value) in [("edge_error", edge_error), ("heal_refused", heal_refused)] {
+    let extras = [
+        ("edge_error", edge_error),
+        ("heal_refused", heal_refused),
+        ("wechat_rid", rid),
+    ];
+    for (name, value) in extras {
         if let Some(value) = value {
             line[name] = json!(value);
         }
@@ -438,7 +451,11 @@ fn upstream_url(
     query: &[(String, String)],
     credential: &[(&str, String)],
 ) -> String {
-    let mut pairs = form_urlencoded::Serializer::new(format!("{origin}{path}?"));
+    // The query starts after the `?` (`new` would take the whole URL for it, and put a `&`
+    // before the first pair).
+    let start = format!("{origin}{path}?");
+    let query_at = start.len();
+    let mut pairs = form_urlencoded::Serializer::for_suffix(start, query_at);
     for (key, value) in credential {
         pairs.append_pair(key, value);
     }

@@ -2,7 +2,7 @@
 //! of a message or a digest, and each chat service's payload. Pure.
 
 use super::{Alert, Condition, Transition};
-use crate::error::{AppError, UpstreamFailure};
+use crate::error::{wechat_codes, AppError, UpstreamFailure};
 use crate::policy::webhook::{self, AlertFormat};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -38,6 +38,9 @@ pub struct Notice {
     pub since: u64,
     pub errcode: Option<i64>,
     pub errmsg: Option<String>,
+    /// WeChat's request id in `errmsg`, if it gave one.
+    #[serde(default)]
+    pub rid: Option<String>,
     /// What to do (None once recovered).
     pub advice: Option<String>,
 }
@@ -57,6 +60,11 @@ impl Notice {
             state: alert.transition.name().into(),
             since: alert.since,
             errcode: errcode.filter(|_| !recovered),
+            rid: errmsg
+                .as_deref()
+                .and_then(wechat_codes::rid)
+                .filter(|_| !recovered)
+                .map(str::to_owned),
             errmsg: errmsg.filter(|_| !recovered),
             advice: (!recovered).then(|| advice(alert.condition, account, failure)),
         }
@@ -72,6 +80,7 @@ impl Notice {
             since,
             errcode: None,
             errmsg: None,
+            rid: None,
             advice: (!recovered).then(|| problem.to_owned()),
         }
     }
@@ -127,6 +136,12 @@ pub fn text(notices: &[Notice], now: u64) -> String {
             String::new()
         };
         lines.push(format!("WeChat errcode {code}: {message}{whose}"));
+        if let Some(rid) = &first.rid {
+            lines.push(format!(
+                "WeChat's record of the call: GET /diagnostics/rid?account={}&rid={rid}",
+                first.account
+            ));
+        }
     }
     if let Some(advice) = &first.advice {
         lines.push(format!("What to do: {advice}"));
@@ -181,6 +196,7 @@ pub fn payload(format: AlertFormat, notices: &[Notice], text: &str) -> Value {
                 "since": notices.iter().map(|n| n.since).min(),
                 "errcode": first.and_then(|n| n.errcode),
                 "errmsg": first.and_then(|n| n.errmsg.as_ref()),
+                "rid": first.and_then(|n| n.rid.as_ref()),
                 "text": text,
             })
         }

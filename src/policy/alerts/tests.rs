@@ -168,6 +168,28 @@ fn each_format_is_its_services_shape_and_says_what_to_do() {
 }
 
 #[test]
+fn an_alert_carries_wechats_rid_and_where_to_look_it_up() {
+    let failure = UpstreamFailure::WeChat {
+        errcode: 45009,
+        errmsg: "reach max api daily quota limit rid: 64eed8de-4cdaca9b".into(),
+    };
+    let alert = Alert {
+        condition: Condition::RefreshFailing,
+        transition: Transition::Started,
+        since: NOW - 60,
+    };
+    let one = [Notice::new("shop", &alert, Some(&failure))];
+    let words = text(&one, NOW);
+    assert!(words.contains("GET /diagnostics/rid?account=shop&rid=64eed8de-4cdaca9b"));
+    assert_eq!(
+        payload(AlertFormat::Json, &one, &words)["rid"],
+        "64eed8de-4cdaca9b"
+    );
+    let without = [Notice::new("shop", &alert, Some(&busy()))];
+    assert!(!text(&without, NOW).contains("/diagnostics/rid"));
+}
+
+#[test]
 fn a_digest_names_the_first_accounts_and_counts_the_rest() {
     let alert = Alert {
         condition: Condition::NoValidToken,

@@ -10,6 +10,7 @@ fn notice(account: &str, condition: &str, state: &str) -> Notice {
         since: NOW - 30,
         errcode: None,
         errmsg: None,
+        rid: None,
         advice: None,
     }
 }

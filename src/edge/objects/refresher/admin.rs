@@ -1,15 +1,20 @@
-//! What the admin API asks of an account's object: lift its pauses, or erase it.
+//! What the admin API asks of an account's object: lift its pauses, clear its quotas with
+//! WeChat, or erase it.
 
 use super::state::{storage_key, PLATFORM_KEY};
 use super::AccountCtx;
 use crate::edge::adapters::faults;
 use crate::edge::adapters::kv_cache;
 use crate::edge::adapters::runtime;
-use crate::error::AppError;
+use crate::edge::adapters::upstream;
+use crate::error::{wechat_codes, AppError, UpstreamFailure};
+use crate::policy::accounts::{AccountKind, TokenApi};
 use crate::policy::ledger::{CredentialKind, CredentialState, Usage};
 use crate::policy::platform::{AuthorizationPush, PlatformState};
+use crate::policy::quota;
 use crate::policy::token::TokenRecord;
-use serde_json::json;
+use crate::wechat::openapi;
+use serde_json::{json, Value};
 use worker::{Env, State};
 
 impl AccountCtx {
@@ -31,6 +36,68 @@ impl AccountCtx {
             self.persist(Some(which)).await;
         }
         runtime::log_event(json!({ "event": "account_reset", "account": self.account.id }));
+    }
+
+    /// Asks WeChat to clear the account's quotas with its appsecret (one of the month's 10,
+    /// counted here, so that the 11th is refused without a call), then lifts the pause as
+    /// [`reset`](Self::reset) does. Answers the clears left this month.
+    pub async fn clear_quota(&self) -> Result<Value, AppError> {
+        let now = runtime::now_secs();
+        let component = match self.account.api {
+            TokenApi::Authorizer => Some(self.settings.component_account()?),
+            _ => None,
+        };
+        if self.account.kind == AccountKind::WeCom {
+            return Err(AppError::BadRequest(
+                "WeCom has no quota clear; WeCom's limits reset on their own".into(),
+            ));
+        }
+        let taken = self.state.ledger.borrow_mut().quota_clears.take(now);
+        if let Err(retry_after_secs) = taken {
+            return Err(AppError::ClearQuotaMonthlyLimit { retry_after_secs });
+        }
+        let request =
+            openapi::clear_quota_request(&self.settings.api_base, &self.account, component);
+        let budget = self.settings.upstream_timeout_ms;
+        let outcome = upstream::platform_call(&self.settings, &request, budget).await;
+        let secret = request.sensitive.first().map_or("", String::as_str);
+        let outcome =
+            outcome.and_then(|(status, body)| openapi::parse_cleared(status, &body, secret));
+        let now = runtime::now_secs();
+        let rid = match &outcome {
+            Err(UpstreamFailure::WeChat { errmsg, .. }) => {
+                wechat_codes::rid(errmsg).map(str::to_owned)
+            }
+            _ => None,
+        };
+        let result = match outcome {
+            Ok(()) => Ok(()),
+            Err(UpstreamFailure::WeChat { errcode, .. })
+                if errcode == wechat_codes::CLEAR_QUOTA_MONTHLY_LIMIT =>
+            {
+                self.state.ledger.borrow_mut().quota_clears.used_up(now);
+                let retry_after_secs = quota::next_beijing_month(now) - now;
+                Err(AppError::ClearQuotaMonthlyLimit { retry_after_secs })
+            }
+            Err(failure) => {
+                self.state.ledger.borrow_mut().quota_clears.give_back(now);
+                Err(AppError::Upstream(failure))
+            }
+        };
+        let left = self.state.ledger.borrow().quota_clears.left(now);
+        runtime::log_event(json!({
+            "event": "quota_clear", "account": self.account.id,
+            "outcome": result.as_ref().map_or_else(|e| e.code(), |()| "ok"),
+            "clears_left_this_month": left, "wechat_rid": rid,
+        }));
+        match result {
+            Ok(()) => self.reset().await,
+            Err(e) => {
+                self.persist(None).await;
+                return Err(e);
+            }
+        }
+        Ok(json!({ "account": self.account.id, "cleared": true, "clears_left_this_month": left }))
     }
 }
 

@@ -369,6 +369,7 @@ impl AccountCtx {
             "attempt": attempt,
             "outcome": failure.map_or("ok".to_owned(), |f| AppError::Upstream(f.clone()).code().to_owned()),
             "wechat_errcode": match failure { Some(UpstreamFailure::WeChat { errcode, .. }) => json!(errcode), _ => json!(null) },
+            "wechat_rid": match failure { Some(UpstreamFailure::WeChat { errmsg, .. }) => json!(wechat_codes::rid(errmsg)), _ => json!(null) },
             "duration_ms": now_millis().saturating_sub(started_ms),
             "fingerprint": outcome.as_ref().ok().map(|issued| fingerprint(&issued.value)),
         }));

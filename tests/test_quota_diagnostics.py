@@ -1,0 +1,160 @@
+"""Quota and diagnostics: an API's daily quota as WeChat counts it (`GET /quota`), clearing an
+account's quotas with its monthly limit (`POST /admin/accounts/<id>/clear-quota`), and a failed
+call's record by the rid every WeChat error now carries (`GET /diagnostics/rid`), its secrets
+masked. The refusals come first."""
+
+import json
+
+import pytest
+
+from fake_openapi import beijing_month
+from harness import CLIENT_KEY, wait_for
+from setups import CORP, SECOND, STABLE, SCOPED_KEY, several
+from test_api import assert_error
+
+ADMIN_KEY = "admin-key-for-quota-0123456789abcdef"
+STATUS_KEY = "status-only-key-0123456789"
+QUOTA_KEY = "quota-only-key-0123456789"
+SEND = "/cgi-bin/message/custom/send"
+
+
+@pytest.fixture(scope="class")
+def worker(class_workers, fake):
+    keys = f"{CLIENT_KEY},{SCOPED_KEY}@second+corp-app,{STATUS_KEY}:status,{QUOTA_KEY}:quota"
+    return class_workers(**several(fake, CLIENT_KEYS=keys, ADMIN_KEYS=ADMIN_KEY,
+                                   MIN_REFRESH_INTERVAL_SECS="0"))
+
+
+def status_of(worker, account):
+    return worker.request("GET", f"/status?account={account}").json["accounts"][0]
+
+
+class TestQuotaAndDiagnostics:
+    def test_refusals_reach_no_api(self, worker, fake):
+        quota = f"/quota?path={SEND}"
+        rid = "/diagnostics/rid?rid=6620d1f0-1a2b"
+        for path in (quota, rid):
+            assert_error(worker.request("GET", path, key=None), 401, "unauthorized")
+            assert_error(worker.request("GET", path, key=STATUS_KEY), 403, "forbidden_route")
+            assert_error(worker.request("GET", f"{path}&account=shop", key=SCOPED_KEY), 403,
+                         "forbidden_account")
+            assert_error(worker.request("GET", f"{path}&account=corp-app"), 400, "bad_request")
+            assert_error(worker.request("POST", path, body="{}"), 405, "method_not_allowed")
+        # /quota takes a client key only; an admin key is not one.
+        assert_error(worker.request("GET", quota, key=ADMIN_KEY), 401, "unauthorized")
+        assert_error(worker.request("GET", rid, key=QUOTA_KEY), 403, "forbidden_route")
+        for bad in ("", "?path=", "?path=cgi-bin/x", "?path=https://api.weixin.qq.com/x",
+                    "?path=/cgi-bin/x%3Fa%3D1"):
+            assert_error(worker.request("GET", f"/quota{bad}"), 400, "bad_request")
+        for bad in ("", "?rid=", "?rid=a%20b"):
+            assert_error(worker.request("GET", f"/diagnostics/rid{bad}"), 400, "bad_request")
+        assert (fake.openapi.quota_calls, fake.openapi.rid_calls) == (0, 0)
+
+    def test_the_quota_is_wechats_count_for_the_accounts_own_token_cached_a_minute(
+            self, worker, fake):
+        for n in range(2):
+            message = {"touser": "o1", "msgtype": "text", "text": {"content": f"hi {n}"}}
+            sent = worker.request("POST", f"/gateway{SEND}", body=json.dumps(message))
+            assert sent.status == 200 and sent.json["errcode"] == 0, sent.text
+        reply = worker.request("GET", f"/quota?path={SEND}", key=QUOTA_KEY)
+        assert reply.status == 200, reply.text
+        answer = reply.json
+        assert (answer["account"], answer["path"]) == (fake.appid, SEND)
+        # The fake counts the calls it served to the token's owner: this account's token went.
+        assert (answer["daily_limit"], answer["used"], answer["remain"]) == (500000, 2, 499998)
+        assert answer["rate_limit"] == {"call_count": 100, "refresh_second": 60}
+        assert isinstance(answer["fetched_at"], int)
+        again = worker.request("GET", f"/quota?path={SEND}")
+        assert again.json == answer and fake.openapi.quota_calls == 1, "cached for 60 s"
+        other = worker.request("GET", f"/quota?account=second&path={SEND}")
+        assert other.status == 200 and other.json["used"] == 0, other.text
+        assert fake.openapi.quota_calls == 2
+
+    def test_wechats_refusals_are_answered_with_their_meaning_and_rid(self, worker, fake):
+        unknown = assert_error(worker.request("GET", "/quota?path=/cgi-bin/no/such/api"), 502,
+                               "wechat_error")
+        assert unknown["wechat_errcode"] == 76021 and "76021" in unknown["message"]
+        assert unknown["wechat_rid"] and unknown["wechat_rid"] in unknown["wechat_errmsg"]
+        sns = assert_error(worker.request("GET", "/quota?path=/sns/userinfo"), 502,
+                           "wechat_error")
+        assert sns["wechat_errcode"] == 76022 and "/sns/" in sns["message"]
+
+    def test_a_failed_calls_rid_leads_to_its_record_with_the_token_masked(self, worker, fake):
+        seen = len(worker.events("gateway_call"))
+        bad = worker.request("POST", f"/gateway{SEND}", body="not json")
+        assert bad.status == 200 and bad.json["errcode"] == 47001, bad.text
+        rid = bad.json["errmsg"].rsplit("rid: ", 1)[1]
+        assert wait_for(lambda: len(worker.events("gateway_call")) > seen)
+        line = [e for e in worker.events("gateway_call")[seen:] if e["path"] == SEND][0]
+        assert line["wechat_rid"] == rid and line["errcode"] == 47001
+        for key in (CLIENT_KEY, ADMIN_KEY):  # a client key with the route, or an admin key
+            reply = worker.request("GET", f"/diagnostics/rid?rid={rid}", key=key)
+            assert reply.status == 200, reply.text
+            record = reply.json["request"]
+            assert (reply.json["account"], reply.json["rid"]) == (fake.appid, rid)
+            assert record["request_url"] == "access_token=***"
+            assert record["request_body"] == "not json"
+            assert json.loads(record["response_body"])["errcode"] == 47001
+            assert record["client_ip"] == "203.0.113.7" and record["invoke_time"] > 0
+        token = worker.request("GET", "/token").json["access_token"]
+        assert token not in reply.text
+        # WeChat keeps a rid for its own account only.
+        other = assert_error(worker.request("GET", f"/diagnostics/rid?account=second&rid={rid}"),
+                             502, "wechat_error")
+        assert other["wechat_errcode"] == 76003
+        missing = assert_error(worker.request("GET", "/diagnostics/rid?rid=00000000-0000"), 502,
+                               "wechat_error")
+        assert missing["wechat_errcode"] == 76001
+
+    def test_a_clear_lifts_wechats_pause_and_the_servers(self, worker, fake):
+        token = worker.request("GET", "/token?account=second").json["access_token"]
+        fake.modes[SECOND[0]] = "quota"
+        refresh = json.dumps({"stale_token": token})
+        paused = assert_error(worker.request("POST", "/token/refresh?account=second",
+                                             body=refresh), 502, "wechat_error")
+        assert paused["wechat_errcode"] == 45009 and paused["wechat_rid"], paused
+        status = status_of(worker, "second")
+        assert status["auto_refresh"].startswith("paused_until")
+        assert status["clears_left_this_month"] == 10
+        assert_error(worker.request("POST", "/admin/accounts/second/clear-quota"), 401,
+                     "unauthorized")
+        assert_error(worker.request("GET", "/admin/accounts/second/clear-quota", key=ADMIN_KEY),
+                     405, "method_not_allowed")
+        cleared = worker.request("POST", "/admin/accounts/second/clear-quota", key=ADMIN_KEY)
+        assert cleared.status == 200, cleared.text
+        assert cleared.json == {"account": "second", "cleared": True, "clears_left_this_month": 9}
+        assert fake.openapi.clear_calls == [{"appid": SECOND[0], "component": False}]
+        assert fake.modes[SECOND[0]] == "ok", "WeChat cleared the quota"
+        status = status_of(worker, "second")
+        assert (status["auto_refresh"], status["clears_left_this_month"]) == ("on", 9)
+        renewed = worker.request("POST", "/token/refresh?account=second", body=refresh)
+        assert renewed.status == 200 and renewed.json["access_token"] != token, renewed.text
+        assert_error(worker.request("POST", "/admin/accounts/corp-app/clear-quota",
+                                    key=ADMIN_KEY), 400, "bad_request")
+        assert len(fake.openapi.clear_calls) == 1, "WeCom has no clear: WeChat not called"
+
+    def test_the_eleventh_clear_of_a_month_is_refused(self, worker, fake):
+        # Nine clears made in WeChat's console this month: the server's first is the tenth.
+        fake.openapi.clears[(STABLE[0], beijing_month(__import__("time").time()))] = 9
+        first = worker.request("POST", "/admin/accounts/shop/clear-quota", key=ADMIN_KEY)
+        assert first.status == 200 and first.json["clears_left_this_month"] == 9, first.text
+        seen = len(worker.events("quota_clear"))
+        refused = worker.request("POST", "/admin/accounts/shop/clear-quota", key=ADMIN_KEY)
+        assert_error(refused, 429, "clear_quota_monthly_limit")
+        assert int(refused.headers["retry-after"]) > 0
+        assert len(fake.openapi.clear_calls) == 2, "WeChat said 48006"
+        assert status_of(worker, "shop")["clears_left_this_month"] == 0
+        again = worker.request("POST", "/admin/accounts/shop/clear-quota", key=ADMIN_KEY)
+        assert_error(again, 429, "clear_quota_monthly_limit")
+        assert len(fake.openapi.clear_calls) == 2, "the 11th is refused without calling WeChat"
+        # WeChat's 48006 carried a rid: its record shows the clear's body, the secret masked.
+        assert wait_for(lambda: len(worker.events("quota_clear")) > seen)
+        line = worker.events("quota_clear")[seen]
+        assert line["outcome"] == "clear_quota_monthly_limit" and line["wechat_rid"], line
+        reply = worker.request("GET", f"/diagnostics/rid?account=shop&rid={line['wechat_rid']}",
+                               key=ADMIN_KEY)
+        assert reply.status == 200, reply.text
+        body = json.loads(reply.json["request"]["request_body"])
+        assert body == {"appid": STABLE[0], "appsecret": "***"}
+        assert STABLE[1] not in reply.text
+        assert json.loads(reply.json["request"]["response_body"])["errcode"] == 48006
