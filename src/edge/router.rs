@@ -17,6 +17,7 @@ use crate::error::AppError;
 use crate::policy::accounts::Account;
 use crate::policy::auth::Route;
 use crate::policy::config::{AccountName, Settings};
+use crate::policy::metrics::{self, ServerCounts};
 use crate::policy::refresh::Trigger;
 use crate::policy::registry;
 use crate::policy::requests;
@@ -88,6 +89,10 @@ async fn route(request: Request, env: &Env, ctx: &Context) -> Result<Response, A
         "/status" => {
             allow(Method::Get)?;
             get_status(&request, env).await
+        }
+        "/metrics" => {
+            allow(Method::Get)?;
+            get_metrics(&request, env).await
         }
         "/quota" => {
             allow(Method::Get)?;
@@ -230,6 +235,32 @@ async fn get_status(request: &Request, env: &Env) -> Result<Response, AppError> 
         }
     };
     Ok(respond::json(200, &answer))
+}
+
+/// Accounts a `/metrics` page.
+const METRICS_PAGE: usize = 1000;
+
+/// Prometheus's scrape: a page of accounts (`?page=` from 0) in one registry call whatever the
+/// number of accounts, and, on the first page for a key that sees every account, the server's
+/// own counters.
+async fn get_metrics(request: &Request, env: &Env) -> Result<Response, AppError> {
+    let pairs = query(request)?;
+    let (grant, settings) = access::authenticate_or_admin(env, request, Route::Metrics).await?;
+    let page = match param(&pairs, "page") {
+        None => 0,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n < 1_000_000)
+            .ok_or_else(|| AppError::BadRequest("?page= is a page number from 0".into()))?,
+    };
+    let window = (page, METRICS_PAGE);
+    let (entries, counters) =
+        status_listing::metrics_page(env, &settings, &grant, window, now_secs()).await?;
+    let server = counters
+        .filter(|_| page == 0)
+        .map(|counters| ServerCounts { counters });
+    Ok(respond::metrics(metrics::render(&entries, server.as_ref())))
 }
 
 async fn get_ticket(request: &Request, env: &Env, ctx: &Context) -> Result<Response, AppError> {

@@ -6,6 +6,7 @@ use crate::error::wechat_codes;
 use crate::error::UpstreamFailure;
 use crate::policy::accounts::TokenApi;
 use crate::policy::alerts::AlertLedger;
+use crate::policy::counters::Counters;
 use crate::policy::quota::{DailyCount, ForceLog, MonthlyClears};
 use crate::policy::refresh::AttemptRecord;
 use crate::policy::status::ErrorRecord;
@@ -117,6 +118,9 @@ pub struct AccountLedger {
     /// The quota clears made this month (WeChat allows 10).
     #[serde(default)]
     pub quota_clears: MonthlyClears,
+    /// What `/metrics` counts: refreshes and calls by outcome, KV write failures.
+    #[serde(default)]
+    pub counters: Counters,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,6 +160,7 @@ impl AccountLedger {
         if errcode == Some(wechat_codes::QUOTA_EXHAUSTED) {
             state.usage.quota_error_at = Some(now);
         }
+        self.counters.refresh(which.name(), failure.is_none());
         if let Some(failure) = failure {
             self.last_error = Some(ErrorRecord {
                 at: now,

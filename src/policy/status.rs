@@ -86,6 +86,33 @@ pub fn auto_refresh(paused_until: Option<u64>, blocked: bool, now: u64) -> Strin
     }
 }
 
+/// The states `/metrics` and the status page count accounts by, worst last.
+pub const STATES: [&str; 5] = ["healthy", "refreshing", "failing", "paused", "blocked"];
+
+/// An account's state from its entry (as of reading): `blocked` (WeChat refused its
+/// credentials), `paused` (its daily quota is used up), `failing` (its last error is newer
+/// than its token, or it has an error and no token), `healthy` (a token with time left), else
+/// `refreshing` (no valid token and no error: a first fetch, or one under way).
+pub fn state_of(entry: &Value) -> &'static str {
+    let auto_refresh = entry
+        .get("auto_refresh")
+        .and_then(Value::as_str)
+        .unwrap_or("on");
+    let at = |pointer: &str| entry.pointer(pointer).and_then(Value::as_u64);
+    if auto_refresh.starts_with("blocked") {
+        return "blocked";
+    }
+    if auto_refresh.starts_with("paused") {
+        return "paused";
+    }
+    match (at("/last_error/at"), at("/token/refreshed_at")) {
+        (Some(failed), Some(refreshed)) if failed > refreshed => "failing",
+        (Some(_), None) => "failing",
+        _ if at("/token/expires_in").unwrap_or(0) > 0 => "healthy",
+        _ => "refreshing",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +153,36 @@ mod tests {
         let json = error.to_json();
         assert_eq!(json["wechat_errcode"], 45009);
         assert!(json["message"].as_str().unwrap().contains("45009"));
+    }
+
+    #[test]
+    fn states_from_the_worst_down() {
+        let token = json!({"refreshed_at": 100, "expires_in": 50});
+        let state = |entry: Value| state_of(&entry);
+        assert_eq!(
+            state(json!({"auto_refresh": "blocked_until_config_changes"})),
+            "blocked"
+        );
+        assert_eq!(
+            state(json!({"auto_refresh": "paused_until:9", "token": token})),
+            "paused"
+        );
+        assert_eq!(
+            state(json!({"token": token, "last_error": {"at": 101}})),
+            "failing"
+        );
+        assert_eq!(
+            state(json!({"token": null, "last_error": {"at": 1}})),
+            "failing"
+        );
+        assert_eq!(
+            state(json!({"token": token, "last_error": {"at": 99}})),
+            "healthy"
+        );
+        assert_eq!(
+            state(json!({"token": {"refreshed_at": 1, "expires_in": 0}})),
+            "refreshing"
+        );
+        assert_eq!(state(unreported("a", "wecom", "wecom")), "refreshing");
     }
 }

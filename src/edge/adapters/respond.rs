@@ -24,6 +24,11 @@ pub fn text(status: u16, body: &str) -> Response {
     )
 }
 
+/// Prometheus's text exposition format.
+pub fn metrics(body: String) -> Response {
+    own(200, crate::policy::metrics::CONTENT_TYPE, body.into_bytes())
+}
+
 /// One of the server's own answers, never cached.
 fn own(status: u16, content_type: &str, body: Vec<u8>) -> Response {
     let headers = Headers::new();

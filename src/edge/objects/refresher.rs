@@ -419,6 +419,7 @@ impl AccountCtx {
             "alerts": ledger.alerts.alerting.iter().map(|a| &a.condition).collect::<Vec<_>>(),
             // `status::as_of` turns it into the clears left in the month of reading.
             "quota_clears": ledger.quota_clears,
+            "counters": ledger.counters,
         });
         self.platform_status(&mut entry);
         entry

@@ -70,6 +70,17 @@ enum Op {
         /// The sealing key's id: count what is sealed under another.
         #[serde(default)]
         sealing_key: Option<String>,
+        /// Registered accounts to pass over before the page (`/metrics?page=`).
+        #[serde(default)]
+        skip: usize,
+        /// Add the server's counters (`/metrics`).
+        #[serde(default)]
+        with_counters: bool,
+    },
+    /// Adds to the server's counters (`[name, amount]`), such as the gateway's calls by
+    /// status class that isolates tallied.
+    Count {
+        counts: Vec<(String, u64)>,
     },
     /// How many runtime accounts each key seals (`[key id, count]`; `v1`: the first format).
     Census,
@@ -117,6 +128,9 @@ pub struct StatusRows {
     pub more: bool,
     /// Runtime accounts sealed under another key than `sealing_key`.
     pub older_sealed: Option<u64>,
+    /// The server's counters, when asked for.
+    #[serde(default)]
+    pub counters: Vec<(String, u64)>,
 }
 
 /// What a reseal did: the entries it changed (for the edge's copies), and what is left.
@@ -240,8 +254,34 @@ pub async fn statuses(
         after,
         limit,
         sealing_key,
+        skip: 0,
+        with_counters: false,
     };
     ask(env, &op).await
+}
+
+/// A `/metrics` page in one registry call: the summaries of `ids` (environment accounts),
+/// then up to `limit` registered accounts after the first `skip`, and the server's counters.
+pub async fn metrics_rows(
+    env: &Env,
+    ids: Vec<String>,
+    skip: usize,
+    limit: usize,
+) -> Result<StatusRows, AppError> {
+    let op = Op::Statuses {
+        ids,
+        after: Some(String::new()),
+        limit,
+        sealing_key: None,
+        skip,
+        with_counters: true,
+    };
+    ask(env, &op).await
+}
+
+/// Adds `counts` to the server's counters.
+pub async fn count(env: &Env, counts: Vec<(String, u64)>) -> Result<(), AppError> {
+    ask::<Value>(env, &Op::Count { counts }).await.map(drop)
 }
 
 /// Up to `batch` accounts for the cron: those due before `overdue_before` first (their alarm

@@ -16,11 +16,13 @@
 
 use crate::edge::adapters::request::{param, query};
 use crate::edge::adapters::respond;
-use crate::edge::adapters::runtime::{self, log_event, now_millis};
+use crate::edge::adapters::runtime::{self, log_error, log_event, now_millis};
 use crate::edge::adapters::streams::{self, Body};
+use crate::edge::adapters::tally;
 use crate::edge::adapters::upstream::{self, Forwarded};
 use crate::edge::objects::directory;
 use crate::edge::objects::reader::{self, read, with_healing, Healed};
+use crate::edge::objects::registry;
 use crate::edge::routes::access::{self, account_name};
 use crate::error::{wechat_codes, wechat_shape, AppError, UpstreamFailure};
 use crate::policy::accounts::{Account, AccountKind, TokenApi};
@@ -288,7 +290,24 @@ async fn forward(
         }
     }
     log_event(line);
+    count_call(env, ctx, status);
     outcome.map(|sent| sent.answer)
+}
+
+/// Counts the call by its status class (`gateway_calls:2xx`) for `/metrics`; the isolate
+/// hands its counts to the registry after the answer, every few seconds at most.
+fn count_call(env: &Env, ctx: &Context, status: u16) {
+    tally::add(&format!("gateway_calls:{}xx", status / 100));
+    let Some(counts) = tally::due(now_millis()) else {
+        return;
+    };
+    let env = env.clone();
+    ctx.wait_until(async move {
+        if let Err(e) = registry::count(&env, counts.clone()).await {
+            tally::give_back(counts);
+            log_error(json!({ "event": "count_failed", "message": e.message() }));
+        }
+    });
 }
 
 /// What a call came back with: the answer, whether it came from a second send, and why a heal

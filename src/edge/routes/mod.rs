@@ -1,6 +1,7 @@
 //! What each request gets: WeChat's own endpoints (`compat`), the API gateway (`gateway`), the
 //! admin API (`admin`), the third-party platform (`platform`), `/status` and its page
-//! (`status_listing`, `status_page`), and what the operator asks WeChat (`diagnostics`). They never use each other; `access`, the one
+//! (`status_listing`, also read for `/metrics`, `status_page`), and what the operator asks
+//! WeChat (`diagnostics`). They never use each other; `access`, the one
 //! authentication path, is theirs to share.
 
 pub mod access;

@@ -85,6 +85,50 @@ async fn full_page(
     Ok((entries, next, rows.older_sealed))
 }
 
+/// Page `number` (from 0) of `per_page` accounts for `/metrics`, as of `now`, in one registry
+/// call; for a key that sees every account, with the server's counters.
+pub async fn metrics_page(
+    env: &Env,
+    settings: &Settings,
+    grant: &Grant,
+    (number, per_page): (usize, usize),
+    now: u64,
+) -> Result<(Vec<Value>, Option<Vec<(String, u64)>>), AppError> {
+    let offset = number.saturating_mul(per_page);
+    let (mut entries, counters) = match grant.own_accounts() {
+        Some(own) => {
+            let cursor = Cursor::Scoped(offset).encode();
+            let (entries, _) = scoped_page(env, settings, &own, Some(&cursor), per_page).await?;
+            (entries, None)
+        }
+        None => {
+            let env_part: Vec<_> = settings
+                .accounts
+                .iter()
+                .skip(offset)
+                .take(per_page)
+                .collect();
+            let skip = offset.saturating_sub(settings.accounts.len());
+            let room = per_page - env_part.len();
+            let ids = env_part.iter().map(|a| a.id.clone()).collect();
+            let rows = registry_object::metrics_rows(env, ids, skip, room).await?;
+            let mut entries: Vec<Value> = env_part
+                .iter()
+                .map(|account| {
+                    let row = rows.by_id.iter().find(|r| r.id == account.id);
+                    row.and_then(|r| r.summary.clone()).unwrap_or_else(|| {
+                        status::unreported(&account.id, account.kind.name(), account.api.name())
+                    })
+                })
+                .collect();
+            entries.extend(rows.page.into_iter().filter_map(registered_entry));
+            (entries, Some(rows.counters))
+        }
+    };
+    entries.iter_mut().for_each(|e| status::as_of(e, now));
+    Ok((entries, counters))
+}
+
 /// A limited key's own accounts, by id, those that exist.
 async fn scoped_page(
     env: &Env,

@@ -348,7 +348,7 @@ impl AccountCtx {
         }));
     }
 
-    /// One line per call to WeChat.
+    /// One line per call to WeChat, and its count.
     fn log_call(
         &self,
         which: CredentialKind,
@@ -359,6 +359,10 @@ impl AccountCtx {
         started_ms: u64,
     ) {
         let failure = outcome.as_ref().err();
+        let code = failure.map(|f| AppError::Upstream(f.clone()).code().to_owned());
+        let outcome_code = code.as_deref().unwrap_or("ok");
+        let counted = &mut self.state.ledger.borrow_mut().counters;
+        counted.upstream_call(which.name(), outcome_code, now_secs());
         log_event(json!({
             "event": "upstream_call",
             "account": self.account.id,
@@ -367,7 +371,7 @@ impl AccountCtx {
             "trigger": trigger,
             "force": force,
             "attempt": attempt,
-            "outcome": failure.map_or("ok".to_owned(), |f| AppError::Upstream(f.clone()).code().to_owned()),
+            "outcome": outcome_code,
             "wechat_errcode": match failure { Some(UpstreamFailure::WeChat { errcode, .. }) => json!(errcode), _ => json!(null) },
             "wechat_rid": match failure { Some(UpstreamFailure::WeChat { errmsg, .. }) => json!(wechat_codes::rid(errmsg)), _ => json!(null) },
             "duration_ms": now_millis().saturating_sub(started_ms),

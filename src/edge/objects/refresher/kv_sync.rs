@@ -146,6 +146,7 @@ impl AccountCtx {
     }
 
     fn log_kv_error(&self, which: CredentialKind, message: &str) {
+        self.state.ledger.borrow_mut().counters.kv_write_failed();
         log_error(json!({
             "event": "kv_write_failed",
             "account": self.account.id,

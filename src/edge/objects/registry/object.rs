@@ -125,12 +125,17 @@ impl AccountRegistry {
                 after,
                 limit,
                 sealing_key,
-            } => encode(&summaries::statuses(
-                &sql,
-                &ids,
-                (after.as_deref(), limit),
-                sealing_key.as_deref(),
-            )?),
+                skip,
+                with_counters,
+            } => {
+                let window = (after.as_deref(), skip, limit);
+                let mut rows = summaries::statuses(&sql, &ids, window, sealing_key.as_deref())?;
+                if with_counters {
+                    rows.counters = summaries::counters(&sql)?;
+                }
+                encode(&rows)
+            }
+            Op::Count { counts } => encode(&summaries::add_counts(&sql, &counts)?),
         }
     }
 

@@ -54,7 +54,7 @@ impl From<SummaryRow> for StatusRow {
 pub fn statuses(
     sql: &SqlStorage,
     ids: &[String],
-    (after, limit): (Option<&str>, usize),
+    (after, skip, limit): (Option<&str>, usize, usize),
     sealing_key: Option<&str>,
 ) -> Result<StatusRows, AppError> {
     let summaries = |query: &str, bindings| -> Result<Vec<StatusRow>, AppError> {
@@ -75,8 +75,13 @@ pub fn statuses(
         Some(after) => {
             let mut page = summaries(
                 "SELECT a.id, a.kind, a.api, s.summary FROM accounts a \
-                 LEFT JOIN summaries s ON s.id = a.id WHERE a.id > ? ORDER BY a.id LIMIT ?",
-                vec![after.into(), (limit as i64 + 1).into()],
+                 LEFT JOIN summaries s ON s.id = a.id WHERE a.id > ? ORDER BY a.id \
+                 LIMIT ? OFFSET ?",
+                vec![
+                    after.into(),
+                    (limit as i64 + 1).into(),
+                    (skip as i64).into(),
+                ],
             )?;
             let more = page.len() > limit;
             page.truncate(limit);
@@ -96,5 +101,37 @@ pub fn statuses(
         page,
         more,
         older_sealed,
+        counters: Vec::new(),
     })
+}
+
+#[derive(Deserialize)]
+struct CounterRow {
+    name: String,
+    value: i64,
+}
+
+/// The server's counters, by name.
+pub fn counters(sql: &SqlStorage) -> Result<Vec<(String, u64)>, AppError> {
+    let found: Vec<CounterRow> = rows(
+        sql,
+        "SELECT name, value FROM counters ORDER BY name",
+        vec![],
+    )?;
+    Ok(found
+        .into_iter()
+        .map(|row| (row.name, row.value.max(0) as u64))
+        .collect())
+}
+
+pub fn add_counts(sql: &SqlStorage, counts: &[(String, u64)]) -> Result<(), AppError> {
+    for (name, amount) in counts {
+        exec(
+            sql,
+            "INSERT INTO counters VALUES (?1, ?2) \
+             ON CONFLICT (name) DO UPDATE SET value = value + ?2",
+            vec![name.as_str().into(), (*amount as i64).into()],
+        )?;
+    }
+    Ok(())
 }

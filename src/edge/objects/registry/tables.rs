@@ -21,7 +21,8 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS accounts (
     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE IF NOT EXISTS summaries (id TEXT PRIMARY KEY, summary TEXT NOT NULL);
     CREATE TABLE IF NOT EXISTS tombstones (id TEXT PRIMARY KEY, entry TEXT NOT NULL,
-        deleted_at INTEGER NOT NULL)";
+        deleted_at INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)";
 
 /// Columns added since the first schema: each entry's version (KV carries it, so that a
 /// copy that disagrees is found) and whether KV has the entry as it stands.

@@ -1,0 +1,145 @@
+"""`GET /metrics`: Prometheus's text format, read back with the Prometheus client library's own
+parser and checked with `promtool` (Debian's prometheus package), from the accounts' summaries
+in one registry call whatever the number of accounts. The refusals come first."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from harness import CLIENT_KEY, wait_for
+from setups import SCOPED_KEY, SECOND, several
+from test_api import assert_error
+
+ADMIN_KEY = "admin-key-for-metrics-0123456789abcdef"
+STATUS_KEY = "status-only-key-0123456789"
+PREFIX = "wechat_token_edge_"
+
+
+def scrape(worker, path="/metrics", key=CLIENT_KEY):
+    reply = worker.request("GET", path, key=key)
+    assert reply.status == 200, reply.text
+    assert reply.headers["content-type"].startswith("text/plain; version=0.0.4")
+    families = {f.name: f for f in text_string_to_metric_families(reply.text)}
+    return reply.text, families
+
+
+def samples(families, name, **labels):
+    """The samples of family `name` (without the prefix) whose labels include `labels`. The
+    parser names a counter's family without its `_total`."""
+    family = families.get(PREFIX + name.removesuffix("_total"))
+    found = [] if family is None else family.samples
+    return [s for s in found if all(s.labels.get(k) == v for k, v in labels.items())]
+
+
+def value(families, name, **labels):
+    found = samples(families, name, **labels)
+    assert len(found) == 1, (name, labels, found)
+    return found[0].value
+
+
+def everything_names(worker):
+    return set(scrape(worker)[1])
+
+
+def object_requests(worker):
+    return [(e["object"], e["op"]) for e in worker.events("object_request")]
+
+
+def test_refusals(start_worker, fake):
+    worker = start_worker(**several(fake, ADMIN_KEYS=ADMIN_KEY,
+                                    CLIENT_KEYS=f"{CLIENT_KEY},{STATUS_KEY}:status,{SCOPED_KEY}@second"))
+    assert_error(worker.request("GET", "/metrics", key=None), 401, "unauthorized")
+    assert_error(worker.request("GET", "/metrics", key="wrong-key-0123456789abc"), 401,
+                 "unauthorized")
+    assert_error(worker.request("GET", "/metrics", key=STATUS_KEY), 403, "forbidden_route")
+    assert_error(worker.request("GET", "/metrics?page=-1"), 400, "bad_request")
+    assert_error(worker.request("GET", "/metrics?page=x"), 400, "bad_request")
+    assert_error(worker.request("POST", "/metrics", body="{}"), 405, "method_not_allowed")
+    # A key limited to some accounts sees those only, and nothing of the server's.
+    assert worker.request("GET", "/token?account=second").status == 200
+    text, families = scrape(worker, key=SCOPED_KEY)
+    shown = {s.labels["account"] for s in samples(families, "account_state")}
+    assert shown == {"second"}
+    assert PREFIX + "gateway_calls" in everything_names(worker)
+    assert not samples(families, "gateway_calls_total") and not samples(families, "accounts")
+    _, everything = scrape(worker, key=ADMIN_KEY)  # an admin key reads every account
+    assert {s.labels["account"] for s in samples(everything, "account_state")} == {
+        fake.appid, "second", "corp-app", "shop"}
+
+
+def test_what_the_server_did_is_counted(start_worker, fake):
+    worker = start_worker(**several(fake, MIN_REFRESH_INTERVAL_SECS="0"))
+    token = worker.request("GET", "/token").json["access_token"]
+    assert worker.request("POST", "/token/refresh", body=json.dumps({"stale_token": token})).status == 200
+    assert worker.request("GET", "/token?account=shop").status == 200
+    fake.modes[SECOND[0]] = "busy"
+    assert_error(worker.request("GET", "/token?account=second"), 502, "wechat_error")
+    sent = worker.request("GET", "/gateway/cgi-bin/getcallbackip")
+    assert sent.status == 200, sent.text
+
+    def scraped():
+        text, families = scrape(worker)
+        return families if samples(families, "gateway_calls_total", status_class="2xx") else None
+    assert wait_for(scraped, 10), "the gateway's count reached the registry"
+    families = scraped()
+    main = {"account": fake.appid, "kind": "official_account", "api": "classic"}
+    assert value(families, "refreshes_total", credential="token", outcome="ok", **main) == 2
+    assert value(families, "upstream_calls_total", credential="token", outcome="ok", **main) == 2
+    assert fake.calls_for(fake.appid) == 2
+    failing = {"account": "second"}
+    # Each of the refresh's calls (its retries) was counted, and the refresh once.
+    assert value(families, "upstream_calls_total", credential="token", outcome="wechat_error",
+                 **failing) == fake.calls_for(SECOND[0]) >= 1
+    assert value(families, "refreshes_total", credential="token", outcome="failed", **failing) == 1
+    assert 7100 < value(families, "token_expires_in_seconds", **main) <= 7200
+    assert value(families, "upstream_calls_today", **main) == 2
+    assert value(families, "explicit_refreshes_today", **main) == 1
+    assert value(families, "daily_quota", **main) == 2000
+    assert value(families, "quota_clears_left", **main) == 10
+    assert value(families, "kv_write_failures_total", **main) == 0
+    assert value(families, "gateway_calls_total", status_class="2xx") == 1
+    states = {s.labels["account"]: s.labels["state"] for s in samples(families, "account_state")}
+    assert states == {fake.appid: "healthy", "shop": "healthy", "second": "failing",
+                      "corp-app": "refreshing"}
+    assert value(families, "accounts", state="healthy") == 2
+    assert value(families, "accounts", state="failing") == 1
+    assert value(families, "accounts", state="refreshing") == 1
+    # Counters only go up: a later refresh adds to them.
+    token = worker.request("GET", "/token").json["access_token"]
+    assert worker.request("POST", "/token/refresh", body=json.dumps({"stale_token": token})).status == 200
+
+    def refreshed_thrice():
+        return value(scraped(), "refreshes_total", credential="token", outcome="ok", **main) == 3
+    assert wait_for(refreshed_thrice, 10)
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+def test_promtool_finds_nothing_to_fix(start_worker, fake):
+    worker = start_worker(**several(fake))
+    assert worker.request("GET", "/token").status == 200
+    assert worker.request("GET", "/gateway/cgi-bin/getcallbackip").status == 200
+    text, _ = scrape(worker)
+    checked = subprocess.run(["promtool", "check", "metrics"], input=text, text=True,
+                             capture_output=True, timeout=30)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.strip() == "" and checked.stderr.strip() == "", checked
+
+
+def test_a_thousand_accounts_a_page_in_one_registry_call(start_worker, fake):
+    accounts = [{"id": f"acct{n:04d}", "kind": "official_account", "appid": f"wxscale{n:011d}",
+                 "secret": f"fake-secret-scale-{n:04d}-0123456789"} for n in range(1000)]
+    worker = start_worker(WECHAT_ACCOUNTS=json.dumps(accounts), TEST_LOG_OBJECT_REQUESTS="1")
+    assert worker.request("GET", "/healthz").status == 200
+    before = len(object_requests(worker))
+    text, families = scrape(worker)
+    assert wait_for(lambda: len(object_requests(worker)) > before, 5)
+    assert object_requests(worker)[before:] == [("registry", "statuses")]
+    first = {s.labels["account"] for s in samples(families, "account_state")}
+    assert len(first) == 1000 and value(families, "accounts", state="refreshing") == 1000
+    _, second_page = scrape(worker, "/metrics?page=1")
+    rest = {s.labels["account"] for s in samples(second_page, "account_state")}
+    assert len(rest) == 1 and not rest & first, "1,001 accounts: the last one on page 1"
+    assert not samples(second_page, "accounts"), "the server's families on page 0 only"
