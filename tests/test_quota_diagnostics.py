@@ -10,6 +10,7 @@ import pytest
 from fake_openapi import beijing_month
 from harness import CLIENT_KEY, wait_for
 from setups import CORP, SECOND, STABLE, SCOPED_KEY, several
+from test_alerts import alert_vars, receiver  # noqa: F401 (a fixture)
 from test_api import assert_error
 
 ADMIN_KEY = "admin-key-for-quota-0123456789abcdef"
@@ -158,3 +159,40 @@ class TestQuotaAndDiagnostics:
         assert body == {"appid": STABLE[0], "appsecret": "***"}
         assert STABLE[1] not in reply.text
         assert json.loads(reply.json["request"]["response_body"])["errcode"] == 48006
+
+
+def test_a_watched_quota_running_low_alerts_and_recovers_after_a_clear(start_worker, fake,
+                                                                        receiver):
+    fake.openapi.limits[SEND] = 4
+    worker = start_worker(**several(fake, ADMIN_KEYS=ADMIN_KEY, **alert_vars(receiver),
+                                    QUOTA_WATCH_PATHS=f"{SEND}, /cgi-bin/user/get",
+                                    QUOTA_LOW_PERCENT="50", TEST_QUOTA_WATCH_SECS="2"))
+    assert worker.request("GET", "/token").status == 200
+
+    def watched(used):
+        quotas = status_of(worker, fake.appid).get("watched_quotas", {})
+        return quotas.get(SEND, {}).get("used") == used and quotas
+    # The object asks on its alarm, with its own token: the fake counts its calls to the owner.
+    quotas = wait_for(lambda: watched(0), 10) and watched(0)
+    assert quotas[SEND]["daily_limit"] == 4 and quotas[SEND]["remain"] == 4, quotas
+    assert quotas["/cgi-bin/user/get"]["daily_limit"] == 500000
+    for n in range(3):
+        message = {"touser": "o1", "msgtype": "text", "text": {"content": f"hi {n}"}}
+        assert worker.request("POST", f"/gateway{SEND}", body=json.dumps(message)).status == 200
+    # 1 of 4 left is under 50 %: the alert starts, once.
+    bodies = receiver.wait(1)
+    assert receiver.states() == [("quota_low", "started")], receiver.states()
+    assert bodies[0]["account"] == fake.appid and bodies[0]["errcode"] is None
+    assert "clear-quota" in bodies[0]["text"]
+    assert wait_for(lambda: watched(3), 10)
+    assert "quota_low" in status_of(worker, fake.appid)["alerts"]
+    metrics = worker.request("GET", "/metrics").text
+    assert (f'wechat_token_edge_watched_quota_used{{account="{fake.appid}",'
+            f'kind="official_account",api="classic",path="{SEND}"}} 3') in metrics
+    # WeChat clears the quota: the next round sees it and the alert recovers.
+    assert worker.request("POST", f"/admin/accounts/{fake.appid}/clear-quota",
+                          key=ADMIN_KEY).status == 200
+    receiver.wait(2)
+    assert receiver.states() == [("quota_low", "started"), ("quota_low", "recovered")]
+    assert watched(0)
+    assert status_of(worker, "corp-app").get("watched_quotas") in (None, {}), "WeCom: not watched"

@@ -28,10 +28,12 @@ pub enum Condition {
     /// The account's object cannot load (a setting, the encryption key, the registry): it
     /// refreshes nothing until that is fixed.
     ConfigError,
+    /// A watched API's daily quota is running low (`QUOTA_LOW_PERCENT`).
+    QuotaLow,
 }
 
 impl Condition {
-    const ALL: [Condition; 7] = [
+    const ALL: [Condition; 8] = [
         Self::NoValidToken,
         Self::RefreshFailing,
         Self::QuotaPaused,
@@ -39,6 +41,7 @@ impl Condition {
         Self::IpRefused,
         Self::VerifyTicketStale,
         Self::ConfigError,
+        Self::QuotaLow,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,6 +53,7 @@ impl Condition {
             Self::IpRefused => "ip_refused",
             Self::VerifyTicketStale => "verify_ticket_stale",
             Self::ConfigError => "config_error",
+            Self::QuotaLow => "quota_low",
         }
     }
 
@@ -62,6 +66,7 @@ impl Condition {
             Self::IpRefused => "WeChat refused the egress IP",
             Self::VerifyTicketStale => "no component_verify_ticket for over an hour",
             Self::ConfigError => "its object cannot load its configuration: nothing is refreshed",
+            Self::QuotaLow => "a watched API's daily quota is running low",
         }
     }
 
@@ -85,6 +90,8 @@ pub struct Observation<'a> {
     /// The platform's component only: when its latest verify ticket was created (Some(None):
     /// none has come).
     pub verify_ticket_created_at: Option<Option<u64>>,
+    /// Since when a watched API's quota has been low (`policy::watch`).
+    pub quota_low_since: Option<u64>,
 }
 
 /// The conditions that hold now, with when each began (as far as the object can tell).
@@ -118,6 +125,9 @@ pub fn active_conditions(seen: &Observation, now: u64, after_secs: u64) -> Vec<(
     }
     if seen.blocked {
         active.push((Condition::CredentialsRefused, failing.unwrap_or(now)));
+    }
+    if let Some(since) = seen.quota_low_since {
+        active.push((Condition::QuotaLow, since));
     }
     if let Some(created_at) = seen.verify_ticket_created_at {
         match created_at {

@@ -12,6 +12,7 @@ use crate::policy::platform::{self, Component};
 use crate::policy::quota::ForceLimits;
 use crate::policy::refresh::RefreshPolicy;
 use crate::policy::test_switches;
+use crate::policy::watch;
 
 pub const DEFAULT_API_BASE: &str = "https://api.weixin.qq.com";
 pub const DEFAULT_WECOM_API_BASE: &str = "https://qyapi.weixin.qq.com";
@@ -62,6 +63,10 @@ pub struct Settings {
     pub component: Option<Component>,
     /// `ALERT_WEBHOOK_URL` and the rest: where to tell the operators, if anywhere.
     pub alerts: Option<AlertSettings>,
+    /// `QUOTA_WATCH_PATHS`: the APIs whose daily quota each account's object watches.
+    pub quota_watch_paths: Vec<String>,
+    /// `QUOTA_LOW_PERCENT`: a watched quota under this share of its daily limit is low.
+    pub quota_low_percent: u64,
 }
 
 /// The relay key: a secret, so its `Debug` says nothing.
@@ -220,9 +225,21 @@ pub fn settings(lookup: &impl Fn(&str) -> Option<String>) -> Result<Settings, Ap
             ("WECOM_API_BASE", &wecom_api_base),
         ],
     )?;
+    let quota_watch_paths = watch::parse_paths(present(lookup, "QUOTA_WATCH_PATHS").as_deref())
+        .map_err(|problem| AppError::Config {
+            variable: "QUOTA_WATCH_PATHS",
+            problem,
+        })?;
     Ok(Settings {
         component,
         alerts,
+        quota_watch_paths,
+        quota_low_percent: number(
+            lookup,
+            "QUOTA_LOW_PERCENT",
+            watch::DEFAULT_LOW_PERCENT,
+            1..=99,
+        )?,
         default_account,
         default_api,
         accounts,

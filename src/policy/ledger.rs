@@ -11,6 +11,7 @@ use crate::policy::quota::{DailyCount, ForceLog, MonthlyClears};
 use crate::policy::refresh::AttemptRecord;
 use crate::policy::status::ErrorRecord;
 use crate::policy::ticket::TicketKind;
+use crate::policy::watch::Watch;
 use serde::{Deserialize, Serialize};
 
 /// The account's configuration as an outcome is recorded under it: its fingerprint (a block
@@ -121,6 +122,9 @@ pub struct AccountLedger {
     /// What `/metrics` counts: refreshes and calls by outcome, KV write failures.
     #[serde(default)]
     pub counters: Counters,
+    /// The watched quotas (`QUOTA_WATCH_PATHS`), as WeChat last answered.
+    #[serde(default)]
+    pub watch: Watch,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

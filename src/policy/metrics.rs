@@ -58,8 +58,19 @@ fn account_samples(entry: &Value, families: &mut [Family; ACCOUNT_FAMILIES]) {
         labels
     };
     let number = |value: Option<&Value>| value.and_then(Value::as_f64);
-    let [expires, tickets, refreshes, calls, today, explicit, forced, quota, alerts, kv, clears, state] =
+    let [expires, tickets, refreshes, calls, today, explicit, forced, quota, alerts, kv, clears, state, watched_used, watched_limit] =
         families;
+    if let Some(watched) = entry.get("watched_quotas").and_then(Value::as_object) {
+        for (path, reading) in watched {
+            let labels = with(&[("path", path)]);
+            if let Some(used) = number(reading.get("used")) {
+                watched_used.samples.push((labels.clone(), used));
+            }
+            if let Some(limit) = number(reading.get("daily_limit")) {
+                watched_limit.samples.push((labels, limit));
+            }
+        }
+    }
     if let Some(left) = number(entry.pointer("/token/expires_in")) {
         expires.samples.push((with(&[]), left));
     }
@@ -109,7 +120,7 @@ fn account_samples(entry: &Value, families: &mut [Family; ACCOUNT_FAMILIES]) {
         .push((with(&[("state", status::state_of(entry))]), 1.0));
 }
 
-const ACCOUNT_FAMILIES: usize = 12;
+const ACCOUNT_FAMILIES: usize = 14;
 
 fn account_families() -> [Family; ACCOUNT_FAMILIES] {
     use Kind::{Counter, Gauge};
@@ -126,6 +137,8 @@ fn account_families() -> [Family; ACCOUNT_FAMILIES] {
         Family::new("kv_write_failures_total", Counter, "KV writes of the account's credentials that failed (each retried)."),
         Family::new("quota_clears_left", Gauge, "Quota clears left this calendar month (Beijing time); WeChat allows 10."),
         Family::new("account_state", Gauge, "1 for the account's state: healthy, refreshing, failing, paused or blocked."),
+        Family::new("watched_quota_used", Gauge, "Calls of a watched API today, as WeChat counted them at its last answer (QUOTA_WATCH_PATHS)."),
+        Family::new("watched_quota_daily_limit", Gauge, "A watched API's daily limit, as WeChat last answered."),
     ]
 }
 
@@ -211,6 +224,7 @@ mod tests {
             "token": {"expires_in": 6900, "refreshed_at": 10}, "tickets": {"jsapi": {"expires_in": 100}},
             "upstream_calls_today": 3, "explicit_refreshes_today": 1, "forced_refreshes_today": 0,
             "daily_quota": 2000, "clears_left_this_month": 9, "alerts": ["refresh_failing"],
+            "watched_quotas": {"/cgi-bin/message/custom/send": {"used": 5, "daily_limit": 100, "remain": 95, "fetched_at": 1}},
             "auto_refresh": "on", "last_error": null,
             "counters": {"refreshes": {"token:ok": 2}, "upstream_calls": {"token:ok": 2, "token:wechat_error": 1},
                          "kv_write_failures": 0, "hourly": []},
@@ -228,6 +242,7 @@ mod tests {
         assert!(text.contains("wechat_token_edge_token_expires_in_seconds{account=\"shop\",kind=\"mini_program\",api=\"stable\"} 6900\n"));
         assert!(text.contains("wechat_token_edge_upstream_calls_total{account=\"shop\",kind=\"mini_program\",api=\"stable\",credential=\"token\",outcome=\"wechat_error\"} 1\n"));
         assert!(text.contains("ticket=\"jsapi\"} 100\n"));
+        assert!(text.contains("wechat_token_edge_watched_quota_used{account=\"shop\",kind=\"mini_program\",api=\"stable\",path=\"/cgi-bin/message/custom/send\"} 5\n"));
         assert!(text.contains("condition=\"refresh_failing\"} 1\n"));
         assert!(text.contains("wechat_token_edge_gateway_calls_total{status_class=\"2xx\"} 7\n"));
         assert!(text.contains("wechat_token_edge_accounts{state=\"healthy\"} 1\n"));

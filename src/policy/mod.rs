@@ -25,4 +25,5 @@ pub mod status;
 pub mod test_switches;
 pub mod ticket;
 pub mod token;
+pub mod watch;
 pub mod webhook;

@@ -7,7 +7,7 @@
 use crate::error::AppError;
 
 /// Every switch the worker reads (`edge::faults`).
-pub const TEST_SWITCHES: [&str; 7] = [
+pub const TEST_SWITCHES: [&str; 8] = [
     "TEST_ALERT_PACE",
     "TEST_FAIL_KV_WRITES",
     "TEST_KV_ONE_WRITE_PER_SEC",
@@ -15,6 +15,7 @@ pub const TEST_SWITCHES: [&str; 7] = [
     "TEST_FAIL_ERASES",
     "TEST_LOG_OBJECT_REQUESTS",
     "TEST_STALL_OBJECTS",
+    "TEST_QUOTA_WATCH_SECS",
 ];
 
 /// Whether an origin (`scheme://host[:port][/path]`) names a loopback host: 127.0.0.0/8,

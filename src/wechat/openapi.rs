@@ -8,6 +8,7 @@
 
 use crate::error::UpstreamFailure;
 use crate::policy::accounts::{Account, TokenApi};
+use crate::policy::watch::is_api_path;
 use crate::wechat::api::{self, percent_encode, HttpMethod};
 use crate::wechat::platform::PlatformRequest;
 use serde::Serialize;
@@ -16,14 +17,7 @@ use serde_json::{json, Value};
 /// An API path as `quota/get` takes it: `/cgi-bin/message/custom/send`, without WeChat's host.
 pub fn cgi_path(path: Option<&str>) -> Result<&str, String> {
     let path = path.ok_or("?path= names the API, e.g. /cgi-bin/message/custom/send")?;
-    let well_formed = path.len() <= 200
-        && path.starts_with('/')
-        && path.len() > 1
-        && !path.contains("//")
-        && path
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/_-.".contains(c));
-    match well_formed {
+    match is_api_path(path) {
         true => Ok(path),
         false => Err("?path= must be an API path such as /cgi-bin/message/custom/send".into()),
     }

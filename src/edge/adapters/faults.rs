@@ -19,6 +19,7 @@
 //! - `TEST_STALL_OBJECTS="registry:statuses,outbox:enqueue"`: those Durable Object requests
 //!   (`object:op`) wait two minutes before they are handled, as an object, or a KV call inside
 //!   one, that does not answer; their callers' bounds answer first.
+//! - `TEST_QUOTA_WATCH_SECS="3"`: objects ask for the watched quotas every 3 s, not hourly.
 
 use crate::edge::adapters::memo;
 use crate::edge::adapters::runtime::{self, now_millis};
@@ -39,6 +40,8 @@ struct Faults {
     alert_pace: Option<Pace>,
     /// `object:op` pairs whose requests stall.
     stalled_ops: Vec<String>,
+    /// How often objects ask for the watched quotas, in place of the hour.
+    quota_watch_secs: Option<u64>,
 }
 
 thread_local! {
@@ -78,7 +81,9 @@ fn faults(env: &Env) -> Rc<Faults> {
         let stalled_ops = lookup("TEST_STALL_OBJECTS")
             .map(|list| list.split(',').map(|op| op.trim().to_owned()).collect())
             .unwrap_or_default();
+        let quota_watch_secs = lookup("TEST_QUOTA_WATCH_SECS").and_then(|n| n.trim().parse().ok());
         Rc::new(Faults {
+            quota_watch_secs,
             stalled_ops,
             alert_pace,
             log_object_requests,
@@ -88,6 +93,11 @@ fn faults(env: &Env) -> Rc<Faults> {
             failing_erases,
         })
     })
+}
+
+/// How often objects ask for the watched quotas, if a test shortens the hour.
+pub fn quota_watch_secs(env: &Env) -> Option<u64> {
+    faults(env).quota_watch_secs
 }
 
 /// Whether objects must not set alarms for their due times.

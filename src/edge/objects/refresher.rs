@@ -17,6 +17,7 @@ mod flight;
 mod kv_sync;
 mod platform;
 mod state;
+mod watch;
 
 use crate::edge::adapters::faults;
 use crate::edge::adapters::runtime::{self, now_secs};
@@ -230,6 +231,7 @@ impl AccountCtx {
             self.sync_kv(which).await;
         }
         let visit = self.visit(&Trigger::Alarm).await;
+        self.watch_quotas().await;
         let pending = CredentialKind::ALL
             .iter()
             .any(|which| self.state.kv_pending(*which));
@@ -299,7 +301,11 @@ impl AccountCtx {
         let earliest = dues.iter().copied().min();
         let wake = next_wake(dues, policy.margin_secs, random);
         let alert = self.alert_wake(now).filter(|at| *at > now);
-        let at = wake.into_iter().chain(alert).min();
+        let at = wake
+            .into_iter()
+            .chain(alert)
+            .chain(self.watch_due(now))
+            .min();
         // A due time already past that the policy declined: the safety net, longer each
         // time in a row.
         let idle_runs = self.state.safety_net_runs.get();
@@ -420,6 +426,7 @@ impl AccountCtx {
             // `status::as_of` turns it into the clears left in the month of reading.
             "quota_clears": ledger.quota_clears,
             "counters": ledger.counters,
+            "watched_quotas": ledger.watch.quotas,
         });
         self.platform_status(&mut entry);
         entry

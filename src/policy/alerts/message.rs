@@ -47,6 +47,8 @@ pub struct Notice {
 
 impl Notice {
     pub fn new(account: &str, alert: &Alert, failure: Option<&UpstreamFailure>) -> Self {
+        // A low quota is no failure: the token's last one is not its cause.
+        let failure = failure.filter(|_| alert.condition != Condition::QuotaLow);
         let (errcode, errmsg) = match failure {
             Some(UpstreamFailure::WeChat { errcode, errmsg }) => {
                 (Some(*errcode), Some(errmsg.clone()))
@@ -167,6 +169,11 @@ fn advice(condition: Condition, account: &str, failure: Option<&UpstreamFailure>
              WeChat's clear_quota, POST /admin/accounts/{account}/reset."
         ),
         Condition::VerifyTicketStale => AppError::NoVerifyTicket.message(),
+        Condition::QuotaLow => format!(
+            "a watched API has less than QUOTA_LOW_PERCENT of its daily calls left: GET \
+             /status?account={account} shows watched_quotas; POST \
+             /admin/accounts/{account}/clear-quota clears the account's quotas (10 a month)."
+        ),
         _ => failure.map_or_else(
             || "see GET /status for the account's last error.".into(),
             UpstreamFailure::describe,

@@ -101,6 +101,7 @@ impl AccountCtx {
             blocked: self.automatic_blocked(),
             verify_ticket_created_at: (self.account.api == TokenApi::Component)
                 .then(|| Some(self.verify_ticket_since(now))),
+            quota_low_since: self.state.ledger.borrow().watch.low_since,
         }
     }
 
