@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness import CLIENT_KEY, REPO, wait_for
-from setups import several
+from setups import SECOND, several
 
 ARTIFACTS = REPO / "test-artifacts"
 
@@ -207,3 +207,43 @@ def test_the_page_polls_every_30_s_only_while_visible_and_stops_after_an_error(
     assert browser.execute_script("return sessionStorage.length") == 0
     assert "Key forgotten" in text_of(browser, "notice") and pending_timers(browser) == []
     assert not browser.find_element("id", "retry").is_displayed()
+
+
+def test_the_summary_the_filter_and_each_cards_last_day(start_worker, fake, browser):
+    worker = start_worker(**several(fake, QUOTA_WATCH_PATHS="/cgi-bin/message/custom/send",
+                                    TEST_QUOTA_WATCH_SECS="2"))
+    assert worker.get_token().status == 200
+    assert worker.request("GET", "/token?account=shop").status == 200
+    fake.modes[SECOND[0]] = "busy"
+    assert worker.request("GET", "/token?account=second").status == 502
+    for _ in range(3):
+        assert worker.request("GET", "/gateway/cgi-bin/getcallbackip").status == 200
+    # The main account's object has asked for its watched quota on its alarm.
+    assert wait_for(lambda: worker.request("GET", f"/status?account={fake.appid}")
+                    .json["accounts"][0].get("watched_quotas"), 10)
+    browser.get(worker.base_url + "/")
+    enter_key(browser, CLIENT_KEY)
+    assert wait_for(lambda: len(shown(browser)) == 4, 10), text_of(browser, "notice")
+    summary = text_of(browser, "summary")
+    assert "2 healthy" in summary and "1 refreshing" in summary and "1 failing" in summary, summary
+    assert "0 paused" in summary and "0 blocked" in summary
+    # Each reporting card draws its last day: one bar an hour with calls; failures in red.
+    bars = browser.execute_script("""
+        return Object.fromEntries([...document.querySelectorAll('#accounts .card')].map(c => [
+            c.dataset.account,
+            [c.querySelectorAll('svg.spark rect.calls').length,
+             c.querySelectorAll('svg.spark rect.failures').length,
+             (c.querySelector('svg.spark title') || {}).textContent]]))""")
+    assert bars[fake.appid][:2] == [1, 0] and "0 failed" in bars[fake.appid][2], bars
+    assert bars["second"][:2] == [1, 1] and bars["second"][2].endswith(
+        f"{fake.calls_for(SECOND[0])} failed"), bars
+    main_text = dict(shown(browser))[fake.appid]
+    assert "/cgi-bin/message/custom/send" in main_text and "/ 500000 today" in main_text
+    screenshot(browser, "status-page.png")
+    # Only what needs attention: the healthy cards hide.
+    browser.find_element("id", "attention").click()
+    visible = browser.execute_script(
+        "return [...document.querySelectorAll('#accounts .card')].filter(c => !c.hidden)"
+        ".map(c => c.dataset.account)")
+    assert sorted(visible) == ["corp-app", "second"], visible
+    screenshot(browser, "status-page-attention.png")

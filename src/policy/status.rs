@@ -43,7 +43,8 @@ pub fn credential_json(record: &impl Credential, refreshed_at: u64) -> Value {
 }
 
 /// Adds to a summary the fields that tick with the clock, as of `now`: each credential's
-/// `expires_in`, the verify ticket's `age_secs`, and the quota clears left this month.
+/// `expires_in`, the verify ticket's `age_secs`, the quota clears left this month, and the
+/// account's `state` ([`state_of`]).
 pub fn as_of(entry: &mut Value, now: u64) {
     let remaining = |credential: &mut Value| {
         if let Some(at) = credential.get("expires_at").and_then(Value::as_u64) {
@@ -64,6 +65,9 @@ pub fn as_of(entry: &mut Value, now: u64) {
         if let Some(at) = ticket.get("created_at").and_then(Value::as_u64) {
             ticket["age_secs"] = json!(now.saturating_sub(at));
         }
+    }
+    if entry.is_object() {
+        entry["state"] = json!(state_of(entry));
     }
 }
 
@@ -132,10 +136,14 @@ mod tests {
         assert_eq!(entry["verify_ticket"]["age_secs"], 100);
         let mut cleared = json!({ "quota_clears": { "month": crate::policy::quota::beijing_month(1200), "count": 3 } });
         as_of(&mut cleared, 1200);
-        assert_eq!(cleared, json!({ "clears_left_this_month": 7 }));
+        assert_eq!(
+            cleared,
+            json!({ "clears_left_this_month": 7, "state": "refreshing" })
+        );
         let mut none = unreported("shop", "mini_program", "stable");
         as_of(&mut none, 1200);
         assert_eq!(none["token"], Value::Null);
+        assert_eq!(none["state"], "refreshing");
         assert_eq!(auto_refresh(Some(2000), false, 1000), "paused_until:2000");
         assert_eq!(
             auto_refresh(Some(2000), true, 2000),
