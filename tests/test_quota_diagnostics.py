@@ -12,6 +12,7 @@ from harness import CLIENT_KEY, wait_for
 from setups import CORP, SECOND, STABLE, SCOPED_KEY, several
 from test_alerts import alert_vars, receiver  # noqa: F401 (a fixture)
 from test_api import assert_error
+from test_platform import AUTHORIZER, authorize, component_vars, push_ticket
 
 ADMIN_KEY = "admin-key-for-quota-0123456789abcdef"
 STATUS_KEY = "status-only-key-0123456789"
@@ -114,6 +115,9 @@ class TestQuotaAndDiagnostics:
         paused = assert_error(worker.request("POST", "/token/refresh?account=second",
                                              body=refresh), 502, "wechat_error")
         assert paused["wechat_errcode"] == 45009 and paused["wechat_rid"], paused
+        # The call's log line carries it too (the log may come after the answer).
+        assert wait_for(lambda: paused["wechat_rid"] in [
+            e["wechat_rid"] for e in worker.events("upstream_call") if e["account"] == "second"])
         status = status_of(worker, "second")
         assert status["auto_refresh"].startswith("paused_until")
         assert status["clears_left_this_month"] == 10
@@ -196,3 +200,25 @@ def test_a_watched_quota_running_low_alerts_and_recovers_after_a_clear(start_wor
     assert receiver.states() == [("quota_low", "started"), ("quota_low", "recovered")]
     assert watched(0)
     assert status_of(worker, "corp-app").get("watched_quotas") in (None, {}), "WeCom: not watched"
+
+
+def test_an_authorizer_asks_with_its_own_token_and_is_cleared_by_the_platform(start_worker,
+                                                                                fake):
+    worker = start_worker(**component_vars(fake, ADMIN_KEYS=ADMIN_KEY))
+    worker.fake_platform = fake.platform
+    push_ticket(worker)
+    authorize(worker)
+    message = {"touser": "o1", "msgtype": "text", "text": {"content": "hi"}}
+    sent = worker.request("POST", f"/gateway{SEND}?account={AUTHORIZER}", body=json.dumps(message))
+    assert sent.status == 200 and sent.json["errcode"] == 0, sent.text
+    quota = worker.request("GET", f"/quota?account={AUTHORIZER}&path={SEND}")
+    assert quota.status == 200 and quota.json["used"] == 1, quota.text
+    # An authorizer has no appsecret of its own: the platform clears for it with its own.
+    cleared = worker.request("POST", f"/admin/accounts/{AUTHORIZER}/clear-quota", key=ADMIN_KEY)
+    assert cleared.status == 200, cleared.text
+    own = worker.request("POST", f"/admin/accounts/{fake.platform.appid}/clear-quota",
+                         key=ADMIN_KEY)
+    assert own.status == 200, own.text
+    assert fake.openapi.clear_calls == [{"appid": AUTHORIZER, "component": True},
+                                        {"appid": fake.platform.appid, "component": True}]
+    assert fake.openapi.used(AUTHORIZER, SEND) == 0, "WeChat cleared the authorizer's count"

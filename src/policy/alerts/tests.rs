@@ -306,3 +306,26 @@ fn an_object_that_cannot_load_alerts_at_once_then_every_repeat() {
     assert!(words.contains("ALERT shop: its object cannot load"));
     assert!(words.contains("What to do: ACCOUNTS_ENCRYPTION_KEY"));
 }
+
+#[test]
+fn a_low_watched_quota_alerts_from_when_it_was_seen_low_with_no_errcode() {
+    let seen = Observation {
+        token_valid: true,
+        quota_low_since: Some(NOW - 30),
+        ..Observation::default()
+    };
+    assert_eq!(
+        active_conditions(&seen, NOW, 600),
+        vec![(Condition::QuotaLow, NOW - 30)]
+    );
+    let alert = Alert {
+        condition: Condition::QuotaLow,
+        transition: Transition::Started,
+        since: NOW - 30,
+    };
+    // The token's last failure is not the low quota's cause: not named.
+    let notice = Notice::new("shop", &alert, Some(&busy()));
+    assert_eq!((notice.errcode, notice.rid.as_deref()), (None, None));
+    let words = text(&[notice], NOW);
+    assert!(words.contains("daily quota is running low") && words.contains("clear-quota"));
+}
