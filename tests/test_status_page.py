@@ -4,6 +4,7 @@ shows the error line; the right key shows each account with its token's expiry; 
 through many accounts; it fits a phone's width; a server that went away shows a line, not a
 blank page. Screenshots go to test-artifacts/ (the README's is one of them)."""
 
+import json
 import re
 import shutil
 import urllib.request
@@ -216,11 +217,18 @@ def test_the_summary_the_filter_and_each_cards_last_day(start_worker, fake, brow
     assert worker.request("GET", "/token?account=shop").status == 200
     fake.modes[SECOND[0]] = "busy"
     assert worker.request("GET", "/token?account=second").status == 502
-    for _ in range(3):
-        assert worker.request("GET", "/gateway/cgi-bin/getcallbackip").status == 200
-    # The main account's object has asked for its watched quota on its alarm.
-    assert wait_for(lambda: worker.request("GET", f"/status?account={fake.appid}")
-                    .json["accounts"][0].get("watched_quotas"), 10)
+    fake.openapi.limits["/cgi-bin/message/custom/send"] = 10
+    for n in range(3):
+        message = {"touser": "o1", "msgtype": "text", "text": {"content": f"hi {n}"}}
+        sent = worker.request("POST", "/gateway/cgi-bin/message/custom/send",
+                              body=json.dumps(message))
+        assert sent.status == 200, sent.text
+
+    def watched_use():
+        entry = worker.request("GET", f"/status?account={fake.appid}").json["accounts"][0]
+        return entry.get("watched_quotas", {}).get("/cgi-bin/message/custom/send", {}).get("used")
+    # The main account's object asks for its watched quota on its alarm.
+    assert wait_for(lambda: watched_use() == 3, 10), watched_use()
     browser.get(worker.base_url + "/")
     enter_key(browser, CLIENT_KEY)
     assert wait_for(lambda: len(shown(browser)) == 4, 10), text_of(browser, "notice")
@@ -233,12 +241,16 @@ def test_the_summary_the_filter_and_each_cards_last_day(start_worker, fake, brow
             c.dataset.account,
             [c.querySelectorAll('svg.spark rect.calls').length,
              c.querySelectorAll('svg.spark rect.failures').length,
-             (c.querySelector('svg.spark title') || {}).textContent]]))""")
-    assert bars[fake.appid][:2] == [1, 0] and "0 failed" in bars[fake.appid][2], bars
+             (c.querySelector('dd:not(.quota) svg.spark title') || {}).textContent]]))""")
+    assert bars[fake.appid][:2] == [1, 0] and bars[fake.appid][2].endswith(" 0 failed"), bars
     assert bars["second"][:2] == [1, 1] and bars["second"][2].endswith(
         f"{fake.calls_for(SECOND[0])} failed"), bars
     main_text = dict(shown(browser))[fake.appid]
-    assert "/cgi-bin/message/custom/send" in main_text and "/ 500000 today" in main_text
+    assert "/cgi-bin/message/custom/send" in main_text and "3 / 10 today" in main_text
+    quota_title = browser.execute_script(
+        "return document.querySelector(`#accounts .card[data-account='${arguments[0]}'] "
+        "dd.quota svg.spark title`).textContent", fake.appid)
+    assert quota_title == "3 of 10 used today", quota_title
     screenshot(browser, "status-page.png")
     # Only what needs attention: the healthy cards hide.
     browser.find_element("id", "attention").click()

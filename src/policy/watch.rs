@@ -38,14 +38,21 @@ pub fn parse_paths(value: Option<&str>) -> Result<Vec<String>, String> {
     Ok(paths)
 }
 
-/// One API's quota as WeChat last answered it.
+/// One API's quota as WeChat last answered it, and its use over the last day.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WatchedQuota {
     pub daily_limit: u64,
     pub used: u64,
     pub remain: u64,
     pub fetched_at: u64,
+    /// `[hour, used]` for the last [`HOURS_KEPT`] hours with an answer (unix time / 3600; the
+    /// hour's last answer), oldest first: the status page draws it.
+    #[serde(default)]
+    pub hourly: Vec<(u64, u64)>,
 }
+
+/// The hours of use kept per watched API.
+pub const HOURS_KEPT: u64 = 24;
 
 impl WatchedQuota {
     /// Fewer than `percent` of the daily limit left.
@@ -79,7 +86,18 @@ impl Watch {
         now: u64,
     ) {
         self.checked_at = now;
-        self.quotas.extend(answers);
+        for (path, mut answer) in answers {
+            let hour = answer.fetched_at / 3600;
+            let mut hourly = self
+                .quotas
+                .remove(&path)
+                .map(|q| q.hourly)
+                .unwrap_or_default();
+            hourly.retain(|(h, _)| *h != hour && h + HOURS_KEPT > hour);
+            hourly.push((hour, answer.used));
+            answer.hourly = hourly;
+            self.quotas.insert(path, answer);
+        }
         self.quotas.retain(|path, _| paths.contains(path));
         let low = self.quotas.values().any(|q| q.is_low(low_percent));
         self.low_since = match (low, self.low_since) {
@@ -101,6 +119,7 @@ mod tests {
             used,
             remain: daily_limit - used,
             fetched_at: at,
+            hourly: Vec::new(),
         }
     }
 
@@ -139,5 +158,27 @@ mod tests {
         assert!(watch.quotas.is_empty());
         assert!(!quota(0, 0, 1).is_low(10), "no limit is never low");
         assert!(quota(100, 90, 1).is_low(11) && !quota(100, 90, 1).is_low(10));
+    }
+
+    #[test]
+    fn each_hour_keeps_its_last_answer_for_a_day() {
+        let paths = vec![SEND.to_owned()];
+        let mut watch = Watch::default();
+        let hour = 500_000;
+        for (at, used) in [
+            (hour * 3600, 1),
+            (hour * 3600 + 60, 2),
+            ((hour + 1) * 3600, 5),
+        ] {
+            watch.checked(vec![(SEND.into(), quota(100, used, at))], &paths, 10, at);
+        }
+        assert_eq!(watch.quotas[SEND].hourly, [(hour, 2), (hour + 1, 5)]);
+        let later = (hour + 25) * 3600;
+        watch.checked(vec![(SEND.into(), quota(100, 7, later))], &paths, 10, later);
+        assert_eq!(
+            watch.quotas[SEND].hourly,
+            [(hour + 25, 7)],
+            "a day later, only the new hour"
+        );
     }
 }

@@ -75,6 +75,7 @@ impl AccountCtx {
                         used: quota.used,
                         remain: quota.remain,
                         fetched_at: now_secs(),
+                        hourly: Vec::new(),
                     },
                 )),
                 Err(failure) => self.log_watch_failure(path, failure),
