@@ -64,7 +64,8 @@ def test_refusals(start_worker, fake):
     shown = {s.labels["account"] for s in samples(families, "account_state")}
     assert shown == {"second"}
     assert PREFIX + "gateway_calls" in everything_names(worker)
-    assert not samples(families, "gateway_calls_total") and not samples(families, "accounts")
+    assert not samples(families, "gateway_calls_total")
+    assert value(families, "accounts", page="0", state="healthy") == 1, "its own account only"
     _, everything = scrape(worker, key=ADMIN_KEY)  # an admin key reads every account
     assert {s.labels["account"] for s in samples(everything, "account_state")} == {
         fake.appid, "second", "corp-app", "shop"}
@@ -104,9 +105,9 @@ def test_what_the_server_did_is_counted(start_worker, fake):
     states = {s.labels["account"]: s.labels["state"] for s in samples(families, "account_state")}
     assert states == {fake.appid: "healthy", "shop": "healthy", "second": "failing",
                       "corp-app": "refreshing"}
-    assert value(families, "accounts", state="healthy") == 2
-    assert value(families, "accounts", state="failing") == 1
-    assert value(families, "accounts", state="refreshing") == 1
+    assert value(families, "accounts", page="0", state="healthy") == 2
+    assert value(families, "accounts", page="0", state="failing") == 1
+    assert value(families, "accounts", page="0", state="refreshing") == 1
     # Counters only go up: a later refresh adds to them.
     token = worker.request("GET", "/token").json["access_token"]
     assert worker.request("POST", "/token/refresh", body=json.dumps({"stale_token": token})).status == 200
@@ -133,13 +134,27 @@ def test_a_thousand_accounts_a_page_in_one_registry_call(start_worker, fake):
                  "secret": f"fake-secret-scale-{n:04d}-0123456789"} for n in range(1000)]
     worker = start_worker(WECHAT_ACCOUNTS=json.dumps(accounts), TEST_LOG_OBJECT_REQUESTS="1")
     assert worker.request("GET", "/healthz").status == 200
-    before = len(object_requests(worker))
-    text, families = scrape(worker)
-    assert wait_for(lambda: len(object_requests(worker)) > before, 5)
-    assert object_requests(worker)[before:] == [("registry", "statuses")]
+
+    def cost_of(path):
+        """The object requests `path` made: those logged before a marker request's own line
+        (the log can lag behind an answer)."""
+        before = len(object_requests(worker))
+        reply = scrape(worker, path)
+        assert worker.request("GET", "/status?account=acct0000").status == 200
+        marker = ("account", "status")
+        assert wait_for(lambda: marker in object_requests(worker)[before:], 5)
+        made = object_requests(worker)[before:]
+        return reply, made[:made.index(marker)]
+
+    (text, families), made = cost_of("/metrics")
+    assert made == [("registry", "statuses")]
     first = {s.labels["account"] for s in samples(families, "account_state")}
-    assert len(first) == 1000 and value(families, "accounts", state="refreshing") == 1000
-    _, second_page = scrape(worker, "/metrics?page=1")
+    assert len(first) == 1000
+    assert value(families, "accounts", page="0", state="refreshing") == 1000
+    (_, second_page), made = cost_of("/metrics?page=1")
+    assert made == [("registry", "statuses")]
     rest = {s.labels["account"] for s in samples(second_page, "account_state")}
     assert len(rest) == 1 and not rest & first, "1,001 accounts: the last one on page 1"
-    assert not samples(second_page, "accounts"), "the server's families on page 0 only"
+    # Each page counts its own accounts, labelled with the page: the sum is the server's.
+    assert value(second_page, "accounts", page="1", state="refreshing") == 1
+    assert not samples(second_page, "gateway_calls_total"), "the server's counters on page 0"

@@ -260,7 +260,11 @@ async fn get_metrics(request: &Request, env: &Env) -> Result<Response, AppError>
     let server = counters
         .filter(|_| page == 0)
         .map(|counters| ServerCounts { counters });
-    Ok(respond::metrics(metrics::render(&entries, server.as_ref())))
+    Ok(respond::metrics(metrics::render(
+        &entries,
+        page,
+        server.as_ref(),
+    )))
 }
 
 async fn get_ticket(request: &Request, env: &Env, ctx: &Context) -> Result<Response, AppError> {

@@ -142,14 +142,30 @@ fn account_families() -> [Family; ACCOUNT_FAMILIES] {
     ]
 }
 
-/// The exposition of `entries` (a page of accounts), and, with `server`, the server's own
-/// families: the gateway's calls by status class and the accounts by state.
-pub fn render(entries: &[Value], server: Option<&ServerCounts>) -> String {
+/// The exposition of `entries` (page `page` of the accounts) with the page's accounts by
+/// state, and, with `server`, the server's own counters (the gateway's calls by status class).
+pub fn render(entries: &[Value], page: usize, server: Option<&ServerCounts>) -> String {
     let mut families = account_families();
     for entry in entries {
         account_samples(entry, &mut families);
     }
     let mut all: Vec<Family> = families.into_iter().collect();
+    // Every page counts its own accounts (labelled with the page, so that pages scraped as
+    // separate targets never collide): the server's are the sum over the pages.
+    let mut states = Family::new(
+        "accounts",
+        Kind::Gauge,
+        "Accounts by state, on this page of /metrics (sum over the pages for the server's).",
+    );
+    for state in status::STATES {
+        let count = entries
+            .iter()
+            .filter(|e| status::state_of(e) == state)
+            .count();
+        let labels = vec![("page", page.to_string()), ("state", state.to_owned())];
+        states.samples.push((labels, count as f64));
+    }
+    all.push(states);
     if let Some(server) = server {
         let mut gateway = Family::new(
             "gateway_calls_total",
@@ -163,18 +179,7 @@ pub fn render(entries: &[Value], server: Option<&ServerCounts>) -> String {
                     .push((vec![("status_class", class.to_owned())], *value as f64));
             }
         }
-        let mut states = Family::new("accounts", Kind::Gauge, "Accounts on this page by state.");
-        for state in status::STATES {
-            let count = entries
-                .iter()
-                .filter(|e| status::state_of(e) == state)
-                .count();
-            states
-                .samples
-                .push((vec![("state", state.to_owned())], count as f64));
-        }
         all.push(gateway);
-        all.push(states);
     }
     let mut out = String::new();
     for family in all {
@@ -233,7 +238,7 @@ mod tests {
         let server = ServerCounts {
             counters: vec![("gateway_calls:2xx".into(), 7)],
         };
-        let text = render(&[entry, odd], Some(&server));
+        let text = render(&[entry, odd], 0, Some(&server));
         assert_eq!(
             text.matches("# TYPE wechat_token_edge_refreshes_total counter")
                 .count(),
@@ -245,13 +250,14 @@ mod tests {
         assert!(text.contains("wechat_token_edge_watched_quota_used{account=\"shop\",kind=\"mini_program\",api=\"stable\",path=\"/cgi-bin/message/custom/send\"} 5\n"));
         assert!(text.contains("condition=\"refresh_failing\"} 1\n"));
         assert!(text.contains("wechat_token_edge_gateway_calls_total{status_class=\"2xx\"} 7\n"));
-        assert!(text.contains("wechat_token_edge_accounts{state=\"healthy\"} 1\n"));
-        assert!(text.contains("wechat_token_edge_accounts{state=\"refreshing\"} 1\n"));
+        assert!(text.contains("wechat_token_edge_accounts{page=\"0\",state=\"healthy\"} 1\n"));
+        assert!(text.contains("wechat_token_edge_accounts{page=\"0\",state=\"refreshing\"} 1\n"));
         assert!(
             text.contains("account=\"a\\\"b\\\\c\""),
             "label values are escaped"
         );
-        let page_two = render(&[], None);
+        let page_two = render(&[], 1, None);
+        assert!(page_two.contains("wechat_token_edge_accounts{page=\"1\",state=\"healthy\"} 0\n"));
         assert!(
             !page_two.contains("gateway_calls_total"),
             "the server's families on page 0 only"

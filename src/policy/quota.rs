@@ -161,6 +161,9 @@ pub fn next_beijing_month(now: u64) -> u64 {
 pub struct MonthlyClears {
     pub month: u64,
     pub count: u64,
+    /// WeChat said this month's clears are used (48006): no clear it gives back undoes that.
+    #[serde(default)]
+    pub refused: bool,
 }
 
 impl MonthlyClears {
@@ -180,7 +183,7 @@ impl MonthlyClears {
         if self.month != beijing_month(now) {
             *self = Self {
                 month: beijing_month(now),
-                count: 0,
+                ..Self::default()
             };
         }
         self.count += 1;
@@ -189,7 +192,7 @@ impl MonthlyClears {
 
     /// WeChat did not clear (the clear taken by [`take`](Self::take) is not spent).
     pub fn give_back(&mut self, now: u64) {
-        if self.month == beijing_month(now) {
+        if self.month == beijing_month(now) && !self.refused {
             self.count = self.count.saturating_sub(1);
         }
     }
@@ -200,6 +203,7 @@ impl MonthlyClears {
         *self = Self {
             month: beijing_month(now),
             count: CLEARS_PER_MONTH,
+            refused: true,
         };
     }
 }
@@ -335,6 +339,9 @@ mod tests {
         assert_eq!(clears.left(late_november + 20), 1);
         clears.used_up(late_november + 30);
         assert_eq!(clears.take(late_november + 40), Err(3600 - 40));
+        // Another clear under way that fails for another reason does not undo WeChat's word.
+        clears.give_back(late_november + 50);
+        assert_eq!(clears.left(late_november + 50), 0);
         // The month turns at midnight Beijing time.
         assert_eq!(clears.left(december), CLEARS_PER_MONTH);
         assert_eq!(clears.take(december), Ok(()));

@@ -2,6 +2,7 @@
 //! daily quotas at most hourly, keeps the last answers, and says when one runs low (under
 //! `QUOTA_LOW_PERCENT` of its daily limit left), for the `quota_low` alert. Pure.
 
+use crate::policy::quota::beijing_day;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -76,6 +77,11 @@ impl Watch {
         self.checked_at + interval_secs
     }
 
+    /// Asks again at the next alarm (the quotas were just cleared).
+    pub fn ask_again(&mut self) {
+        self.checked_at = 0;
+    }
+
     /// A round of questions ended at `now`: `answers` are the quotas WeChat gave (a path it
     /// did not answer keeps its last reading), `paths` what is watched now.
     pub fn checked(
@@ -99,7 +105,12 @@ impl Watch {
             self.quotas.insert(path, answer);
         }
         self.quotas.retain(|path, _| paths.contains(path));
-        let low = self.quotas.values().any(|q| q.is_low(low_percent));
+        // A reading of an earlier Beijing day says nothing of today's quota.
+        let today = beijing_day(now);
+        let low = self
+            .quotas
+            .values()
+            .any(|q| beijing_day(q.fetched_at) == today && q.is_low(low_percent));
         self.low_since = match (low, self.low_since) {
             (true, since) => Some(since.unwrap_or(now)),
             (false, _) => None,
@@ -151,6 +162,12 @@ mod tests {
         watch.checked(vec![], &paths, 10, 30);
         assert_eq!(watch.low_since, Some(20));
         assert_eq!(watch.quotas[SEND].used, 91);
+        // Nor past the Beijing day of the reading: the quota starts again at midnight.
+        let next_day = 2 * 86_400;
+        watch.checked(vec![], &paths, 10, next_day);
+        assert_eq!(watch.low_since, None);
+        watch.ask_again();
+        assert_eq!(watch.due_at(WATCH_INTERVAL_SECS), WATCH_INTERVAL_SECS);
         watch.checked(vec![(SEND.into(), quota(100, 0, 40))], &paths, 10, 40);
         assert_eq!(watch.low_since, None);
         // A path no longer watched is dropped.

@@ -152,102 +152,80 @@ pub fn parse_rid(
     }))
 }
 
-/// Parameters whose values are secrets, in a query string or a JSON body.
-const SECRET_NAMES: [&str; 10] = [
-    "access_token",
-    "component_access_token",
-    "authorizer_access_token",
-    "secret",
-    "appsecret",
-    "component_appsecret",
-    "code",
-    "js_code",
-    "refresh_token",
-    "authorizer_refresh_token",
-];
-
 const MASK: &str = "***";
 
-/// `text` with the value of every [`SECRET_NAMES`] parameter masked, as `name=value` (a URL)
-/// and as `"name": "value"` (JSON), and every `known` value masked wherever it appears.
+/// Whether a parameter's value is a secret, by its name: a token, secret, code, ticket or key of
+/// any kind (`access_token`, `authorizer_refresh_token`, `appsecret`, `js_code`,
+/// `authorization_code`, `component_verify_ticket`, `session_key`, …), never `errcode`.
+fn is_secret_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    let last = name.rsplit('_').next().unwrap_or("");
+    matches!(
+        last,
+        "token" | "secret" | "appsecret" | "code" | "ticket" | "key" | "password"
+    )
+}
+
+/// `text` with every secret masked: in JSON (parsed, at any depth, and in strings that hold
+/// JSON themselves) the value of every secret-named member; in a query string (a URL or a
+/// form) the value of every secret-named parameter, its name percent-decoded first; and every
+/// `known` value (the account's token and secret) wherever it appears.
 pub fn mask(text: &str, known: &[&str]) -> String {
-    let mut masked = text.to_owned();
-    for value in known.iter().filter(|v| !v.is_empty()) {
-        masked = masked.replace(value, MASK);
-    }
-    let mut out = String::with_capacity(masked.len());
-    let mut rest = masked.as_str();
-    while let Some((before, name, after)) = next_name(rest) {
-        out.push_str(before);
-        out.push_str(name);
-        let value_at = value_start(after);
-        match value_at {
-            Some((lead, quoted)) => {
-                out.push_str(&after[..lead]);
-                let value = &after[lead..];
-                let end = value
-                    .char_indices()
-                    .find(|&(_, c)| match quoted {
-                        true => c == '"',
-                        false => matches!(c, '&' | '"' | '#' | ' ' | '\n' | ',' | '}'),
-                    })
-                    .map_or(value.len(), |(i, _)| i);
-                if end > 0 {
-                    out.push_str(MASK);
-                }
-                rest = &value[end..];
-            }
-            None => rest = after,
-        }
-    }
-    out.push_str(rest);
-    out
+    let masked = match serde_json::from_str::<Value>(text) {
+        Ok(json) if json.is_object() || json.is_array() => mask_json(json).to_string(),
+        _ => mask_query(text),
+    };
+    known
+        .iter()
+        .filter(|v| !v.is_empty())
+        .fold(masked, |text, value| text.replace(value, MASK))
 }
 
-/// The first secret parameter name in `text` that stands alone (not the tail of a longer
-/// name): the text before it, the name, and the text after it.
-fn next_name(text: &str) -> Option<(&str, &str, &str)> {
-    let mut best: Option<(usize, &str)> = None;
-    for name in SECRET_NAMES {
-        let mut from = 0;
-        while let Some(found) = text[from..].find(name) {
-            let at = from + found;
-            let standalone = text[..at]
-                .chars()
-                .next_back()
-                .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'));
-            let whole = text[at + name.len()..]
-                .chars()
-                .next()
-                .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'));
-            if standalone && whole {
-                if best.is_none_or(|(b, n)| at < b || (at == b && name.len() > n.len())) {
-                    best = Some((at, name));
-                }
-                break;
+fn mask_json(value: Value) -> Value {
+    match value {
+        Value::Object(members) => Value::Object(
+            members
+                .into_iter()
+                .map(|(name, value)| {
+                    let value = match is_secret_name(&name) && !value.is_null() {
+                        true => Value::String(MASK.into()),
+                        false => mask_json(value),
+                    };
+                    (name, value)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(mask_json).collect()),
+        Value::String(text) => match serde_json::from_str::<Value>(&text) {
+            Ok(inner) if inner.is_object() || inner.is_array() => {
+                Value::String(mask_json(inner).to_string())
             }
-            from = at + name.len();
-        }
+            _ => Value::String(text),
+        },
+        other => other,
     }
-    let (at, name) = best?;
-    Some((&text[..at], name, &text[at + name.len()..]))
 }
 
-/// Where a parameter's value starts after its name: `=value`, or `": "value"` (JSON). The
-/// offset of the value, and whether it is quoted.
-fn value_start(after: &str) -> Option<(usize, bool)> {
-    if after.starts_with('=') {
-        return Some((1, false));
-    }
-    let json = after.strip_prefix('"')?;
-    let colon = json.trim_start();
-    let value = colon.strip_prefix(':')?.trim_start();
-    let lead = after.len() - value.len();
-    match value.strip_prefix('"') {
-        Some(_) => Some((lead + 1, true)),
-        // A number or another bare JSON value.
-        None => Some((lead, false)),
-    }
+/// The query part (after a `?`, or all of it) as `name=value` pairs split on `&`.
+fn mask_query(text: &str) -> String {
+    let (head, query) = match text.split_once('?') {
+        Some((head, query)) => (format!("{head}?"), query),
+        None => (String::new(), text),
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if is_secret_name(&decode(name)) => format!("{name}={MASK}"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    head + &pairs.join("&")
+}
+
+fn decode(name: &str) -> String {
+    percent_encoding::percent_decode_str(&name.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]
@@ -342,15 +320,29 @@ mod tests {
             mask(url, &[]),
             "access_token=***&openid=o1&secret=***&code=***&refresh_token=***&js_code=***"
         );
-        let body =
-            r#"{"appid":"wx1","appsecret": "s3","authorizer_refresh_token":"rt","zipcode":"1"}"#;
         assert_eq!(
-            mask(body, &[]),
-            r#"{"appid":"wx1","appsecret": "***","authorizer_refresh_token":"***","zipcode":"1"}"#
+            mask(
+                "/cgi-bin/x?access%5Ftoken=t&errcode=1&authorization_code=c",
+                &[]
+            ),
+            "/cgi-bin/x?access%5Ftoken=***&errcode=1&authorization_code=***"
         );
+        let body = json!({"appid": "wx1", "appsecret": "s3", "zipcode": "1",
+            "component_verify_ticket": "ticket@@@x", "info": {"authorizer_refresh_token": "rt",
+            "list": [{"session_key": "k", "pre_auth_code": "p"}]}, "errcode": 0});
+        let masked: Value = serde_json::from_str(&mask(&body.to_string(), &[])).unwrap();
         assert_eq!(
-            mask("/cgi-bin/x?component_access_token=t#f", &[]),
-            "/cgi-bin/x?component_access_token=***#f"
+            masked,
+            json!({"appid": "wx1", "appsecret": "***", "zipcode": "1",
+                "component_verify_ticket": "***", "info": {"authorizer_refresh_token": "***",
+                "list": [{"session_key": "***", "pre_auth_code": "***"}]}, "errcode": 0})
+        );
+        // A secret with an escaped quote, and JSON held in a string, are masked whole.
+        let tricky = r#"{"secret":"ab\"cd","inner":"{\"code\":\"x\"}"}"#;
+        let masked = mask(tricky, &[]);
+        assert!(
+            !masked.contains("cd") && !masked.contains(r#"\"x\""#),
+            "{masked}"
         );
         assert_eq!(
             mask("the token TOKEN-1 echoed", &["TOKEN-1"]),

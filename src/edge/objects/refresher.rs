@@ -426,7 +426,7 @@ impl AccountCtx {
             // `status::as_of` turns it into the clears left in the month of reading.
             "quota_clears": ledger.quota_clears,
             "counters": ledger.counters,
-            "watched_quotas": ledger.watch.quotas,
+            "watched_quotas": self.watched_quotas(&ledger.watch),
         });
         self.platform_status(&mut entry);
         entry

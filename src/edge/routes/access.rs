@@ -45,9 +45,13 @@ pub async fn authenticate_or_admin(
     let presented = crate::edge::adapters::request::bearer(request);
     match authenticate(env, presented.as_deref(), route).await {
         Err(AppError::Unauthorized) => {
+            // A refused admin key is the same 401; a configuration error is its own.
             authenticate_admin(env, request)
                 .await
-                .map_err(|_| AppError::Unauthorized)?;
+                .map_err(|e| match e {
+                    AppError::AdminUnauthorized => AppError::Unauthorized,
+                    other => other,
+                })?;
             Ok((Grant::admin(), runtime::settings(env)?))
         }
         other => other,

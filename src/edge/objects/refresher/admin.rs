@@ -56,6 +56,9 @@ impl AccountCtx {
         if let Err(retry_after_secs) = taken {
             return Err(AppError::ClearQuotaMonthlyLimit { retry_after_secs });
         }
+        // Stored before WeChat is asked: a clear WeChat made counts even if this object is
+        // evicted before its answer.
+        self.persist(None).await;
         let request =
             openapi::clear_quota_request(&self.settings.api_base, &self.account, component);
         let budget = self.settings.upstream_timeout_ms;
@@ -91,7 +94,11 @@ impl AccountCtx {
             "clears_left_this_month": left, "wechat_rid": rid,
         }));
         match result {
-            Ok(()) => self.reset().await,
+            Ok(()) => {
+                // The watched quotas are asked again at once: a low one has recovered.
+                self.state.ledger.borrow_mut().watch.ask_again();
+                self.reset().await;
+            }
             Err(e) => {
                 self.persist(None).await;
                 return Err(e);

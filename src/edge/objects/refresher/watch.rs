@@ -8,10 +8,11 @@ use crate::edge::adapters::runtime::{log_error, log_event, now_secs};
 use crate::edge::adapters::upstream;
 use crate::error::{wechat_codes, AppError, UpstreamFailure};
 use crate::policy::accounts::{AccountKind, TokenApi};
+use crate::policy::quota::beijing_day;
 use crate::policy::token::Credential;
-use crate::policy::watch::{WatchedQuota, WATCH_INTERVAL_SECS};
+use crate::policy::watch::{Watch, WatchedQuota, WATCH_INTERVAL_SECS};
 use crate::wechat::openapi;
-use serde_json::json;
+use serde_json::{json, Map, Value};
 
 impl AccountCtx {
     /// Whether this account's quotas are watched: WeChat meters official accounts, mini
@@ -92,6 +93,23 @@ impl AccountCtx {
             "event": "quota_watch", "account": self.account.id, "low": low,
             "token": token.is_some(),
         }));
+    }
+
+    /// The watched quotas as `/status` shows them, each marked `low` as the alert judges it.
+    pub(super) fn watched_quotas(&self, watch: &Watch) -> Value {
+        let now = now_secs();
+        let percent = self.settings.quota_low_percent;
+        let shown: Map<String, Value> = watch
+            .quotas
+            .iter()
+            .map(|(path, quota)| {
+                let mut entry = json!(quota);
+                let today = beijing_day(quota.fetched_at) == beijing_day(now);
+                entry["low"] = json!(today && quota.is_low(percent));
+                (path.clone(), entry)
+            })
+            .collect();
+        Value::Object(shown)
     }
 
     fn log_watch_failure(&self, path: &str, failure: UpstreamFailure) {
