@@ -106,6 +106,17 @@ def run(n: int, lifetime: int, margin: int, rounds: int, seconds: int, run_wrk, 
             time.sleep(3)
             largest = max(largest, 1 + len(worker.events("cron")) - visits_before)
 
+        # A Prometheus scrape of every account: one page of up to 1,000, one registry request.
+        statuses_before = sum(1 for e in worker.events("object_request")
+                              if (e["object"], e["op"]) == ("registry", "statuses"))
+        scrape_started = time.monotonic()
+        scraped = worker.request("GET", "/metrics", timeout=60)
+        scrape_ms = (time.monotonic() - scrape_started) * 1000
+        time.sleep(2)  # the log may come after the answer
+        scrape_statuses = sum(1 for e in worker.events("object_request")
+                              if (e["object"], e["op"]) == ("registry", "statuses")) - statuses_before
+        scraped_accounts = scraped.text.count("wechat_token_edge_account_state{")
+
         # Hot GET /token for a runtime account against the constant workers-rs floor, once the
         # alarms have gone quiet: every account's next refresh gets a two-hour token, so that
         # the thousand alarms' work does not land in the hot path's CPU figure.
@@ -158,6 +169,9 @@ def run(n: int, lifetime: int, margin: int, rounds: int, seconds: int, run_wrk, 
           f"({sum(1 for p in polls if p == 200)} answered 200) |")
     print(f"| … object requests per poll, whatever the page size | "
           f"{page_requests / max(1, len(polls)):.2f} |")
+    print(f"| `GET /metrics` ({scraped_accounts} accounts in one page, status {scraped.status}): "
+          f"registry requests | {scrape_statuses} |")
+    print(f"| … answer size, time | {len(scraped.text) / 1024:.0f} KiB, {scrape_ms:.0f} ms |")
     print(f"| hot `GET /token` of a runtime account ÷ Rust floor (req/s) | {ratio:.2f}x |")
     print(f"| … workerd CPU µs/request, runtime account / floor | "
           f"{median['runtime account GET /token']['cpu_us']:.0f} / "
@@ -166,4 +180,7 @@ def run(n: int, lifetime: int, margin: int, rounds: int, seconds: int, run_wrk, 
                       "window_calls": window_calls, "periods": periods, "alarms": len(alarms),
                       "window_alarms": window_alarms, "polls": len(polls),
                       "object_requests": {f"{o} {p}": c for (o, p), c in requests.items()},
-                      "largest_cron_subrequests": largest, "median": median}))
+                      "largest_cron_subrequests": largest, "median": median,
+                      "metrics": {"status": scraped.status, "accounts": scraped_accounts,
+                                  "registry_requests": scrape_statuses,
+                                  "bytes": len(scraped.text), "ms": scrape_ms}}))

@@ -207,7 +207,8 @@ def test_a_watched_quota_running_low_alerts_and_recovers_after_a_clear(start_wor
 
 def test_an_authorizer_asks_with_its_own_token_and_is_cleared_by_the_platform(start_worker,
                                                                                 fake):
-    worker = start_worker(**component_vars(fake, ADMIN_KEYS=ADMIN_KEY))
+    worker = start_worker(**component_vars(fake, ADMIN_KEYS=ADMIN_KEY, QUOTA_WATCH_PATHS=SEND,
+                                           TEST_QUOTA_WATCH_SECS="2"))
     worker.fake_platform = fake.platform
     push_ticket(worker)
     authorize(worker)
@@ -216,6 +217,13 @@ def test_an_authorizer_asks_with_its_own_token_and_is_cleared_by_the_platform(st
     assert sent.status == 200 and sent.json["errcode"] == 0, sent.text
     quota = worker.request("GET", f"/quota?account={AUTHORIZER}&path={SEND}")
     assert quota.status == 200 and quota.json["used"] == 1, quota.text
+
+    # Its object watches the quota with its own token too; the component's does not.
+    def watched(account):
+        entry = worker.request("GET", f"/status?account={account}").json["accounts"][0]
+        return entry.get("watched_quotas", {}).get(SEND, {}).get("used")
+    assert wait_for(lambda: watched(AUTHORIZER) == 1, 10), watched(AUTHORIZER)
+    assert watched(fake.platform.appid) is None
     # An authorizer has no appsecret of its own: the platform clears for it with its own.
     cleared = worker.request("POST", f"/admin/accounts/{AUTHORIZER}/clear-quota", key=ADMIN_KEY)
     assert cleared.status == 200, cleared.text

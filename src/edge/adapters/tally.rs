@@ -1,8 +1,9 @@
 //! Counts that no object sees (the gateway's calls, answered by whichever isolate took them),
-//! kept in this isolate's memory and handed to the registry at most every few seconds. An
-//! isolate that ends before it hands them over loses those seconds' counts: `/metrics` says
-//! so in its help text.
+//! kept in this isolate's memory and handed to the registry at most every few seconds, with a
+//! call that comes after them. An isolate that ends before it hands them over loses them:
+//! `/metrics` says so in its help text.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
@@ -11,7 +12,8 @@ pub const HAND_OVER_EVERY_MS: u64 = 10_000;
 
 #[derive(Default)]
 struct Tally {
-    counts: BTreeMap<String, u64>,
+    /// By name; a count costs no allocation on the hot path (its name is static).
+    counts: BTreeMap<Cow<'static, str>, u64>,
     handed_over_ms: u64,
 }
 
@@ -19,12 +21,12 @@ thread_local! {
     static TALLY: RefCell<Tally> = RefCell::default();
 }
 
-pub fn add(name: &str) {
+pub fn add(name: &'static str) {
     TALLY.with(|tally| {
         *tally
             .borrow_mut()
             .counts
-            .entry(name.to_owned())
+            .entry(Cow::Borrowed(name))
             .or_default() += 1
     });
 }
@@ -37,7 +39,13 @@ pub fn due(now_ms: u64) -> Option<Vec<(String, u64)>> {
             return None;
         }
         tally.handed_over_ms = now_ms;
-        Some(std::mem::take(&mut tally.counts).into_iter().collect())
+        let counts = std::mem::take(&mut tally.counts);
+        Some(
+            counts
+                .into_iter()
+                .map(|(k, v)| (k.into_owned(), v))
+                .collect(),
+        )
     })
 }
 
@@ -46,7 +54,7 @@ pub fn give_back(counts: Vec<(String, u64)>) {
     TALLY.with(|tally| {
         let mut tally = tally.borrow_mut();
         for (name, amount) in counts {
-            *tally.counts.entry(name).or_default() += amount;
+            *tally.counts.entry(Cow::Owned(name)).or_default() += amount;
         }
     });
 }

@@ -297,7 +297,13 @@ async fn forward(
 /// Counts the call by its status class (`gateway_calls:2xx`) for `/metrics`; the isolate
 /// hands its counts to the registry after the answer, every few seconds at most.
 fn count_call(env: &Env, ctx: &Context, status: u16) {
-    tally::add(&format!("gateway_calls:{}xx", status / 100));
+    tally::add(match status / 100 {
+        1 => "gateway_calls:1xx",
+        2 => "gateway_calls:2xx",
+        3 => "gateway_calls:3xx",
+        4 => "gateway_calls:4xx",
+        _ => "gateway_calls:5xx",
+    });
     let Some(counts) = tally::due(now_millis()) else {
         return;
     };
