@@ -4,8 +4,9 @@
 //! hints at another account.
 
 use crate::edge::adapters::runtime;
-use crate::edge::objects::registry::{self as registry_object, StatusRow};
+use crate::edge::objects::registry::{self as registry_object, StatusRow, StatusRows};
 use crate::error::AppError;
+use crate::policy::accounts::Account;
 use crate::policy::auth::Grant;
 use crate::policy::config::Settings;
 use crate::policy::registry::{self, Cursor};
@@ -66,15 +67,7 @@ async fn full_page(
         .ok()
         .map(|r| r.sealing_id().to_owned());
     let rows = registry_object::statuses(env, ids, (after.clone(), room), sealing_key).await?;
-    let mut entries: Vec<Value> = env_part
-        .iter()
-        .map(|account| {
-            let summary = rows.by_id.iter().find(|r| r.id == account.id);
-            summary.and_then(|r| r.summary.clone()).unwrap_or_else(|| {
-                status::unreported(&account.id, account.kind.name(), account.api.name())
-            })
-        })
-        .collect();
+    let mut entries = env_entries(&env_part, &rows);
     let last = rows.page.last().map(|r| r.id.clone());
     entries.extend(rows.page.into_iter().filter_map(registered_entry));
     let next = match (after, rows.more, last) {
@@ -112,21 +105,26 @@ pub async fn metrics_page(
             let room = per_page - env_part.len();
             let ids = env_part.iter().map(|a| a.id.clone()).collect();
             let rows = registry_object::metrics_rows(env, ids, skip, room).await?;
-            let mut entries: Vec<Value> = env_part
-                .iter()
-                .map(|account| {
-                    let row = rows.by_id.iter().find(|r| r.id == account.id);
-                    row.and_then(|r| r.summary.clone()).unwrap_or_else(|| {
-                        status::unreported(&account.id, account.kind.name(), account.api.name())
-                    })
-                })
-                .collect();
+            let mut entries = env_entries(&env_part, &rows);
             entries.extend(rows.page.into_iter().filter_map(registered_entry));
             (entries, Some(rows.counters))
         }
     };
     entries.iter_mut().for_each(|e| status::as_of(e, now));
     Ok((entries, counters))
+}
+
+/// The environment accounts' entries: each one's summary, or what is known before it reports.
+fn env_entries(env_part: &[&Account], rows: &StatusRows) -> Vec<Value> {
+    env_part
+        .iter()
+        .map(|account| {
+            let summary = rows.by_id.iter().find(|r| r.id == account.id);
+            summary.and_then(|r| r.summary.clone()).unwrap_or_else(|| {
+                status::unreported(&account.id, account.kind.name(), account.api.name())
+            })
+        })
+        .collect()
 }
 
 /// A limited key's own accounts, by id, those that exist.
