@@ -24,7 +24,8 @@ struct Family {
     name: &'static str,
     help: &'static str,
     kind: Kind,
-    samples: Vec<(Vec<(&'static str, String)>, f64)>,
+    /// Every value is a whole number (counts and seconds): no float formatting in the wasm.
+    samples: Vec<(Vec<(&'static str, String)>, u64)>,
 }
 
 impl Family {
@@ -57,7 +58,7 @@ fn account_samples(entry: &Value, families: &mut [Family; ACCOUNT_FAMILIES]) {
         labels.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
         labels
     };
-    let number = |value: Option<&Value>| value.and_then(Value::as_f64);
+    let number = |value: Option<&Value>| value.and_then(Value::as_u64);
     let [expires, tickets, refreshes, calls, today, explicit, forced, quota, alerts, kv, clears, state, watched_used, watched_limit] =
         families;
     if let Some(watched) = entry.get("watched_quotas").and_then(Value::as_object) {
@@ -88,15 +89,14 @@ fn account_samples(entry: &Value, families: &mut [Family; ACCOUNT_FAMILIES]) {
     for (key, value) in &counted.refreshes {
         let (credential, outcome) = counters::labels(key);
         let labels = with(&[("credential", credential), ("outcome", outcome)]);
-        refreshes.samples.push((labels, *value as f64));
+        refreshes.samples.push((labels, *value));
     }
     for (key, value) in &counted.upstream_calls {
         let (credential, outcome) = counters::labels(key);
         let labels = with(&[("credential", credential), ("outcome", outcome)]);
-        calls.samples.push((labels, *value as f64));
+        calls.samples.push((labels, *value));
     }
-    kv.samples
-        .push((with(&[]), counted.kv_write_failures as f64));
+    kv.samples.push((with(&[]), counted.kv_write_failures));
     for (family, field) in [
         (today, "upstream_calls_today"),
         (explicit, "explicit_refreshes_today"),
@@ -110,14 +110,12 @@ fn account_samples(entry: &Value, families: &mut [Family; ACCOUNT_FAMILIES]) {
     }
     if let Some(active) = entry.get("alerts").and_then(Value::as_array) {
         for condition in active.iter().filter_map(Value::as_str) {
-            alerts
-                .samples
-                .push((with(&[("condition", condition)]), 1.0));
+            alerts.samples.push((with(&[("condition", condition)]), 1));
         }
     }
     state
         .samples
-        .push((with(&[("state", status::state_of(entry))]), 1.0));
+        .push((with(&[("state", status::state_of(entry))]), 1));
 }
 
 const ACCOUNT_FAMILIES: usize = 14;
@@ -163,7 +161,7 @@ pub fn render(entries: &[Value], page: usize, server: Option<&ServerCounts>) -> 
             .filter(|e| status::state_of(e) == state)
             .count();
         let labels = vec![("page", page.to_string()), ("state", state.to_owned())];
-        states.samples.push((labels, count as f64));
+        states.samples.push((labels, count as u64));
     }
     all.push(states);
     if let Some(server) = server {
@@ -176,7 +174,7 @@ pub fn render(entries: &[Value], page: usize, server: Option<&ServerCounts>) -> 
             if let Some(class) = name.strip_prefix("gateway_calls:") {
                 gateway
                     .samples
-                    .push((vec![("status_class", class.to_owned())], *value as f64));
+                    .push((vec![("status_class", class.to_owned())], *value));
             }
         }
         all.push(gateway);
