@@ -114,6 +114,12 @@ impl UpstreamFailure {
             _ => None,
         }
     }
+
+    /// WeChat's request id, when WeChat answered and its `errmsg` names one.
+    pub fn rid(&self) -> Option<&str> {
+        self.wechat_fields()
+            .and_then(|(_, errmsg)| wechat_codes::rid(errmsg))
+    }
 }
 
 /// Which limit a refresh ran into.

@@ -158,3 +158,23 @@ def test_a_thousand_accounts_a_page_in_one_registry_call(start_worker, fake):
     # Each page counts its own accounts, labelled with the page: the sum is the server's.
     assert value(second_page, "accounts", page="1", state="refreshing") == 1
     assert not samples(second_page, "gateway_calls_total"), "the server's counters on page 0"
+
+
+def test_a_failed_kv_write_is_counted_and_the_count_outlives_a_restart(start_worker, fake):
+    # Each KV key takes its first write only: the refreshed token's write fails.
+    worker = start_worker(TEST_FAIL_KV_WRITES="2-", MIN_REFRESH_INTERVAL_SECS="0")
+    token = worker.get_token().json["access_token"]
+    assert worker.refresh(stale_token=token).status == 200
+    assert wait_for(lambda: worker.events("kv_write_failed"), 10)
+
+    def failures():
+        _, families = scrape(worker)
+        found = samples(families, "kv_write_failures_total", account=fake.appid)
+        return found[0].value if found else 0
+    assert wait_for(lambda: failures() >= 1, 10), failures()
+    counted = failures()
+    # The count is in the object's storage, not only its memory: a restart keeps it.
+    worker.restart()
+    live = worker.request("GET", f"/status?account={fake.appid}").json["accounts"][0]
+    assert "reported_at" not in live, "asked of the object itself, loaded from its storage"
+    assert live["counters"]["kv_write_failures"] >= counted, live["counters"]

@@ -242,7 +242,7 @@ const METRICS_PAGE: usize = 1000;
 
 /// Prometheus's scrape: a page of accounts (`?page=` from 0) in one registry call whatever the
 /// number of accounts, and, on the first page for a key that sees every account, the server's
-/// own counters.
+/// own counters (`status_listing::metrics_page` reads them only then).
 async fn get_metrics(request: &Request, env: &Env) -> Result<Response, AppError> {
     let pairs = query(request)?;
     let (grant, settings) = access::authenticate_or_admin(env, request, Route::Metrics).await?;
@@ -257,9 +257,7 @@ async fn get_metrics(request: &Request, env: &Env) -> Result<Response, AppError>
     let window = (page, METRICS_PAGE);
     let (entries, counters) =
         status_listing::metrics_page(env, &settings, &grant, window, now_secs()).await?;
-    let server = counters
-        .filter(|_| page == 0)
-        .map(|counters| ServerCounts { counters });
+    let server = counters.map(|counters| ServerCounts { counters });
     Ok(respond::metrics(metrics::render(
         &entries,
         page,

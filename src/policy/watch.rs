@@ -60,6 +60,11 @@ impl WatchedQuota {
     pub fn is_low(&self, percent: u64) -> bool {
         self.daily_limit > 0 && self.remain * 100 < self.daily_limit * percent
     }
+
+    /// Low, in a reading of today (Beijing day): an earlier day's says nothing of today's quota.
+    pub fn is_low_today(&self, percent: u64, now: u64) -> bool {
+        beijing_day(self.fetched_at) == beijing_day(now) && self.is_low(percent)
+    }
 }
 
 /// What an account's object keeps of its watched quotas.
@@ -105,12 +110,10 @@ impl Watch {
             self.quotas.insert(path, answer);
         }
         self.quotas.retain(|path, _| paths.contains(path));
-        // A reading of an earlier Beijing day says nothing of today's quota.
-        let today = beijing_day(now);
         let low = self
             .quotas
             .values()
-            .any(|q| beijing_day(q.fetched_at) == today && q.is_low(low_percent));
+            .any(|q| q.is_low_today(low_percent, now));
         self.low_since = match (low, self.low_since) {
             (true, since) => Some(since.unwrap_or(now)),
             (false, _) => None,

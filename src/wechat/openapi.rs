@@ -104,12 +104,7 @@ pub struct Quota {
 
 pub fn parse_quota(status: u16, body: &str, access_token: &str) -> Result<Quota, UpstreamFailure> {
     let answer = api::parse_answer(status, body, access_token)?;
-    let quota = answer
-        .get("quota")
-        .filter(|q| q.is_object())
-        .ok_or_else(|| UpstreamFailure::BadResponse {
-            detail: "quota is missing".into(),
-        })?;
+    let quota = member(&answer, "quota")?;
     let number = |name: &str| quota.get(name).and_then(Value::as_u64).unwrap_or(0);
     Ok(Quota {
         daily_limit: number("daily_limit"),
@@ -117,6 +112,16 @@ pub fn parse_quota(status: u16, body: &str, access_token: &str) -> Result<Quota,
         remain: number("remain"),
         rate_limit: answer.get("rate_limit").cloned().unwrap_or(Value::Null),
     })
+}
+
+/// The object WeChat's answer holds under `name`.
+fn member<'a>(answer: &'a Value, name: &str) -> Result<&'a Value, UpstreamFailure> {
+    answer
+        .get(name)
+        .filter(|v| v.is_object())
+        .ok_or_else(|| UpstreamFailure::BadResponse {
+            detail: format!("{name} is missing"),
+        })
 }
 
 pub fn parse_cleared(status: u16, body: &str, secret: &str) -> Result<(), UpstreamFailure> {
@@ -132,12 +137,7 @@ pub fn parse_rid(
     known: &[&str],
 ) -> Result<Value, UpstreamFailure> {
     let answer = api::parse_answer(status, body, access_token)?;
-    let request = answer
-        .get("request")
-        .filter(|r| r.is_object())
-        .ok_or_else(|| UpstreamFailure::BadResponse {
-            detail: "request is missing".into(),
-        })?;
+    let request = member(&answer, "request")?;
     let text = |name: &str| {
         let value = request.get(name).and_then(Value::as_str).unwrap_or("");
         mask(value, known)

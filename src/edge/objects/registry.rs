@@ -261,12 +261,14 @@ pub async fn statuses(
 }
 
 /// A `/metrics` page in one registry call: the summaries of `ids` (environment accounts),
-/// then up to `limit` registered accounts after the first `skip`, and the server's counters.
+/// then up to `limit` registered accounts after the first `skip`, and, if asked, the server's
+/// counters.
 pub async fn metrics_rows(
     env: &Env,
     ids: Vec<String>,
     skip: usize,
     limit: usize,
+    with_counters: bool,
 ) -> Result<StatusRows, AppError> {
     let op = Op::Statuses {
         ids,
@@ -274,7 +276,7 @@ pub async fn metrics_rows(
         limit,
         sealing_key: None,
         skip,
-        with_counters: true,
+        with_counters,
     };
     ask(env, &op).await
 }

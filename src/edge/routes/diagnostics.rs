@@ -34,8 +34,7 @@ pub async fn quota(request: &Request, env: &Env, ctx: &Context) -> Result<Respon
     if let Some(answer) = memo::recall::<Value>(&key, now_millis()) {
         return Ok(respond::json(200, &answer));
     }
-    let api_base = settings.api_base.clone();
-    let build = |token: &str| openapi::quota_request(&api_base, token, path);
+    let build = |token: &str| openapi::quota_request(&settings.api_base, token, path);
     let quota = with_token((env, ctx, &settings), &account, build, openapi::parse_quota).await?;
     let answer = json!({
         "account": account.id, "path": path, "daily_limit": quota.daily_limit,
@@ -54,8 +53,7 @@ pub async fn rid(request: &Request, env: &Env, ctx: &Context) -> Result<Response
     let rid = openapi::rid(param(&pairs, "rid")).map_err(AppError::BadRequest)?;
     let account = access::account(env, &grant, &settings, account_name(&pairs)?).await?;
     metered(&account)?;
-    let api_base = settings.api_base.clone();
-    let build = |token: &str| openapi::rid_request(&api_base, token, rid);
+    let build = |token: &str| openapi::rid_request(&settings.api_base, token, rid);
     let secret = account.secret.clone();
     let record = with_token(
         (env, ctx, &settings),

@@ -34,7 +34,8 @@ pub async fn page(
 ) -> Result<Page, AppError> {
     let (mut accounts, next, sealed_under_older_keys) = match grant.own_accounts() {
         Some(own) => {
-            let (entries, next) = scoped_page(env, settings, &own, cursor, limit).await?;
+            let offset = Cursor::parse_scoped(cursor)?;
+            let (entries, next) = scoped_page(env, settings, &own, offset, limit).await?;
             (entries, next, None)
         }
         None => full_page(env, settings, cursor, limit).await?,
@@ -79,7 +80,7 @@ async fn full_page(
 }
 
 /// Page `number` (from 0) of `per_page` accounts for `/metrics`, as of `now`, in one registry
-/// call; for a key that sees every account, with the server's counters.
+/// call; for a key that sees every account, on the first page, with the server's counters.
 pub async fn metrics_page(
     env: &Env,
     settings: &Settings,
@@ -90,24 +91,21 @@ pub async fn metrics_page(
     let offset = number.saturating_mul(per_page);
     let (mut entries, counters) = match grant.own_accounts() {
         Some(own) => {
-            let cursor = Cursor::Scoped(offset).encode();
-            let (entries, _) = scoped_page(env, settings, &own, Some(&cursor), per_page).await?;
+            let (entries, _) = scoped_page(env, settings, &own, offset, per_page).await?;
             (entries, None)
         }
         None => {
-            let env_part: Vec<_> = settings
-                .accounts
-                .iter()
-                .skip(offset)
-                .take(per_page)
-                .collect();
+            let (env_part, _) =
+                registry::env_page(&settings.accounts, &Cursor::Env(offset), per_page);
             let skip = offset.saturating_sub(settings.accounts.len());
             let room = per_page - env_part.len();
             let ids = env_part.iter().map(|a| a.id.clone()).collect();
-            let rows = registry_object::metrics_rows(env, ids, skip, room).await?;
+            // The server's counters are shown once, on the first page.
+            let with_counters = number == 0;
+            let rows = registry_object::metrics_rows(env, ids, skip, room, with_counters).await?;
             let mut entries = env_entries(&env_part, &rows);
             entries.extend(rows.page.into_iter().filter_map(registered_entry));
-            (entries, Some(rows.counters))
+            (entries, with_counters.then_some(rows.counters))
         }
     };
     entries.iter_mut().for_each(|e| status::as_of(e, now));
@@ -132,10 +130,9 @@ async fn scoped_page(
     env: &Env,
     settings: &Settings,
     own: &[&str],
-    cursor: Option<&str>,
+    offset: usize,
     limit: usize,
 ) -> Result<(Vec<Value>, Option<Cursor>), AppError> {
-    let offset = Cursor::parse_scoped(cursor)?;
     let window: Vec<&str> = own.iter().skip(offset).take(limit).copied().collect();
     let ids = window.iter().map(|id| (*id).to_owned()).collect();
     let rows = registry_object::statuses(env, ids, (None, 0), None).await?;

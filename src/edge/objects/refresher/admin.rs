@@ -67,12 +67,10 @@ impl AccountCtx {
         let outcome =
             outcome.and_then(|(status, body)| openapi::parse_cleared(status, &body, secret));
         let now = runtime::now_secs();
-        let rid = match &outcome {
-            Err(UpstreamFailure::WeChat { errmsg, .. }) => {
-                wechat_codes::rid(errmsg).map(str::to_owned)
-            }
-            _ => None,
-        };
+        let rid = outcome
+            .as_ref()
+            .err()
+            .and_then(|f| f.rid().map(str::to_owned));
         let result = match outcome {
             Ok(()) => Ok(()),
             Err(UpstreamFailure::WeChat { errcode, .. })

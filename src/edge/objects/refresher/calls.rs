@@ -373,7 +373,7 @@ impl AccountCtx {
             "attempt": attempt,
             "outcome": outcome_code,
             "wechat_errcode": match failure { Some(UpstreamFailure::WeChat { errcode, .. }) => json!(errcode), _ => json!(null) },
-            "wechat_rid": match failure { Some(UpstreamFailure::WeChat { errmsg, .. }) => json!(wechat_codes::rid(errmsg)), _ => json!(null) },
+            "wechat_rid": failure.and_then(UpstreamFailure::rid),
             "duration_ms": now_millis().saturating_sub(started_ms),
             "fingerprint": outcome.as_ref().ok().map(|issued| fingerprint(&issued.value)),
         }));

@@ -94,7 +94,7 @@ impl AccountCtx {
         kv.running.set(false);
         let was_pending = slot.state.borrow().kv_pending;
         // Stored with every failure too: the failure's count must outlive an eviction.
-        if failed || failed != was_pending {
+        if failed || was_pending {
             slot.state.borrow_mut().kv_pending = failed;
             self.persist(Some(which)).await;
         }

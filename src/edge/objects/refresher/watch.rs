@@ -6,9 +6,8 @@ use super::AccountCtx;
 use crate::edge::adapters::faults;
 use crate::edge::adapters::runtime::{log_error, log_event, now_secs};
 use crate::edge::adapters::upstream;
-use crate::error::{wechat_codes, AppError, UpstreamFailure};
+use crate::error::{AppError, UpstreamFailure};
 use crate::policy::accounts::{AccountKind, TokenApi};
-use crate::policy::quota::beijing_day;
 use crate::policy::token::Credential;
 use crate::policy::watch::{Watch, WatchedQuota, WATCH_INTERVAL_SECS};
 use crate::wechat::openapi;
@@ -60,9 +59,11 @@ impl AccountCtx {
             .record()
             .filter(|record| record.expires_at() > now);
         let mut answers = Vec::new();
-        let paths = self.settings.quota_watch_paths.clone();
-        for path in token.iter().flat_map(|_| paths.iter()) {
-            let token = token.as_ref().map_or("", |t| t.value());
+        let paths = &self.settings.quota_watch_paths;
+        for (token, path) in token
+            .iter()
+            .flat_map(|t| paths.iter().map(move |p| (t.value(), p)))
+        {
             let request = openapi::quota_request(&self.settings.api_base, token, path);
             let budget = self.settings.upstream_timeout_ms;
             let outcome = upstream::platform_call(&self.settings, &request, budget)
@@ -85,7 +86,7 @@ impl AccountCtx {
         let low = {
             let mut ledger = self.state.ledger.borrow_mut();
             let percent = self.settings.quota_low_percent;
-            ledger.watch.checked(answers, &paths, percent, now_secs());
+            ledger.watch.checked(answers, paths, percent, now_secs());
             ledger.watch.low_since.is_some()
         };
         self.persist(None).await;
@@ -97,15 +98,13 @@ impl AccountCtx {
 
     /// The watched quotas as `/status` shows them, each marked `low` as the alert judges it.
     pub(super) fn watched_quotas(&self, watch: &Watch) -> Value {
-        let now = now_secs();
-        let percent = self.settings.quota_low_percent;
+        let (now, percent) = (now_secs(), self.settings.quota_low_percent);
         let shown: Map<String, Value> = watch
             .quotas
             .iter()
             .map(|(path, quota)| {
                 let mut entry = json!(quota);
-                let today = beijing_day(quota.fetched_at) == beijing_day(now);
-                entry["low"] = json!(today && quota.is_low(percent));
+                entry["low"] = json!(quota.is_low_today(percent, now));
                 (path.clone(), entry)
             })
             .collect();
@@ -113,10 +112,7 @@ impl AccountCtx {
     }
 
     fn log_watch_failure(&self, path: &str, failure: UpstreamFailure) {
-        let rid = match &failure {
-            UpstreamFailure::WeChat { errmsg, .. } => wechat_codes::rid(errmsg).map(str::to_owned),
-            _ => None,
-        };
+        let rid = failure.rid().map(str::to_owned);
         let error = AppError::Upstream(failure);
         log_error(json!({
             "event": "quota_watch_failed", "account": self.account.id, "path": path,
