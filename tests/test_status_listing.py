@@ -46,7 +46,10 @@ def test_a_page_costs_one_registry_call_whatever_its_size(start_worker, fake):
         time.sleep(0.3)  # the log is read from the process's output
         assert object_requests(worker)[before:] == [("registry", "statuses")], path
 
+    before = len(object_requests(worker))
     shown = {e["account"]: e for e in listing(worker)["accounts"]}
+    # Its line can reach the log after the answer: in before the next count starts.
+    assert wait_for(lambda: len(object_requests(worker)) > before, 5)
     assert set(shown) == {fake.appid, "rt1", "rt2", "rt3", "rt4", "rt5"}
     rt1 = shown["rt1"]
     assert rt1["kind"] == "official_account" and rt1["upstream_calls_today"] == 1
