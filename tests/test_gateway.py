@@ -333,8 +333,9 @@ def test_a_rejected_token_is_healed_once_for_a_concurrent_batch(worker, fake):
     assert_sent_for(fake, SECOND[0])
     fresh = worker.request("GET", "/token?account=second").json["access_token"]
     assert fresh != token and fake.is_valid(fresh)
-    calls = [e for e in worker.events("gateway_call") if e["path"] == "/cgi-bin/user/info"]
-    assert any(e["retried"] for e in calls)
+    # The calls' log lines can reach the log after their answers: wait for a retried one.
+    assert wait_for(lambda: any(e["retried"] for e in worker.events("gateway_call")
+                                if e["path"] == "/cgi-bin/user/info"), 10)
 
 
 @pytest.mark.parametrize("errcode", [42001, 40014])
