@@ -197,6 +197,15 @@ impl TokenRecord {
         current || replaced
     }
 
+    /// Whether this record knows `token` as the one it replaced, and its acceptance over (a
+    /// forced stable_token call ends it at once): what the token index says of it then no
+    /// longer counts, however late its own entry is rewritten.
+    pub fn retired(&self, token: &str, now: u64) -> bool {
+        self.previous
+            .as_ref()
+            .is_some_and(|p| p.access_token == token && now >= p.accepted_until)
+    }
+
     /// The `GET /token` answer.
     pub fn answer(&self, account_id: &str, appid: &str, now: u64) -> Value {
         json!({

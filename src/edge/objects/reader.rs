@@ -231,13 +231,26 @@ pub async fn recognize(
     // then costs no KV read), never past the end of its acceptance.
     let memo_key = format!("recognized:{presented}");
     if let Some(account) = memo::recall::<String>(&memo_key, now_ms) {
-        return Ok(Some(account));
+        // Unless a refresh in this isolate has retired it since.
+        let record_key = kv_cache::key(&account, CredentialKind::Token);
+        let record = memo::recall::<TokenRecord>(&record_key, now_ms);
+        let retired = record.is_some_and(|r| r.retired(presented, now));
+        return Ok((!retired).then_some(account));
     }
     if let Some(entry) = kv_cache::read_index(env, presented).await {
-        let current = directory::by_id(env, settings, &entry.account)
+        let account = directory::by_id(env, settings, &entry.account)
             .await
-            .is_ok_and(|account| account.issuer == entry.issuer);
-        let recognized = (current && now < entry.accepted_until).then_some(entry.account);
+            .ok()
+            .filter(|account| account.issuer == entry.issuer);
+        let Some(account) = account.filter(|_| now < entry.accepted_until) else {
+            return Ok(None);
+        };
+        // The account's record is written before the index entries of its tokens: if it
+        // already says this token's acceptance is over (a forced stable_token call), the
+        // entry, not yet rewritten, is out of date. The read is the one the caller's call
+        // makes next (this isolate then remembers the record).
+        let record = read::<TokenRecord>(env, ctx, settings, &account, ()).await?;
+        let recognized = (!record.retired(presented, now)).then_some(entry.account);
         if let Some(account) = &recognized {
             let until_ms = (now_ms + memo::RECORD_MEMO_MS).min(entry.accepted_until * 1000);
             memo::remember(&memo_key, account.clone(), Some(until_ms));

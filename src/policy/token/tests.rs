@@ -78,6 +78,20 @@ fn a_forced_stable_refresh_kills_the_previous_token_at_once() {
     );
     assert!(!new.accepts("OLD", T0));
     assert_eq!(new.previous.as_ref().map(|p| p.accepted_until), Some(T0));
+    assert!(new.retired("OLD", T0));
+    assert!(!new.retired("NEW", T0) && !new.retired("OTHER", T0));
+}
+
+#[test]
+fn a_replaced_token_is_retired_only_once_its_grace_is_over() {
+    let old = TokenRecord::issued("OLD".into(), 7200, T0 - 100, CFG);
+    let new = TokenRecord::issued("NEW".into(), 7200, T0, CFG).replacing(
+        Some(&old),
+        Issuance::Rotating,
+        T0,
+    );
+    assert!(!new.retired("OLD", T0 + 299));
+    assert!(new.retired("OLD", T0 + 300));
 }
 
 #[test]
