@@ -279,7 +279,8 @@ class TestRuntimeAccounts:
         status = worker.request("GET", "/status?account=rt7").json["accounts"][0]
         assert status["auto_refresh"] == "on"
         assert worker.request("GET", "/token?account=rt7").status == 200
-        assert any(e["account"] == "rt7" for e in worker.events("admin_account_reset"))
+        assert wait_for(lambda: any(e["account"] == "rt7"
+                                    for e in worker.events("admin_account_reset")))
 
 
 class TestReset:
@@ -477,6 +478,8 @@ def test_a_held_stable_token_does_not_wake_its_alarm_over_and_over(start_worker,
     worker = start_worker(**admin_vars(fake))
     assert register(worker, "rt4", 4, api="stable").status == 201
     time.sleep(12)
+    # The first alarm (about 10 s after the registration) may still be logging.
+    assert wait_for(lambda: [e for e in worker.events("alarm") if e["account"] == "rt4"], 10)
     alarms = [e for e in worker.events("alarm") if e["account"] == "rt4"]
     assert 1 <= len(alarms) <= 3, alarms
     assert fake.calls_for(RUNTIME_APPS[3][0]) <= 3

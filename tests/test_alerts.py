@@ -429,6 +429,7 @@ def test_every_webhook_gets_the_alert_and_each_is_a_log_line(start_worker, fake,
         receiver.wait(1)
         other.wait(1)
         assert receiver.states() == other.states() == [("no_valid_token", "started")]
+        assert wait_for(lambda: worker.events("alert"))
         assert [(e["account"], e["condition"], e["state"]) for e in worker.events("alert")] == \
             [(fake.appid, "no_valid_token", "started")]
     finally:

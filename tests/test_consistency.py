@@ -91,7 +91,7 @@ class TestForcedStableRefresh:
         assert not fake.is_valid(old) and fake.is_valid(new)
         # No grace for the killed token: getticket refuses it, as WeChat would.
         refused = wechat_get(worker, "/cgi-bin/ticket/getticket", access_token=old, type="jsapi")
-        assert refused["errcode"] == 40001
+        assert refused["errcode"] == 40001, refused
         # The edge serves the new token: KV was written before the refresh answered.
         assert edge_token(worker, "shop") == new
 
@@ -307,6 +307,8 @@ def test_kv_keeps_an_entry_through_its_stale_window_at_a_real_max_age(start_work
 
     before = len(asked())
     assert worker.get_token().json["access_token"] == token
+    # The background ask is made after the answer: wait for it, then for any second one.
+    assert wait_for(lambda: asked()[before:], 5)
     time.sleep(0.5)
     ops = asked()[before:]
     assert ops == ["token:background"], ops

@@ -143,7 +143,9 @@ def test_a_thousand_accounts_a_page_in_one_registry_call(start_worker, fake):
         assert worker.request("GET", "/status?account=acct0000").status == 200
         marker = ("account", "status")
         assert wait_for(lambda: marker in object_requests(worker)[before:], 5)
-        made = object_requests(worker)[before:]
+        # The marker's object reports to the registry after its answer, maybe after the
+        # next call's `before`: an object's own report is no request of the scrape's.
+        made = [m for m in object_requests(worker)[before:] if m != ("registry", "report")]
         return reply, made[:made.index(marker)]
 
     (text, families), made = cost_of("/metrics")
