@@ -45,6 +45,10 @@ impl UpstreamFailure {
                 ..
             } => "no_verify_ticket",
             Self::WeChat {
+                errcode: wechat_codes::SUITE_TICKET_INVALID,
+                ..
+            } => "no_suite_ticket",
+            Self::WeChat {
                 errcode: wechat_codes::REFRESH_TOKEN_INVALID,
                 ..
             } => "authorizer_refresh_token_invalid",
@@ -66,6 +70,7 @@ impl UpstreamFailure {
             Self::WeChat {
                 errcode: wechat_codes::VERIFY_TICKET_EXPIRED
                     | wechat_codes::VERIFY_TICKET_INVALID
+                    | wechat_codes::SUITE_TICKET_INVALID
                     | wechat_codes::REFRESH_TOKEN_INVALID,
                 ..
             }
@@ -76,7 +81,10 @@ impl UpstreamFailure {
         match self {
             Self::Timeout { .. } => 504,
             Self::WeChat {
-                errcode: wechat_codes::VERIFY_TICKET_EXPIRED | wechat_codes::VERIFY_TICKET_INVALID,
+                errcode:
+                    wechat_codes::VERIFY_TICKET_EXPIRED
+                    | wechat_codes::VERIFY_TICKET_INVALID
+                    | wechat_codes::SUITE_TICKET_INVALID,
                 ..
             } => 503,
             _ => 502,
@@ -204,6 +212,8 @@ pub enum AppError {
     BadSignature,
     /// The platform has no current `component_verify_ticket`: WeChat's pushes do not arrive.
     NoVerifyTicket,
+    /// A WeCom suite has no suite ticket younger than 30 minutes: nothing was sent to WeCom.
+    NoSuiteTicket,
     /// An authorizer has no refresh token (its authorization's exchange failed, and the
     /// authorizer list does not show it): it must authorize again.
     NoRefreshToken,
@@ -253,7 +263,7 @@ impl AppError {
             Self::BadRequest(_) => 400,
             Self::PayloadTooLarge { .. } => 413,
             Self::BadSignature => 401,
-            Self::NoVerifyTicket => 503,
+            Self::NoVerifyTicket | Self::NoSuiteTicket => 503,
             Self::NoRefreshToken => 502,
             Self::UnsupportedMediaType => 415,
             Self::Unauthorized | Self::AdminUnauthorized => 401,
@@ -278,6 +288,7 @@ impl AppError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::BadSignature => "bad_signature",
             Self::NoVerifyTicket => "no_verify_ticket",
+            Self::NoSuiteTicket => "no_suite_ticket",
             Self::NoRefreshToken => "authorizer_refresh_token_invalid",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Unauthorized | Self::AdminUnauthorized => "unauthorized",
@@ -314,6 +325,10 @@ impl AppError {
                 (消息校验Token). Nothing was stored."
                 .into(),
             Self::NoVerifyTicket => NO_VERIFY_TICKET_ADVICE.into(),
+            Self::NoSuiteTicket => wechat_codes::explain_errcode(
+                wechat_codes::SUITE_TICKET_INVALID,
+                "no suite_ticket younger than 30 minutes; nothing was sent to WeCom",
+            ),
             Self::NoRefreshToken => "This authorizer has no refresh token (the exchange of its \
                 authorization failed, and WeChat's authorizer list does not show it): the \
                 account must authorize the platform again (POST /component/preauthcode)."

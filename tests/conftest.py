@@ -58,6 +58,9 @@ def assert_log_keeps_secrets(worker: Worker, fake: FakeWeChat) -> None:
         assert token not in log, "an access_token appeared in the worker's log"
     for ticket in fake.tickets_issued:
         assert ticket not in log, "a ticket appeared in the worker's log"
+    wecom = fake.wecom_provider
+    for value in [*wecom.all_secrets, *wecom.tickets, *wecom.sent_tickets, *wecom.tokens]:
+        assert value not in log, "a WeCom suite's or provider's secret, ticket or token in the log"
 
     assert CLIENT_KEY not in log, "a client key appeared in the worker's log"
     # Every configured key (scopes cut off), those the SDK tests send in URLs included.

@@ -41,6 +41,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from fake_openapi import OPENAPI_PATHS, FakeOpenApi
 from fake_platform import FakePlatform
+from fake_wecom_provider import FakeWeComProvider
 
 
 class _Server(ThreadingHTTPServer):
@@ -125,6 +126,7 @@ class FakeWeChat:
         self.tickets_issued: list[str] = []
         self.platform = FakePlatform(self, "wxcomponent0000001", "fake-secret-component-0123")
         self.openapi = FakeOpenApi(self)
+        self.wecom_provider = FakeWeComProvider()
         self.rids = True  # append a rid to every error's errmsg, as WeChat does
         self._server = _Server(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
@@ -193,6 +195,7 @@ class FakeWeChat:
             self.rids = True
         self.platform.reset()
         self.openapi.reset()
+        self.wecom_provider.reset()
 
 
     @property
@@ -602,6 +605,9 @@ class FakeWeChat:
                     return
                 if url.path in OPENAPI_PATHS:
                     self._send(*fake.openapi.handle(url.path, query, raw))
+                    return
+                if url.path.startswith("/cgi-bin/service/"):
+                    self._send(*fake.wecom_provider.handle(url.path, raw))
                     return
                 if url.path.startswith("/cgi-bin/component/"):
                     self._record_api(len(raw))

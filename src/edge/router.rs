@@ -13,6 +13,7 @@ use crate::edge::routes::gateway;
 use crate::edge::routes::platform;
 use crate::edge::routes::status_listing;
 use crate::edge::routes::status_page;
+use crate::edge::routes::wecom_provider;
 use crate::error::AppError;
 use crate::policy::accounts::Account;
 use crate::policy::auth::Route;
@@ -118,6 +119,9 @@ async fn route(request: Request, env: &Env, ctx: &Context) -> Result<Response, A
             };
             let pairs = query(&request)?;
             Ok(compat::answer(&path, &pairs, &body, env, ctx).await)
+        }
+        wecom if wecom.starts_with("/wecom/") => {
+            wecom_provider::route(&request, method, &wecom["/wecom".len()..], env, ctx).await
         }
         component if component.starts_with("/component/") => {
             platform::route(&request, method, &component["/component".len()..], env, ctx).await

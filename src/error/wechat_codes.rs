@@ -12,6 +12,9 @@ pub const CLEAR_QUOTA_MONTHLY_LIMIT: i64 = 48006;
 pub const VERIFY_TICKET_EXPIRED: i64 = 61005;
 pub const VERIFY_TICKET_INVALID: i64 = 61006;
 
+/// WeCom: a suite ticket too old, or another suite's.
+pub const SUITE_TICKET_INVALID: i64 = 40085;
+
 /// An authorizer's refresh token is no longer valid: the account must authorize again.
 pub const REFRESH_TOKEN_INVALID: i64 = 61023;
 
@@ -67,6 +70,12 @@ pub fn explain_errcode(errcode: i64, errmsg: &str) -> String {
              and that WECHAT_COMPONENT's token and encoding_aes_key match the platform's \
              settings; the server has asked WeChat to push a ticket again."
         ),
+        SUITE_TICKET_INVALID => "WeCom refused the suite_ticket (errcode 40085: older than 30 \
+            minutes, or another suite's): WeCom pushes one every ten minutes to the suite's \
+            指令回调URL, which must be https://<this worker>/wecom/suites/<suite_id>/events, \
+            with WECOM_SUITES' token and encoding_aes_key equal to the suite's; a push can be \
+            asked for in the provider's admin (刷新Ticket)."
+            .into(),
         REFRESH_TOKEN_INVALID => "WeChat refused the authorizer's refresh token (errcode \
             61023), also after looking it up again in api_get_authorizer_list: the account \
             must authorize the platform again (a new authorization link, POST \

@@ -20,6 +20,12 @@ pub enum AccountKind {
     /// An account that authorized the platform: its token comes through the platform, with
     /// the refresh token its object keeps.
     Authorizer,
+    /// A WeCom service provider's suite (`WECOM_SUITES`): its token is the
+    /// suite_access_token, fetched with the latest suite ticket WeCom pushed.
+    WeComSuite,
+    /// The WeCom service provider itself (`WECOM_PROVIDER`): its token is the
+    /// provider_access_token.
+    WeComProvider,
 }
 
 impl AccountKind {
@@ -46,7 +52,15 @@ impl AccountKind {
             Self::WeCom => "wecom",
             Self::Component => "component",
             Self::Authorizer => "authorizer",
+            Self::WeComSuite => "wecom_suite",
+            Self::WeComProvider => "wecom_provider",
         }
+    }
+
+    /// A kind that only names its own accounts: never found by an appid shared with
+    /// another (a provider's corpid is also its own apps' corpid).
+    pub fn named_only(self) -> bool {
+        matches!(self, Self::WeComSuite | Self::WeComProvider)
     }
 }
 
@@ -64,6 +78,10 @@ pub enum TokenApi {
     /// `POST /cgi-bin/component/api_authorizer_token`, with the component token and the
     /// authorizer's refresh token.
     Authorizer,
+    /// WeCom's `POST /cgi-bin/service/get_suite_token`, with the latest suite ticket.
+    WeComSuite,
+    /// WeCom's `POST /cgi-bin/service/get_provider_token`.
+    WeComProvider,
 }
 
 impl TokenApi {
@@ -89,12 +107,19 @@ impl TokenApi {
             Self::WeCom => "wecom",
             Self::Component => "component",
             Self::Authorizer => "authorizer",
+            Self::WeComSuite => "wecom_suite",
+            Self::WeComProvider => "wecom_provider",
         }
     }
 
     /// Whether the token comes through the third-party platform.
     pub fn through_platform(self) -> bool {
         matches!(self, Self::Component | Self::Authorizer)
+    }
+
+    /// Whether the token is one of a WeCom service provider's (WeCom's API, not WeChat's).
+    pub fn wecom_service(self) -> bool {
+        matches!(self, Self::WeComSuite | Self::WeComProvider)
     }
 
     /// `WECHAT_TOKEN_API`: the default for official accounts and mini programs.

@@ -4,6 +4,7 @@
 
 use crate::error::{wechat_codes, AppError, UpstreamFailure};
 use crate::policy::webhook::{self, AlertFormat, Hook};
+use crate::policy::wecom_provider::SUITE_TICKET_STALE_SECS;
 use serde::{Deserialize, Serialize};
 
 /// A verify ticket older than this is an alert: WeChat pushes one every ten minutes.
@@ -30,10 +31,12 @@ pub enum Condition {
     ConfigError,
     /// A watched API's daily quota is running low (`QUOTA_LOW_PERCENT`).
     QuotaLow,
+    /// A WeCom suite: no suite ticket for over 20 minutes (two pushes missed; it works 30).
+    SuiteTicketStale,
 }
 
 impl Condition {
-    const ALL: [Condition; 8] = [
+    const ALL: [Condition; 9] = [
         Self::NoValidToken,
         Self::RefreshFailing,
         Self::QuotaPaused,
@@ -42,6 +45,7 @@ impl Condition {
         Self::VerifyTicketStale,
         Self::ConfigError,
         Self::QuotaLow,
+        Self::SuiteTicketStale,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +58,7 @@ impl Condition {
             Self::VerifyTicketStale => "verify_ticket_stale",
             Self::ConfigError => "config_error",
             Self::QuotaLow => "quota_low",
+            Self::SuiteTicketStale => "suite_ticket_stale",
         }
     }
 
@@ -67,6 +72,7 @@ impl Condition {
             Self::VerifyTicketStale => "no component_verify_ticket for over an hour",
             Self::ConfigError => "its object cannot load its configuration: nothing is refreshed",
             Self::QuotaLow => "a watched API's daily quota is running low",
+            Self::SuiteTicketStale => "no suite_ticket for over 20 minutes",
         }
     }
 
@@ -90,6 +96,8 @@ pub struct Observation<'a> {
     /// The platform's component only: when its latest verify ticket was created (Some(None):
     /// none has come).
     pub verify_ticket_created_at: Option<Option<u64>>,
+    /// A WeCom suite only: when its latest suite ticket was created, likewise.
+    pub suite_ticket_created_at: Option<Option<u64>>,
     /// Since when a watched API's quota has been low (`policy::watch`).
     pub quota_low_since: Option<u64>,
 }
@@ -129,11 +137,24 @@ pub fn active_conditions(seen: &Observation, now: u64, after_secs: u64) -> Vec<(
     if let Some(since) = seen.quota_low_since {
         active.push((Condition::QuotaLow, since));
     }
-    if let Some(created_at) = seen.verify_ticket_created_at {
+    let pushed_tickets = [
+        (
+            seen.verify_ticket_created_at,
+            Condition::VerifyTicketStale,
+            VERIFY_TICKET_STALE_SECS,
+        ),
+        (
+            seen.suite_ticket_created_at,
+            Condition::SuiteTicketStale,
+            SUITE_TICKET_STALE_SECS,
+        ),
+    ];
+    for (created_at, condition, stale_secs) in pushed_tickets {
         match created_at {
-            Some(at) if now < at + VERIFY_TICKET_STALE_SECS => {}
-            Some(at) => active.push((Condition::VerifyTicketStale, at)),
-            None => active.push((Condition::VerifyTicketStale, now)),
+            None => {}
+            Some(Some(at)) if now < at + stale_secs => {}
+            Some(Some(at)) => active.push((condition, at)),
+            Some(None) => active.push((condition, now)),
         }
     }
     active

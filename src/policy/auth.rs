@@ -29,10 +29,14 @@ pub enum Route {
     Diagnostics,
     /// `/metrics`, for Prometheus.
     Metrics,
+    /// `/wecom/suites/{suite_id}/token`: a WeCom suite's suite_access_token.
+    WeComSuite,
+    /// `/wecom/provider/token`: the WeCom service provider's provider_access_token.
+    WeComProvider,
 }
 
 impl Route {
-    const ALL: [Route; 9] = [
+    const ALL: [Route; 11] = [
         Self::Token,
         Self::Ticket,
         Self::Signature,
@@ -42,6 +46,8 @@ impl Route {
         Self::Quota,
         Self::Diagnostics,
         Self::Metrics,
+        Self::WeComSuite,
+        Self::WeComProvider,
     ];
 
     pub fn name(self) -> &'static str {
@@ -55,6 +61,8 @@ impl Route {
             Self::Quota => "quota",
             Self::Diagnostics => "diagnostics",
             Self::Metrics => "metrics",
+            Self::WeComSuite => "wecom_suite",
+            Self::WeComProvider => "wecom_provider",
         }
     }
 }

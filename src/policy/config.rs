@@ -13,6 +13,7 @@ use crate::policy::quota::ForceLimits;
 use crate::policy::refresh::RefreshPolicy;
 use crate::policy::test_switches;
 use crate::policy::watch;
+use crate::policy::wecom_provider::{self, Provider, Suite};
 
 pub const DEFAULT_API_BASE: &str = "https://api.weixin.qq.com";
 pub const DEFAULT_WECOM_API_BASE: &str = "https://qyapi.weixin.qq.com";
@@ -61,6 +62,12 @@ pub struct Settings {
     /// `WECHAT_COMPONENT`: the third-party platform, if this server runs one (its account is
     /// also in `accounts`).
     pub component: Option<Component>,
+    /// `WECOM_SUITES`: a WeCom service provider's suites (their accounts are also in
+    /// `accounts`).
+    pub suites: Vec<Suite>,
+    /// `WECOM_PROVIDER`: the WeCom service provider itself (its account is also in
+    /// `accounts`).
+    pub provider: Option<Provider>,
     /// `ALERT_WEBHOOK_URL` and the rest: where to tell the operators, if anywhere.
     pub alerts: Option<AlertSettings>,
     /// `QUOTA_WATCH_PATHS`: the APIs whose daily quota each account's object watches.
@@ -106,9 +113,12 @@ impl Settings {
             TokenApi::Stable => 500_000,
             // The platform's token calls: WeChat publishes no figure we rely on; 2,000 is
             // its usual per-API quota (DAILY_QUOTA overrides).
-            TokenApi::Classic | TokenApi::WeCom | TokenApi::Component | TokenApi::Authorizer => {
-                2_000
-            }
+            TokenApi::Classic
+            | TokenApi::WeCom
+            | TokenApi::Component
+            | TokenApi::Authorizer
+            | TokenApi::WeComSuite
+            | TokenApi::WeComProvider => 2_000,
         })
     }
 
@@ -154,7 +164,10 @@ impl Settings {
             }
             AccountName::Id(id) => Ok(by_id(id)),
             AccountName::AppId(appid) => {
-                let mut matching = self.accounts.iter().filter(|a| a.appid == appid);
+                let mut matching = self
+                    .accounts
+                    .iter()
+                    .filter(|a| a.appid == appid && !a.kind.named_only());
                 match (matching.next(), matching.next()) {
                     (Some(account), None) => Ok(Some(account)),
                     (Some(_), Some(_)) => Err(AppError::BadRequest(
@@ -162,7 +175,7 @@ impl Settings {
                          with ?account=<id>"
                             .into(),
                     )),
-                    (None, _) => Ok(by_id(appid)),
+                    (None, _) => Ok(by_id(appid).filter(|a| !a.kind.named_only())),
                 }
             }
         }
@@ -188,9 +201,16 @@ pub fn settings(lookup: &impl Fn(&str) -> Option<String>) -> Result<Settings, Ap
         default_api,
     )?;
     let component = platform::parse(present(lookup, "WECHAT_COMPONENT").as_deref())?;
+    let suites = wecom_provider::parse_suites(present(lookup, "WECOM_SUITES").as_deref())?;
+    let provider = wecom_provider::parse_provider(present(lookup, "WECOM_PROVIDER").as_deref())?;
     // Without environment accounts, the admin API (or a platform's authorizers) is the only
     // way to have one.
-    if accounts.is_empty() && component.is_none() && present(lookup, "ADMIN_KEYS").is_none() {
+    if accounts.is_empty()
+        && component.is_none()
+        && suites.is_empty()
+        && provider.is_none()
+        && present(lookup, "ADMIN_KEYS").is_none()
+    {
         return Err(AppError::Config {
             variable: "WECHAT_ACCOUNTS",
             problem: "and WECHAT_APPID are both unset: configure at least one account, or \
@@ -215,6 +235,23 @@ pub fn settings(lookup: &impl Fn(&str) -> Option<String>) -> Result<Settings, Ap
         }
         accounts.push(component.account.clone());
     }
+    // The service provider's accounts likewise, each named by an id of its own.
+    let service_accounts = suites
+        .iter()
+        .map(|s| (&s.account, "WECOM_SUITES"))
+        .chain(provider.iter().map(|p| (&p.account, "WECOM_PROVIDER")));
+    for (account, variable) in service_accounts {
+        if accounts.iter().any(|a| a.id == account.id) {
+            return Err(AppError::Config {
+                variable,
+                problem: format!(
+                    "names the account id \"{}\" another account has",
+                    account.id
+                ),
+            });
+        }
+        accounts.push(account.clone());
+    }
     let alerts = alert_settings(lookup)?;
     let api_base = origin(lookup, "WECHAT_API_BASE", DEFAULT_API_BASE)?;
     let wecom_api_base = origin(lookup, "WECOM_API_BASE", DEFAULT_WECOM_API_BASE)?;
@@ -232,6 +269,8 @@ pub fn settings(lookup: &impl Fn(&str) -> Option<String>) -> Result<Settings, Ap
         })?;
     Ok(Settings {
         component,
+        suites,
+        provider,
         alerts,
         quota_watch_paths,
         quota_low_percent: number(

@@ -27,3 +27,4 @@ pub mod ticket;
 pub mod token;
 pub mod watch;
 pub mod webhook;
+pub mod wecom_provider;

@@ -156,7 +156,8 @@ pub struct VerifyTicket {
 /// What a platform object keeps besides its credentials, in storage under its own key.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlatformState {
-    /// The component: the latest verify ticket WeChat pushed.
+    /// The component: the latest verify ticket WeChat pushed. A WeCom suite: the latest
+    /// suite ticket WeCom pushed.
     #[serde(default)]
     pub verify_ticket: Option<VerifyTicket>,
     /// The component: when it last asked WeChat to push a ticket.

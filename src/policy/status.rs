@@ -61,9 +61,11 @@ pub fn as_of(entry: &mut Value, now: u64) {
         let clears: MonthlyClears = serde_json::from_value(clears).unwrap_or_default();
         entry["clears_left_this_month"] = json!(clears.left(now));
     }
-    if let Some(ticket) = entry.get_mut("verify_ticket").filter(|t| t.is_object()) {
-        if let Some(at) = ticket.get("created_at").and_then(Value::as_u64) {
-            ticket["age_secs"] = json!(now.saturating_sub(at));
+    for pushed in ["verify_ticket", "suite_ticket"] {
+        if let Some(ticket) = entry.get_mut(pushed).filter(|t| t.is_object()) {
+            if let Some(at) = ticket.get("created_at").and_then(Value::as_u64) {
+                ticket["age_secs"] = json!(now.saturating_sub(at));
+            }
         }
     }
     if entry.is_object() {

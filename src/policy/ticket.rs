@@ -40,6 +40,9 @@ impl TicketKind {
             AccountKind::Component => Err(AppError::BadRequest(
                 "the platform's component has no JS-SDK tickets (its authorizers have)".into(),
             )),
+            AccountKind::WeComSuite | AccountKind::WeComProvider => Err(AppError::BadRequest(
+                "a WeCom suite or provider has no JS-SDK tickets (corporations' apps have)".into(),
+            )),
             AccountKind::MiniProgram => Err(AppError::BadRequest(
                 "mini programs have no JS-SDK tickets (jsapi and wx_card are for web pages in \
                  WeChat, through an official account)"

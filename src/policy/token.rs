@@ -104,9 +104,15 @@ impl Issuance {
         match (api, forced) {
             (TokenApi::Stable, true) => Self::StableForced,
             (TokenApi::Stable, false) => Self::StableNormal,
-            // The platform's tokens too: each call issues a new one, the old one lives on.
+            // The platforms' tokens too: each call issues a new one (WeCom's: the same while
+            // valid), the old one lives on.
             (
-                TokenApi::Classic | TokenApi::WeCom | TokenApi::Component | TokenApi::Authorizer,
+                TokenApi::Classic
+                | TokenApi::WeCom
+                | TokenApi::Component
+                | TokenApi::Authorizer
+                | TokenApi::WeComSuite
+                | TokenApi::WeComProvider,
                 _,
             ) => Self::Rotating,
         }

@@ -46,7 +46,10 @@ pub fn token_request(
         percent_encode(&account.secret),
     );
     Some(match account.api {
-        TokenApi::Component | TokenApi::Authorizer => return None,
+        TokenApi::Component
+        | TokenApi::Authorizer
+        | TokenApi::WeComSuite
+        | TokenApi::WeComProvider => return None,
         TokenApi::Classic => TokenRequest {
             method: HttpMethod::Get,
             url: format!(
@@ -85,7 +88,7 @@ pub fn ticket_url(
 ) -> String {
     let token = percent_encode(access_token);
     match account.api {
-        TokenApi::WeCom => {
+        TokenApi::WeCom | TokenApi::WeComSuite | TokenApi::WeComProvider => {
             format!("{wecom_api_base}/cgi-bin/get_jsapi_ticket?access_token={token}")
         }
         // An authorizer's token works as an account's.

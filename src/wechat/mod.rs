@@ -8,3 +8,4 @@ pub mod jssdk;
 pub mod openapi;
 pub mod platform;
 pub mod push;
+pub mod wecom_service;

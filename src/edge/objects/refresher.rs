@@ -18,13 +18,13 @@ mod kv_sync;
 mod platform;
 mod state;
 mod watch;
+mod wecom_service;
 
 use crate::edge::adapters::faults;
 use crate::edge::adapters::runtime::{self, now_secs};
 use crate::edge::objects::registry;
 use crate::error::AppError;
 use crate::policy::accounts::{Account, TokenApi};
-use crate::policy::alerts::VERIFY_TICKET_STALE_SECS;
 use crate::policy::config::Settings;
 use crate::policy::fingerprint::config_fingerprint;
 use crate::policy::quota::{next_beijing_midnight, quota_pause};
@@ -290,8 +290,11 @@ impl AccountCtx {
             }
         }
         // The component wakes when its verify ticket would turn stale, to alert on time.
-        if self.settings.alerts.is_some() && self.account.api == TokenApi::Component {
-            let stale_at = self.verify_ticket_since(now) + VERIFY_TICKET_STALE_SECS;
+        if let Some(stale_secs) = self
+            .ticket_stale_secs()
+            .filter(|_| self.settings.alerts.is_some())
+        {
+            let stale_at = self.verify_ticket_since(now) + stale_secs;
             if stale_at > now {
                 dues.push(stale_at);
             }

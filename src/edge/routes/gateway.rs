@@ -340,7 +340,9 @@ async fn send_healed(
     mode: Mode,
 ) -> Result<Sent, AppError> {
     let origin = match account.api {
-        TokenApi::WeCom => &settings.wecom_api_base,
+        TokenApi::WeCom | TokenApi::WeComSuite | TokenApi::WeComProvider => {
+            &settings.wecom_api_base
+        }
         TokenApi::Classic | TokenApi::Stable | TokenApi::Component | TokenApi::Authorizer => {
             &settings.api_base
         }

@@ -12,3 +12,4 @@ pub mod gateway;
 pub mod platform;
 pub mod status_listing;
 pub mod status_page;
+pub mod wecom_provider;

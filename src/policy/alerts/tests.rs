@@ -63,6 +63,24 @@ fn conditions_follow_what_the_object_sees() {
 }
 
 #[test]
+fn a_suite_ticket_is_stale_after_twenty_minutes() {
+    let suite = |created_at| Observation {
+        token_valid: true,
+        suite_ticket_created_at: Some(created_at),
+        ..Observation::default()
+    };
+    assert!(active_conditions(&suite(Some(NOW - 1199)), NOW, 600).is_empty());
+    assert_eq!(
+        active_conditions(&suite(Some(NOW - 1200)), NOW, 600),
+        [(Condition::SuiteTicketStale, NOW - 1200)]
+    );
+    assert_eq!(
+        active_conditions(&suite(None), NOW, 600),
+        [(Condition::SuiteTicketStale, NOW)]
+    );
+}
+
+#[test]
 fn an_alert_starts_once_repeats_after_the_window_and_recovers_once() {
     let mut ledger = AlertLedger::default();
     let active = [(Condition::IpRefused, NOW)];

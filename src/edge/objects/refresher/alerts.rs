@@ -7,9 +7,10 @@ use crate::edge::adapters::runtime::{log_error, log_event, now_secs};
 use crate::edge::objects::alert_outbox;
 use crate::error::UpstreamFailure;
 use crate::policy::accounts::TokenApi;
-use crate::policy::alerts::{self, Notice, Observation};
+use crate::policy::alerts::{self, Notice, Observation, VERIFY_TICKET_STALE_SECS};
 use crate::policy::ledger::{CredentialKind, CredentialState};
 use crate::policy::token::TokenRecord;
+use crate::policy::wecom_provider::SUITE_TICKET_STALE_SECS;
 use serde_json::json;
 
 impl AccountCtx {
@@ -23,8 +24,9 @@ impl AccountCtx {
             return;
         }
         let now = now_secs();
-        if self.account.api == TokenApi::Component {
-            // A fresh component's hour starts once, and survives an eviction.
+        if self.ticket_stale_secs().is_some() {
+            // A fresh component's hour (a suite's 20 minutes) starts once, and survives an
+            // eviction.
             let first_wait = {
                 let mut platform = self.state.platform.borrow_mut();
                 let waits = platform.verify_ticket.is_none() && platform.no_ticket_since.is_none();
@@ -88,7 +90,7 @@ impl AccountCtx {
         let expires_at = token.record.as_ref().map(|r| r.expires_at);
         // A platform awaiting its first verify ticket has failed nothing yet: the stale
         // ticket's alert speaks for it after an hour.
-        let first_ticket_awaited = self.account.api == TokenApi::Component
+        let first_ticket_awaited = self.ticket_stale_secs().is_some()
             && self.state.platform.borrow().verify_ticket.is_none();
         Observation {
             token_valid: expires_at.is_some_and(|at| at > now),
@@ -100,6 +102,8 @@ impl AccountCtx {
             paused: self.paused_until(CredentialKind::Token, now).is_some(),
             blocked: self.automatic_blocked(),
             verify_ticket_created_at: (self.account.api == TokenApi::Component)
+                .then(|| Some(self.verify_ticket_since(now))),
+            suite_ticket_created_at: (self.account.api == TokenApi::WeComSuite)
                 .then(|| Some(self.verify_ticket_since(now))),
             quota_low_since: self.state.ledger.borrow().watch.low_since,
         }
@@ -123,8 +127,18 @@ impl AccountCtx {
         start.into_iter().chain(repeat).min()
     }
 
-    /// The component: since when its latest verify ticket is, or, with none, since when it
-    /// has waited for one.
+    /// After how long a platform's pushed ticket (the component's verify ticket, a suite's
+    /// suite ticket) is stale; None for the accounts that have none.
+    pub(super) fn ticket_stale_secs(&self) -> Option<u64> {
+        match self.account.api {
+            TokenApi::Component => Some(VERIFY_TICKET_STALE_SECS),
+            TokenApi::WeComSuite => Some(SUITE_TICKET_STALE_SECS),
+            _ => None,
+        }
+    }
+
+    /// The component (or a suite): since when its latest pushed ticket is, or, with none,
+    /// since when it has waited for one.
     pub(super) fn verify_ticket_since(&self, now: u64) -> u64 {
         let platform = self.state.platform.borrow();
         match &platform.verify_ticket {

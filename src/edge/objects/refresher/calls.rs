@@ -399,6 +399,11 @@ fn grant_failure(refused: &AppError) -> UpstreamFailure {
             "no refresh token is stored and the authorizer list does not show one (this \
              server's own finding; nothing was sent to WeChat)",
         ),
+        AppError::NoSuiteTicket => said(
+            wechat_codes::SUITE_TICKET_INVALID,
+            "no suite_ticket younger than 30 minutes (this server's own finding; nothing was \
+             sent to WeCom)",
+        ),
         AppError::Upstream(failure) => failure.clone(),
         AppError::NoValidToken {
             last_failure: Some(failure),

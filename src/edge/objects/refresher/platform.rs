@@ -26,6 +26,10 @@ use serde_json::json;
 pub(super) enum PlatformGrant {
     /// The component: its latest verify ticket.
     VerifyTicket(String),
+    /// A WeCom suite: its latest suite ticket.
+    SuiteTicket(String),
+    /// The WeCom service provider: its configuration is all it needs.
+    Provider,
     /// An authorizer: the component's token, and its refresh token or an authorization code.
     Authorizer {
         component_id: String,
@@ -96,6 +100,7 @@ impl AccountCtx {
                     code,
                 }))
             }
+            TokenApi::WeComSuite | TokenApi::WeComProvider => self.wecom_service_grant(),
             _ => Ok(None),
         }
     }
@@ -109,6 +114,9 @@ impl AccountCtx {
         grant: PlatformGrant,
     ) -> (Result<Issued, UpstreamFailure>, bool) {
         match grant {
+            PlatformGrant::SuiteTicket(_) | PlatformGrant::Provider => {
+                self.call_wecom_service(trigger, grant).await
+            }
             PlatformGrant::VerifyTicket(ticket) => {
                 let component = &self.account;
                 let request = protocol::component_token_request(
@@ -357,9 +365,11 @@ impl AccountCtx {
             }
             newer
         };
-        log_event(json!({
-            "event": "verify_ticket_received", "account": self.account.id, "stored": newer,
-        }));
+        let event = match self.account.api {
+            TokenApi::WeComSuite => "suite_ticket_received",
+            _ => "verify_ticket_received",
+        };
+        log_event(json!({ "event": event, "account": self.account.id, "stored": newer }));
         if !newer {
             return Ok(());
         }
@@ -370,7 +380,8 @@ impl AccountCtx {
             let ticket_refused = token.last_attempt.as_ref().is_some_and(|a| {
                 matches!(&a.failure, Some(UpstreamFailure::WeChat { errcode, .. })
                     if matches!(*errcode, wechat_codes::VERIFY_TICKET_EXPIRED
-                        | wechat_codes::VERIFY_TICKET_INVALID))
+                        | wechat_codes::VERIFY_TICKET_INVALID
+                        | wechat_codes::SUITE_TICKET_INVALID))
             });
             if ticket_refused {
                 token.last_attempt = None;
@@ -460,10 +471,14 @@ impl AccountCtx {
     pub(super) fn platform_status(&self, entry: &mut serde_json::Value) {
         let platform = self.state.platform.borrow();
         match self.account.api {
-            TokenApi::Component => {
+            TokenApi::Component | TokenApi::WeComSuite => {
                 // Its age is added when read (`status::as_of`): the summary changes only
                 // with a new ticket.
-                entry["verify_ticket"] = json!(platform.verify_ticket.as_ref().map(|t| json!({
+                let name = match self.account.api {
+                    TokenApi::Component => "verify_ticket",
+                    _ => "suite_ticket",
+                };
+                entry[name] = json!(platform.verify_ticket.as_ref().map(|t| json!({
                     "received_at": t.received_at,
                     "created_at": t.issued_at(),
                 })));

@@ -1,0 +1,281 @@
+//! WeCom's service providers (企业微信服务商): `WECOM_SUITES`, the suites whose tokens this
+//! server keeps (third-party apps, and 代开发 templates whose ids start with `dk`), and
+//! `WECOM_PROVIDER`, the provider's own corpid and secret; and the suite ticket's timing.
+//! Pure.
+//!
+//! Errors name the variable, the entry and the field, never a value other than a suite id.
+
+use crate::error::AppError;
+use crate::policy::accounts::{is_identifier, Account, AccountKind, TokenApi};
+use crate::policy::platform::{encoding_aes_key, PlatformState};
+use serde_json::{Map, Value};
+
+const SUITES: &str = "WECOM_SUITES";
+const PROVIDER: &str = "WECOM_PROVIDER";
+const SUITE_FIELDS: [&str; 4] = ["suite_id", "suite_secret", "token", "encoding_aes_key"];
+const PROVIDER_FIELDS: [&str; 2] = ["corpid", "provider_secret"];
+
+/// WeCom pushes a suite ticket every ten minutes; each is good for 30 minutes from its
+/// `TimeStamp` (WeCom's 推送suite_ticket).
+pub const SUITE_TICKET_LIFE_SECS: u64 = 30 * 60;
+/// Two pushes missed in a row: the alert, while the ticket still works.
+pub const SUITE_TICKET_STALE_SECS: u64 = 20 * 60;
+/// The provider's account id (its token is the provider_access_token).
+pub const PROVIDER_ACCOUNT_ID: &str = "wecom_provider";
+
+/// One suite: an account of kind `wecom_suite` named by its suite id, the token its pushes
+/// are signed with, and the AES key they are sealed with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Suite {
+    pub account: Account,
+    pub push_token: String,
+    pub aes_key: [u8; 32],
+}
+
+impl std::fmt::Debug for Suite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Suite")
+            .field("account", &self.account)
+            .field("push_token", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
+/// The provider: an account of kind `wecom_provider` whose appid is its corpid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Provider {
+    pub account: Account,
+}
+
+impl Provider {
+    pub fn corpid(&self) -> &str {
+        &self.account.appid
+    }
+}
+
+/// A suite's ticket to fetch its token with (its object keeps it where the component keeps
+/// its verify ticket): the latest, for 30 minutes from its `TimeStamp`.
+pub fn usable_suite_ticket(state: &PlatformState, now: u64) -> Option<&str> {
+    state
+        .verify_ticket
+        .as_ref()
+        .filter(|t| now < t.issued_at() + SUITE_TICKET_LIFE_SECS)
+        .map(|t| t.ticket.as_str())
+}
+
+fn config_error(variable: &'static str, problem: String) -> AppError {
+    AppError::Config { variable, problem }
+}
+
+/// The fields of one JSON object, each a non-empty string, none unknown.
+fn fields<'a>(
+    object: &'a Map<String, Value>,
+    known: &[&str],
+    fail: &dyn Fn(String) -> AppError,
+) -> Result<Vec<&'a str>, AppError> {
+    if let Some(unknown) = object.keys().find(|key| !known.contains(&key.as_str())) {
+        let name: String = unknown.chars().take(32).collect();
+        return Err(fail(format!(
+            "has an unknown field \"{name}\" (fields: {})",
+            known.join(", ")
+        )));
+    }
+    known
+        .iter()
+        .map(|field| match object.get(*field) {
+            Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim()),
+            None | Some(Value::Null) => Err(fail(format!("has no \"{field}\""))),
+            Some(_) => Err(fail(format!(
+                "has a \"{field}\" that is not a non-empty string"
+            ))),
+        })
+        .collect()
+}
+
+/// `WECOM_SUITES`: a JSON array of `{"suite_id","suite_secret","token","encoding_aes_key"}`.
+pub fn parse_suites(value: Option<&str>) -> Result<Vec<Suite>, AppError> {
+    let Some(text) = value else {
+        return Ok(Vec::new());
+    };
+    let entries = match serde_json::from_str(text) {
+        Ok(Value::Array(entries)) => entries,
+        _ => {
+            return Err(config_error(
+                SUITES,
+                "must be a JSON array of {\"suite_id\",\"suite_secret\",\"token\",\
+                 \"encoding_aes_key\"}"
+                    .into(),
+            ))
+        }
+    };
+    let mut suites: Vec<Suite> = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let fail = |problem: String| config_error(SUITES, format!("entry {index} {problem}"));
+        let Value::Object(object) = entry else {
+            return Err(fail("is not a JSON object".into()));
+        };
+        let [suite_id, suite_secret, push_token, key] = fields(object, &SUITE_FIELDS, &fail)?[..]
+        else {
+            unreachable!("one value per field")
+        };
+        if !is_identifier(suite_id) {
+            return Err(fail(
+                "has a \"suite_id\" with characters other than letters, digits, '_' and '-'".into(),
+            ));
+        }
+        if suites.iter().any(|s| s.account.id == suite_id) {
+            return Err(fail(format!("repeats the suite_id \"{suite_id}\"")));
+        }
+        let aes_key = encoding_aes_key(key).ok_or_else(|| {
+            fail(
+                "has an \"encoding_aes_key\" that is not 43 characters of base64 (the suite's \
+                 EncodingAESKey)"
+                    .into(),
+            )
+        })?;
+        let account = Account::new(
+            suite_id,
+            AccountKind::WeComSuite,
+            suite_id,
+            suite_secret,
+            TokenApi::WeComSuite,
+        );
+        suites.push(Suite {
+            account,
+            push_token: push_token.to_owned(),
+            aes_key,
+        });
+    }
+    Ok(suites)
+}
+
+/// `WECOM_PROVIDER`: `{"corpid","provider_secret"}`.
+pub fn parse_provider(value: Option<&str>) -> Result<Option<Provider>, AppError> {
+    let Some(text) = value else {
+        return Ok(None);
+    };
+    let fail = |problem: String| config_error(PROVIDER, problem);
+    let Ok(Value::Object(object)) = serde_json::from_str(text) else {
+        return Err(fail(
+            "must be a JSON object {\"corpid\",\"provider_secret\"}".into(),
+        ));
+    };
+    let [corpid, secret] = fields(&object, &PROVIDER_FIELDS, &fail)?[..] else {
+        unreachable!("one value per field")
+    };
+    if !is_identifier(corpid) {
+        return Err(fail(
+            "has a \"corpid\" with characters other than letters, digits, '_' and '-'".into(),
+        ));
+    }
+    let account = Account::new(
+        PROVIDER_ACCOUNT_ID,
+        AccountKind::WeComProvider,
+        corpid,
+        secret,
+        TokenApi::WeComProvider,
+    );
+    Ok(Some(Provider { account }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+
+    fn suite(extra: &str) -> String {
+        format!(
+            r#"[{{"suite_id":"wwsuite01","suite_secret":"s3cret-value","token":"push-token",
+                  "encoding_aes_key":"{KEY}"{extra}}}]"#
+        )
+    }
+
+    fn problem(result: Result<impl std::fmt::Debug, AppError>, variable: &str) -> String {
+        match result {
+            Err(AppError::Config {
+                variable: named,
+                problem,
+            }) => {
+                assert_eq!(named, variable);
+                problem
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_suite_is_an_account_named_by_its_id() {
+        let suites = parse_suites(Some(&suite(""))).unwrap();
+        let [only] = &suites[..] else { panic!() };
+        assert_eq!(only.account.id, "wwsuite01");
+        assert_eq!(only.account.kind, AccountKind::WeComSuite);
+        assert_eq!(only.account.api, TokenApi::WeComSuite);
+        assert_eq!(only.account.secret, "s3cret-value");
+        assert_eq!(only.push_token, "push-token");
+        assert!(parse_suites(None).unwrap().is_empty());
+        assert!(!format!("{only:?}").contains("push-token"));
+    }
+
+    #[test]
+    fn a_bad_suite_field_is_named_never_its_value() {
+        for (text, expected) in [
+            ("{}".to_owned(), "must be a JSON array"),
+            ("[1]".to_owned(), "entry 0 is not a JSON object"),
+            (suite(r#","agentid":1"#), "unknown field \"agentid\""),
+            (
+                suite("").replace("\"token\":\"push-token\",", ""),
+                "has no \"token\"",
+            ),
+            (
+                suite("").replace(KEY, "short"),
+                "\"encoding_aes_key\" that is not 43",
+            ),
+            (
+                suite("").replace("wwsuite01", "ww suite"),
+                "\"suite_id\" with characters",
+            ),
+            (
+                suite("").replace("\"s3cret-value\"", "7"),
+                "\"suite_secret\" that is not",
+            ),
+        ] {
+            let problem = problem(parse_suites(Some(&text)), SUITES);
+            assert!(problem.contains(expected), "{problem}");
+            assert!(!problem.contains("s3cret-value") && !problem.contains(KEY));
+        }
+        let twice = suite("").replace("}]", &format!("}},{}", &suite("")[1..]));
+        assert!(problem(parse_suites(Some(&twice)), SUITES).contains("repeats"));
+    }
+
+    #[test]
+    fn a_suite_ticket_serves_thirty_minutes_from_its_timestamp() {
+        use crate::policy::platform::VerifyTicket;
+        let state = PlatformState {
+            verify_ticket: Some(VerifyTicket {
+                ticket: "T".into(),
+                received_at: 1_000_500,
+                created_at: 1_000_000,
+            }),
+            ..PlatformState::default()
+        };
+        assert_eq!(usable_suite_ticket(&state, 1_001_799), Some("T"));
+        assert_eq!(usable_suite_ticket(&state, 1_001_800), None);
+        assert_eq!(usable_suite_ticket(&PlatformState::default(), 0), None);
+    }
+
+    #[test]
+    fn the_provider_is_an_account_whose_appid_is_its_corpid() {
+        let text = r#"{"corpid":"wwprovider01","provider_secret":"p-secret"}"#;
+        let provider = parse_provider(Some(text)).unwrap().unwrap();
+        assert_eq!(provider.corpid(), "wwprovider01");
+        assert_eq!(provider.account.id, PROVIDER_ACCOUNT_ID);
+        assert_eq!(provider.account.kind, AccountKind::WeComProvider);
+        assert_eq!(parse_provider(None).unwrap(), None);
+        let problem = problem(
+            parse_provider(Some(r#"{"corpid":"wwprovider01"}"#)),
+            PROVIDER,
+        );
+        assert!(problem.contains("has no \"provider_secret\""), "{problem}");
+    }
+}

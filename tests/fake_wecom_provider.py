@@ -1,0 +1,179 @@
+"""WeCom's service-provider side on the fake (企业微信服务商), written from WeCom's documentation
+and apart from the worker's code:
+
+- WeCom pushes a suite ticket to each suite's 指令回调URL every ten minutes (here: when a test
+  calls `push_suite_ticket`), sealed with the suite's EncodingAESKey for the suite id as
+  receive id (`wechat_push`'s own crypto); a ticket works for 30 minutes from its TimeStamp,
+  and only for its own suite (40085 otherwise).
+- `POST /cgi-bin/service/get_suite_token` `{suite_id, suite_secret, suite_ticket}` and
+  `POST /cgi-bin/service/get_provider_token` `{corpid, provider_secret}` answer `errcode` only
+  on failure ("因历史原因，该接口在调用失败时才返回errcode"), and, while the token they issued is
+  valid, that same token again with the full lifetime announced; it still dies at its first
+  expiry (documented for suite tokens: "在一定时间段内返回的token值一样").
+- The URL check (`GET …?msg_signature&timestamp&nonce&echostr`) is sealed for the provider's
+  corpid."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from urllib.parse import urlencode
+
+from wechat_push import encrypt, new_encoding_aes_key, signature
+
+SUITE_TICKET_LIFE_SECS = 30 * 60
+SUITE_ID = "wwfakesuite00000001"
+DK_SUITE_ID = "dkfaketemplate0001"
+PROVIDER_CORPID = "wwfakeprovider00001"
+PROVIDER_SECRET = "fake-provider-secret-0123456789"
+
+
+def _json(payload: dict, status: int = 200):
+    return status, "application/json", json.dumps(payload, ensure_ascii=False)
+
+
+class FakeSuite:
+    def __init__(self, suite_id: str):
+        self.suite_id = suite_id
+        self.secret = f"fake-suite-secret-{suite_id[-4:]}-0123456789"
+        self.token = f"push-token-{suite_id[-4:]}"
+        self.encoding_aes_key = new_encoding_aes_key()
+
+    def config(self) -> dict:
+        return {"suite_id": self.suite_id, "suite_secret": self.secret, "token": self.token,
+                "encoding_aes_key": self.encoding_aes_key}
+
+
+class FakeWeComProvider:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.suites = {s.suite_id: s for s in (FakeSuite(SUITE_ID), FakeSuite(DK_SUITE_ID))}
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.expires_in = 7200
+            # ticket -> (suite id, TimeStamp)
+            self.tickets: dict[str, tuple[str, int]] = {}
+            # token -> (owner, expires at); owner: a suite id, or the provider's corpid
+            self.tokens: dict[str, tuple[str, float]] = {}
+            self.token_calls: list[dict] = []  # each call: endpoint, owner, ticket known
+            self.sent_tickets: list[str] = []  # the suite tickets get_suite_token received
+            self.modes: dict[str, str] = {}
+
+    def worker_vars(self) -> dict[str, str]:
+        return {
+            "WECOM_SUITES": json.dumps([s.config() for s in self.suites.values()]),
+            "WECOM_PROVIDER": json.dumps({"corpid": PROVIDER_CORPID,
+                                          "provider_secret": PROVIDER_SECRET}),
+        }
+
+    # What WeCom sends to the provider's URLs.
+
+    def new_ticket(self, suite_id: str, timestamp: int | None = None) -> tuple[str, int]:
+        timestamp = int(time.time()) if timestamp is None else timestamp
+        ticket = f"SUITE-TICKET-{secrets.token_urlsafe(24)}"
+        with self._lock:
+            self.tickets[ticket] = (suite_id, timestamp)
+        return ticket, timestamp
+
+    def sealed(self, suite_id: str, message: str, receive_id: str | None = None,
+               token: str | None = None) -> tuple[str, str]:
+        """The query and the body WeCom posts to a suite's 指令回调URL."""
+        suite = self.suites[suite_id]
+        timestamp, nonce = str(int(time.time())), str(secrets.randbelow(10**9))
+        encrypted = encrypt(message, suite.encoding_aes_key, receive_id or suite_id)
+        sign = signature(token or suite.token, timestamp, nonce, encrypted)
+        query = urlencode({"msg_signature": sign, "timestamp": timestamp, "nonce": nonce})
+        body = (f"<xml><ToUserName><![CDATA[{suite_id}]]></ToUserName>"
+                f"<Encrypt><![CDATA[{encrypted}]]></Encrypt>"
+                "<AgentID><![CDATA[]]></AgentID></xml>")
+        return query, body
+
+    def url_check(self, suite_id: str, echo: str, receive_id: str = PROVIDER_CORPID) -> str:
+        """The query of WeCom's check of a suite's URL: `echostr` sealed for `receive_id`."""
+        suite = self.suites[suite_id]
+        timestamp, nonce = str(int(time.time())), str(secrets.randbelow(10**9))
+        echostr = encrypt(echo, suite.encoding_aes_key, receive_id)
+        sign = signature(suite.token, timestamp, nonce, echostr)
+        return urlencode({"msg_signature": sign, "timestamp": timestamp, "nonce": nonce,
+                          "echostr": echostr})
+
+    @staticmethod
+    def ticket_message(suite_id: str, ticket: str, timestamp: int) -> str:
+        return (f"<xml><SuiteId><![CDATA[{suite_id}]]></SuiteId>"
+                "<InfoType> <![CDATA[suite_ticket]]></InfoType>"
+                f"<TimeStamp>{timestamp}</TimeStamp>"
+                f"<SuiteTicket><![CDATA[{ticket}]]></SuiteTicket></xml>")
+
+    # WeCom's API.
+
+    def handle(self, path: str, raw: bytes):
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            return _json({"errcode": 47001, "errmsg": "data format error"})
+        if path == "/cgi-bin/service/get_suite_token":
+            return self._suite_token(body)
+        if path == "/cgi-bin/service/get_provider_token":
+            return self._provider_token(body)
+        return _json({"errcode": 404, "errmsg": "not found"}, status=404)
+
+    def _suite_token(self, body: dict):
+        suite_id, ticket = body.get("suite_id"), body.get("suite_ticket", "")
+        with self._lock:
+            self.token_calls.append({"endpoint": "get_suite_token", "owner": suite_id,
+                                     "ticket_known": ticket in self.tickets})
+            self.sent_tickets.append(ticket)
+        suite = self.suites.get(suite_id)
+        if suite is None:
+            return _json({"errcode": 40083, "errmsg": "invalid suite_id"})
+        if body.get("suite_secret") != suite.secret:
+            return _json({"errcode": 40001, "errmsg": "invalid secret"})
+        issued = self.tickets.get(ticket)
+        fresh = issued and time.time() < issued[1] + SUITE_TICKET_LIFE_SECS
+        if not fresh or issued[0] != suite_id:
+            return _json({"errcode": 40085, "errmsg": f"invalid suite_ticket {ticket}, hint: "
+                          "[1700000000_85_fake], more info at https://open.work.weixin.qq.com"
+                          "/devtool/query?e=40085"})
+        return self._issue(suite_id, "suite_access_token", "SUITE")
+
+    def _provider_token(self, body: dict):
+        with self._lock:
+            self.token_calls.append({"endpoint": "get_provider_token",
+                                     "owner": body.get("corpid"), "ticket_known": None})
+        if body.get("corpid") != PROVIDER_CORPID:
+            return _json({"errcode": 40013, "errmsg": "invalid corpid"})
+        if body.get("provider_secret") != PROVIDER_SECRET:
+            return _json({"errcode": 40001, "errmsg": "invalid secret"})
+        return self._issue(PROVIDER_CORPID, "provider_access_token", "PROVIDER")
+
+    def _issue(self, owner: str, field: str, prefix: str):
+        if self.modes.get(owner) == "busy":
+            return _json({"errcode": -1, "errmsg": "system busy"})
+        now = time.time()
+        with self._lock:
+            held = [t for t, (o, until) in self.tokens.items() if o == owner and until > now]
+            if held:
+                token = held[0]
+            else:
+                token = f"{prefix}-{owner}-{secrets.token_hex(8)}"
+                self.tokens[token] = (owner, now + self.expires_in)
+        # No errcode: WeCom's way for these calls.
+        return _json({field: token, "expires_in": self.expires_in})
+
+    @property
+    def all_secrets(self) -> list[str]:
+        return [PROVIDER_SECRET, *(value for s in self.suites.values()
+                                   for value in (s.secret, s.token, s.encoding_aes_key))]
+
+    def is_valid(self, token: str, owner: str) -> bool:
+        with self._lock:
+            issued = self.tokens.get(token)
+        return bool(issued) and issued[0] == owner and time.time() < issued[1]
+
+    def calls(self, endpoint: str) -> int:
+        with self._lock:
+            return sum(1 for c in self.token_calls if c["endpoint"] == endpoint)

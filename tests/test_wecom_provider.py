@@ -1,0 +1,185 @@
+"""WeCom service providers (issue 23): the URL check, suite tickets pushed to each suite's
+指令回调URL and kept (the newest, for 30 minutes from its TimeStamp), the suite token fetched
+with them and nothing sent without one, the provider token, and the refusals (a forged
+signature, another suite's push, garbage) that store nothing."""
+
+import json
+import time
+
+import pytest
+
+from fake_wecom_provider import DK_SUITE_ID, PROVIDER_CORPID, SUITE_ID
+from harness import wait_for
+from test_api import assert_error
+
+
+@pytest.fixture
+def provider_worker(start_worker, fake):
+    def start(**overrides):
+        return start_worker(WECOM_API_BASE=fake.base_url,
+                            **fake.wecom_provider.worker_vars(), **overrides)
+    return start
+
+
+def push(worker, fake, suite_id, message, **seal):
+    query, body = fake.wecom_provider.sealed(suite_id, message, **seal)
+    return worker.request("POST", f"/wecom/suites/{suite_id}/events?{query}", key=None,
+                          body=body, headers={"Content-Type": "text/xml"})
+
+
+def push_ticket(worker, fake, suite_id=SUITE_ID, timestamp=None, ticket=None):
+    wecom = fake.wecom_provider
+    if ticket is None:
+        ticket, timestamp = wecom.new_ticket(suite_id, timestamp)
+    reply = push(worker, fake, suite_id, wecom.ticket_message(suite_id, ticket, timestamp))
+    assert (reply.status, reply.text) == (200, "success"), reply.text
+    return ticket
+
+
+def suite_token(worker, suite_id=SUITE_ID):
+    return worker.request("GET", f"/wecom/suites/{suite_id}/token")
+
+
+def test_the_url_check_answers_the_echostr_sealed_for_the_providers_corpid(provider_worker,
+                                                                          fake):
+    worker = provider_worker()
+    wecom = fake.wecom_provider
+    for suite_id in (SUITE_ID, DK_SUITE_ID):
+        reply = worker.request("GET", f"/wecom/suites/{suite_id}/events?"
+                               f"{wecom.url_check(suite_id, 'echo-1234567890')}", key=None)
+        assert (reply.status, reply.text) == (200, "echo-1234567890")
+    forged = wecom.url_check(SUITE_ID, "echo").replace("msg_signature=", "msg_signature=0")
+    assert_error(worker.request("GET", f"/wecom/suites/{SUITE_ID}/events?{forged}", key=None),
+                 401, "bad_signature")
+    sealed_for_another = wecom.url_check(SUITE_ID, "echo", receive_id="wwsomeoneelse")
+    assert_error(worker.request("GET", f"/wecom/suites/{SUITE_ID}/events?{sealed_for_another}",
+                                key=None), 400, "bad_request")
+    assert_error(worker.request("GET", f"/wecom/suites/wwunknown/events?{forged}", key=None),
+                 404, "not_found")
+
+
+def test_the_suite_token_waits_for_a_ticket_then_is_fetched_with_it(provider_worker, fake):
+    worker = provider_worker()
+    wecom = fake.wecom_provider
+    # No ticket yet: nothing to fetch with, and nothing sent to WeCom.
+    body = assert_error(suite_token(worker), 503, "no_suite_ticket")
+    assert "/wecom/suites/" in body["message"]
+    assert wecom.calls("get_suite_token") == 0
+    push_ticket(worker, fake)
+    assert wait_for(lambda: worker.events("suite_ticket_received"), 10)
+    reply = suite_token(worker)
+    assert reply.status == 200, reply.text
+    token = reply.json["access_token"]
+    assert wecom.is_valid(token, SUITE_ID)
+    assert reply.json["account"] == SUITE_ID and 7100 <= reply.json["expires_in"] <= 7200
+    assert wecom.token_calls[-1] == {"endpoint": "get_suite_token", "owner": SUITE_ID,
+                                     "ticket_known": True}
+    # Kept: served again without a call, and by /token too.
+    assert suite_token(worker).json["access_token"] == token
+    assert worker.request("GET", f"/token?account={SUITE_ID}").json["access_token"] == token
+    assert wecom.calls("get_suite_token") == 1
+    # The other suite has its own ticket and token.
+    assert_error(suite_token(worker, DK_SUITE_ID), 503, "no_suite_ticket")
+
+
+def test_refused_pushes_store_nothing(provider_worker, fake):
+    worker = provider_worker()
+    wecom = fake.wecom_provider
+    ticket, timestamp = wecom.new_ticket(SUITE_ID)
+    message = wecom.ticket_message(SUITE_ID, ticket, timestamp)
+    # A forged signature (another token).
+    assert_error(push(worker, fake, SUITE_ID, message, token="not-the-suites-token"), 401,
+                 "bad_signature")
+    # Sealed for another receive id than the suite's.
+    assert_error(push(worker, fake, SUITE_ID, message, receive_id=DK_SUITE_ID), 400,
+                 "bad_request")
+    # Another suite's ticket, sealed correctly, sent to this suite's URL.
+    other = wecom.ticket_message(DK_SUITE_ID, *wecom.new_ticket(DK_SUITE_ID))
+    refused = assert_error(push(worker, fake, SUITE_ID, other), 400, "bad_request")
+    assert "another suite" in refused["message"]
+    # Garbage.
+    garbage = worker.request("POST", f"/wecom/suites/{SUITE_ID}/events?msg_signature=x",
+                             key=None, body="not xml", headers={"Content-Type": "text/xml"})
+    assert_error(garbage, 400, "bad_request")
+    assert_error(suite_token(worker), 503, "no_suite_ticket")
+    assert wecom.calls("get_suite_token") == 0
+    assert worker.events("suite_ticket_received") == []
+
+
+def test_a_ticket_older_than_thirty_minutes_is_never_sent(provider_worker, fake):
+    worker = provider_worker()
+    wecom = fake.wecom_provider
+    push_ticket(worker, fake, timestamp=int(time.time()) - 31 * 60)
+    assert_error(suite_token(worker), 503, "no_suite_ticket")
+    assert wecom.calls("get_suite_token") == 0
+    # A new push brings a ticket that works, at once (no backoff for the missing one).
+    push_ticket(worker, fake)
+    reply = suite_token(worker)
+    assert reply.status == 200, reply.text
+    assert wecom.calls("get_suite_token") == 1
+
+
+def test_the_newest_ticket_is_used_and_an_older_push_ignored(provider_worker, fake):
+    worker = provider_worker()
+    wecom = fake.wecom_provider
+    now = int(time.time())
+    newest = push_ticket(worker, fake, timestamp=now)
+    # WeCom's retry of an older push, arriving late: stored no more.
+    push_ticket(worker, fake, timestamp=now - 600)
+    assert wait_for(lambda: [e["stored"] for e in worker.events("suite_ticket_received")]
+                    == [True, False], 10)
+    assert suite_token(worker).status == 200
+    sent = wecom.sent_tickets[-1]
+    assert sent == newest
+
+
+def test_a_ticket_wecom_refuses_is_dropped_until_the_next_push(provider_worker, fake):
+    worker = provider_worker()
+    wecom = fake.wecom_provider
+    # A ticket WeCom never issued (or another provider's), sealed correctly.
+    push_ticket(worker, fake, ticket="SUITE-TICKET-not-issued-by-wecom",
+                timestamp=int(time.time()))
+    body = assert_error(suite_token(worker), 503, "no_suite_ticket")
+    assert body["wechat_errcode"] == 40085, body
+    assert wecom.calls("get_suite_token") == 1
+    assert_error(suite_token(worker), 503, "no_suite_ticket")
+    assert wecom.calls("get_suite_token") == 1, "the refused ticket is not sent again"
+    push_ticket(worker, fake)
+    assert suite_token(worker).status == 200
+    assert wecom.calls("get_suite_token") == 2
+
+
+def test_the_provider_token(provider_worker, fake):
+    worker = provider_worker()
+    wecom = fake.wecom_provider
+    reply = worker.request("GET", "/wecom/provider/token")
+    assert reply.status == 200, reply.text
+    token = reply.json["access_token"]
+    assert wecom.is_valid(token, PROVIDER_CORPID)
+    assert reply.json["account"] == "wecom_provider"
+    assert worker.request("GET", "/wecom/provider/token").json["access_token"] == token
+    assert wecom.calls("get_provider_token") == 1
+    # Its corpid names no other account (a provider's own apps share it).
+    assert_error(worker.request("GET", f"/token?appid={PROVIDER_CORPID}"), 404,
+                 "unknown_account")
+
+
+def test_status_shows_suites_with_their_tickets_age_and_the_provider(provider_worker, fake):
+    worker = provider_worker()
+    push_ticket(worker, fake, timestamp=int(time.time()) - 120)
+    assert suite_token(worker).status == 200
+    entry = worker.request("GET", f"/status?account={SUITE_ID}").json["accounts"][0]
+    assert entry["kind"] == "wecom_suite"
+    assert 119 <= entry["suite_ticket"]["age_secs"] <= 130
+    assert entry["token"]["fingerprint"]
+    provider = worker.request("GET", "/status?account=wecom_provider").json["accounts"][0]
+    assert provider["kind"] == "wecom_provider"
+
+
+def test_a_bad_suite_configuration_is_named(start_worker, fake):
+    suites = json.loads(fake.wecom_provider.worker_vars()["WECOM_SUITES"])
+    suites[0]["encoding_aes_key"] = "short"
+    worker = start_worker(WECOM_SUITES=json.dumps(suites))
+    body = assert_error(worker.request("GET", "/token"), 500, "config_error")
+    assert "WECOM_SUITES" in body["message"] and "encoding_aes_key" in body["message"]
+    assert suites[0]["suite_secret"] not in body["message"]
