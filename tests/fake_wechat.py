@@ -607,7 +607,7 @@ class FakeWeChat:
                     self._send(*fake.openapi.handle(url.path, query, raw))
                     return
                 if url.path.startswith("/cgi-bin/service/"):
-                    self._send(*fake.wecom_provider.handle(url.path, raw))
+                    self._send(*fake.wecom_provider.handle(url.path, query, raw))
                     return
                 if url.path.startswith("/cgi-bin/component/"):
                     self._record_api(len(raw))

@@ -11,7 +11,13 @@ and apart from the worker's code:
   valid, that same token again with the full lifetime announced; it still dies at its first
   expiry (documented for suite tokens: "在一定时间段内返回的token值一样").
 - The URL check (`GET …?msg_signature&timestamp&nonce&echostr`) is sealed for the provider's
-  corpid."""
+  corpid.
+- A corporation's authorization pushes a single-use AuthCode (64 to 512 bytes);
+  `POST /cgi-bin/service/v2/get_permanent_code?suite_access_token=` `{auth_code}` exchanges it
+  once for the permanent code and `auth_corp_info.corpid` (40078 for a code spent or unknown);
+  `POST /cgi-bin/service/get_corp_token?suite_access_token=` `{auth_corpid, permanent_code}`
+  answers the corporation's token (40084 once the permanent code is revoked). Both need a
+  valid suite token of the suite the corporation authorized (40082 otherwise)."""
 
 from __future__ import annotations
 
@@ -62,6 +68,11 @@ class FakeWeComProvider:
             self.token_calls: list[dict] = []  # each call: endpoint, owner, ticket known
             self.sent_tickets: list[str] = []  # the suite tickets get_suite_token received
             self.modes: dict[str, str] = {}
+            # auth code -> (suite id, corpid), until exchanged; corpid -> permanent code
+            self.auth_codes: dict[str, tuple[str, str]] = {}
+            self.spent_codes: list[str] = []
+            self.permanent_codes: dict[str, str] = {}
+            self.exchanges = 0
 
     def worker_vars(self) -> dict[str, str]:
         return {
@@ -101,6 +112,30 @@ class FakeWeComProvider:
         return urlencode({"msg_signature": sign, "timestamp": timestamp, "nonce": nonce,
                           "echostr": echostr})
 
+    def authorize_corp(self, suite_id: str, corpid: str) -> str:
+        """A corporation installs the suite's app: the AuthCode WeCom pushes."""
+        code = f"AUTHCODE-{secrets.token_urlsafe(48)}"
+        with self._lock:
+            self.auth_codes[code] = (suite_id, corpid)
+        return code
+
+    def revoke(self, corpid: str) -> None:
+        with self._lock:
+            self.permanent_codes.pop(corpid, None)
+
+    @staticmethod
+    def auth_message(suite_id: str, info_type: str, timestamp: int | None = None,
+                     code: str = "", corpid: str = "") -> str:
+        timestamp = int(time.time()) if timestamp is None else timestamp
+        parts = [f"<xml><SuiteId><![CDATA[{suite_id}]]></SuiteId>",
+                 f"<InfoType><![CDATA[{info_type}]]></InfoType>",
+                 f"<TimeStamp>{timestamp}</TimeStamp>"]
+        if code:
+            parts.append(f"<AuthCode><![CDATA[{code}]]></AuthCode><State><![CDATA[s]]></State>")
+        if corpid:
+            parts.append(f"<AuthCorpId><![CDATA[{corpid}]]></AuthCorpId>")
+        return "".join(parts) + "</xml>"
+
     @staticmethod
     def ticket_message(suite_id: str, ticket: str, timestamp: int) -> str:
         return (f"<xml><SuiteId><![CDATA[{suite_id}]]></SuiteId>"
@@ -110,7 +145,7 @@ class FakeWeComProvider:
 
     # WeCom's API.
 
-    def handle(self, path: str, raw: bytes):
+    def handle(self, path: str, query: dict[str, str], raw: bytes):
         try:
             body = json.loads(raw or b"{}")
         except ValueError:
@@ -119,7 +154,47 @@ class FakeWeComProvider:
             return self._suite_token(body)
         if path == "/cgi-bin/service/get_provider_token":
             return self._provider_token(body)
+        suite_id = self._suite_of(query.get("suite_access_token", ""))
+        if path in ("/cgi-bin/service/v2/get_permanent_code", "/cgi-bin/service/get_corp_token"):
+            if suite_id is None:
+                return _json({"errcode": 40082, "errmsg": "invalid suite_access_token"})
+            if path == "/cgi-bin/service/get_corp_token":
+                return self._corp_token(suite_id, body)
+            return self._permanent_code(suite_id, body.get("auth_code", ""))
         return _json({"errcode": 404, "errmsg": "not found"}, status=404)
+
+    def _suite_of(self, token: str) -> str | None:
+        with self._lock:
+            issued = self.tokens.get(token)
+        if issued and issued[0] in self.suites and time.time() < issued[1]:
+            return issued[0]
+        return None
+
+    def _permanent_code(self, suite_id: str, code: str):
+        with self._lock:
+            self.exchanges += 1
+            owner = self.auth_codes.get(code)
+            if owner is None or owner[0] != suite_id or not 64 <= len(code) <= 512:
+                return _json({"errcode": 40078, "errmsg": "invalid auth_code"})
+            del self.auth_codes[code]  # single-use
+            self.spent_codes.append(code)
+            corpid = owner[1]
+            permanent = f"PERMANENT-{secrets.token_urlsafe(24)}"
+            self.permanent_codes[corpid] = permanent
+        return _json({"errcode": 0, "errmsg": "ok", "permanent_code": permanent,
+                      "auth_corp_info": {"corpid": corpid, "corp_name": "Fake Corp"},
+                      "auth_user_info": {"userid": "admin", "name": "Admin"},
+                      "state": "s"})
+
+    def _corp_token(self, suite_id: str, body: dict):
+        corpid = body.get("auth_corpid", "")
+        with self._lock:
+            self.token_calls.append({"endpoint": "get_corp_token", "owner": corpid,
+                                     "ticket_known": None})
+            permanent = self.permanent_codes.get(corpid)
+        if permanent is None or body.get("permanent_code") != permanent:
+            return _json({"errcode": 40084, "errmsg": "invalid permanent_code"})
+        return self._issue(corpid, "access_token", "CORP")
 
     def _suite_token(self, body: dict):
         suite_id, ticket = body.get("suite_id"), body.get("suite_ticket", "")
@@ -167,7 +242,8 @@ class FakeWeComProvider:
     @property
     def all_secrets(self) -> list[str]:
         return [PROVIDER_SECRET, *(value for s in self.suites.values()
-                                   for value in (s.secret, s.token, s.encoding_aes_key))]
+                                   for value in (s.secret, s.token, s.encoding_aes_key)),
+                *self.auth_codes, *self.spent_codes, *self.permanent_codes.values()]
 
     def is_valid(self, token: str, owner: str) -> bool:
         with self._lock:

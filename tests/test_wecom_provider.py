@@ -10,13 +10,19 @@ import pytest
 
 from fake_wecom_provider import DK_SUITE_ID, PROVIDER_CORPID, SUITE_ID
 from harness import wait_for
+from test_admin import KEY_A
 from test_api import assert_error
+
+# Encrypted corpids are case-sensitive: kept as WeCom gives them.
+CORPID = "wwCorpAbc-0123"
+CORP = f"{SUITE_ID}.{CORPID}"
 
 
 @pytest.fixture
 def provider_worker(start_worker, fake):
     def start(**overrides):
-        return start_worker(WECOM_API_BASE=fake.base_url,
+        # Corporations' permanent codes are sealed like runtime appsecrets.
+        return start_worker(WECOM_API_BASE=fake.base_url, ACCOUNTS_ENCRYPTION_KEY=KEY_A,
                             **fake.wecom_provider.worker_vars(), **overrides)
     return start
 
@@ -183,3 +189,97 @@ def test_a_bad_suite_configuration_is_named(start_worker, fake):
     body = assert_error(worker.request("GET", "/token"), 500, "config_error")
     assert "WECOM_SUITES" in body["message"] and "encoding_aes_key" in body["message"]
     assert suites[0]["suite_secret"] not in body["message"]
+
+
+def authorize(worker, fake, suite_id=SUITE_ID, corpid=CORPID):
+    """A corporation installs the app: WeCom pushes its AuthCode; its token comes."""
+    wecom = fake.wecom_provider
+    code = wecom.authorize_corp(suite_id, corpid)
+    reply = push(worker, fake, suite_id, wecom.auth_message(suite_id, "create_auth", code=code))
+    assert (reply.status, reply.text) == (200, "success"), reply.text
+    account = f"{suite_id}.{corpid}"
+    assert wait_for(lambda: worker.request("GET", f"/token?account={account}").status == 200,
+                    15), worker.request("GET", f"/token?account={account}").text
+    return code
+
+
+class TestCorporations:
+    def test_an_authorization_makes_the_corporation_an_account(self, provider_worker, fake):
+        worker = provider_worker()
+        wecom = fake.wecom_provider
+        push_ticket(worker, fake)
+        code = authorize(worker, fake)
+        reply = worker.request("GET", f"/token?account={CORP}")
+        token = reply.json["access_token"]
+        assert wecom.is_valid(token, CORPID), "the corporation's own token"
+        assert reply.json["account"] == CORP and reply.json["appid"] == CORPID
+        assert wecom.exchanges == 1
+        # WeCom's retry of the same push: the code is not sent again.
+        again = push(worker, fake, SUITE_ID,
+                     wecom.auth_message(SUITE_ID, "create_auth", code=code))
+        assert (again.status, again.text) == (200, "success")
+        time.sleep(1)
+        assert wecom.exchanges == 1
+        assert wait_for(lambda: [e["outcome"] for e in worker.events("wecom_corp_authorized")]
+                        == ["ok"], 10)
+        entry = worker.request("GET", f"/status?account={CORP}").json["accounts"][0]
+        assert entry["kind"] == "wecom_corp" and entry["token"]["fingerprint"]
+
+    def test_a_withdrawal_removes_the_corporation_and_a_late_one_nothing(self, provider_worker,
+                                                                         fake):
+        worker = provider_worker()
+        wecom = fake.wecom_provider
+        push_ticket(worker, fake)
+        authorize(worker, fake)
+        # A withdrawal from before this authorization, arriving late: ignored.
+        stale = wecom.auth_message(SUITE_ID, "cancel_auth", timestamp=int(time.time()) - 600,
+                                   corpid=CORPID)
+        assert push(worker, fake, SUITE_ID, stale).text == "success"
+        assert worker.request("GET", f"/token?account={CORP}").status == 200
+        cancel = wecom.auth_message(SUITE_ID, "cancel_auth", timestamp=int(time.time()) + 1,
+                                    corpid=CORPID)
+        assert push(worker, fake, SUITE_ID, cancel).text == "success"
+        assert_error(worker.request("GET", f"/token?account={CORP}"), 404, "unknown_account")
+        assert wait_for(lambda: [e["removed"] for e in worker.events("wecom_corp_cancelled")]
+                        == [False, True], 10)
+
+    def test_a_refused_suite_token_is_replaced_once_for_a_corporations_call(
+            self, provider_worker, fake):
+        worker = provider_worker(MIN_REFRESH_INTERVAL_SECS="0")
+        wecom = fake.wecom_provider
+        push_ticket(worker, fake)
+        authorize(worker, fake)
+        # WeCom drops every suite token (as after a suite secret reset): the corporation's
+        # next refresh gets 40082, has the suite token replaced, and succeeds.
+        with wecom._lock:
+            for token, (owner, until) in list(wecom.tokens.items()):
+                if owner == SUITE_ID:
+                    wecom.tokens[token] = (owner, 0)
+        suites_before = wecom.calls("get_suite_token")
+        reply = worker.request("POST", f"/token/refresh?account={CORP}")
+        assert reply.status == 200, reply.text
+        assert wecom.is_valid(reply.json["access_token"], CORPID)
+        assert wecom.calls("get_suite_token") == suites_before + 1
+
+    def test_a_revoked_permanent_code_stops_automatic_refreshes(self, provider_worker, fake):
+        worker = provider_worker(MIN_REFRESH_INTERVAL_SECS="0")
+        wecom = fake.wecom_provider
+        push_ticket(worker, fake)
+        authorize(worker, fake)
+        wecom.revoke(CORPID)
+        reply = worker.request("POST", f"/token/refresh?account={CORP}")
+        body = assert_error(reply, 502, "wechat_error")
+        assert body["wechat_errcode"] == 40084
+        entry = worker.request("GET", f"/status?account={CORP}").json["accounts"][0]
+        assert entry["auto_refresh"] != "on", entry
+        # A new authorization brings a new permanent code, and automatic refreshes back.
+        code = wecom.authorize_corp(SUITE_ID, CORPID)
+        reply = push(worker, fake, SUITE_ID,
+                     wecom.auth_message(SUITE_ID, "create_auth", code=code))
+        assert reply.text == "success"
+        assert wait_for(lambda: len(worker.events("wecom_corp_authorized")) == 2, 15)
+        assert wecom.exchanges == 2
+        entry = worker.request("GET", f"/status?account={CORP}").json["accounts"][0]
+        assert entry["auto_refresh"] == "on", entry
+        reply = worker.request("POST", f"/token/refresh?account={CORP}")
+        assert reply.status == 200 and wecom.is_valid(reply.json["access_token"], CORPID)

@@ -15,6 +15,13 @@ pub const VERIFY_TICKET_INVALID: i64 = 61006;
 /// WeCom: a suite ticket too old, or another suite's.
 pub const SUITE_TICKET_INVALID: i64 = 40085;
 
+/// WeCom: the suite_access_token is not valid (40082) or has expired (42009).
+pub const SUITE_TOKEN_INVALID: i64 = 40082;
+pub const SUITE_TOKEN_EXPIRED: i64 = 42009;
+
+/// WeCom: a corporation's permanent code is no longer valid (the app was removed).
+pub const PERMANENT_CODE_INVALID: i64 = 40084;
+
 /// An authorizer's refresh token is no longer valid: the account must authorize again.
 pub const REFRESH_TOKEN_INVALID: i64 = 61023;
 
@@ -88,13 +95,19 @@ pub fn explain_errcode(errcode: i64, errmsg: &str) -> String {
 /// WeChat refusing the caller's IP: not whitelisted (40164, 61004), or waiting for, or refused
 /// by, an administrator's confirmation (89501, 89503, 89506, 89507).
 pub fn is_ip_whitelist_error(errcode: i64) -> bool {
-    matches!(errcode, 40164 | 61004 | 89501 | 89503 | 89506 | 89507)
+    matches!(
+        errcode,
+        40164 | 60020 | 61004 | 89501 | 89503 | 89506 | 89507
+    )
 }
 
 /// A token call failing on the credentials themselves: retrying cannot help until the
 /// configuration changes. (On a ticket call, 40001 means the access_token instead.)
 pub fn is_credential_error(errcode: i64) -> bool {
-    matches!(errcode, 40001 | 40013 | 40125 | 40243)
+    matches!(
+        errcode,
+        40001 | 40013 | 40125 | 40243 | PERMANENT_CODE_INVALID
+    )
 }
 
 fn explain_ip_whitelist(errcode: i64, errmsg: &str) -> String {

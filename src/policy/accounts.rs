@@ -26,6 +26,9 @@ pub enum AccountKind {
     /// The WeCom service provider itself (`WECOM_PROVIDER`): its token is the
     /// provider_access_token.
     WeComProvider,
+    /// A corporation that authorized a suite: its token comes with the suite's token and its
+    /// permanent code (the registry keeps it sealed, as an appsecret).
+    WeComCorp,
 }
 
 impl AccountKind {
@@ -41,6 +44,7 @@ impl AccountKind {
         Self::parse(name).or(match name {
             "component" => Some(Self::Component),
             "authorizer" => Some(Self::Authorizer),
+            "wecom_corp" => Some(Self::WeComCorp),
             _ => None,
         })
     }
@@ -54,6 +58,7 @@ impl AccountKind {
             Self::Authorizer => "authorizer",
             Self::WeComSuite => "wecom_suite",
             Self::WeComProvider => "wecom_provider",
+            Self::WeComCorp => "wecom_corp",
         }
     }
 
@@ -82,6 +87,9 @@ pub enum TokenApi {
     WeComSuite,
     /// WeCom's `POST /cgi-bin/service/get_provider_token`.
     WeComProvider,
+    /// WeCom's `POST /cgi-bin/service/get_corp_token`, with the suite's token and the
+    /// corporation's permanent code.
+    WeComCorp,
 }
 
 impl TokenApi {
@@ -96,6 +104,7 @@ impl TokenApi {
         Self::parse(name).or(match name {
             "component" => Some(Self::Component),
             "authorizer" => Some(Self::Authorizer),
+            "wecom_corp" => Some(Self::WeComCorp),
             _ => None,
         })
     }
@@ -109,6 +118,7 @@ impl TokenApi {
             Self::Authorizer => "authorizer",
             Self::WeComSuite => "wecom_suite",
             Self::WeComProvider => "wecom_provider",
+            Self::WeComCorp => "wecom_corp",
         }
     }
 
@@ -119,7 +129,10 @@ impl TokenApi {
 
     /// Whether the token is one of a WeCom service provider's (WeCom's API, not WeChat's).
     pub fn wecom_service(self) -> bool {
-        matches!(self, Self::WeComSuite | Self::WeComProvider)
+        matches!(
+            self,
+            Self::WeComSuite | Self::WeComProvider | Self::WeComCorp
+        )
     }
 
     /// `WECHAT_TOKEN_API`: the default for official accounts and mini programs.
@@ -380,12 +393,15 @@ fn entry_fields(
 }
 
 /// Ids and appids travel in URLs, KV keys and logs: keep them plain.
+/// Letters, digits, `_`, `-` and `.` (a WeCom corporation's id is `<suite_id>.<corpid>`), not
+/// starting with `.`.
 pub fn is_identifier(value: &str) -> bool {
     !value.is_empty()
-        && value.len() <= 64
+        && value.len() <= 128
+        && !value.starts_with('.')
         && value
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
 }
 
 fn truncate(text: &str) -> String {

@@ -118,7 +118,8 @@ impl Settings {
             | TokenApi::Component
             | TokenApi::Authorizer
             | TokenApi::WeComSuite
-            | TokenApi::WeComProvider => 2_000,
+            | TokenApi::WeComProvider
+            | TokenApi::WeComCorp => 2_000,
         })
     }
 

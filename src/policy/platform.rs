@@ -189,6 +189,13 @@ pub struct PlatformState {
     /// WeChat's retry of a push already stored does not send its code a second time.
     #[serde(default)]
     pub last_code_fingerprint: Option<String>,
+    /// A WeCom suite: authorization codes pushed and not yet exchanged (each single-use).
+    #[serde(default)]
+    pub auth_codes: Vec<String>,
+    /// A WeCom suite: the fingerprints of the last codes pushed, so that WeCom's retry of a
+    /// push is not exchanged twice.
+    #[serde(default)]
+    pub recent_codes: Vec<String>,
 }
 
 /// An authorizer's pushes that change whether it is authorized.
@@ -222,6 +229,7 @@ impl std::fmt::Debug for PlatformState {
             .field("refresh_token", &self.refresh_token.is_some())
             .field("authorization_code", &self.authorization_code.is_some())
             .field("authorized_at", &self.authorized_at)
+            .field("auth_codes", &self.auth_codes.len())
             .finish()
     }
 }

@@ -34,9 +34,9 @@ impl TicketKind {
             _ => return Err(AppError::BadRequest("type must be jsapi or wx_card".into())),
         };
         match kind {
-            AccountKind::WeCom if ticket == Self::WxCard => Err(AppError::BadRequest(
-                "WeCom accounts have no wx_card ticket".into(),
-            )),
+            AccountKind::WeCom | AccountKind::WeComCorp if ticket == Self::WxCard => Err(
+                AppError::BadRequest("WeCom accounts have no wx_card ticket".into()),
+            ),
             AccountKind::Component => Err(AppError::BadRequest(
                 "the platform's component has no JS-SDK tickets (its authorizers have)".into(),
             )),

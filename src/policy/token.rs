@@ -112,7 +112,8 @@ impl Issuance {
                 | TokenApi::Component
                 | TokenApi::Authorizer
                 | TokenApi::WeComSuite
-                | TokenApi::WeComProvider,
+                | TokenApi::WeComProvider
+                | TokenApi::WeComCorp,
                 _,
             ) => Self::Rotating,
         }

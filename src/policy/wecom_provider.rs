@@ -7,6 +7,7 @@
 
 use crate::error::AppError;
 use crate::policy::accounts::{is_identifier, Account, AccountKind, TokenApi};
+use crate::policy::fingerprint::fingerprint;
 use crate::policy::platform::{encoding_aes_key, PlatformState};
 use serde_json::{Map, Value};
 
@@ -51,6 +52,47 @@ impl Provider {
     pub fn corpid(&self) -> &str {
         &self.account.appid
     }
+}
+
+/// How many codes a suite remembers having received, so that WeCom's retry of a push is not
+/// exchanged twice.
+const REMEMBERED_CODES: usize = 32;
+
+/// A corporation's account id: `<suite_id>.<corpid>` (corpids case-preserved: WeCom's
+/// encrypted corpids are case-sensitive).
+pub fn corp_account_id(suite_id: &str, corpid: &str) -> String {
+    format!("{suite_id}.{corpid}")
+}
+
+/// A corporation that authorized `suite_id`, its permanent code as its secret.
+pub fn corp_account(suite_id: &str, corpid: &str, permanent_code: &str) -> Account {
+    Account::new(
+        &corp_account_id(suite_id, corpid),
+        AccountKind::WeComCorp,
+        corpid,
+        permanent_code,
+        TokenApi::WeComCorp,
+    )
+}
+
+/// The suite a corporation's account id names.
+pub fn suite_of(corp_account_id: &str) -> Option<&str> {
+    corp_account_id.split_once('.').map(|(suite, _)| suite)
+}
+
+/// A suite's object takes a pushed authorization code: false if it had it already (WeCom's
+/// retry of a push stored before). The code waits in `auth_codes` for its exchange.
+pub fn take_auth_code(state: &mut PlatformState, code: &str) -> bool {
+    let seen = fingerprint(code);
+    if state.recent_codes.contains(&seen) {
+        return false;
+    }
+    state.recent_codes.push(seen);
+    if state.recent_codes.len() > REMEMBERED_CODES {
+        state.recent_codes.remove(0);
+    }
+    state.auth_codes.push(code.to_owned());
+    true
 }
 
 /// A suite's ticket to fetch its token with (its object keeps it where the component keeps
@@ -118,7 +160,7 @@ pub fn parse_suites(value: Option<&str>) -> Result<Vec<Suite>, AppError> {
         else {
             unreachable!("one value per field")
         };
-        if !is_identifier(suite_id) {
+        if !is_identifier(suite_id) || suite_id.contains('.') {
             return Err(fail(
                 "has a \"suite_id\" with characters other than letters, digits, '_' and '-'".into(),
             ));
@@ -262,6 +304,30 @@ mod tests {
         assert_eq!(usable_suite_ticket(&state, 1_001_799), Some("T"));
         assert_eq!(usable_suite_ticket(&state, 1_001_800), None);
         assert_eq!(usable_suite_ticket(&PlatformState::default(), 0), None);
+    }
+
+    #[test]
+    fn a_corporation_is_named_by_its_suite_and_corpid_and_a_code_is_taken_once() {
+        let corp = corp_account("wwsuite01", "wxCorp-Abc", "permanent");
+        assert_eq!(corp.id, "wwsuite01.wxCorp-Abc");
+        assert_eq!(corp.kind, AccountKind::WeComCorp);
+        assert_eq!(
+            (corp.appid.as_str(), corp.secret.as_str()),
+            ("wxCorp-Abc", "permanent")
+        );
+        assert_eq!(suite_of(&corp.id), Some("wwsuite01"));
+        let mut state = PlatformState::default();
+        assert!(take_auth_code(&mut state, "CODE-1"));
+        assert!(
+            !take_auth_code(&mut state, "CODE-1"),
+            "a retry of the same push"
+        );
+        assert!(take_auth_code(&mut state, "CODE-2"));
+        assert_eq!(state.auth_codes, ["CODE-1", "CODE-2"]);
+        for n in 0..40 {
+            take_auth_code(&mut state, &format!("C{n}"));
+        }
+        assert_eq!(state.recent_codes.len(), REMEMBERED_CODES);
     }
 
     #[test]

@@ -49,7 +49,8 @@ pub fn token_request(
         TokenApi::Component
         | TokenApi::Authorizer
         | TokenApi::WeComSuite
-        | TokenApi::WeComProvider => return None,
+        | TokenApi::WeComProvider
+        | TokenApi::WeComCorp => return None,
         TokenApi::Classic => TokenRequest {
             method: HttpMethod::Get,
             url: format!(
@@ -88,7 +89,7 @@ pub fn ticket_url(
 ) -> String {
     let token = percent_encode(access_token);
     match account.api {
-        TokenApi::WeCom | TokenApi::WeComSuite | TokenApi::WeComProvider => {
+        TokenApi::WeCom | TokenApi::WeComSuite | TokenApi::WeComProvider | TokenApi::WeComCorp => {
             format!("{wecom_api_base}/cgi-bin/get_jsapi_ticket?access_token={token}")
         }
         // An authorizer's token works as an account's.

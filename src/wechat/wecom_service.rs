@@ -6,7 +6,7 @@
 //! 才返回errcode"): a missing one is success, as `api::parse_answer` reads any answer.
 
 use crate::error::UpstreamFailure;
-use crate::wechat::api::{issued_from, HttpMethod, Issued};
+use crate::wechat::api::{issued_from, percent_encode, HttpMethod, Issued};
 use crate::wechat::platform::{parse_answer, PlatformRequest};
 use crate::wechat::push::{FlatXml, PushError};
 use serde_json::{json, Value};
@@ -18,6 +18,104 @@ fn post(wecom_api_base: &str, endpoint: &str, body: Value, sensitive: &[&str]) -
         body: body.to_string(),
         sensitive: sensitive.iter().map(|s| (*s).to_owned()).collect(),
     }
+}
+
+/// A call made with the suite's token, in the URL (sensitive too).
+fn with_suite_token(
+    wecom_api_base: &str,
+    endpoint: &str,
+    suite_token: &str,
+    body: Value,
+    sensitive: &[&str],
+) -> PlatformRequest {
+    let mut request = post(wecom_api_base, endpoint, body, sensitive);
+    request.url = format!(
+        "{}?suite_access_token={}",
+        request.url,
+        percent_encode(suite_token)
+    );
+    request.sensitive.push(suite_token.to_owned());
+    request
+}
+
+/// `v2/get_permanent_code`: a corporation's permanent code and corpid, for the single-use
+/// `AuthCode` of its authorization.
+pub fn permanent_code_request(
+    wecom_api_base: &str,
+    suite_token: &str,
+    auth_code: &str,
+) -> PlatformRequest {
+    let body = json!({ "auth_code": auth_code });
+    with_suite_token(
+        wecom_api_base,
+        "v2/get_permanent_code",
+        suite_token,
+        body,
+        &[auth_code],
+    )
+}
+
+/// A corporation's authorization, as `v2/get_permanent_code` answers it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Authorized {
+    pub corpid: String,
+    pub permanent_code: String,
+}
+
+impl std::fmt::Debug for Authorized {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Authorized({}, [permanent code])", self.corpid)
+    }
+}
+
+pub fn parse_permanent_code(
+    status: u16,
+    body: &str,
+    sensitive: &[String],
+) -> Result<Authorized, UpstreamFailure> {
+    let json = parse_answer(status, body, sensitive)?;
+    let text = |value: &Value| value.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+    match (
+        text(&json["auth_corp_info"]["corpid"]),
+        text(&json["permanent_code"]),
+    ) {
+        (Some(corpid), Some(permanent_code)) => Ok(Authorized {
+            corpid,
+            permanent_code,
+        }),
+        _ => Err(UpstreamFailure::BadResponse {
+            detail: "permanent_code or auth_corp_info.corpid is missing".into(),
+        }),
+    }
+}
+
+/// `get_corp_token`: a corporation's token, with the suite's token and its permanent code.
+pub fn corp_token_request(
+    wecom_api_base: &str,
+    suite_token: &str,
+    corpid: &str,
+    permanent_code: &str,
+) -> PlatformRequest {
+    let body = json!({ "auth_corpid": corpid, "permanent_code": permanent_code });
+    with_suite_token(
+        wecom_api_base,
+        "get_corp_token",
+        suite_token,
+        body,
+        &[permanent_code],
+    )
+}
+
+pub fn parse_corp_token(
+    status: u16,
+    body: &str,
+    sensitive: &[String],
+) -> Result<Issued, UpstreamFailure> {
+    issued_from(
+        &parse_answer(status, body, sensitive)?,
+        "access_token",
+        "expires_in",
+    )
 }
 
 /// `get_suite_token`: the suite's token, for the latest suite ticket.
@@ -84,6 +182,11 @@ pub fn parse_provider_token(
 pub enum SuiteEvent {
     /// Every ten minutes: the ticket the suite token is fetched with, and WeCom's TimeStamp.
     Ticket { ticket: String, created_at: u64 },
+    /// A corporation authorized the suite (`create_auth`), or a 代开发 app's permanent code
+    /// was reset (`reset_permanent_code`): the single-use code to exchange.
+    Authorized { code: String, created_at: u64 },
+    /// A corporation withdrew its authorization (`cancel_auth`).
+    Cancelled { corpid: String, created_at: u64 },
     /// Anything else (authorizations and the like): acknowledged, not acted on here.
     Other { info_type: String },
 }
@@ -102,6 +205,14 @@ pub fn parse_suite_event(message: &str, suite_id: &str) -> Result<SuiteEvent, Pu
     Ok(match info_type.as_str() {
         "suite_ticket" => SuiteEvent::Ticket {
             ticket: field("SuiteTicket").ok_or(PushError::Malformed("no SuiteTicket"))?,
+            created_at,
+        },
+        "create_auth" | "reset_permanent_code" => SuiteEvent::Authorized {
+            code: field("AuthCode").ok_or(PushError::Malformed("no AuthCode"))?,
+            created_at,
+        },
+        "cancel_auth" => SuiteEvent::Cancelled {
+            corpid: field("AuthCorpId").ok_or(PushError::Malformed("no AuthCorpId"))?,
             created_at,
         },
         _ => SuiteEvent::Other { info_type },
@@ -163,6 +274,52 @@ mod tests {
             &[],
         );
         assert_eq!(provider.unwrap().value, "P");
+    }
+
+    #[test]
+    fn an_authorization_push_carries_its_code_and_a_cancellation_its_corpid() {
+        let push = |info: &str, extra: &str| {
+            format!(
+                "<xml><SuiteId><![CDATA[wwsuite01]]></SuiteId><InfoType><![CDATA[{info}]]>\
+                 </InfoType><TimeStamp>1403610513</TimeStamp>{extra}</xml>"
+            )
+        };
+        let create = push("create_auth", "<AuthCode><![CDATA[CODE]]></AuthCode>");
+        assert_eq!(
+            parse_suite_event(&create, "wwsuite01"),
+            Ok(SuiteEvent::Authorized {
+                code: "CODE".into(),
+                created_at: 1_403_610_513
+            })
+        );
+        let cancel = push(
+            "cancel_auth",
+            "<AuthCorpId><![CDATA[wxCorpAbc]]></AuthCorpId>",
+        );
+        assert_eq!(
+            parse_suite_event(&cancel, "wwsuite01"),
+            Ok(SuiteEvent::Cancelled {
+                corpid: "wxCorpAbc".into(),
+                created_at: 1_403_610_513
+            })
+        );
+        assert!(parse_suite_event(&push("create_auth", ""), "wwsuite01").is_err());
+    }
+
+    #[test]
+    fn a_permanent_code_answer_names_the_corporation() {
+        let answer = r#"{"errcode":0,"errmsg":"ok","permanent_code":"PC",
+                         "auth_corp_info":{"corpid":"wxCorpAbc","corp_name":"n"}}"#;
+        let authorized = parse_permanent_code(200, answer, &[]).unwrap();
+        assert_eq!(authorized.corpid, "wxCorpAbc");
+        assert!(!format!("{authorized:?}").contains("PC"));
+        assert!(parse_permanent_code(200, r#"{"permanent_code":"PC"}"#, &[]).is_err());
+        let request = corp_token_request("https://q", "S T", "wxCorpAbc", "PC");
+        assert_eq!(
+            request.url,
+            "https://q/cgi-bin/service/get_corp_token?suite_access_token=S%20T"
+        );
+        assert_eq!(request.sensitive, ["PC", "S T"]);
     }
 
     #[test]

@@ -12,3 +12,4 @@ pub mod reader;
 mod refresher;
 pub mod registry;
 pub mod removal;
+pub mod wecom_corps;

@@ -340,7 +340,7 @@ async fn send_healed(
     mode: Mode,
 ) -> Result<Sent, AppError> {
     let origin = match account.api {
-        TokenApi::WeCom | TokenApi::WeComSuite | TokenApi::WeComProvider => {
+        TokenApi::WeCom | TokenApi::WeComSuite | TokenApi::WeComProvider | TokenApi::WeComCorp => {
             &settings.wecom_api_base
         }
         TokenApi::Classic | TokenApi::Stable | TokenApi::Component | TokenApi::Authorizer => {

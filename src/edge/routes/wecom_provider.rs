@@ -9,13 +9,16 @@ use crate::edge::adapters::respond;
 use crate::edge::adapters::runtime::{self, log_event, now_secs};
 use crate::edge::objects::object_client;
 use crate::edge::objects::reader::read;
+use crate::edge::objects::registry;
+use crate::edge::objects::removal;
 use crate::edge::routes::access;
 use crate::error::AppError;
+use crate::policy::accounts::AccountKind;
 use crate::policy::auth::Route;
 use crate::policy::config::{AccountName, Settings};
 use crate::policy::platform::MAX_PUSH_BYTES;
 use crate::policy::token::TokenRecord;
-use crate::policy::wecom_provider::{Suite, PROVIDER_ACCOUNT_ID};
+use crate::policy::wecom_provider::{corp_account_id, Suite, PROVIDER_ACCOUNT_ID};
 use crate::wechat::push::{self, PushError};
 use crate::wechat::wecom_service::{self as protocol, SuiteEvent};
 use serde_json::json;
@@ -127,6 +130,13 @@ async fn events(request: &Request, env: &Env, suite_id: &str) -> Result<Response
             // Stored before WeCom hears `success` (a failure is a 5xx, and WeCom pushes again).
             object_client::verify_ticket(env, &suite.account.id, ticket, created_at).await?;
         }
+        SuiteEvent::Authorized { code, created_at } => {
+            // Stored by the suite's object before WeCom hears `success`; exchanged after.
+            object_client::authorize(env, &suite.account.id, code, created_at).await?;
+        }
+        SuiteEvent::Cancelled { corpid, created_at } => {
+            cancel(env, &suite.account.id, &corpid, created_at).await?;
+        }
         SuiteEvent::Other { info_type } => {
             let info_type: String = info_type.chars().take(64).collect();
             log_event(json!({
@@ -135,6 +145,30 @@ async fn events(request: &Request, env: &Env, suite_id: &str) -> Result<Response
         }
     }
     Ok(respond::text(200, "success"))
+}
+
+/// A corporation withdrew its authorization: its account, tokens and permanent code go. A
+/// withdrawal older than the registration it would remove (WeCom's late retry, before a new
+/// authorization) changes nothing; one already done is finished again (a removal that failed
+/// half-way).
+async fn cancel(env: &Env, suite_id: &str, corpid: &str, created_at: u64) -> Result<(), AppError> {
+    let id = corp_account_id(suite_id, corpid);
+    let entry = registry::get(env, &id).await?;
+    let registered_after = entry
+        .as_ref()
+        .is_some_and(|e| created_at != 0 && created_at < e.updated_at);
+    let operators = entry
+        .as_ref()
+        .is_some_and(|e| e.kind != AccountKind::WeComCorp.name());
+    let removed = match registered_after || operators {
+        true => false,
+        false => removal::remove(env, &id, None).await?.is_some(),
+    };
+    log_event(json!({
+        "event": "wecom_corp_cancelled", "account": id, "removed": removed,
+        "out_of_order": registered_after,
+    }));
+    Ok(())
 }
 
 /// `GET /wecom/suites/{suite_id}/token`, `GET /wecom/provider/token`: the token, as `/token`

@@ -30,6 +30,11 @@ pub(super) enum PlatformGrant {
     SuiteTicket(String),
     /// The WeCom service provider: its configuration is all it needs.
     Provider,
+    /// A WeCom corporation: its suite's token (its permanent code is its secret).
+    Corp {
+        suite_id: String,
+        suite_token: String,
+    },
     /// An authorizer: the component's token, and its refresh token or an authorization code.
     Authorizer {
         component_id: String,
@@ -100,7 +105,9 @@ impl AccountCtx {
                     code,
                 }))
             }
-            TokenApi::WeComSuite | TokenApi::WeComProvider => self.wecom_service_grant(),
+            TokenApi::WeComSuite | TokenApi::WeComProvider | TokenApi::WeComCorp => {
+                self.wecom_service_grant().await
+            }
             _ => Ok(None),
         }
     }
@@ -114,9 +121,9 @@ impl AccountCtx {
         grant: PlatformGrant,
     ) -> (Result<Issued, UpstreamFailure>, bool) {
         match grant {
-            PlatformGrant::SuiteTicket(_) | PlatformGrant::Provider => {
-                self.call_wecom_service(trigger, grant).await
-            }
+            PlatformGrant::SuiteTicket(_)
+            | PlatformGrant::Provider
+            | PlatformGrant::Corp { .. } => self.call_wecom_service(trigger, grant).await,
             PlatformGrant::VerifyTicket(ticket) => {
                 let component = &self.account;
                 let request = protocol::component_token_request(
@@ -406,6 +413,9 @@ impl AccountCtx {
     /// WeChat hears `success`, then exchanged in the background for its token and refresh
     /// token.
     pub async fn authorize(&self, code: String, created_at: u64) -> Result<(), AppError> {
+        if self.account.api == TokenApi::WeComSuite {
+            return self.receive_auth_code(code).await;
+        }
         let code_fingerprint = fingerprint(&code);
         {
             let mut platform = self.state.platform.borrow_mut();

@@ -1,82 +1,228 @@
 //! The token calls of a WeCom service provider's objects: a suite's (with its latest suite
-//! ticket, valid 30 minutes) and the provider's own.
+//! ticket, valid 30 minutes), the provider's own, and a corporation's (with its suite's token
+//! and its permanent code); and the suite's exchange of the authorization codes pushed to it.
 
 use super::calls::Sending;
 use super::platform::PlatformGrant;
 use super::AccountCtx;
-use crate::edge::adapters::runtime::now_secs;
+use crate::edge::adapters::runtime::{log_event, now_secs};
 use crate::edge::adapters::upstream;
+use crate::edge::objects::object_client;
+use crate::edge::objects::wecom_corps;
 use crate::error::{wechat_codes, AppError, UpstreamFailure};
 use crate::policy::accounts::TokenApi;
 use crate::policy::ledger::CredentialKind;
-use crate::policy::wecom_provider::usable_suite_ticket;
+use crate::policy::refresh::Trigger;
+use crate::policy::wecom_provider::{suite_of, take_auth_code, usable_suite_ticket};
 use crate::wechat::api::Issued;
+use crate::wechat::platform::PlatformRequest;
 use crate::wechat::wecom_service as protocol;
+use serde_json::json;
+
+/// WeCom's "this suite_access_token is not (or no longer) valid".
+fn suite_token_rejected(failure: &UpstreamFailure) -> bool {
+    matches!(failure, UpstreamFailure::WeChat { errcode, .. }
+        if matches!(*errcode, wechat_codes::SUITE_TOKEN_INVALID | wechat_codes::SUITE_TOKEN_EXPIRED))
+}
 
 impl AccountCtx {
     /// A suite without a ticket younger than 30 minutes calls nothing: WeCom would refuse it.
-    pub(super) fn wecom_service_grant(&self) -> Result<Option<PlatformGrant>, AppError> {
-        if self.account.api == TokenApi::WeComProvider {
-            return Ok(Some(PlatformGrant::Provider));
-        }
-        let platform = self.state.platform.borrow();
-        match usable_suite_ticket(&platform, now_secs()) {
-            Some(ticket) => Ok(Some(PlatformGrant::SuiteTicket(ticket.to_owned()))),
-            None => Err(AppError::NoSuiteTicket),
+    /// A corporation calls with its suite's token.
+    pub(super) async fn wecom_service_grant(&self) -> Result<Option<PlatformGrant>, AppError> {
+        match self.account.api {
+            TokenApi::WeComProvider => Ok(Some(PlatformGrant::Provider)),
+            TokenApi::WeComCorp => {
+                let suite_id = suite_of(&self.account.id)
+                    .ok_or_else(|| AppError::Internal("a corporation without its suite".into()))?
+                    .to_owned();
+                let suite_token = suite_token(&self.env, &suite_id, Trigger::Read).await?;
+                Ok(Some(PlatformGrant::Corp {
+                    suite_id,
+                    suite_token,
+                }))
+            }
+            _ => {
+                let platform = self.state.platform.borrow();
+                match usable_suite_ticket(&platform, now_secs()) {
+                    Some(ticket) => Ok(Some(PlatformGrant::SuiteTicket(ticket.to_owned()))),
+                    None => Err(AppError::NoSuiteTicket),
+                }
+            }
         }
     }
 
-    /// `get_suite_token` or `get_provider_token`, with `call_upstream`'s retries. A suite
-    /// ticket WeCom refuses (40085) is dropped: the next push brings one WeCom takes, and
-    /// until then nothing is sent.
+    /// `get_suite_token`, `get_provider_token` or `get_corp_token`, with `call_upstream`'s
+    /// retries. A suite ticket WeCom refuses (40085) is dropped: the next push brings one
+    /// WeCom takes, and until then nothing is sent. A suite token WeCom refuses for a
+    /// corporation's call is replaced once (for everyone), and the call sent again.
     pub(super) async fn call_wecom_service(
         &self,
         trigger: &'static str,
         grant: PlatformGrant,
     ) -> (Result<Issued, UpstreamFailure>, bool) {
         let base = &self.settings.wecom_api_base;
-        let (request, parse): (_, fn(u16, &str, &[String]) -> _) = match &grant {
-            PlatformGrant::SuiteTicket(ticket) => (
-                protocol::suite_token_request(
-                    base,
-                    &self.account.appid,
-                    &self.account.secret,
-                    ticket,
-                ),
-                protocol::parse_suite_token,
-            ),
-            _ => (
-                protocol::provider_token_request(base, &self.account.appid, &self.account.secret),
-                protocol::parse_provider_token,
-            ),
-        };
-        let outcome = self
-            .call_upstream(
-                CredentialKind::Token,
-                trigger,
-                Sending::Retried,
-                |budget_ms| {
-                    let request = &request;
-                    async move {
-                        let (status, body) =
-                            upstream::platform_call(&self.settings, request, budget_ms).await?;
-                        parse(status, &body, &request.sensitive)
+        let (appid, secret) = (&self.account.appid, &self.account.secret);
+        match grant {
+            PlatformGrant::SuiteTicket(ticket) => {
+                let request = protocol::suite_token_request(base, appid, secret, &ticket);
+                let outcome = self
+                    .service_call(trigger, &request, protocol::parse_suite_token)
+                    .await;
+                if let Err(UpstreamFailure::WeChat { errcode, .. }) = &outcome.0 {
+                    let mut platform = self.state.platform.borrow_mut();
+                    let current = platform.verify_ticket.as_ref().map(|t| &t.ticket);
+                    if *errcode == wechat_codes::SUITE_TICKET_INVALID && current == Some(&ticket) {
+                        platform.verify_ticket = None;
                     }
-                },
-            )
-            .await;
-        if let (Err(UpstreamFailure::WeChat { errcode, .. }), PlatformGrant::SuiteTicket(sent)) =
-            (&outcome.0, &grant)
-        {
-            let mut platform = self.state.platform.borrow_mut();
-            let still_current = platform
-                .verify_ticket
-                .as_ref()
-                .is_some_and(|t| &t.ticket == sent);
-            if *errcode == wechat_codes::SUITE_TICKET_INVALID && still_current {
-                platform.verify_ticket = None;
+                }
+                outcome
+            }
+            PlatformGrant::Corp {
+                suite_id,
+                mut suite_token,
+            } => {
+                let mut healed = false;
+                loop {
+                    let request = protocol::corp_token_request(base, &suite_token, appid, secret);
+                    let outcome = self
+                        .service_call(trigger, &request, protocol::parse_corp_token)
+                        .await;
+                    match &outcome.0 {
+                        Err(failure) if suite_token_rejected(failure) && !healed => {
+                            healed = true;
+                            let stale = Trigger::Rejected {
+                                stale_token: suite_token.clone(),
+                            };
+                            match suite_token_of(&self.env, &suite_id, stale).await {
+                                Some(fresh) if fresh != suite_token => suite_token = fresh,
+                                _ => return outcome,
+                            }
+                        }
+                        _ => return outcome,
+                    }
+                }
+            }
+            _ => {
+                let request = protocol::provider_token_request(base, appid, secret);
+                self.service_call(trigger, &request, protocol::parse_provider_token)
+                    .await
             }
         }
-        outcome
     }
+
+    async fn service_call(
+        &self,
+        trigger: &'static str,
+        request: &PlatformRequest,
+        parse: fn(u16, &str, &[String]) -> Result<Issued, UpstreamFailure>,
+    ) -> (Result<Issued, UpstreamFailure>, bool) {
+        self.call_upstream(
+            CredentialKind::Token,
+            trigger,
+            Sending::Retried,
+            |budget_ms| async move {
+                let (status, body) =
+                    upstream::platform_call(&self.settings, request, budget_ms).await?;
+                parse(status, &body, &request.sensitive)
+            },
+        )
+        .await
+    }
+
+    /// A suite's object: the code of a corporation's authorization (or of a 代开发 app's
+    /// reset permanent code), stored before WeCom hears `success`, then exchanged in the
+    /// background. WeCom's retry of a push already stored changes nothing.
+    pub(super) async fn receive_auth_code(&self, code: String) -> Result<(), AppError> {
+        if !take_auth_code(&mut self.state.platform.borrow_mut(), &code) {
+            return Ok(());
+        }
+        self.persist_checked(None).await?;
+        let ctx = self.clone();
+        self.object
+            .wait_until(async move { ctx.exchange_auth_codes().await });
+        Ok(())
+    }
+
+    /// Exchanges each pending code once (`v2/get_permanent_code`), and registers the
+    /// corporation it names. A code is out of storage before it is sent: single-use, it is
+    /// never sent twice, not even after an eviction mid-exchange.
+    async fn exchange_auth_codes(&self) {
+        loop {
+            let code = {
+                let mut platform = self.state.platform.borrow_mut();
+                match platform.auth_codes.is_empty() {
+                    true => return,
+                    false => platform.auth_codes.remove(0),
+                }
+            };
+            if self.persist_checked(None).await.is_err() {
+                self.state.platform.borrow_mut().auth_codes.insert(0, code);
+                return;
+            }
+            let outcome = self.exchange(&code).await;
+            log_event(json!({
+                "event": "wecom_corp_authorized",
+                "suite": self.account.id,
+                "account": outcome.as_ref().ok(),
+                "outcome": outcome.as_ref().map_or_else(|e| e.code().to_owned(), |_| "ok".into()),
+            }));
+        }
+    }
+
+    async fn exchange(&self, code: &str) -> Result<String, AppError> {
+        let mut healed = false;
+        loop {
+            let suite_token = self
+                .token(&Trigger::Read)
+                .await?
+                .record()
+                .ok_or_else(|| AppError::Internal("the suite has no token".into()))?
+                .access_token;
+            let base = &self.settings.wecom_api_base;
+            let request = protocol::permanent_code_request(base, &suite_token, code);
+            let budget_ms = self.settings.upstream_timeout_ms;
+            let answer = upstream::platform_call(&self.settings, &request, budget_ms)
+                .await
+                .and_then(|(status, body)| {
+                    protocol::parse_permanent_code(status, &body, &request.sensitive)
+                });
+            match answer {
+                // Refused before the code was looked at: once more with a new suite token.
+                Err(failure) if suite_token_rejected(&failure) && !healed => {
+                    healed = true;
+                    let stale = Trigger::Rejected {
+                        stale_token: suite_token,
+                    };
+                    self.token(&stale).await?;
+                }
+                Err(failure) => return Err(AppError::Upstream(failure)),
+                Ok(authorized) => {
+                    return wecom_corps::register(
+                        &self.env,
+                        &self.settings,
+                        &self.account.id,
+                        &authorized,
+                    )
+                    .await
+                }
+            }
+        }
+    }
+}
+
+/// A suite's token, from its object (refreshed there if due, or if `trigger` names it stale).
+async fn suite_token(
+    env: &worker::Env,
+    suite_id: &str,
+    trigger: Trigger,
+) -> Result<String, AppError> {
+    let acquired = object_client::token(env, suite_id, trigger).await?;
+    acquired
+        .record()
+        .map(|r| r.access_token)
+        .ok_or_else(|| AppError::Internal("the suite answered no token".into()))
+}
+
+async fn suite_token_of(env: &worker::Env, suite_id: &str, trigger: Trigger) -> Option<String> {
+    suite_token(env, suite_id, trigger).await.ok()
 }
