@@ -393,15 +393,21 @@ fn entry_fields(
 }
 
 /// Ids and appids travel in URLs, KV keys and logs: keep them plain.
-/// Letters, digits, `_`, `-` and `.` (a WeCom corporation's id is `<suite_id>.<corpid>`), not
-/// starting with `.`.
 pub fn is_identifier(value: &str) -> bool {
     !value.is_empty()
-        && value.len() <= 128
-        && !value.starts_with('.')
+        && value.len() <= 64
         && value
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// An account's id as requests name it: an identifier, or a WeCom corporation's
+/// `<suite_id>.<corpid>`.
+pub fn is_account_name(value: &str) -> bool {
+    is_identifier(value)
+        || value
+            .split_once('.')
+            .is_some_and(|(suite, corpid)| is_identifier(suite) && is_identifier(corpid))
 }
 
 fn truncate(text: &str) -> String {

@@ -160,7 +160,7 @@ pub fn parse_suites(value: Option<&str>) -> Result<Vec<Suite>, AppError> {
         else {
             unreachable!("one value per field")
         };
-        if !is_identifier(suite_id) || suite_id.contains('.') {
+        if !is_identifier(suite_id) {
             return Err(fail(
                 "has a \"suite_id\" with characters other than letters, digits, '_' and '-'".into(),
             ));
@@ -316,6 +316,10 @@ mod tests {
             ("wxCorp-Abc", "permanent")
         );
         assert_eq!(suite_of(&corp.id), Some("wwsuite01"));
+        assert!(crate::policy::accounts::is_account_name(&corp.id));
+        for bad in [".wxCorp", "wwsuite01.", "a.b.c", "a b.c"] {
+            assert!(!crate::policy::accounts::is_account_name(bad), "{bad}");
+        }
         let mut state = PlatformState::default();
         assert!(take_auth_code(&mut state, "CODE-1"));
         assert!(

@@ -6,7 +6,7 @@
 use crate::edge::adapters::runtime::log_error;
 use crate::edge::{adapters::runtime, objects::directory};
 use crate::error::AppError;
-use crate::policy::accounts::{is_identifier, Account};
+use crate::policy::accounts::{is_account_name, Account};
 use crate::policy::auth::bearer_token;
 use crate::policy::auth::{Grant, Route};
 use crate::policy::config::{AccountName, Settings};
@@ -108,14 +108,18 @@ pub async fn account(
 }
 
 /// How the query names the account: `?account=<id>` or `?appid=<appid>`, at most once, 1 to
-/// 64 of `A-Z a-z 0-9 _ -` (checked before any lookup); neither means the default account.
+/// 64 of `A-Z a-z 0-9 _ -`, or two such joined by `.` (a WeCom corporation's
+/// `<suite_id>.<corpid>`), checked before any lookup; neither means the default account.
 pub fn account_name(pairs: &[(String, String)]) -> Result<AccountName<'_>, AppError> {
     let mut named = pairs.iter().filter(|(k, _)| k == "account" || k == "appid");
     match (named.next(), named.next()) {
         (None, _) => Ok(AccountName::Default),
-        (Some((key, value)), None) if !is_identifier(value) => Err(AppError::BadRequest(format!(
-            "?{key}= must be 1 to 64 of A-Z a-z 0-9 _ -"
-        ))),
+        (Some((key, value)), None) if !is_account_name(value) => {
+            Err(AppError::BadRequest(format!(
+                "?{key}= must be 1 to 64 of A-Z a-z 0-9 _ - (a WeCom corporation: \
+             <suite_id>.<corpid>)"
+            )))
+        }
         (Some((key, value)), None) if key == "account" => Ok(AccountName::Id(value)),
         (Some((_, value)), None) => Ok(AccountName::AppId(value)),
         (Some(_), Some(_)) => Err(AppError::BadRequest("name one account, once".into())),
