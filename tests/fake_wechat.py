@@ -554,6 +554,8 @@ class FakeWeChat:
                 elif url.path == "/cgi-bin/user/get":
                     self._record_api()
                     self._send(*fake.user_list(query))
+                elif url.path in fake.wecom_provider.API_PATHS:
+                    self._send(*fake.wecom_provider.handle_get(url.path, query))
                 elif url.path == "/cgi-bin/denied":
                     # WeChat's own 403 (a relay must pass it on as such).
                     self._record_api()

@@ -73,6 +73,8 @@ class FakeWeComProvider:
             self.spent_codes: list[str] = []
             self.permanent_codes: dict[str, str] = {}
             self.exchanges = 0
+            # Each API call: its path, the owner of the token it carried, its query's keys.
+            self.api_calls: list[dict] = []
 
     def worker_vars(self) -> dict[str, str]:
         return {
@@ -162,6 +164,32 @@ class FakeWeComProvider:
                 return self._corp_token(suite_id, body)
             return self._permanent_code(suite_id, body.get("auth_code", ""))
         return _json({"errcode": 404, "errmsg": "not found"}, status=404)
+
+    # A suite's call and a corporation's (WeCom's own API, with their tokens).
+    API_PATHS = ("/cgi-bin/service/get_pre_auth_code", "/cgi-bin/agent/get")
+
+    def handle_get(self, path: str, query: dict[str, str]):
+        name = "suite_access_token" if path.startswith("/cgi-bin/service/") else "access_token"
+        token = query.get(name, "")
+        with self._lock:
+            issued = self.tokens.get(token)
+            owner = issued[0] if issued and time.time() < issued[1] else None
+            self.api_calls.append({"path": path, "owner": owner, "keys": sorted(query)})
+        if owner is None:
+            errcode = 40082 if name == "suite_access_token" else 40014
+            return _json({"errcode": errcode, "errmsg": f"invalid {name}"})
+        if path == "/cgi-bin/service/get_pre_auth_code":
+            return _json({"errcode": 0, "errmsg": "ok", "expires_in": 1200,
+                          "pre_auth_code": f"PREAUTH-{owner}"})
+        return _json({"errcode": 0, "errmsg": "ok", "agentid": int(query.get("agentid", 0)),
+                      "name": f"app of {owner}"})
+
+    def expire_tokens(self, owner: str) -> None:
+        """WeCom drops the tokens it issued to `owner` (a secret reset, say)."""
+        with self._lock:
+            for token, (issued_to, _) in list(self.tokens.items()):
+                if issued_to == owner:
+                    self.tokens[token] = (issued_to, 0)
 
     def _suite_of(self, token: str) -> str | None:
         with self._lock:

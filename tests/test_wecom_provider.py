@@ -251,10 +251,7 @@ class TestCorporations:
         authorize(worker, fake)
         # WeCom drops every suite token (as after a suite secret reset): the corporation's
         # next refresh gets 40082, has the suite token replaced, and succeeds.
-        with wecom._lock:
-            for token, (owner, until) in list(wecom.tokens.items()):
-                if owner == SUITE_ID:
-                    wecom.tokens[token] = (owner, 0)
+        wecom.expire_tokens(SUITE_ID)
         suites_before = wecom.calls("get_suite_token")
         reply = worker.request("POST", f"/token/refresh?account={CORP}")
         assert reply.status == 200, reply.text
@@ -283,3 +280,50 @@ class TestCorporations:
         assert entry["auto_refresh"] == "on", entry
         reply = worker.request("POST", f"/token/refresh?account={CORP}")
         assert reply.status == 200 and wecom.is_valid(reply.json["access_token"], CORPID)
+
+
+class TestGateway:
+    def test_a_suites_and_a_corporations_calls_carry_their_own_tokens(self, provider_worker,
+                                                                      fake):
+        worker = provider_worker()
+        wecom = fake.wecom_provider
+        push_ticket(worker, fake)
+        authorize(worker, fake)
+        reply = worker.request("GET", f"/gateway/cgi-bin/service/get_pre_auth_code"
+                               f"?account={SUITE_ID}")
+        assert reply.status == 200 and reply.json["pre_auth_code"] == f"PREAUTH-{SUITE_ID}", \
+            reply.text
+        reply = worker.request("GET", f"/gateway/cgi-bin/agent/get?account={CORP}&agentid=7")
+        assert reply.status == 200 and reply.json["name"] == f"app of {CORPID}", reply.text
+        assert [(c["path"], c["owner"], c["keys"]) for c in wecom.api_calls] == [
+            ("/cgi-bin/service/get_pre_auth_code", SUITE_ID, ["suite_access_token"]),
+            ("/cgi-bin/agent/get", CORPID, ["access_token", "agentid"]),
+        ]
+
+    def test_a_rejected_corporation_token_is_healed_once(self, provider_worker, fake):
+        worker = provider_worker(MIN_REFRESH_INTERVAL_SECS="0")
+        wecom = fake.wecom_provider
+        push_ticket(worker, fake)
+        authorize(worker, fake)
+        wecom.expire_tokens(CORPID)
+        corp_calls = wecom.calls("get_corp_token")
+        reply = worker.request("GET", f"/gateway/cgi-bin/agent/get?account={CORP}&agentid=7")
+        assert reply.status == 200 and reply.json["errcode"] == 0, reply.text
+        assert wecom.calls("get_corp_token") == corp_calls + 1
+        assert [c["owner"] for c in wecom.api_calls] == [None, CORPID]
+
+    def test_the_service_calls_that_carry_secrets_are_never_forwarded(self, provider_worker,
+                                                                     fake):
+        worker = provider_worker()
+        push_ticket(worker, fake)
+        for path in ("/cgi-bin/service/get_suite_token", "/cgi-bin/service/get_corp_token",
+                     "/cgi-bin/service/v2/get_permanent_code",
+                     "/cgi-bin/service/v2/get_auth_info",
+                     "/cgi-bin/Service/get_provider_token/"):
+            reply = worker.request("POST", f"/gateway{path}?account={SUITE_ID}", body="{}")
+            assert_error(reply, 403, "forbidden_route")
+        login = worker.request("GET", f"/gateway/sns/jscode2session?account={SUITE_ID}&js_code=c")
+        assert_error(login, 400, "bad_request")
+        # The server's own token calls only (a forwarded one would carry the body "{}").
+        assert all(c["owner"] for c in fake.wecom_provider.token_calls)
+        assert fake.wecom_provider.exchanges == 0 and fake.wecom_provider.api_calls == []

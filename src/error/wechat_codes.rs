@@ -25,9 +25,13 @@ pub const PERMANENT_CODE_INVALID: i64 = 40084;
 /// An authorizer's refresh token is no longer valid: the account must authorize again.
 pub const REFRESH_TOKEN_INVALID: i64 = 61023;
 
-/// WeChat's and WeCom's "this access_token is not (or no longer) valid" codes.
+/// WeChat's and WeCom's "this access_token is not (or no longer) valid" codes (WeCom's for a
+/// suite_access_token too).
 pub fn is_token_rejected(errcode: i64) -> bool {
-    matches!(errcode, 40001 | 40014 | 42001)
+    matches!(
+        errcode,
+        40001 | 40014 | 42001 | SUITE_TOKEN_INVALID | SUITE_TOKEN_EXPIRED
+    )
 }
 
 /// An operator-facing sentence for a WeChat errcode, with what to do where we know it.

@@ -222,6 +222,14 @@ pub fn for_account(
         _ => None,
     };
     match (kind, credential) {
+        // Their secrets (a suite's, the provider's, a corporation's permanent code) go to
+        // WeCom's token calls only, never into a forwarded URL.
+        (
+            AccountKind::WeComSuite | AccountKind::WeComProvider | AccountKind::WeComCorp,
+            AppSecret | UserToken { .. } | ComponentLogin,
+        ) => Err(AppError::BadRequest(
+            "WeChat's login and OAuth calls are not a WeCom service provider's".into(),
+        )),
         (AccountKind::Authorizer, AppSecret | UserToken { with_appid: true }) => {
             match component_variant(path) {
                 Some(variant) => Ok((variant.to_owned(), ComponentLogin)),
@@ -260,6 +268,8 @@ pub fn token_parameter(kind: AccountKind, path: &str) -> &'static str {
         && !COMPONENT_CALLS_WITH_ACCESS_TOKEN.contains(&path.as_str());
     match kind {
         AccountKind::Component if component_named => "component_access_token",
+        AccountKind::WeComSuite => "suite_access_token",
+        AccountKind::WeComProvider => "provider_access_token",
         _ => "access_token",
     }
 }
@@ -268,8 +278,10 @@ pub fn token_parameter(kind: AccountKind, path: &str) -> &'static str {
 /// or answer its secrets (the appsecret, verify tickets, authorization codes, refresh
 /// tokens), and every account's token and ticket calls and quota clears (a caller through
 /// the whitelisted egress could otherwise rotate or force-kill a token, or spend WeChat's ten
-/// clears a month). The compatible endpoints answer SDKs' token and ticket calls instead.
-const SERVER_ONLY_PATHS: [&str; 13] = [
+/// clears a month), and a WeCom service provider's that carry its secrets, suite tickets,
+/// authorization codes or permanent codes. The compatible endpoints answer SDKs' token and
+/// ticket calls instead.
+const SERVER_ONLY_PATHS: [&str; 20] = [
     "/cgi-bin/component/api_component_token",
     "/cgi-bin/component/api_authorizer_token",
     "/cgi-bin/component/api_query_auth",
@@ -283,6 +295,13 @@ const SERVER_ONLY_PATHS: [&str; 13] = [
     "/cgi-bin/clear_quota",
     "/cgi-bin/clear_quota/v2",
     "/cgi-bin/component/clear_quota",
+    "/cgi-bin/service/get_suite_token",
+    "/cgi-bin/service/get_provider_token",
+    "/cgi-bin/service/get_corp_token",
+    "/cgi-bin/service/get_permanent_code",
+    "/cgi-bin/service/v2/get_permanent_code",
+    "/cgi-bin/service/get_auth_info",
+    "/cgi-bin/service/v2/get_auth_info",
 ];
 
 /// 403 for a call the gateway never forwards, however it is spelt.
@@ -506,6 +525,47 @@ mod tests {
             Err(AppError::BadRequest(_))
         ));
         assert!(for_account(AccountKind::Component, "/wxa/gettemplatelist", AccountToken).is_ok());
+    }
+
+    #[test]
+    fn a_wecom_service_providers_secret_calls_are_never_forwarded() {
+        for path in [
+            "/cgi-bin/service/get_suite_token",
+            "/cgi-bin/service/get_corp_token/",
+            "/cgi-bin/SERVICE/v2/get_permanent_code",
+            "/cgi-bin/service/v2/get_auth_info",
+            "/cgi-bin/service/get_provider_token",
+        ] {
+            assert_eq!(
+                check_server_only_path(path),
+                Err(AppError::ForbiddenRoute),
+                "{path}"
+            );
+        }
+        assert!(check_server_only_path("/cgi-bin/service/get_pre_auth_code").is_ok());
+        for kind in [
+            AccountKind::WeComSuite,
+            AccountKind::WeComProvider,
+            AccountKind::WeComCorp,
+        ] {
+            let login = "/sns/jscode2session";
+            let refused = for_account(kind, login, call_credential(login));
+            assert!(matches!(refused, Err(AppError::BadRequest(_))), "{kind:?}");
+        }
+        let path = "/cgi-bin/service/get_pre_auth_code";
+        assert_eq!(
+            token_parameter(AccountKind::WeComSuite, path),
+            "suite_access_token"
+        );
+        let path = "/cgi-bin/service/get_license_info";
+        assert_eq!(
+            token_parameter(AccountKind::WeComProvider, path),
+            "provider_access_token"
+        );
+        assert_eq!(
+            token_parameter(AccountKind::WeComCorp, "/cgi-bin/user/get"),
+            "access_token"
+        );
     }
 
     #[test]

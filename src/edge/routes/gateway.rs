@@ -98,10 +98,20 @@ impl Call {
     }
 }
 
-/// The query parameters that carry a credential: never passed on as the client sent them.
-const CREDENTIAL_PARAMETERS: [&str; 5] = [
+/// The query parameters that carry an account's token, in the order they are looked for.
+const TOKEN_PARAMETERS: [&str; 4] = [
     "access_token",
     "component_access_token",
+    "suite_access_token",
+    "provider_access_token",
+];
+
+/// The query parameters that carry a credential: never passed on as the client sent them.
+const CREDENTIAL_PARAMETERS: [&str; 7] = [
+    "access_token",
+    "component_access_token",
+    "suite_access_token",
+    "provider_access_token",
     "component_appid",
     "appid",
     "secret",
@@ -162,9 +172,11 @@ async fn pass_through_call(
             ));
         }
         CallCredential::AccountToken | CallCredential::ComponentLogin => {
-            // The platform's own calls carry its token as `component_access_token`.
-            let presented = param(&pairs, "access_token")
-                .or_else(|| param(&pairs, "component_access_token"))
+            // The platform's own calls carry its token as `component_access_token`, a WeCom
+            // suite's and provider's as `suite_access_token` and `provider_access_token`.
+            let presented = TOKEN_PARAMETERS
+                .into_iter()
+                .find_map(|name| param(&pairs, name))
                 .unwrap_or_default();
             let id = reader::recognize(env, ctx, &settings, presented)
                 .await?

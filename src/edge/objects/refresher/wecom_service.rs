@@ -22,7 +22,7 @@ use serde_json::json;
 /// WeCom's "this suite_access_token is not (or no longer) valid".
 fn suite_token_rejected(failure: &UpstreamFailure) -> bool {
     matches!(failure, UpstreamFailure::WeChat { errcode, .. }
-        if matches!(*errcode, wechat_codes::SUITE_TOKEN_INVALID | wechat_codes::SUITE_TOKEN_EXPIRED))
+        if wechat_codes::is_token_rejected(*errcode))
 }
 
 impl AccountCtx {
