@@ -327,3 +327,52 @@ class TestGateway:
         # The server's own token calls only (a forwarded one would carry the body "{}").
         assert all(c["owner"] for c in fake.wecom_provider.token_calls)
         assert fake.wecom_provider.exchanges == 0 and fake.wecom_provider.api_calls == []
+
+
+class TestCompatibleEndpoints:
+    """An SDK whose WeCom API host points at this server, its secret fields holding a client
+    key, gets the server's tokens; WeCom is never asked for them."""
+
+    @staticmethod
+    def post(worker, path, body, query=""):
+        reply = worker.request("POST", f"{path}{query}", key=None, body=json.dumps(body))
+        assert reply.status == 200, reply.text
+        return reply.json
+
+    def test_suite_corporation_and_provider_tokens(self, provider_worker, fake):
+        from harness import CLIENT_KEY
+        worker = provider_worker()
+        wecom = fake.wecom_provider
+        push_ticket(worker, fake)
+        authorize(worker, fake)
+        calls = len(wecom.token_calls)
+        suite = self.post(worker, "/cgi-bin/service/get_suite_token",
+                          {"suite_id": SUITE_ID, "suite_secret": CLIENT_KEY,
+                           "suite_ticket": "whatever-the-sdk-kept"})
+        assert "errcode" not in suite and wecom.is_valid(suite["suite_access_token"], SUITE_ID)
+        corp = self.post(worker, "/cgi-bin/service/get_corp_token",
+                         {"auth_corpid": CORPID, "permanent_code": CLIENT_KEY},
+                         f"?suite_access_token={suite['suite_access_token']}")
+        assert wecom.is_valid(corp["access_token"], CORPID), corp
+        provider = self.post(worker, "/cgi-bin/service/get_provider_token",
+                             {"corpid": PROVIDER_CORPID, "provider_secret": CLIENT_KEY})
+        assert wecom.is_valid(provider["provider_access_token"], PROVIDER_CORPID)
+        assert len(wecom.token_calls) == calls + 1, "only the provider's first token"
+        # Refusals in WeCom's shape.
+        wrong_key = self.post(worker, "/cgi-bin/service/get_suite_token",
+                              {"suite_id": SUITE_ID, "suite_secret": "not-a-client-key"})
+        assert wrong_key["errcode"] == 40001, wrong_key
+        unknown = self.post(worker, "/cgi-bin/service/get_suite_token",
+                            {"suite_id": "wwnosuchsuite", "suite_secret": CLIENT_KEY})
+        assert unknown["errcode"] == 40083, unknown
+        forged = self.post(worker, "/cgi-bin/service/get_corp_token",
+                           {"auth_corpid": CORPID, "permanent_code": CLIENT_KEY},
+                           "?suite_access_token=not-one-this-server-issued")
+        assert forged["errcode"] == 40082, forged
+        other_corp = self.post(worker, "/cgi-bin/service/get_corp_token",
+                               {"auth_corpid": "wwnotauthorized", "permanent_code": CLIENT_KEY},
+                               f"?suite_access_token={suite['suite_access_token']}")
+        assert other_corp["errcode"] == 40084, other_corp
+        wrong_corp = self.post(worker, "/cgi-bin/service/get_provider_token",
+                               {"corpid": "wwother", "provider_secret": CLIENT_KEY})
+        assert wrong_corp["errcode"] == 40013, wrong_corp

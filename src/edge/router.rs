@@ -110,7 +110,10 @@ async fn route(request: Request, env: &Env, ctx: &Context) -> Result<Response, A
         }
         "/cgi-bin/stable_token"
         | "/cgi-bin/component/api_component_token"
-        | "/cgi-bin/component/api_authorizer_token" => {
+        | "/cgi-bin/component/api_authorizer_token"
+        | "/cgi-bin/service/get_suite_token"
+        | "/cgi-bin/service/get_provider_token"
+        | "/cgi-bin/service/get_corp_token" => {
             allow(Method::Post)?;
             // The client key is in the body: read it (bounded) before authenticating.
             let body = match path.as_str() {

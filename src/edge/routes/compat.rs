@@ -18,6 +18,7 @@ use crate::policy::auth::Route;
 use crate::policy::config::AccountName;
 use crate::policy::ticket::{TicketKind, TicketRecord};
 use crate::policy::token::{Credential, TokenRecord};
+use crate::policy::wecom_provider::corp_account_id;
 use serde_json::{json, Value};
 use worker::{Context, Env, Response};
 
@@ -55,6 +56,9 @@ pub async fn answer(
         "/cgi-bin/stable_token" => stable_token(body, env, ctx).await,
         "/cgi-bin/component/api_component_token" => component_token(body, env, ctx).await,
         "/cgi-bin/component/api_authorizer_token" => authorizer_token(pairs, body, env, ctx).await,
+        "/cgi-bin/service/get_suite_token" => suite_token(body, env, ctx).await,
+        "/cgi-bin/service/get_provider_token" => provider_token(body, env, ctx).await,
+        "/cgi-bin/service/get_corp_token" => corp_token(pairs, body, env, ctx).await,
         _ => ticket(pairs, env, ctx).await,
     };
     respond::json(200, &outcome.unwrap_or_else(|WeChatError(body)| body))
@@ -151,6 +155,116 @@ async fn component_token(body: &str, env: &Env, ctx: &Context) -> Result<Value, 
         "component_access_token": record.access_token,
         "expires_in": record.remaining_secs(now_secs()),
     }))
+}
+
+/// The current token of the account `id`, for a client key allowed `route`, with its kind;
+/// a wrong key answered as WeCom answers a wrong secret (40001).
+async fn issued_by_id(
+    (env, ctx): (&Env, &Context),
+    id: &str,
+    key: Option<&str>,
+    route: Route,
+) -> Result<(TokenRecord, AccountKind), WeChatError> {
+    let issued = async {
+        let (grant, settings) = access::authenticate(env, key, route).await?;
+        let account = access::account(env, &grant, &settings, AccountName::Id(id)).await?;
+        let record = read::<TokenRecord>(env, ctx, &settings, &account, ()).await?;
+        Ok::<_, WeChatError>((record, account.kind))
+    };
+    issued
+        .await
+        .map_err(|WeChatError(body)| match body["errcode"].as_i64() {
+            Some(40125) => wechat_error(40001, "invalid secret"),
+            _ => WeChatError(body),
+        })
+}
+
+fn json_body(body: &str) -> Result<Value, WeChatError> {
+    serde_json::from_str(body).map_err(|_| wechat_error(47001, "data format error"))
+}
+
+/// WeCom's `POST /cgi-bin/service/get_suite_token` with `{"suite_id","suite_secret": <client
+/// key>,"suite_ticket"}`: the suite's token. The ticket an SDK sends is ignored: the server
+/// keeps WeCom's. Like WeCom, no `errcode` on success.
+async fn suite_token(body: &str, env: &Env, ctx: &Context) -> Result<Value, WeChatError> {
+    let body = json_body(body)?;
+    let text = |name| body.get(name).and_then(Value::as_str);
+    let suite_id = text("suite_id").unwrap_or_default();
+    let issued = issued_by_id(
+        (env, ctx),
+        suite_id,
+        text("suite_secret"),
+        Route::WeComSuite,
+    );
+    let (record, kind) = issued
+        .await
+        .map_err(unknown_as(40083, "invalid suite_id"))?;
+    if kind != AccountKind::WeComSuite {
+        return Err(wechat_error(40083, "invalid suite_id"));
+    }
+    Ok(json!({
+        "suite_access_token": record.access_token,
+        "expires_in": record.remaining_secs(now_secs()),
+    }))
+}
+
+/// WeCom's `POST /cgi-bin/service/get_provider_token` with `{"corpid","provider_secret":
+/// <client key>}`: the provider's token.
+async fn provider_token(body: &str, env: &Env, ctx: &Context) -> Result<Value, WeChatError> {
+    let body = json_body(body)?;
+    let text = |name| body.get(name).and_then(Value::as_str);
+    let settings = runtime::settings(env)?;
+    let provider = settings
+        .provider
+        .as_ref()
+        .filter(|p| Some(p.corpid()) == text("corpid"))
+        .ok_or_else(|| wechat_error(40013, "invalid corpid"))?;
+    let id = provider.account.id.clone();
+    let key = text("provider_secret");
+    let (record, _) = issued_by_id((env, ctx), &id, key, Route::WeComProvider).await?;
+    Ok(json!({
+        "provider_access_token": record.access_token,
+        "expires_in": record.remaining_secs(now_secs()),
+    }))
+}
+
+/// WeCom's `POST /cgi-bin/service/get_corp_token?suite_access_token=<a suite token this server
+/// issued>` with `{"auth_corpid","permanent_code": <client key>}`: the corporation's token.
+/// The server keeps the real permanent code.
+async fn corp_token(
+    pairs: &[(String, String)],
+    body: &str,
+    env: &Env,
+    ctx: &Context,
+) -> Result<Value, WeChatError> {
+    let refused = || wechat_error(40082, "invalid suite_access_token");
+    let presented = param(pairs, "suite_access_token")
+        .filter(|t| !t.is_empty())
+        .ok_or_else(refused)?;
+    let settings = runtime::settings(env)?;
+    let suite_id = reader::recognize(env, ctx, &settings, presented)
+        .await?
+        .filter(|id| settings.suites.iter().any(|s| &s.account.id == id))
+        .ok_or_else(refused)?;
+    let body = json_body(body)?;
+    let text = |name| body.get(name).and_then(Value::as_str);
+    let corp = corp_account_id(&suite_id, text("auth_corpid").unwrap_or_default());
+    let issued = issued_by_id((env, ctx), &corp, text("permanent_code"), Route::Token);
+    let (record, _) = issued
+        .await
+        .map_err(unknown_as(40084, "invalid permanent_code"))?;
+    Ok(json!({
+        "access_token": record.access_token,
+        "expires_in": record.remaining_secs(now_secs()),
+    }))
+}
+
+/// An account this server does not know, answered as WeCom answers a wrong id.
+fn unknown_as(errcode: i64, errmsg: &'static str) -> impl Fn(WeChatError) -> WeChatError {
+    move |WeChatError(body)| match body["errcode"].as_i64() {
+        Some(40013) => wechat_error(errcode, errmsg),
+        _ => WeChatError(body),
+    }
 }
 
 /// What an SDK gets in place of an authorizer's refresh token: the server keeps the real one.
