@@ -255,10 +255,12 @@ class FakeWeChat:
     def ticket(self, query: dict[str, str], wecom: bool = False):
         token = query.get("access_token", "")
         kind = "jsapi" if wecom else query.get("type", "")
+        # A WeCom corporation's token, issued by the service-provider side.
+        corp = self.wecom_provider.corp_of(token) if wecom else None
         with self._lock:
-            appid, _ = self._tokens.get(token, (None, 0))
+            appid, _ = self._tokens.get(token, (corp, 0))
             self.ticket_calls[(str(appid), kind)] += 1
-        if not self.is_valid(token):
+        if not self.is_valid(token) and corp is None:
             return self.token_rejection()
         if kind not in ("jsapi", "wx_card"):
             return _json({"errcode": 40097, "errmsg": "invalid args"})

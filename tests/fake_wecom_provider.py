@@ -184,6 +184,13 @@ class FakeWeComProvider:
         return _json({"errcode": 0, "errmsg": "ok", "agentid": int(query.get("agentid", 0)),
                       "name": f"app of {owner}"})
 
+    def corp_of(self, token: str) -> str | None:
+        """The corporation a valid corporation token was issued to."""
+        with self._lock:
+            issued = self.tokens.get(token)
+        valid = issued and time.time() < issued[1] and issued[0] not in self.suites
+        return issued[0] if valid and issued[0] != PROVIDER_CORPID else None
+
     def expire_tokens(self, owner: str) -> None:
         """WeCom drops the tokens it issued to `owner` (a secret reset, say)."""
         with self._lock:

@@ -282,6 +282,19 @@ class TestCorporations:
         assert reply.status == 200 and wecom.is_valid(reply.json["access_token"], CORPID)
 
 
+    def test_a_corporations_jsapi_ticket(self, provider_worker, fake):
+        worker = provider_worker()
+        push_ticket(worker, fake)
+        authorize(worker, fake)
+        reply = worker.request("GET", f"/ticket?account={CORP}&type=jsapi")
+        assert reply.status == 200, reply.text
+        assert reply.json["ticket"] in fake.tickets_issued
+        assert fake.ticket_calls[(CORPID, "jsapi")] == 1, "with the corporation's own token"
+        assert_error(worker.request("GET", f"/ticket?account={CORP}&type=wx_card"), 400,
+                     "bad_request")
+        assert_error(worker.request("GET", f"/ticket?account={SUITE_ID}&type=jsapi"), 400,
+                     "bad_request")
+
 class TestGateway:
     def test_a_suites_and_a_corporations_calls_carry_their_own_tokens(self, provider_worker,
                                                                       fake):
