@@ -112,6 +112,26 @@ def test_refused_pushes_store_nothing(provider_worker, fake):
     assert worker.events("suite_ticket_received") == []
 
 
+def test_a_pending_code_and_the_ticket_outlive_a_restart(provider_worker, fake):
+    worker = provider_worker()
+    wecom = fake.wecom_provider
+    # A corporation installs the app before any ticket came: its code waits, stored.
+    code = wecom.authorize_corp(SUITE_ID, CORPID)
+    reply = push(worker, fake, SUITE_ID, wecom.auth_message(SUITE_ID, "create_auth", code=code))
+    assert reply.text == "success"
+    assert wait_for(lambda: worker.events("wecom_auth_codes_waiting"), 10)
+    worker.restart()  # every object evicted
+    # The first ticket brings the suite token, and the waiting code is exchanged, once.
+    push_ticket(worker, fake)
+    assert wait_for(lambda: worker.request("GET", f"/token?account={CORP}").status == 200, 15)
+    assert wecom.exchanges == 1
+    worker.restart()
+    entry = worker.request("GET", f"/status?account={SUITE_ID}").json["accounts"][0]
+    assert entry["suite_ticket"]["age_secs"] < 60, "the ticket was kept"
+    worker.run_cron()
+    assert wecom.exchanges == 1 and wecom.calls("get_suite_token") == 1
+
+
 def test_a_ticket_older_than_thirty_minutes_is_never_sent(provider_worker, fake):
     worker = provider_worker()
     wecom = fake.wecom_provider

@@ -127,6 +127,12 @@ impl TokenApi {
         matches!(self, Self::Component | Self::Authorizer)
     }
 
+    /// Whether the account's object keeps a `PlatformState` in its storage: the platform's
+    /// (verify ticket, refresh token) and a WeCom suite's (suite ticket, pending codes).
+    pub fn keeps_platform_state(self) -> bool {
+        self.through_platform() || self == Self::WeComSuite
+    }
+
     /// Whether the token is one of a WeCom service provider's (WeCom's API, not WeChat's).
     pub fn wecom_service(self) -> bool {
         matches!(

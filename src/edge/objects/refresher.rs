@@ -195,9 +195,12 @@ impl AccountCtx {
         self.settle(which, trigger, decision, record, last_attempt)
     }
 
-    /// The cron visit: the token, then every ticket someone read in the last day.
+    /// The cron visit: the token, then every ticket someone read in the last day (and a
+    /// suite's authorization codes still waiting for their exchange).
     pub async fn cron(&self) -> Value {
-        self.visit(&Trigger::Cron).await
+        let visit = self.visit(&Trigger::Cron).await;
+        self.exchange_auth_codes().await;
+        visit
     }
 
     /// The token, and each ticket in use, refreshed if due (the cron's and the alarm's visit).

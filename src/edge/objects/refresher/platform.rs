@@ -400,12 +400,14 @@ impl AccountCtx {
             .token
             .record()
             .is_some_and(|r| r.expires_at > now);
-        if !usable {
-            let ctx = self.clone();
-            self.object.wait_until(async move {
+        let ctx = self.clone();
+        self.object.wait_until(async move {
+            if !usable {
                 let _ = ctx.token(&Trigger::Background).await;
-            });
-        }
+            }
+            // A suite's codes that waited for a ticket.
+            ctx.exchange_auth_codes().await;
+        });
         Ok(())
     }
 

@@ -202,7 +202,7 @@ impl AccountCtx {
             &storage_key(CredentialKind::Ticket(TicketKind::WxCard)),
         )
         .await?;
-        let platform: Option<PlatformState> = match self.account.api.through_platform() {
+        let platform: Option<PlatformState> = match self.account.api.keeps_platform_state() {
             true => get(&storage, PLATFORM_KEY).await?,
             false => None,
         };
@@ -315,7 +315,7 @@ impl AccountCtx {
             json_of(&*self.state.ledger.borrow()),
         )];
         // With every write, so that a new refresh token is stored with the token it came with.
-        if self.account.api.through_platform() {
+        if self.account.api.keeps_platform_state() {
             entries.push((
                 PLATFORM_KEY.to_owned(),
                 json_of(&*self.state.platform.borrow()),

@@ -145,9 +145,21 @@ impl AccountCtx {
 
     /// Exchanges each pending code once (`v2/get_permanent_code`), and registers the
     /// corporation it names. A code is out of storage before it is sent: single-use, it is
-    /// never sent twice, not even after an eviction mid-exchange.
-    async fn exchange_auth_codes(&self) {
+    /// never sent twice, not even after an eviction mid-exchange. Without a suite token the
+    /// codes wait, stored, for the next ticket or the cron.
+    pub(super) async fn exchange_auth_codes(&self) {
         loop {
+            if self.state.platform.borrow().auth_codes.is_empty() {
+                return;
+            }
+            if let Err(e) = self.token(&Trigger::Read).await {
+                log_event(json!({
+                    "event": "wecom_auth_codes_waiting", "suite": self.account.id,
+                    "pending": self.state.platform.borrow().auth_codes.len(), "why": e.code(),
+                }));
+                return;
+            }
+            // Another run (the cron's, a push's) may have taken the last one meanwhile.
             let code = {
                 let mut platform = self.state.platform.borrow_mut();
                 match platform.auth_codes.is_empty() {
