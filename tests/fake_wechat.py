@@ -252,9 +252,12 @@ class FakeWeChat:
                 return _json({"errcode": 0, "errmsg": "ok", **payload})
         return answer
 
-    def ticket(self, query: dict[str, str], wecom: bool = False):
+    def ticket(self, query: dict[str, str], wecom: bool = False, agent: bool = False):
         token = query.get("access_token", "")
-        kind = "jsapi" if wecom else query.get("type", "")
+        # WeCom: get_jsapi_ticket is the corporation's jsapi ticket; ticket/get with
+        # type=agent_config an application's.
+        kind = query.get("type", "") if agent else "jsapi" if wecom else query.get("type", "")
+        wecom = wecom or agent
         # A WeCom corporation's token, issued by the service-provider side.
         corp = self.wecom_provider.corp_of(token) if wecom else None
         with self._lock:
@@ -262,7 +265,7 @@ class FakeWeChat:
             self.ticket_calls[(str(appid), kind)] += 1
         if not self.is_valid(token) and corp is None:
             return self.token_rejection()
-        if kind not in ("jsapi", "wx_card"):
+        if kind not in (("agent_config",) if agent else ("jsapi", "wx_card")):
             return _json({"errcode": 40097, "errmsg": "invalid args"})
         if self.ticket_mode == "busy":
             return _json({"errcode": -1, "errmsg": "system error"})
@@ -542,6 +545,8 @@ class FakeWeChat:
                     self._send(*fake.ticket(query))
                 elif url.path == "/cgi-bin/get_jsapi_ticket":
                     self._send(*fake.ticket(query, wecom=True))
+                elif url.path == "/cgi-bin/ticket/get":
+                    self._send(*fake.ticket(query, agent=True))
                 elif url.path == "/cgi-bin/getcallbackip":
                     self._send(*fake.callback_ip(query))
                 elif url.path == "/cgi-bin/user/info":

@@ -71,7 +71,9 @@ class FakeWeComProvider:
             # auth code -> (suite id, corpid), until exchanged; corpid -> permanent code
             self.auth_codes: dict[str, tuple[str, str]] = {}
             self.spent_codes: list[str] = []
-            self.permanent_codes: dict[str, str] = {}
+            # (suite id, corpid) -> its permanent code: one per suite a corporation installed
+            self.permanent_codes: dict[tuple[str, str], str] = {}
+            self.issued_permanent: list[str] = []
             self.exchanges = 0
             # Each API call: its path, the owner of the token it carried, its query's keys.
             self.api_calls: list[dict] = []
@@ -121,9 +123,9 @@ class FakeWeComProvider:
             self.auth_codes[code] = (suite_id, corpid)
         return code
 
-    def revoke(self, corpid: str) -> None:
+    def revoke(self, corpid: str, suite_id: str = SUITE_ID) -> None:
         with self._lock:
-            self.permanent_codes.pop(corpid, None)
+            self.permanent_codes.pop((suite_id, corpid), None)
 
     @staticmethod
     def auth_message(suite_id: str, info_type: str, timestamp: int | None = None,
@@ -215,7 +217,8 @@ class FakeWeComProvider:
             self.spent_codes.append(code)
             corpid = owner[1]
             permanent = f"PERMANENT-{secrets.token_urlsafe(24)}"
-            self.permanent_codes[corpid] = permanent
+            self.permanent_codes[(suite_id, corpid)] = permanent
+            self.issued_permanent.append(permanent)
         return _json({"errcode": 0, "errmsg": "ok", "permanent_code": permanent,
                       "auth_corp_info": {"corpid": corpid, "corp_name": "Fake Corp"},
                       "auth_user_info": {"userid": "admin", "name": "Admin"},
@@ -226,7 +229,8 @@ class FakeWeComProvider:
         with self._lock:
             self.token_calls.append({"endpoint": "get_corp_token", "owner": corpid,
                                      "ticket_known": None})
-            permanent = self.permanent_codes.get(corpid)
+            # The permanent code of this corporation for the suite whose token came.
+            permanent = self.permanent_codes.get((suite_id, corpid))
         if permanent is None or body.get("permanent_code") != permanent:
             return _json({"errcode": 40084, "errmsg": "invalid permanent_code"})
         return self._issue(corpid, "access_token", "CORP")
@@ -278,7 +282,7 @@ class FakeWeComProvider:
     def all_secrets(self) -> list[str]:
         return [PROVIDER_SECRET, *(value for s in self.suites.values()
                                    for value in (s.secret, s.token, s.encoding_aes_key)),
-                *self.auth_codes, *self.spent_codes, *self.permanent_codes.values()]
+                *self.auth_codes, *self.spent_codes, *self.issued_permanent]
 
     def is_valid(self, token: str, owner: str) -> bool:
         with self._lock:

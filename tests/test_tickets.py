@@ -64,6 +64,26 @@ class TestTickets:
         assert fake.calls_for(CORP[0]) == 1
         assert_error(ticket(worker, "wx_card", account="corp-app"), 400, "bad_request")
 
+    def test_a_wecom_applications_agent_config_ticket(self, worker, fake):
+        body = assert_ticket_answer(ticket(worker, "agent_config", account="corp-app"),
+                                    kind="agent_config", account="corp-app")
+        assert body["ticket"].startswith(f"TICKET-{CORP[0]}-agent_config")
+        assert fake.ticket_calls[(CORP[0], "agent_config")] == 1
+        # Kept like any ticket, apart from the corporation's jsapi one.
+        assert ticket(worker, "agent_config", account="corp-app").json["ticket"] == body["ticket"]
+        assert ticket(worker, "jsapi", account="corp-app").json["ticket"] != body["ticket"]
+        assert fake.ticket_calls[(CORP[0], "agent_config")] == 1
+        # And signed for wx.agentConfig, the JS-SDK's way (computed independently).
+        page = "https://corp.example.com/app?x=1#top"
+        reply = worker.request("GET", "/jssdk/signature?account=corp-app&type=agent_config&url="
+                               + quote(page, safe=""))
+        assert reply.status == 200, reply.text
+        signed = reply.json
+        text = (f"jsapi_ticket={body['ticket']}&noncestr={signed['nonceStr']}"
+                f"&timestamp={signed['timestamp']}&url=https://corp.example.com/app?x=1")
+        assert signed["signature"] == hashlib.sha1(text.encode()).hexdigest()
+        assert_error(ticket(worker, "agent_config"), 400, "bad_request")  # not WeCom
+
     @pytest.mark.parametrize("query, status, code", [
         ("", 400, "bad_request"),
         ("?type=", 400, "bad_request"),

@@ -146,7 +146,7 @@ def test_a_ticket_older_than_thirty_minutes_is_never_sent(provider_worker, fake)
 
 
 def test_the_newest_ticket_is_used_and_an_older_push_ignored(provider_worker, fake):
-    worker = provider_worker()
+    worker = provider_worker(MIN_REFRESH_INTERVAL_SECS="0")
     wecom = fake.wecom_provider
     now = int(time.time())
     newest = push_ticket(worker, fake, timestamp=now)
@@ -154,9 +154,11 @@ def test_the_newest_ticket_is_used_and_an_older_push_ignored(provider_worker, fa
     push_ticket(worker, fake, timestamp=now - 600)
     assert wait_for(lambda: [e["stored"] for e in worker.events("suite_ticket_received")]
                     == [True, False], 10)
-    assert suite_token(worker).status == 200
-    sent = wecom.sent_tickets[-1]
-    assert sent == newest
+    entry = worker.request("GET", f"/status?account={SUITE_ID}").json["accounts"][0]
+    assert entry["suite_ticket"]["created_at"] == now
+    # The next call WeCom gets is made with the newest.
+    assert worker.request("POST", f"/token/refresh?account={SUITE_ID}").status == 200
+    assert wecom.sent_tickets[-1] == newest
 
 
 def test_a_ticket_wecom_refuses_is_dropped_until_the_next_push(provider_worker, fake):
@@ -238,7 +240,8 @@ class TestCorporations:
         again = push(worker, fake, SUITE_ID,
                      wecom.auth_message(SUITE_ID, "create_auth", code=code))
         assert (again.status, again.text) == (200, "success")
-        time.sleep(1)
+        assert wait_for(lambda: [e["stored"] for e in worker.events("wecom_auth_code_received")]
+                        == [True, False], 10)
         assert wecom.exchanges == 1
         assert wait_for(lambda: [e["outcome"] for e in worker.events("wecom_corp_authorized")]
                         == ["ok"], 10)
@@ -301,6 +304,21 @@ class TestCorporations:
         reply = worker.request("POST", f"/token/refresh?account={CORP}")
         assert reply.status == 200 and wecom.is_valid(reply.json["access_token"], CORPID)
 
+
+    def test_a_reset_permanent_code_replaces_the_old_one(self, provider_worker, fake):
+        worker = provider_worker(MIN_REFRESH_INTERVAL_SECS="0")
+        wecom = fake.wecom_provider
+        push_ticket(worker, fake)
+        authorize(worker, fake)
+        # 代开发: the corporation's permanent code is reset; WeCom pushes a code for the new one.
+        wecom.revoke(CORPID)
+        code = wecom.authorize_corp(SUITE_ID, CORPID)
+        reset = wecom.auth_message(SUITE_ID, "reset_permanent_code", code=code)
+        assert push(worker, fake, SUITE_ID, reset).text == "success"
+        assert wait_for(lambda: len(worker.events("wecom_corp_authorized")) == 2, 15)
+        reply = worker.request("POST", f"/token/refresh?account={CORP}")
+        assert reply.status == 200, "the new permanent code is the one used"
+        assert wecom.is_valid(reply.json["access_token"], CORPID)
 
     def test_a_corporations_jsapi_ticket(self, provider_worker, fake):
         worker = provider_worker()

@@ -293,8 +293,19 @@ async fn get_signature(request: &Request, env: &Env, ctx: &Context) -> Result<Re
         query: pairs,
     } = authorized(request, env, Route::Signature).await?;
     let url = jssdk::page_url(param(&pairs, "url"))?;
-    TicketKind::parse(Some("jsapi"), account.kind)?;
-    let ticket = read::<TicketRecord>(env, ctx, &settings, &account, TicketKind::Jsapi).await?;
+    // `wx.config` signs with the jsapi ticket; WeCom's `wx.agentConfig` with the application's
+    // agent_config ticket (`?type=agent_config`), the same way.
+    let kind = match param(&pairs, "type") {
+        None | Some("jsapi") => TicketKind::Jsapi,
+        Some("agent_config") => TicketKind::AgentConfig,
+        Some(_) => {
+            return Err(AppError::BadRequest(
+                "type must be jsapi (wx.config) or agent_config (wx.agentConfig)".into(),
+            ))
+        }
+    };
+    TicketKind::parse(Some(kind.name()), account.kind)?;
+    let ticket = read::<TicketRecord>(env, ctx, &settings, &account, kind).await?;
     let nonce = jssdk::nonce_from(&runtime::random_bytes::<16>());
     let answer = jssdk::signature_answer(&account.appid, &ticket.ticket, &nonce, now_secs(), url);
     Ok(respond::json(200, &answer))

@@ -25,13 +25,15 @@ pub const PERMANENT_CODE_INVALID: i64 = 40084;
 /// An authorizer's refresh token is no longer valid: the account must authorize again.
 pub const REFRESH_TOKEN_INVALID: i64 = 61023;
 
-/// WeChat's and WeCom's "this access_token is not (or no longer) valid" codes (WeCom's for a
-/// suite_access_token too).
+/// WeChat's and WeCom's "this access_token is not (or no longer) valid" codes.
 pub fn is_token_rejected(errcode: i64) -> bool {
-    matches!(
-        errcode,
-        40001 | 40014 | 42001 | SUITE_TOKEN_INVALID | SUITE_TOKEN_EXPIRED
-    )
+    matches!(errcode, 40001 | 40014 | 42001)
+}
+
+/// WeCom's "this suite_access_token is not (or no longer) valid": a rejection of the token
+/// only where a suite's token was sent.
+pub fn is_suite_token_rejected(errcode: i64) -> bool {
+    is_token_rejected(errcode) || matches!(errcode, SUITE_TOKEN_INVALID | SUITE_TOKEN_EXPIRED)
 }
 
 /// An operator-facing sentence for a WeChat errcode, with what to do where we know it.
@@ -81,6 +83,22 @@ pub fn explain_errcode(errcode: i64, errmsg: &str) -> String {
              and that WECHAT_COMPONENT's token and encoding_aes_key match the platform's \
              settings; the server has asked WeChat to push a ticket again."
         ),
+        SUITE_TOKEN_INVALID | SUITE_TOKEN_EXPIRED => format!(
+            "WeCom refused the suite_access_token (errcode {errcode}): it is replaced once for \
+             everyone and the call sent again; if this persists, check the suite's secret in \
+             WECOM_SUITES."
+        ),
+        PERMANENT_CODE_INVALID => "WeCom refused the corporation's permanent code (errcode \
+            40084: the corporation removed the app, or its permanent code was reset): automatic \
+            refreshes stop until a new create_auth or reset_permanent_code brings another."
+            .into(),
+        40078 => "WeCom refused the authorization code (errcode 40078: spent, expired, or not \
+            this suite's): the corporation must install the app again for a new one."
+            .into(),
+        41025 => format!("WeCom says a parameter is missing (errcode 41025): {errmsg}"),
+        710000 => "WeCom wants an encrypted corpid where a plain one was sent (errcode 710000): \
+            a service provider's calls name corporations by the corpid WeCom gave it."
+            .into(),
         SUITE_TICKET_INVALID => "WeCom refused the suite_ticket (errcode 40085: older than 30 \
             minutes, or another suite's): WeCom pushes one every ten minutes to the suite's \
             指令回调URL, which must be https://<this worker>/wecom/suites/<suite_id>/events, \
@@ -122,6 +140,14 @@ fn explain_ip_whitelist(errcode: i64, errmsg: &str) -> String {
         89507 => "an administrator refused calls from this IP; it is blocked for an hour",
         _ => "this IP is not in the account's IP whitelist",
     };
+    if errcode == 60020 {
+        return format!(
+            "WeCom refused the call from egress IP {ip} (errcode 60020): this IP is not among \
+             the app's trusted IPs (企业可信IP, or the suite's IP whitelist in the provider's \
+             admin). Add it, or send WeCom calls through a fixed-IP egress proxy, whitelist \
+             that proxy's IP, and point WECOM_API_BASE at it."
+        );
+    }
     format!(
         "WeChat refused the call from egress IP {ip} (errcode {errcode}): {what}. Two fixes: \
          add {ip} to the account's IP whitelist (Official Account platform: Settings and \

@@ -204,6 +204,16 @@ pub fn settings(lookup: &impl Fn(&str) -> Option<String>) -> Result<Settings, Ap
     let component = platform::parse(present(lookup, "WECHAT_COMPONENT").as_deref())?;
     let suites = wecom_provider::parse_suites(present(lookup, "WECOM_SUITES").as_deref())?;
     let provider = wecom_provider::parse_provider(present(lookup, "WECOM_PROVIDER").as_deref())?;
+    // Corporations' permanent codes are sealed with it: without it, an installation would
+    // spend its single-use code and keep nothing.
+    if !suites.is_empty() && present(lookup, "ACCOUNTS_ENCRYPTION_KEY").is_none() {
+        return Err(AppError::Config {
+            variable: "ACCOUNTS_ENCRYPTION_KEY",
+            problem: "is not set, and WECOM_SUITES needs it: corporations' permanent codes are \
+                      sealed with it"
+                .into(),
+        });
+    }
     // Without environment accounts, the admin API (or a platform's authorizers) is the only
     // way to have one.
     if accounts.is_empty()
@@ -478,6 +488,24 @@ mod tests {
             }
         );
         assert_eq!(settings.upstream_timeout_ms, 10_000);
+    }
+
+    #[test]
+    fn suites_need_the_key_that_seals_permanent_codes() {
+        let suites = r#"[{"suite_id":"wwsuite01","suite_secret":"s","token":"t",
+            "encoding_aes_key":"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"}]"#;
+        let mut pairs = MINIMAL.to_vec();
+        pairs.push(("WECOM_SUITES", suites));
+        match settings(&env(&pairs)) {
+            Err(AppError::Config { variable, .. }) => {
+                assert_eq!(variable, "ACCOUNTS_ENCRYPTION_KEY")
+            }
+            other => panic!("{other:?}"),
+        }
+        pairs.push(("ACCOUNTS_ENCRYPTION_KEY", "a-key"));
+        let settings = settings(&env(&pairs)).unwrap();
+        assert_eq!(settings.suites.len(), 1);
+        assert!(settings.accounts.iter().any(|a| a.id == "wwsuite01"));
     }
 
     #[test]

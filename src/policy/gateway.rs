@@ -137,6 +137,10 @@ pub fn check_path(path: &str, prefixes: &[String]) -> Result<(), AppError> {
     if path.chars().any(|c| c.is_control() || c == ' ') {
         return refuse("a control character or space");
     }
+    // Some servers cut a path at `;` (path parameters): what a rule sees must be all of it.
+    if path.contains(';') {
+        return refuse("a ';'");
+    }
     let segments: Vec<&str> = path[1..].split('/').collect();
     if segments.iter().any(|s| *s == "." || *s == "..") {
         return refuse("a '.' or '..' segment");
@@ -281,7 +285,7 @@ pub fn token_parameter(kind: AccountKind, path: &str) -> &'static str {
 /// clears a month), and a WeCom service provider's that carry its secrets, suite tickets,
 /// authorization codes or permanent codes. The compatible endpoints answer SDKs' token and
 /// ticket calls instead.
-const SERVER_ONLY_PATHS: [&str; 20] = [
+const SERVER_ONLY_PATHS: [&str; 21] = [
     "/cgi-bin/component/api_component_token",
     "/cgi-bin/component/api_authorizer_token",
     "/cgi-bin/component/api_query_auth",
@@ -292,6 +296,7 @@ const SERVER_ONLY_PATHS: [&str; 20] = [
     "/cgi-bin/gettoken",
     "/cgi-bin/ticket/getticket",
     "/cgi-bin/get_jsapi_ticket",
+    "/cgi-bin/ticket/get",
     "/cgi-bin/clear_quota",
     "/cgi-bin/clear_quota/v2",
     "/cgi-bin/component/clear_quota",
@@ -543,6 +548,12 @@ mod tests {
             );
         }
         assert!(check_server_only_path("/cgi-bin/service/get_pre_auth_code").is_ok());
+        assert!(
+            check_server_only_path("/cgi-bin/ticket/get").is_err(),
+            "agent_config tickets"
+        );
+        let semicolon = check_path("/cgi-bin/service/get_corp_token;x", &defaults());
+        assert!(matches!(semicolon, Err(AppError::BadRequest(_))));
         for kind in [
             AccountKind::WeComSuite,
             AccountKind::WeComProvider,

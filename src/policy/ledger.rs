@@ -41,10 +41,11 @@ pub enum CredentialKind {
 }
 
 impl CredentialKind {
-    pub const ALL: [CredentialKind; 3] = [
+    pub const ALL: [CredentialKind; 4] = [
         Self::Token,
         Self::Ticket(TicketKind::Jsapi),
         Self::Ticket(TicketKind::WxCard),
+        Self::Ticket(TicketKind::AgentConfig),
     ];
 
     pub fn name(self) -> &'static str {

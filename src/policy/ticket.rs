@@ -14,26 +14,53 @@ pub enum TicketKind {
     Jsapi,
     /// For card and coupon JS APIs.
     WxCard,
+    /// WeCom: an application's ticket, for `wx.agentConfig`.
+    AgentConfig,
 }
 
+/// WeCom lets a corporation fetch 400 jsapi tickets an hour, and an application 100
+/// agent_config tickets: ticket calls of WeCom accounts are at least this far apart (100 an
+/// hour), whatever `MIN_REFRESH_INTERVAL_SECS` says.
+pub const WECOM_TICKET_MIN_INTERVAL_SECS: u64 = 36;
+
 impl TicketKind {
-    pub const ALL: [TicketKind; 2] = [Self::Jsapi, Self::WxCard];
+    pub const ALL: [TicketKind; 3] = [Self::Jsapi, Self::WxCard, Self::AgentConfig];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Jsapi => "jsapi",
             Self::WxCard => "wx_card",
+            Self::AgentConfig => "agent_config",
         }
     }
 
-    /// `?type=` of `/ticket`. WeCom has no card tickets.
+    /// The least time between two calls for this ticket of an account of `kind`.
+    pub fn min_interval_secs(kind: AccountKind, configured: u64) -> u64 {
+        match kind {
+            AccountKind::WeCom | AccountKind::WeComCorp => {
+                configured.max(WECOM_TICKET_MIN_INTERVAL_SECS)
+            }
+            _ => configured,
+        }
+    }
+
+    /// `?type=` of `/ticket`. WeCom has no card tickets; only WeCom has agent_config ones.
     pub fn parse(value: Option<&str>, kind: AccountKind) -> Result<Self, AppError> {
         let ticket = match value {
             Some("jsapi") => Self::Jsapi,
             Some("wx_card") => Self::WxCard,
-            _ => return Err(AppError::BadRequest("type must be jsapi or wx_card".into())),
+            Some("agent_config") => Self::AgentConfig,
+            _ => {
+                return Err(AppError::BadRequest(
+                    "type must be jsapi, wx_card or agent_config (WeCom)".into(),
+                ))
+            }
         };
+        let wecom = matches!(kind, AccountKind::WeCom | AccountKind::WeComCorp);
         match kind {
+            _ if ticket == Self::AgentConfig && !wecom => Err(AppError::BadRequest(
+                "agent_config tickets are WeCom applications' (wx.agentConfig)".into(),
+            )),
             AccountKind::WeCom | AccountKind::WeComCorp if ticket == Self::WxCard => Err(
                 AppError::BadRequest("WeCom accounts have no wx_card ticket".into()),
             ),
@@ -121,6 +148,20 @@ mod tests {
             Ok(TicketKind::WxCard)
         );
         assert!(TicketKind::parse(Some("wx_card"), AccountKind::WeCom).is_err());
+        assert_eq!(
+            TicketKind::parse(Some("agent_config"), AccountKind::WeComCorp),
+            Ok(TicketKind::AgentConfig)
+        );
+        assert!(TicketKind::parse(Some("agent_config"), AccountKind::OfficialAccount).is_err());
+        assert_eq!(TicketKind::min_interval_secs(AccountKind::WeCom, 0), 36);
+        assert_eq!(
+            TicketKind::min_interval_secs(AccountKind::WeComCorp, 60),
+            60
+        );
+        assert_eq!(
+            TicketKind::min_interval_secs(AccountKind::OfficialAccount, 0),
+            0
+        );
         assert!(TicketKind::parse(Some("card"), AccountKind::OfficialAccount).is_err());
         assert!(TicketKind::parse(None, AccountKind::OfficialAccount).is_err());
         for kind in ["jsapi", "wx_card"] {

@@ -90,7 +90,12 @@ pub fn ticket_url(
     let token = percent_encode(access_token);
     match account.api {
         TokenApi::WeCom | TokenApi::WeComSuite | TokenApi::WeComProvider | TokenApi::WeComCorp => {
-            format!("{wecom_api_base}/cgi-bin/get_jsapi_ticket?access_token={token}")
+            match kind {
+                TicketKind::AgentConfig => format!(
+                    "{wecom_api_base}/cgi-bin/ticket/get?access_token={token}&type=agent_config"
+                ),
+                _ => format!("{wecom_api_base}/cgi-bin/get_jsapi_ticket?access_token={token}"),
+            }
         }
         // An authorizer's token works as an account's.
         TokenApi::Classic | TokenApi::Stable | TokenApi::Component | TokenApi::Authorizer => {

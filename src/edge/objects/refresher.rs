@@ -185,7 +185,11 @@ impl AccountCtx {
             automatic_blocked: false,
             explicit: None,
         };
-        let decision = decide(trigger, &observed, now, self.settings.refresh);
+        // WeCom's hourly ticket limits: its accounts' ticket calls further apart.
+        let mut policy = self.settings.refresh;
+        policy.min_interval_secs =
+            TicketKind::min_interval_secs(self.account.kind, policy.min_interval_secs);
+        let decision = decide(trigger, &observed, now, policy);
         self.log_decision(which, trigger, &decision, record.as_ref());
         if let Decision::Refresh { .. } = decision {
             let fresh = self.refresh_ticket(kind, trigger.name()).await;

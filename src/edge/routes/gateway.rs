@@ -403,9 +403,14 @@ async fn send_healed(
     }
     let name = gateway::token_parameter(account.kind, &call.path);
     let resendable = call.body.as_ref().is_none_or(Body::resendable);
+    // A suite's calls carry its suite_access_token, whose rejection WeCom says its own way.
+    let rejection = match account.kind {
+        AccountKind::WeComSuite => wechat_codes::is_suite_token_rejected,
+        _ => wechat_codes::is_token_rejected,
+    };
     let rejected = |sent: &Result<Forwarded, AppError>| {
         sent.as_ref()
-            .is_ok_and(|answer| answer.errcode.is_some_and(wechat_codes::is_token_rejected))
+            .is_ok_and(|answer| answer.errcode.is_some_and(rejection))
     };
     let trigger = |stale_token| Trigger::Healed { stale_token };
     let healed = with_healing(

@@ -79,6 +79,7 @@ pub struct AccountState {
     pub(super) token: Slot<TokenRecord>,
     pub(super) jsapi: Slot<TicketRecord>,
     pub(super) wx_card: Slot<TicketRecord>,
+    pub(super) agent_config: Slot<TicketRecord>,
     /// Consecutive failed alarm runs, for the retry delay.
     pub(super) alarm_failures: Cell<u32>,
     /// Alarms set in a row for a due time already past (the safety net), for its delay.
@@ -117,14 +118,16 @@ impl AccountState {
 
     fn calls_in_flight(&self) -> bool {
         self.token.flight.in_flight()
-            || self.jsapi.flight.in_flight()
-            || self.wx_card.flight.in_flight()
+            || TicketKind::ALL
+                .iter()
+                .any(|kind| self.ticket(*kind).flight.in_flight())
     }
 
     pub(super) fn ticket(&self, kind: TicketKind) -> &Slot<TicketRecord> {
         match kind {
             TicketKind::Jsapi => &self.jsapi,
             TicketKind::WxCard => &self.wx_card,
+            TicketKind::AgentConfig => &self.agent_config,
         }
     }
 
@@ -192,16 +195,11 @@ impl AccountCtx {
         }
         let ledger: Option<AccountLedger> = get(&storage, ACCOUNT_KEY).await?;
         let token = get(&storage, &storage_key(CredentialKind::Token)).await?;
-        let jsapi = get(
-            &storage,
-            &storage_key(CredentialKind::Ticket(TicketKind::Jsapi)),
-        )
-        .await?;
-        let wx_card = get(
-            &storage,
-            &storage_key(CredentialKind::Ticket(TicketKind::WxCard)),
-        )
-        .await?;
+        let mut tickets = Vec::new();
+        for kind in TicketKind::ALL {
+            let key = storage_key(CredentialKind::Ticket(kind));
+            tickets.push((kind, get(&storage, &key).await?));
+        }
         let platform: Option<PlatformState> = match self.account.api.keeps_platform_state() {
             true => get(&storage, PLATFORM_KEY).await?,
             false => None,
@@ -217,8 +215,9 @@ impl AccountCtx {
         let state = &self.state;
         *state.ledger.borrow_mut() = ledger.unwrap_or_default();
         *state.token.state.borrow_mut() = token.unwrap_or_default();
-        *state.jsapi.state.borrow_mut() = jsapi.unwrap_or_default();
-        *state.wx_card.state.borrow_mut() = wx_card.unwrap_or_default();
+        for (kind, ticket) in tickets {
+            *state.ticket(kind).state.borrow_mut() = ticket.unwrap_or_default();
+        }
         self.reconcile().await
     }
 

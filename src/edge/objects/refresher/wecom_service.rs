@@ -4,8 +4,8 @@
 
 use super::calls::Sending;
 use super::platform::PlatformGrant;
-use super::AccountCtx;
-use crate::edge::adapters::runtime::{log_event, now_secs};
+use super::{AccountCtx, Acquired};
+use crate::edge::adapters::runtime::{self, log_event, now_secs};
 use crate::edge::adapters::upstream;
 use crate::edge::objects::object_client;
 use crate::edge::objects::wecom_corps;
@@ -22,7 +22,7 @@ use serde_json::json;
 /// WeCom's "this suite_access_token is not (or no longer) valid".
 fn suite_token_rejected(failure: &UpstreamFailure) -> bool {
     matches!(failure, UpstreamFailure::WeChat { errcode, .. }
-        if wechat_codes::is_token_rejected(*errcode))
+        if wechat_codes::is_suite_token_rejected(*errcode))
 }
 
 impl AccountCtx {
@@ -130,13 +130,28 @@ impl AccountCtx {
     }
 
     /// A suite's object: the code of a corporation's authorization (or of a 代开发 app's
-    /// reset permanent code), stored before WeCom hears `success`, then exchanged in the
-    /// background. WeCom's retry of a push already stored changes nothing.
+    /// reset permanent code), stored before WeCom hears `success` (a failed write leaves no
+    /// trace, so that WeCom's retry is taken afresh), then exchanged in the background.
+    /// WeCom's retry of a push already stored changes nothing.
     pub(super) async fn receive_auth_code(&self, code: String) -> Result<(), AppError> {
+        // Sealing the permanent code needs the key: without it the code waits, unsent.
+        runtime::key_ring(&self.env)?;
+        let before = self.state.platform.borrow().clone();
         if !take_auth_code(&mut self.state.platform.borrow_mut(), &code) {
+            log_event(
+                json!({ "event": "wecom_auth_code_received", "suite": self.account.id, "stored": false }),
+            );
             return Ok(());
         }
-        self.persist_checked(None).await?;
+        if let Err(e) = self.persist_checked(None).await {
+            let mut platform = self.state.platform.borrow_mut();
+            platform.auth_codes = before.auth_codes;
+            platform.recent_codes = before.recent_codes;
+            return Err(e);
+        }
+        log_event(
+            json!({ "event": "wecom_auth_code_received", "suite": self.account.id, "stored": true }),
+        );
         let ctx = self.clone();
         self.object
             .wait_until(async move { ctx.exchange_auth_codes().await });
@@ -144,21 +159,26 @@ impl AccountCtx {
     }
 
     /// Exchanges each pending code once (`v2/get_permanent_code`), and registers the
-    /// corporation it names. A code is out of storage before it is sent: single-use, it is
-    /// never sent twice, not even after an eviction mid-exchange. Without a suite token the
-    /// codes wait, stored, for the next ticket or the cron.
+    /// corporation it names. A code leaves storage just before it is sent: single-use, it is
+    /// never sent twice, not even after an eviction mid-exchange; refused before WeCom read it
+    /// (no suite token, or one WeCom rejects), it goes back. Waiting codes are tried again
+    /// with the next ticket and by the cron.
     pub(super) async fn exchange_auth_codes(&self) {
+        let mut healed = false;
         loop {
             if self.state.platform.borrow().auth_codes.is_empty() {
                 return;
             }
-            if let Err(e) = self.token(&Trigger::Read).await {
-                log_event(json!({
-                    "event": "wecom_auth_codes_waiting", "suite": self.account.id,
-                    "pending": self.state.platform.borrow().auth_codes.len(), "why": e.code(),
-                }));
-                return;
-            }
+            let suite_token = match self.token(&Trigger::Read).await.map(Acquired::record) {
+                Ok(Some(record)) => record.access_token,
+                Ok(None) | Err(_) => {
+                    log_event(json!({
+                        "event": "wecom_auth_codes_waiting", "suite": self.account.id,
+                        "pending": self.state.platform.borrow().auth_codes.len(),
+                    }));
+                    return;
+                }
+            };
             // Another run (the cron's, a push's) may have taken the last one meanwhile.
             let code = {
                 let mut platform = self.state.platform.borrow_mut();
@@ -171,7 +191,31 @@ impl AccountCtx {
                 self.state.platform.borrow_mut().auth_codes.insert(0, code);
                 return;
             }
-            let outcome = self.exchange(&code).await;
+            let answer = self.send_code(&suite_token, &code).await;
+            if let Err(failure) = &answer {
+                if suite_token_rejected(failure) {
+                    // WeCom refused the suite's token before looking at the code: it goes
+                    // back, and the token is replaced once for this run.
+                    self.state.platform.borrow_mut().auth_codes.insert(0, code);
+                    self.persist(None).await;
+                    if healed {
+                        return;
+                    }
+                    healed = true;
+                    let stale = Trigger::Rejected {
+                        stale_token: suite_token,
+                    };
+                    let _ = self.token(&stale).await;
+                    continue;
+                }
+            }
+            let outcome = match answer {
+                Ok(authorized) => {
+                    wecom_corps::register(&self.env, &self.settings, &self.account.id, &authorized)
+                        .await
+                }
+                Err(failure) => Err(AppError::Upstream(failure)),
+            };
             log_event(json!({
                 "event": "wecom_corp_authorized",
                 "suite": self.account.id,
@@ -181,44 +225,16 @@ impl AccountCtx {
         }
     }
 
-    async fn exchange(&self, code: &str) -> Result<String, AppError> {
-        let mut healed = false;
-        loop {
-            let suite_token = self
-                .token(&Trigger::Read)
-                .await?
-                .record()
-                .ok_or_else(|| AppError::Internal("the suite has no token".into()))?
-                .access_token;
-            let base = &self.settings.wecom_api_base;
-            let request = protocol::permanent_code_request(base, &suite_token, code);
-            let budget_ms = self.settings.upstream_timeout_ms;
-            let answer = upstream::platform_call(&self.settings, &request, budget_ms)
-                .await
-                .and_then(|(status, body)| {
-                    protocol::parse_permanent_code(status, &body, &request.sensitive)
-                });
-            match answer {
-                // Refused before the code was looked at: once more with a new suite token.
-                Err(failure) if suite_token_rejected(&failure) && !healed => {
-                    healed = true;
-                    let stale = Trigger::Rejected {
-                        stale_token: suite_token,
-                    };
-                    self.token(&stale).await?;
-                }
-                Err(failure) => return Err(AppError::Upstream(failure)),
-                Ok(authorized) => {
-                    return wecom_corps::register(
-                        &self.env,
-                        &self.settings,
-                        &self.account.id,
-                        &authorized,
-                    )
-                    .await
-                }
-            }
-        }
+    async fn send_code(
+        &self,
+        suite_token: &str,
+        code: &str,
+    ) -> Result<protocol::Authorized, UpstreamFailure> {
+        let base = &self.settings.wecom_api_base;
+        let request = protocol::permanent_code_request(base, suite_token, code);
+        let budget_ms = self.settings.upstream_timeout_ms;
+        let (status, body) = upstream::platform_call(&self.settings, &request, budget_ms).await?;
+        protocol::parse_permanent_code(status, &body, &request.sensitive)
     }
 }
 
