@@ -106,16 +106,19 @@ pub fn corp_token_request(
     )
 }
 
-pub fn parse_corp_token(
+/// Where each token call's answer has its token (its lifetime is in `expires_in`).
+pub const SUITE_TOKEN_FIELD: &str = "suite_access_token";
+pub const PROVIDER_TOKEN_FIELD: &str = "provider_access_token";
+pub const CORP_TOKEN_FIELD: &str = "access_token";
+
+/// A token call's answer: the token in `field`, or the failure, scrubbed of `sensitive`.
+pub fn parse_token(
     status: u16,
     body: &str,
     sensitive: &[String],
+    field: &str,
 ) -> Result<Issued, UpstreamFailure> {
-    issued_from(
-        &parse_answer(status, body, sensitive)?,
-        "access_token",
-        "expires_in",
-    )
+    issued_from(&parse_answer(status, body, sensitive)?, field, "expires_in")
 }
 
 /// `get_suite_token`: the suite's token, for the latest suite ticket.
@@ -138,18 +141,6 @@ pub fn suite_token_request(
     )
 }
 
-pub fn parse_suite_token(
-    status: u16,
-    body: &str,
-    sensitive: &[String],
-) -> Result<Issued, UpstreamFailure> {
-    issued_from(
-        &parse_answer(status, body, sensitive)?,
-        "suite_access_token",
-        "expires_in",
-    )
-}
-
 /// `get_provider_token`: the provider's own token, for its corpid and secret.
 pub fn provider_token_request(
     wecom_api_base: &str,
@@ -162,18 +153,6 @@ pub fn provider_token_request(
         "get_provider_token",
         body,
         &[provider_secret],
-    )
-}
-
-pub fn parse_provider_token(
-    status: u16,
-    body: &str,
-    sensitive: &[String],
-) -> Result<Issued, UpstreamFailure> {
-    issued_from(
-        &parse_answer(status, body, sensitive)?,
-        "provider_access_token",
-        "expires_in",
     )
 }
 
@@ -253,13 +232,14 @@ mod tests {
 
     #[test]
     fn a_token_answer_without_errcode_is_a_success_and_one_with_it_a_failure() {
-        let issued =
-            parse_suite_token(200, r#"{"suite_access_token":"S","expires_in":7200}"#, &[]).unwrap();
+        let answer = r#"{"suite_access_token":"S","expires_in":7200}"#;
+        let issued = parse_token(200, answer, &[], SUITE_TOKEN_FIELD).unwrap();
         assert_eq!((issued.value.as_str(), issued.expires_in), ("S", 7200));
-        let refused = parse_suite_token(
+        let refused = parse_token(
             200,
             r#"{"errcode":40085,"errmsg":"invalid suite_ticket T-1"}"#,
             &["T-1".into()],
+            SUITE_TOKEN_FIELD,
         );
         match refused {
             Err(UpstreamFailure::WeChat { errcode, errmsg }) => {
@@ -268,11 +248,8 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let provider = parse_provider_token(
-            200,
-            r#"{"provider_access_token":"P","expires_in":7200}"#,
-            &[],
-        );
+        let answer = r#"{"provider_access_token":"P","expires_in":7200}"#;
+        let provider = parse_token(200, answer, &[], PROVIDER_TOKEN_FIELD);
         assert_eq!(provider.unwrap().value, "P");
     }
 

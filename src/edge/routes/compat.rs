@@ -190,18 +190,13 @@ async fn suite_token(body: &str, env: &Env, ctx: &Context) -> Result<Value, WeCh
     let body = json_body(body)?;
     let text = |name| body.get(name).and_then(Value::as_str);
     let suite_id = text("suite_id").unwrap_or_default();
-    let issued = issued_by_id(
-        (env, ctx),
-        suite_id,
-        text("suite_secret"),
-        Route::WeComSuite,
-    );
-    let (record, kind) = issued
-        .await
-        .map_err(unknown_as(40083, "invalid suite_id"))?;
-    if kind != AccountKind::WeComSuite {
+    // Only a suite's id: no other account's token is read (or fetched) for this call.
+    let settings = runtime::settings(env)?;
+    if !settings.suites.iter().any(|s| s.account.id == suite_id) {
         return Err(wechat_error(40083, "invalid suite_id"));
     }
+    let key = text("suite_secret");
+    let (record, _) = issued_by_id((env, ctx), suite_id, key, Route::WeComSuite).await?;
     Ok(json!({
         "suite_access_token": record.access_token,
         "expires_in": record.remaining_secs(now_secs()),

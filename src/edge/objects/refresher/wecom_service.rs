@@ -66,7 +66,7 @@ impl AccountCtx {
             PlatformGrant::SuiteTicket(ticket) => {
                 let request = protocol::suite_token_request(base, appid, secret, &ticket);
                 let outcome = self
-                    .service_call(trigger, &request, protocol::parse_suite_token)
+                    .service_call(trigger, &request, protocol::SUITE_TOKEN_FIELD)
                     .await;
                 if let Err(UpstreamFailure::WeChat { errcode, .. }) = &outcome.0 {
                     let mut platform = self.state.platform.borrow_mut();
@@ -85,7 +85,7 @@ impl AccountCtx {
                 loop {
                     let request = protocol::corp_token_request(base, &suite_token, appid, secret);
                     let outcome = self
-                        .service_call(trigger, &request, protocol::parse_corp_token)
+                        .service_call(trigger, &request, protocol::CORP_TOKEN_FIELD)
                         .await;
                     match &outcome.0 {
                         Err(failure) if suite_token_rejected(failure) && !healed => {
@@ -104,7 +104,7 @@ impl AccountCtx {
             }
             _ => {
                 let request = protocol::provider_token_request(base, appid, secret);
-                self.service_call(trigger, &request, protocol::parse_provider_token)
+                self.service_call(trigger, &request, protocol::PROVIDER_TOKEN_FIELD)
                     .await
             }
         }
@@ -114,7 +114,7 @@ impl AccountCtx {
         &self,
         trigger: &'static str,
         request: &PlatformRequest,
-        parse: fn(u16, &str, &[String]) -> Result<Issued, UpstreamFailure>,
+        field: &'static str,
     ) -> (Result<Issued, UpstreamFailure>, bool) {
         self.call_upstream(
             CredentialKind::Token,
@@ -123,7 +123,7 @@ impl AccountCtx {
             |budget_ms| async move {
                 let (status, body) =
                     upstream::platform_call(&self.settings, request, budget_ms).await?;
-                parse(status, &body, &request.sensitive)
+                protocol::parse_token(status, &body, &request.sensitive, field)
             },
         )
         .await
