@@ -59,8 +59,14 @@ fn account_samples(entry: &Value, families: &mut [Family; ACCOUNT_FAMILIES]) {
         labels
     };
     let number = |value: Option<&Value>| value.and_then(Value::as_u64);
-    let [expires, tickets, refreshes, calls, today, explicit, forced, quota, alerts, kv, clears, state, watched_used, watched_limit] =
+    let [expires, tickets, refreshes, calls, today, explicit, forced, quota, alerts, kv, clears, state, watched_used, watched_limit, pushed] =
         families;
+    // The platform's verify ticket, a WeCom suite's suite ticket: how old the newest is.
+    for name in ["verify_ticket", "suite_ticket"] {
+        if let Some(age) = number(entry.get(name).and_then(|t| t.get("age_secs"))) {
+            pushed.samples.push((with(&[("ticket", name)]), age));
+        }
+    }
     if let Some(watched) = entry.get("watched_quotas").and_then(Value::as_object) {
         for (path, reading) in watched {
             let labels = with(&[("path", path)]);
@@ -118,7 +124,7 @@ fn account_samples(entry: &Value, families: &mut [Family; ACCOUNT_FAMILIES]) {
         .push((with(&[("state", status::state_of(entry))]), 1));
 }
 
-const ACCOUNT_FAMILIES: usize = 14;
+const ACCOUNT_FAMILIES: usize = 15;
 
 fn account_families() -> [Family; ACCOUNT_FAMILIES] {
     use Kind::{Counter, Gauge};
@@ -137,6 +143,7 @@ fn account_families() -> [Family; ACCOUNT_FAMILIES] {
         Family::new("account_state", Gauge, "1 for the account's state: healthy, refreshing, failing, paused or blocked."),
         Family::new("watched_quota_used", Gauge, "Calls of a watched API today, as WeChat counted them at its last answer (QUOTA_WATCH_PATHS)."),
         Family::new("watched_quota_daily_limit", Gauge, "A watched API's daily limit, as WeChat last answered."),
+        Family::new("pushed_ticket_age_seconds", Gauge, "Age of the newest ticket pushed to the account (the platform's verify ticket, a WeCom suite's suite ticket)."),
     ]
 }
 
@@ -233,10 +240,13 @@ mod tests {
                          "kv_write_failures": 0, "hourly": []},
         });
         let odd = json!({"account": "a\"b\\c", "kind": "official_account", "api": "classic", "token": null});
+        let suite = json!({"account": "wwsuite", "kind": "wecom_suite", "api": "wecom_suite",
+                           "suite_ticket": {"created_at": 1, "age_secs": 120}});
         let server = ServerCounts {
             counters: vec![("gateway_calls:2xx".into(), 7)],
         };
-        let text = render(&[entry, odd], 0, Some(&server));
+        let text = render(&[entry, odd, suite], 0, Some(&server));
+        assert!(text.contains("wechat_token_edge_pushed_ticket_age_seconds{account=\"wwsuite\",kind=\"wecom_suite\",api=\"wecom_suite\",ticket=\"suite_ticket\"} 120\n"));
         assert_eq!(
             text.matches("# TYPE wechat_token_edge_refreshes_total counter")
                 .count(),
@@ -249,7 +259,7 @@ mod tests {
         assert!(text.contains("condition=\"refresh_failing\"} 1\n"));
         assert!(text.contains("wechat_token_edge_gateway_calls_total{status_class=\"2xx\"} 7\n"));
         assert!(text.contains("wechat_token_edge_accounts{page=\"0\",state=\"healthy\"} 1\n"));
-        assert!(text.contains("wechat_token_edge_accounts{page=\"0\",state=\"refreshing\"} 1\n"));
+        assert!(text.contains("wechat_token_edge_accounts{page=\"0\",state=\"refreshing\"} 2\n"));
         assert!(
             text.contains("account=\"a\\\"b\\\\c\""),
             "label values are escaped"
