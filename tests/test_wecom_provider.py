@@ -273,6 +273,22 @@ class TestCorporations:
         assert wait_for(lambda: [e["removed"] for e in worker.events("wecom_corp_cancelled")]
                         == [False, True], 10)
 
+    def test_a_withdrawal_before_the_codes_exchange_keeps_it_from_registering(
+            self, provider_worker, fake):
+        worker = provider_worker()
+        wecom = fake.wecom_provider
+        now = int(time.time())
+        # Installed, then removed, while no ticket had come yet: the code waited.
+        code = wecom.authorize_corp(SUITE_ID, CORPID)
+        install = wecom.auth_message(SUITE_ID, "create_auth", timestamp=now - 5, code=code)
+        assert push(worker, fake, SUITE_ID, install).text == "success"
+        cancel = wecom.auth_message(SUITE_ID, "cancel_auth", timestamp=now, corpid=CORPID)
+        assert push(worker, fake, SUITE_ID, cancel).text == "success"
+        push_ticket(worker, fake)
+        assert wait_for(lambda: [e["outcome"] for e in worker.events("wecom_corp_authorized")]
+                        == ["conflict"], 15)
+        assert_error(worker.request("GET", f"/token?account={CORP}"), 404, "unknown_account")
+
     def test_a_refused_suite_token_is_replaced_once_for_a_corporations_call(
             self, provider_worker, fake):
         worker = provider_worker(MIN_REFRESH_INTERVAL_SECS="0")

@@ -191,11 +191,36 @@ pub struct PlatformState {
     pub last_code_fingerprint: Option<String>,
     /// A WeCom suite: authorization codes pushed and not yet exchanged (each single-use).
     #[serde(default)]
-    pub auth_codes: Vec<String>,
+    pub auth_codes: Vec<PendingCode>,
+    /// A WeCom suite: per corporation, the TimeStamps of the latest authorization acted on
+    /// and of the latest withdrawal, so that pushes act in WeCom's order.
+    #[serde(default)]
+    pub corp_pushes: std::collections::BTreeMap<String, CorpPushes>,
     /// A WeCom suite: the fingerprints of the last codes pushed, so that WeCom's retry of a
     /// push is not exchanged twice.
     #[serde(default)]
     pub recent_codes: Vec<String>,
+}
+
+/// A WeCom corporation's authorization code waiting for its exchange, with its push's
+/// TimeStamp.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingCode {
+    pub code: String,
+    pub created_at: u64,
+}
+
+impl std::fmt::Debug for PendingCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PendingCode([code], {})", self.created_at)
+    }
+}
+
+/// What a WeCom suite's object knows of one corporation's pushes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorpPushes {
+    pub authorized_at: Option<u64>,
+    pub withdrawn_at: Option<u64>,
 }
 
 /// An authorizer's pushes that change whether it is authorized.

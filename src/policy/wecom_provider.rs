@@ -8,7 +8,7 @@
 use crate::error::AppError;
 use crate::policy::accounts::{is_identifier, Account, AccountKind, TokenApi};
 use crate::policy::fingerprint::fingerprint;
-use crate::policy::platform::{encoding_aes_key, PlatformState};
+use crate::policy::platform::{encoding_aes_key, PendingCode, PlatformState};
 use serde_json::{Map, Value};
 
 const SUITES: &str = "WECOM_SUITES";
@@ -82,7 +82,7 @@ pub fn suite_of(corp_account_id: &str) -> Option<&str> {
 
 /// A suite's object takes a pushed authorization code: false if it had it already (WeCom's
 /// retry of a push stored before). The code waits in `auth_codes` for its exchange.
-pub fn take_auth_code(state: &mut PlatformState, code: &str) -> bool {
+pub fn take_auth_code(state: &mut PlatformState, code: &str, created_at: u64) -> bool {
     let seen = fingerprint(code);
     if state.recent_codes.contains(&seen) {
         return false;
@@ -91,8 +91,36 @@ pub fn take_auth_code(state: &mut PlatformState, code: &str) -> bool {
     if state.recent_codes.len() > REMEMBERED_CODES {
         state.recent_codes.remove(0);
     }
-    state.auth_codes.push(code.to_owned());
+    state.auth_codes.push(PendingCode {
+        code: code.to_owned(),
+        created_at,
+    });
     true
+}
+
+/// Whether a corporation's authorization pushed at `created_at` is not older than what was
+/// acted on (its latest authorization and withdrawal); if so, it is recorded. Within one
+/// second the order of arrival decides.
+pub fn admit_authorization(state: &mut PlatformState, corpid: &str, created_at: u64) -> bool {
+    let pushes = state.corp_pushes.entry(corpid.to_owned()).or_default();
+    let not_older = |at: Option<u64>| at.is_none_or(|at| created_at >= at);
+    let admitted = not_older(pushes.authorized_at) && not_older(pushes.withdrawn_at);
+    if admitted {
+        pushes.authorized_at = Some(created_at);
+    }
+    admitted
+}
+
+/// Whether a corporation's withdrawal pushed at `created_at` is not older than its latest
+/// authorization; if so, it is recorded (an authorization exchanged later, but pushed
+/// before it, is then not registered).
+pub fn admit_withdrawal(state: &mut PlatformState, corpid: &str, created_at: u64) -> bool {
+    let pushes = state.corp_pushes.entry(corpid.to_owned()).or_default();
+    let admitted = pushes.authorized_at.is_none_or(|at| created_at >= at);
+    if admitted {
+        pushes.withdrawn_at = Some(pushes.withdrawn_at.unwrap_or(0).max(created_at));
+    }
+    admitted
 }
 
 /// A suite's ticket to fetch its token with (its object keeps it where the component keeps
@@ -321,17 +349,41 @@ mod tests {
             assert!(!crate::policy::accounts::is_account_name(bad), "{bad}");
         }
         let mut state = PlatformState::default();
-        assert!(take_auth_code(&mut state, "CODE-1"));
+        assert!(take_auth_code(&mut state, "CODE-1", 10));
         assert!(
-            !take_auth_code(&mut state, "CODE-1"),
+            !take_auth_code(&mut state, "CODE-1", 10),
             "a retry of the same push"
         );
-        assert!(take_auth_code(&mut state, "CODE-2"));
-        assert_eq!(state.auth_codes, ["CODE-1", "CODE-2"]);
+        assert!(take_auth_code(&mut state, "CODE-2", 11));
+        let codes: Vec<_> = state.auth_codes.iter().map(|c| c.code.as_str()).collect();
+        assert_eq!(codes, ["CODE-1", "CODE-2"]);
         for n in 0..40 {
-            take_auth_code(&mut state, &format!("C{n}"));
+            take_auth_code(&mut state, &format!("C{n}"), 12);
         }
         assert_eq!(state.recent_codes.len(), REMEMBERED_CODES);
+    }
+
+    #[test]
+    fn a_corporations_pushes_act_in_wecoms_order() {
+        let mut state = PlatformState::default();
+        assert!(admit_authorization(&mut state, "wxCorp", 100));
+        assert!(
+            !admit_withdrawal(&mut state, "wxCorp", 90),
+            "a late retry of an old one"
+        );
+        assert!(admit_withdrawal(&mut state, "wxCorp", 110));
+        assert!(
+            !admit_authorization(&mut state, "wxCorp", 105),
+            "pushed before the withdrawal"
+        );
+        assert!(admit_authorization(&mut state, "wxCorp", 120));
+        // Withdrawn before its code was exchanged: the exchange registers nothing.
+        assert!(admit_withdrawal(&mut state, "wxOther", 200));
+        assert!(!admit_authorization(&mut state, "wxOther", 150));
+        assert!(
+            admit_authorization(&mut state, "wxOther", 200),
+            "same second: arrival order"
+        );
     }
 
     #[test]

@@ -273,6 +273,10 @@ impl AccountTokenObject {
                 ctx.authorize(code, created_at).await.map(|()| Value::Null)
             }
             Op::Adopt { refresh_token } => ctx.adopt(refresh_token).await.map(|()| Value::Null),
+            Op::CorpWithdrawn { corpid, created_at } => ctx
+                .corp_withdrawn(&corpid, created_at)
+                .await
+                .map(Value::Bool),
             Op::Status => Ok(ctx.status()),
         };
         // Whatever the call did (a failure too), the alarm is set for when something next

@@ -47,6 +47,12 @@ pub(crate) enum Op {
         #[serde(default)]
         withdrawn_at: Option<u64>,
     },
+    /// A WeCom suite: a corporation's withdrawal, pushed at `created_at`; whether it is to
+    /// be removed.
+    CorpWithdrawn {
+        corpid: String,
+        created_at: u64,
+    },
     /// An authorizer: whether a push of this CreateTime comes after what was acted on.
     Admits {
         push: AuthorizationPush,
@@ -137,6 +143,21 @@ pub async fn verify_ticket(
 ) -> Result<(), AppError> {
     let op = Op::VerifyTicket { ticket, created_at };
     decode(ask(env, component_id, op).await?).await
+}
+
+/// Tells a suite's object that a corporation withdrew (`cancel_auth` of `created_at`): whether
+/// the corporation is to be removed (false: an authorization pushed after it stands).
+pub async fn corp_withdrawn(
+    env: &Env,
+    suite_id: &str,
+    corpid: &str,
+    created_at: u64,
+) -> Result<bool, AppError> {
+    let op = Op::CorpWithdrawn {
+        corpid: corpid.to_owned(),
+        created_at,
+    };
+    decode(ask(env, suite_id, op).await?).await
 }
 
 pub async fn authorize(

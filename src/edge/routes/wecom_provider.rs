@@ -131,7 +131,13 @@ async fn events(request: &Request, env: &Env, suite_id: &str) -> Result<Response
             object_client::verify_ticket(env, &suite.account.id, ticket, created_at).await?;
         }
         SuiteEvent::Authorized { code, created_at } => {
-            // Stored by the suite's object before WeCom hears `success`; exchanged after.
+            // Stored by the suite's object before WeCom hears `success`; exchanged after. A
+            // push without its TimeStamp counts as sent now.
+            let created_at = if created_at == 0 {
+                now_secs()
+            } else {
+                created_at
+            };
             object_client::authorize(env, &suite.account.id, code, created_at).await?;
         }
         SuiteEvent::Cancelled { corpid, created_at } => {
@@ -147,26 +153,29 @@ async fn events(request: &Request, env: &Env, suite_id: &str) -> Result<Response
     Ok(respond::text(200, "success"))
 }
 
-/// A corporation withdrew its authorization: its account, tokens and permanent code go. A
-/// withdrawal older than the registration it would remove (WeCom's late retry, before a new
-/// authorization) changes nothing; one already done is finished again (a removal that failed
-/// half-way).
+/// A corporation withdrew its authorization: its account, tokens and permanent code go. The
+/// suite's object decides the order, atomically with what it acted on: a withdrawal older
+/// than the authorization it would undo (WeCom's late retry) changes nothing, and an
+/// authorization pushed before it never registers the corporation again. One already done is
+/// finished again (a removal that failed half-way).
 async fn cancel(env: &Env, suite_id: &str, corpid: &str, created_at: u64) -> Result<(), AppError> {
     let id = corp_account_id(suite_id, corpid);
-    let entry = registry::get(env, &id).await?;
-    let registered_after = entry
-        .as_ref()
-        .is_some_and(|e| created_at != 0 && created_at < e.updated_at);
-    let operators = entry
-        .as_ref()
+    let created_at = if created_at == 0 {
+        now_secs()
+    } else {
+        created_at
+    };
+    let in_order = object_client::corp_withdrawn(env, suite_id, corpid, created_at).await?;
+    let operators = registry::get(env, &id)
+        .await?
         .is_some_and(|e| e.kind != AccountKind::WeComCorp.name());
-    let removed = match registered_after || operators {
-        true => false,
-        false => removal::remove(env, &id, None).await?.is_some(),
+    let removed = match in_order && !operators {
+        true => removal::remove(env, &id, None).await?.is_some(),
+        false => false,
     };
     log_event(json!({
         "event": "wecom_corp_cancelled", "account": id, "removed": removed,
-        "out_of_order": registered_after,
+        "out_of_order": !in_order,
     }));
     Ok(())
 }

@@ -416,7 +416,7 @@ impl AccountCtx {
     /// token.
     pub async fn authorize(&self, code: String, created_at: u64) -> Result<(), AppError> {
         if self.account.api == TokenApi::WeComSuite {
-            return self.receive_auth_code(code).await;
+            return self.receive_auth_code(code, created_at).await;
         }
         let code_fingerprint = fingerprint(&code);
         {

@@ -13,7 +13,9 @@ use crate::error::{wechat_codes, AppError, UpstreamFailure};
 use crate::policy::accounts::TokenApi;
 use crate::policy::ledger::CredentialKind;
 use crate::policy::refresh::Trigger;
-use crate::policy::wecom_provider::{suite_of, take_auth_code, usable_suite_ticket};
+use crate::policy::wecom_provider::{
+    admit_authorization, admit_withdrawal, suite_of, take_auth_code, usable_suite_ticket,
+};
 use crate::wechat::api::Issued;
 use crate::wechat::platform::PlatformRequest;
 use crate::wechat::wecom_service as protocol;
@@ -133,11 +135,16 @@ impl AccountCtx {
     /// reset permanent code), stored before WeCom hears `success` (a failed write leaves no
     /// trace, so that WeCom's retry is taken afresh), then exchanged in the background.
     /// WeCom's retry of a push already stored changes nothing.
-    pub(super) async fn receive_auth_code(&self, code: String) -> Result<(), AppError> {
+    pub(super) async fn receive_auth_code(
+        &self,
+        code: String,
+        created_at: u64,
+    ) -> Result<(), AppError> {
         // Sealing the permanent code needs the key: without it the code waits, unsent.
         runtime::key_ring(&self.env)?;
         let before = self.state.platform.borrow().clone();
-        if !take_auth_code(&mut self.state.platform.borrow_mut(), &code) {
+        let taken = take_auth_code(&mut self.state.platform.borrow_mut(), &code, created_at);
+        if !taken {
             log_event(
                 json!({ "event": "wecom_auth_code_received", "suite": self.account.id, "stored": false }),
             );
@@ -191,7 +198,7 @@ impl AccountCtx {
                 self.state.platform.borrow_mut().auth_codes.insert(0, code);
                 return;
             }
-            let answer = self.send_code(&suite_token, &code).await;
+            let answer = self.send_code(&suite_token, &code.code).await;
             if let Err(failure) = &answer {
                 if suite_token_rejected(failure) {
                     // WeCom refused the suite's token before looking at the code: it goes
@@ -210,10 +217,7 @@ impl AccountCtx {
                 }
             }
             let outcome = match answer {
-                Ok(authorized) => {
-                    wecom_corps::register(&self.env, &self.settings, &self.account.id, &authorized)
-                        .await
-                }
+                Ok(authorized) => self.register_in_order(&authorized, code.created_at).await,
                 Err(failure) => Err(AppError::Upstream(failure)),
             };
             log_event(json!({
@@ -223,6 +227,38 @@ impl AccountCtx {
                 "outcome": outcome.as_ref().map_or_else(|e| e.code().to_owned(), |_| "ok".into()),
             }));
         }
+    }
+
+    /// Registers the corporation unless a withdrawal pushed after this authorization came
+    /// first (the code waited for its exchange meanwhile).
+    async fn register_in_order(
+        &self,
+        authorized: &protocol::Authorized,
+        created_at: u64,
+    ) -> Result<String, AppError> {
+        let corpid = &authorized.corpid;
+        if !admit_authorization(&mut self.state.platform.borrow_mut(), corpid, created_at) {
+            return Err(AppError::Conflict(
+                "withdrawn after this authorization was pushed: not registered".into(),
+            ));
+        }
+        self.persist(None).await;
+        wecom_corps::register(&self.env, &self.settings, &self.account.id, authorized).await
+    }
+
+    /// A corporation's `cancel_auth` pushed at `created_at`: whether it comes after the
+    /// authorization acted on (then the corporation is to be removed, and an authorization
+    /// pushed before it never registers it again). Stored before the answer.
+    pub async fn corp_withdrawn(&self, corpid: &str, created_at: u64) -> Result<bool, AppError> {
+        let before = self.state.platform.borrow().corp_pushes.clone();
+        if !admit_withdrawal(&mut self.state.platform.borrow_mut(), corpid, created_at) {
+            return Ok(false);
+        }
+        if let Err(e) = self.persist_checked(None).await {
+            self.state.platform.borrow_mut().corp_pushes = before;
+            return Err(e);
+        }
+        Ok(true)
     }
 
     async fn send_code(
