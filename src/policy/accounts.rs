@@ -4,6 +4,9 @@
 //! Entries are validated field by field rather than through serde's derive, whose messages can
 //! quote the offending value (a misplaced secret, say). Errors name the entry, never a value
 //! other than its id.
+//!
+//! Over 400 lines: the kinds and token APIs of every account (the platform's and WeCom's
+//! service providers' among them) sit beside the parsing that names them.
 
 use crate::error::AppError;
 use crate::policy::fingerprint::issuer_fingerprint;
