@@ -204,11 +204,15 @@ def test_status_shows_suites_with_their_tickets_age_and_the_provider(provider_wo
     assert provider["kind"] == "wecom_provider"
     # The ticket's age in /metrics, read back with Prometheus's own parser.
     from prometheus_client.parser import text_string_to_metric_families
-    text = worker.request("GET", "/metrics").text
-    ages = {s.labels["account"]: s.value
-            for f in text_string_to_metric_families(text) for s in f.samples
-            if f.name == "wechat_token_edge_pushed_ticket_age_seconds"}
-    assert 119 <= ages[SUITE_ID] <= 130, ages
+
+    def ages():
+        """The suite's summary reaches the registry after its answers: read until it has."""
+        text = worker.request("GET", "/metrics").text
+        return {s.labels["account"]: s.value
+                for f in text_string_to_metric_families(text) for s in f.samples
+                if f.name == "wechat_token_edge_pushed_ticket_age_seconds"}
+    assert wait_for(lambda: SUITE_ID in ages(), 10), ages()
+    assert 119 <= ages()[SUITE_ID] <= 130, ages()
 
 
 def test_a_bad_suite_configuration_is_named(start_worker, fake):

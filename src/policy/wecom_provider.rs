@@ -98,10 +98,24 @@ pub fn take_auth_code(state: &mut PlatformState, code: &str, created_at: u64) ->
     true
 }
 
+/// How long a corporation's pushes are remembered for ordering: WeCom retries a push for
+/// minutes, not days.
+const PUSH_ORDER_MEMORY_SECS: u64 = 7 * 86_400;
+
+/// Forgets the corporations whose last push is older than a week (the map is stored with
+/// every write of the suite's state).
+fn forget_old_pushes(state: &mut PlatformState, now: u64) {
+    state.corp_pushes.retain(|_, p| {
+        let last = p.authorized_at.max(p.withdrawn_at).unwrap_or(0);
+        last + PUSH_ORDER_MEMORY_SECS > now
+    });
+}
+
 /// Whether a corporation's authorization pushed at `created_at` is not older than what was
 /// acted on (its latest authorization and withdrawal); if so, it is recorded. Within one
 /// second the order of arrival decides.
 pub fn admit_authorization(state: &mut PlatformState, corpid: &str, created_at: u64) -> bool {
+    forget_old_pushes(state, created_at);
     let pushes = state.corp_pushes.entry(corpid.to_owned()).or_default();
     let not_older = |at: Option<u64>| at.is_none_or(|at| created_at >= at);
     let admitted = not_older(pushes.authorized_at) && not_older(pushes.withdrawn_at);
@@ -115,6 +129,7 @@ pub fn admit_authorization(state: &mut PlatformState, corpid: &str, created_at: 
 /// authorization; if so, it is recorded (an authorization exchanged later, but pushed
 /// before it, is then not registered).
 pub fn admit_withdrawal(state: &mut PlatformState, corpid: &str, created_at: u64) -> bool {
+    forget_old_pushes(state, created_at);
     let pushes = state.corp_pushes.entry(corpid.to_owned()).or_default();
     let admitted = pushes.authorized_at.is_none_or(|at| created_at >= at);
     if admitted {
@@ -384,6 +399,9 @@ mod tests {
             admit_authorization(&mut state, "wxOther", 200),
             "same second: arrival order"
         );
+        // A week later, only the corporation pushed last is remembered.
+        assert!(admit_authorization(&mut state, "wxThird", 200 + 7 * 86_400));
+        assert_eq!(state.corp_pushes.keys().collect::<Vec<_>>(), ["wxThird"]);
     }
 
     #[test]

@@ -34,6 +34,7 @@ use crate::policy::status::{self, ErrorRecord};
 use crate::policy::ticket::ticket_in_use;
 use crate::policy::ticket::{TicketKind, TicketRecord};
 use crate::policy::token::{Credential, TokenRecord};
+use crate::policy::wecom_provider::usable_suite_ticket;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::rc::Rc;
@@ -264,15 +265,27 @@ impl AccountCtx {
         // attempt, quota pause.
         let due = |which, record: Option<(u64, Option<u64>)>, attempt: Option<&AttemptRecord>| {
             let attempt = attempt.map(|a| (a.at, a.failures_in_a_row));
-            let (margin, interval) = (policy.margin_secs, policy.min_interval_secs);
+            // A WeCom account's tickets keep WeCom's hourly limits, as `ticket` decides.
+            let interval = match which {
+                CredentialKind::Ticket(_) => {
+                    TicketKind::min_interval_secs(self.account.kind, policy.min_interval_secs)
+                }
+                CredentialKind::Token => policy.min_interval_secs,
+            };
+            let margin = policy.margin_secs;
             let at = credential_due(record, attempt, margin, interval);
             at.max(self.paused_until(which, now).unwrap_or(0))
         };
         let mut dues = Vec::new();
-        // The component without a ticket has nothing to call with: the next ticket WeChat
-        // pushes fetches its token.
-        let waits_for_ticket = self.account.api == TokenApi::Component
-            && self.state.platform.borrow().usable_ticket(now).is_none();
+        // The component (or a WeCom suite) without a ticket has nothing to call with: the
+        // next ticket pushed fetches its token.
+        let waits_for_ticket = match self.account.api {
+            TokenApi::Component => self.state.platform.borrow().usable_ticket(now).is_none(),
+            TokenApi::WeComSuite => {
+                usable_suite_ticket(&self.state.platform.borrow(), now).is_none()
+            }
+            _ => false,
+        };
         if !self.automatic_blocked() && !waits_for_ticket {
             let token = self.state.token.state.borrow();
             let record = token

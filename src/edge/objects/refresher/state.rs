@@ -195,10 +195,13 @@ impl AccountCtx {
         }
         let ledger: Option<AccountLedger> = get(&storage, ACCOUNT_KEY).await?;
         let token = get(&storage, &storage_key(CredentialKind::Token)).await?;
+        // Only the kinds this account can have: no storage read for the others.
         let mut tickets = Vec::new();
         for kind in TicketKind::ALL {
-            let key = storage_key(CredentialKind::Ticket(kind));
-            tickets.push((kind, get(&storage, &key).await?));
+            if TicketKind::parse(Some(kind.name()), self.account.kind).is_ok() {
+                let key = storage_key(CredentialKind::Ticket(kind));
+                tickets.push((kind, get(&storage, &key).await?));
+            }
         }
         let platform: Option<PlatformState> = match self.account.api.keeps_platform_state() {
             true => get(&storage, PLATFORM_KEY).await?,

@@ -8,6 +8,7 @@ use super::{AccountCtx, Acquired};
 use crate::edge::adapters::runtime::{self, log_event, now_secs};
 use crate::edge::adapters::upstream;
 use crate::edge::objects::object_client;
+use crate::edge::objects::removal;
 use crate::edge::objects::wecom_corps;
 use crate::error::{wechat_codes, AppError, UpstreamFailure};
 use crate::policy::accounts::TokenApi;
@@ -204,8 +205,7 @@ impl AccountCtx {
                     // WeCom refused the suite's token before looking at the code: it goes
                     // back, and the token is replaced once for this run.
                     self.state.platform.borrow_mut().auth_codes.insert(0, code);
-                    self.persist(None).await;
-                    if healed {
+                    if healed || self.persist_checked(None).await.is_err() {
                         return;
                     }
                     healed = true;
@@ -243,7 +243,26 @@ impl AccountCtx {
             ));
         }
         self.persist(None).await;
-        wecom_corps::register(&self.env, &self.settings, &self.account.id, authorized).await
+        let id =
+            wecom_corps::register(&self.env, &self.settings, &self.account.id, authorized).await?;
+        // A withdrawal decided while the registration was under way found nothing to remove.
+        let withdrawn = self
+            .state
+            .platform
+            .borrow()
+            .corp_pushes
+            .get(corpid)
+            .copied();
+        if withdrawn
+            .and_then(|p| p.withdrawn_at)
+            .is_some_and(|at| at >= created_at)
+        {
+            removal::remove(&self.env, &id, None).await?;
+            return Err(AppError::Conflict(
+                "withdrawn while it was being registered: removed".into(),
+            ));
+        }
+        Ok(id)
     }
 
     /// A corporation's `cancel_auth` pushed at `created_at`: whether it comes after the
