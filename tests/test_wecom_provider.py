@@ -258,6 +258,7 @@ class TestCorporations:
                         == ["ok"], 10)
         entry = worker.request("GET", f"/status?account={CORP}").json["accounts"][0]
         assert entry["kind"] == "wecom_corp" and entry["token"]["fingerprint"]
+        assert entry["permanent_code"] == "kept"
 
     def test_a_withdrawal_removes_the_corporation_and_a_late_one_nothing(self, provider_worker,
                                                                          fake):
@@ -319,6 +320,7 @@ class TestCorporations:
         assert body["wechat_errcode"] == 40084
         entry = worker.request("GET", f"/status?account={CORP}").json["accounts"][0]
         assert entry["auto_refresh"] != "on", entry
+        assert entry["permanent_code"] == "refused"
         # A new authorization brings a new permanent code, and automatic refreshes back.
         code = wecom.authorize_corp(SUITE_ID, CORPID)
         reply = push(worker, fake, SUITE_ID,
@@ -327,7 +329,7 @@ class TestCorporations:
         assert wait_for(lambda: len(worker.events("wecom_corp_authorized")) == 2, 15)
         assert wecom.exchanges == 2
         entry = worker.request("GET", f"/status?account={CORP}").json["accounts"][0]
-        assert entry["auto_refresh"] == "on", entry
+        assert entry["auto_refresh"] == "on" and entry["permanent_code"] == "kept", entry
         reply = worker.request("POST", f"/token/refresh?account={CORP}")
         assert reply.status == 200 and wecom.is_valid(reply.json["access_token"], CORPID)
 

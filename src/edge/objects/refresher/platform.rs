@@ -499,6 +499,15 @@ impl AccountCtx {
                 entry["authorized_at"] = json!(platform.authorized_at);
                 entry["refresh_token_stored"] = json!(platform.refresh_token.is_some());
             }
+            // WeCom refused this permanent code (40084): automatic refreshes wait for a new one.
+            TokenApi::WeComCorp => {
+                let state = if self.automatic_blocked() {
+                    "refused"
+                } else {
+                    "kept"
+                };
+                entry["permanent_code"] = json!(state);
+            }
             _ => {}
         }
     }
