@@ -17,6 +17,18 @@ type Aes256CbcDec = cbc::Decryptor<aes::Aes256>;
 /// WeChat pads to this block size, not AES's 16.
 const PAD_BLOCK: usize = 32;
 
+/// A refused push as answered: 401 for a signature that does not match, 400 otherwise.
+impl From<PushError> for crate::error::AppError {
+    fn from(error: PushError) -> Self {
+        match error {
+            PushError::BadSignature => Self::BadSignature,
+            PushError::Malformed(why) | PushError::Undecryptable(why) => {
+                Self::BadRequest(format!("push refused: {why}"))
+            }
+        }
+    }
+}
+
 /// Why a push was refused. The messages name what is wrong, never a value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PushError {

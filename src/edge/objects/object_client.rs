@@ -83,6 +83,20 @@ pub async fn token(
     decode(ask(env, account_id, Op::Token { trigger }).await?).await
 }
 
+/// The current access_token of another account's object (the platform's component, a WeCom
+/// suite), for a call made with it.
+pub async fn access_token(
+    env: &Env,
+    account_id: &str,
+    trigger: Trigger,
+) -> Result<String, AppError> {
+    token(env, account_id, trigger)
+        .await?
+        .record()
+        .map(|r| r.access_token)
+        .ok_or_else(|| AppError::Internal(format!("{account_id} answered no token")))
+}
+
 pub async fn ticket(
     env: &Env,
     account_id: &str,

@@ -84,12 +84,7 @@ async fn events(request: &Request, env: &Env) -> Result<Response, AppError> {
     let body = request::read_bytes(request, MAX_PUSH_BYTES).await?;
     let body = String::from_utf8(body)
         .map_err(|_| AppError::BadRequest("the body is not UTF-8".into()))?;
-    let refused = |error: PushError| match error {
-        PushError::BadSignature => AppError::BadSignature,
-        PushError::Malformed(why) | PushError::Undecryptable(why) => {
-            AppError::BadRequest(format!("push refused: {why}"))
-        }
-    };
+    let refused = AppError::from;
     let encrypted = push::xml_field(&body, "Encrypt")
         .filter(|e| !e.is_empty())
         .ok_or_else(|| refused(PushError::Malformed("no Encrypt element in an <xml> body")))?;

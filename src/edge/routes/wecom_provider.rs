@@ -69,15 +69,6 @@ fn suite<'a>(settings: &'a Settings, suite_id: &str) -> Result<&'a Suite, AppErr
         .ok_or(AppError::NotFound)
 }
 
-fn refused(error: PushError) -> AppError {
-    match error {
-        PushError::BadSignature => AppError::BadSignature,
-        PushError::Malformed(why) | PushError::Undecryptable(why) => {
-            AppError::BadRequest(format!("push refused: {why}"))
-        }
-    }
-}
-
 /// WeCom's check of the URL (`GET …?msg_signature&timestamp&nonce&echostr`): the `echostr`,
 /// decrypted, is the answer. WeCom seals it for the provider's corpid.
 async fn url_check(request: &Request, env: &Env, suite_id: &str) -> Result<Response, AppError> {
@@ -93,12 +84,13 @@ async fn url_check(request: &Request, env: &Env, suite_id: &str) -> Result<Respo
         echostr,
         field("msg_signature"),
     )
-    .map_err(refused)?;
+    .map_err(AppError::from)?;
     let provider = settings.provider.as_ref().ok_or_else(|| AppError::Config {
         variable: "WECOM_PROVIDER",
         problem: "is not set, and WeCom checks a suite's URL with the provider's corpid".into(),
     })?;
-    let plain = push::decrypt(echostr, &[suite.aes_key], provider.corpid()).map_err(refused)?;
+    let plain =
+        push::decrypt(echostr, &[suite.aes_key], provider.corpid()).map_err(AppError::from)?;
     Ok(respond::text(200, &plain))
 }
 
@@ -114,7 +106,9 @@ async fn events(request: &Request, env: &Env, suite_id: &str) -> Result<Response
         .map_err(|_| AppError::BadRequest("the body is not UTF-8".into()))?;
     let encrypted = push::xml_field(&body, "Encrypt")
         .filter(|e| !e.is_empty())
-        .ok_or_else(|| refused(PushError::Malformed("no Encrypt element in an <xml> body")))?;
+        .ok_or_else(|| {
+            AppError::from(PushError::Malformed("no Encrypt element in an <xml> body"))
+        })?;
     push::verify_signature(
         &suite.push_token,
         field("timestamp"),
@@ -122,10 +116,10 @@ async fn events(request: &Request, env: &Env, suite_id: &str) -> Result<Response
         &encrypted,
         field("msg_signature"),
     )
-    .map_err(refused)?;
+    .map_err(AppError::from)?;
     let message =
-        push::decrypt(&encrypted, &[suite.aes_key], &suite.account.id).map_err(refused)?;
-    match protocol::parse_suite_event(&message, &suite.account.id).map_err(refused)? {
+        push::decrypt(&encrypted, &[suite.aes_key], &suite.account.id).map_err(AppError::from)?;
+    match protocol::parse_suite_event(&message, &suite.account.id).map_err(AppError::from)? {
         SuiteEvent::Ticket { ticket, created_at } => {
             // Stored before WeCom hears `success` (a failure is a 5xx, and WeCom pushes again).
             object_client::verify_ticket(env, &suite.account.id, ticket, created_at).await?;

@@ -9,7 +9,7 @@
 
 use super::calls::Sending;
 use super::AccountCtx;
-use crate::edge::adapters::runtime::{self, log_event, now_secs};
+use crate::edge::adapters::runtime::{log_event, now_secs};
 use crate::edge::adapters::upstream;
 use crate::edge::objects::object_client;
 use crate::error::{wechat_codes, AppError, UpstreamFailure};
@@ -78,7 +78,8 @@ impl AccountCtx {
             }
             TokenApi::Authorizer => {
                 let component_id = self.component_appid()?.to_owned();
-                let component_token = component_token(&self.env, &component_id).await?;
+                let component_token =
+                    object_client::access_token(&self.env, &component_id, Trigger::Read).await?;
                 // A code is single-use: taken out of what is stored before it is sent (the
                 // token call's marker is stored next, with it gone), so that not even an
                 // eviction mid-exchange sends it twice.
@@ -511,13 +512,4 @@ impl AccountCtx {
             _ => {}
         }
     }
-}
-
-/// The platform's component token, from its object (refreshed there if due).
-async fn component_token(env: &worker::Env, component_id: &str) -> Result<String, AppError> {
-    let acquired = object_client::token(env, component_id, Trigger::Read).await?;
-    acquired
-        .record()
-        .map(|r| r.access_token)
-        .ok_or_else(|| runtime::internal("platform", "the component answered no token"))
 }

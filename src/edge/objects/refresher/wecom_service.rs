@@ -38,7 +38,8 @@ impl AccountCtx {
                 let suite_id = suite_of(&self.account.id)
                     .ok_or_else(|| AppError::Internal("a corporation without its suite".into()))?
                     .to_owned();
-                let suite_token = suite_token(&self.env, &suite_id, Trigger::Read).await?;
+                let suite_token =
+                    object_client::access_token(&self.env, &suite_id, Trigger::Read).await?;
                 Ok(Some(PlatformGrant::Corp {
                     suite_id,
                     suite_token,
@@ -96,7 +97,10 @@ impl AccountCtx {
                             let stale = Trigger::Rejected {
                                 stale_token: suite_token.clone(),
                             };
-                            match suite_token_of(&self.env, &suite_id, stale).await {
+                            match object_client::access_token(&self.env, &suite_id, stale)
+                                .await
+                                .ok()
+                            {
                                 Some(fresh) if fresh != suite_token => suite_token = fresh,
                                 _ => return outcome,
                             }
@@ -291,21 +295,4 @@ impl AccountCtx {
         let (status, body) = upstream::platform_call(&self.settings, &request, budget_ms).await?;
         protocol::parse_permanent_code(status, &body, &request.sensitive)
     }
-}
-
-/// A suite's token, from its object (refreshed there if due, or if `trigger` names it stale).
-async fn suite_token(
-    env: &worker::Env,
-    suite_id: &str,
-    trigger: Trigger,
-) -> Result<String, AppError> {
-    let acquired = object_client::token(env, suite_id, trigger).await?;
-    acquired
-        .record()
-        .map(|r| r.access_token)
-        .ok_or_else(|| AppError::Internal("the suite answered no token".into()))
-}
-
-async fn suite_token_of(env: &worker::Env, suite_id: &str, trigger: Trigger) -> Option<String> {
-    suite_token(env, suite_id, trigger).await.ok()
 }
