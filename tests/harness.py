@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -49,11 +50,25 @@ def dotenv_literal(value: str) -> str:
     return f"'{value}'"
 
 
-def free_port() -> int:
+# Ports handed to other processes are taken below the kernel's ephemeral range (32768 and up on
+# Linux), where the tests' own outbound connections never land between the check and the bind.
+_PORTS = range(20000, 32000)
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+
+def free_port() -> int:
+    for _ in range(200):
+        port = random.choice(_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
+class PortTaken(RuntimeError):
+    """workerd could not bind a port the harness chose."""
 
 
 class Worker:
@@ -76,6 +91,18 @@ class Worker:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "Worker":
+        # A port can still be taken between the check and workerd's bind (or by workerd's own
+        # reload right after the build watcher's first scan): that start is retried on new ports.
+        for attempt in range(3):
+            try:
+                return self._start_once()
+            except PortTaken:
+                if attempt == 2:
+                    raise
+                self.stop()
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> "Worker":
         env_file = Path(self._own_dir.name) / "vars.env"
         env_file.write_text("".join(f"{k}={dotenv_literal(v)}\n" for k, v in self.variables.items()))
         self.port = free_port()
@@ -92,6 +119,7 @@ class Worker:
         if self.config:
             command += ["--config", str(self.config)]
         self._log_file = open(self.log_path, "ab")
+        this_start = self._log_file.tell()
         env = dict(os.environ, WRANGLER_SEND_METRICS="false", NO_COLOR="1", FORCE_COLOR="0")
         self._process = subprocess.Popen(
             # A config of its own (the benchmark's floors, an older build) builds in its folder.
@@ -102,7 +130,10 @@ class Worker:
         deadline = time.monotonic() + START_TIMEOUT_SECS
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise RuntimeError(f"wrangler dev exited early:\n{self.log()}")
+                log = self.log()
+                if b"Address already in use" in self.log_path.read_bytes()[this_start:]:
+                    raise PortTaken(log)
+                raise RuntimeError(f"wrangler dev exited early:\n{log}")
             try:
                 if self.request("GET", "/healthz", key=None).status == 200:
                     return self
