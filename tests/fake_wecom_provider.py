@@ -16,8 +16,13 @@ and apart from the worker's code:
   `POST /cgi-bin/service/v2/get_permanent_code?suite_access_token=` `{auth_code}` exchanges it
   once for the permanent code and `auth_corp_info.corpid` (40078 for a code spent or unknown);
   `POST /cgi-bin/service/get_corp_token?suite_access_token=` `{auth_corpid, permanent_code}`
-  answers the corporation's token (40084 once the permanent code is revoked). Both need a
-  valid suite token of the suite the corporation authorized (40082 otherwise)."""
+  answers the corporation's token (40084 once the permanent code is revoked);
+  `POST /cgi-bin/service/v2/get_auth_info?suite_access_token=` `{auth_corpid, permanent_code}`
+  answers `auth_corp_info` and `auth_info.agent` (the suite's app in the corporation: its
+  `agentid`, which WeCom assigns per corporation, and its name). All three need a valid suite
+  token of the suite the corporation authorized (40082 otherwise).
+- A corporation that changes what it authorized (a test's `change_app`) is told by a
+  `change_auth` push, which carries its corpid and no code."""
 
 from __future__ import annotations
 
@@ -74,6 +79,9 @@ class FakeWeComProvider:
             # (suite id, corpid) -> its permanent code: one per suite a corporation installed
             self.permanent_codes: dict[tuple[str, str], str] = {}
             self.issued_permanent: list[str] = []
+            # (suite id, corpid) -> the suite's app in that corporation: agentid, name
+            self.apps: dict[tuple[str, str], dict] = {}
+            self.auth_info_calls = 0
             self.exchanges = 0
             # Each API call: its path, the owner of the token it carried, its query's keys.
             self.api_calls: list[dict] = []
@@ -159,11 +167,14 @@ class FakeWeComProvider:
         if path == "/cgi-bin/service/get_provider_token":
             return self._provider_token(body)
         suite_id = self._suite_of(query.get("suite_access_token", ""))
-        if path in ("/cgi-bin/service/v2/get_permanent_code", "/cgi-bin/service/get_corp_token"):
+        if path in ("/cgi-bin/service/v2/get_permanent_code", "/cgi-bin/service/get_corp_token",
+                    "/cgi-bin/service/v2/get_auth_info"):
             if suite_id is None:
                 return _json({"errcode": 40082, "errmsg": "invalid suite_access_token"})
             if path == "/cgi-bin/service/get_corp_token":
                 return self._corp_token(suite_id, body)
+            if path == "/cgi-bin/service/v2/get_auth_info":
+                return self._auth_info(suite_id, body)
             return self._permanent_code(suite_id, body.get("auth_code", ""))
         return _json({"errcode": 404, "errmsg": "not found"}, status=404)
 
@@ -219,6 +230,8 @@ class FakeWeComProvider:
             permanent = f"PERMANENT-{secrets.token_urlsafe(24)}"
             self.permanent_codes[(suite_id, corpid)] = permanent
             self.issued_permanent.append(permanent)
+            self.apps.setdefault((suite_id, corpid), {
+                "agentid": 1000000 + secrets.randbelow(900000), "name": "Fake App"})
         return _json({"errcode": 0, "errmsg": "ok", "permanent_code": permanent,
                       "auth_corp_info": {"corpid": corpid, "corp_name": "Fake Corp"},
                       "auth_user_info": {"userid": "admin", "name": "Admin"},
@@ -234,6 +247,29 @@ class FakeWeComProvider:
         if permanent is None or body.get("permanent_code") != permanent:
             return _json({"errcode": 40084, "errmsg": "invalid permanent_code"})
         return self._issue(corpid, "access_token", "CORP")
+
+    def _auth_info(self, suite_id: str, body: dict):
+        corpid = body.get("auth_corpid", "")
+        with self._lock:
+            self.auth_info_calls += 1
+            permanent = self.permanent_codes.get((suite_id, corpid))
+            app = dict(self.apps.get((suite_id, corpid), {}))
+        if permanent is None or body.get("permanent_code") != permanent:
+            return _json({"errcode": 40084, "errmsg": "invalid permanent_code"})
+        return _json({"errcode": 0, "errmsg": "ok",
+                      "auth_corp_info": {"corpid": corpid, "corp_name": "Fake Corp",
+                                         "corp_type": "verified", "corp_user_max": 50},
+                      "auth_info": {"agent": [{**app, "auth_mode": 0,
+                                               "privilege": {"level": 1, "allow_party": [1]}}]}})
+
+    def change_app(self, corpid: str, name: str, suite_id: str = SUITE_ID) -> None:
+        """The corporation's administrator changes the app (its name, its visible range)."""
+        with self._lock:
+            self.apps[(suite_id, corpid)]["name"] = name
+
+    def agentid(self, corpid: str, suite_id: str = SUITE_ID) -> int:
+        with self._lock:
+            return self.apps[(suite_id, corpid)]["agentid"]
 
     def _suite_token(self, body: dict):
         suite_id, ticket = body.get("suite_id"), body.get("suite_ticket", "")

@@ -260,6 +260,42 @@ class TestCorporations:
         assert entry["kind"] == "wecom_corp" and entry["token"]["fingerprint"]
         assert entry["permanent_code"] == "kept"
 
+    def test_the_auth_info_names_the_app_and_a_change_auth_reads_it_again(
+            self, provider_worker, fake):
+        worker = provider_worker()
+        wecom = fake.wecom_provider
+        push_ticket(worker, fake)
+        authorize(worker, fake)
+
+        def shown():
+            entry = worker.request("GET", f"/status?account={CORP}").json["accounts"][0]
+            return entry["corp_name"], entry["agents"]
+        # Read once registered: the agentid WeCom gave the suite's app in this corporation.
+        agentid = wecom.agentid(CORPID)
+        assert wait_for(lambda: shown() == ("Fake Corp", [{"agentid": agentid,
+                                                           "name": "Fake App"}]), 15), shown()
+        assert wecom.auth_info_calls == 1
+        worker.run_cron()
+        assert wecom.auth_info_calls == 1, "read once, not at every visit"
+        # The administrator changes the app; WeCom says so with change_auth.
+        wecom.change_app(CORPID, "Renamed App")
+        change = wecom.auth_message(SUITE_ID, "change_auth", corpid=CORPID)
+        assert push(worker, fake, SUITE_ID, change).text == "success"
+        assert wait_for(lambda: shown()[1] == [{"agentid": agentid, "name": "Renamed App"}],
+                        15), shown()
+        assert wecom.auth_info_calls == 2
+        assert wait_for(lambda: [(e["outcome"], e["agents"])
+                                 for e in worker.events("wecom_auth_info")]
+                        == [("ok", 1), ("ok", 1)], 10)
+        # A corporation this server does not know: acknowledged, nothing read.
+        other = wecom.auth_message(SUITE_ID, "change_auth", corpid="wwNotInstalled")
+        assert push(worker, fake, SUITE_ID, other).text == "success"
+        assert wait_for(lambda: [e["known"] for e in worker.events("wecom_auth_changed")]
+                        == [True, False], 10)
+        assert wecom.auth_info_calls == 2
+        # Never a permanent code in the log.
+        assert not any(code in worker.log() for code in wecom.issued_permanent)
+
     def test_a_withdrawal_removes_the_corporation_and_a_late_one_nothing(self, provider_worker,
                                                                          fake):
         worker = provider_worker()

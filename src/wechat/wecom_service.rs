@@ -6,6 +6,7 @@
 //! 才返回errcode"): a missing one is success, as `api::parse_answer` reads any answer.
 
 use crate::error::UpstreamFailure;
+use crate::policy::platform::{Agent, AuthInfo};
 use crate::wechat::api::{issued_from, percent_encode, HttpMethod, Issued};
 use crate::wechat::platform::{parse_answer, PlatformRequest};
 use crate::wechat::push::{FlatXml, PushError};
@@ -106,6 +107,58 @@ pub fn corp_token_request(
     )
 }
 
+/// `v2/get_auth_info`: what a corporation authorized (its name, the suite's app in it), with
+/// the suite's token and the corporation's permanent code.
+pub fn auth_info_request(
+    wecom_api_base: &str,
+    suite_token: &str,
+    corpid: &str,
+    permanent_code: &str,
+) -> PlatformRequest {
+    let body = json!({ "auth_corpid": corpid, "permanent_code": permanent_code });
+    with_suite_token(
+        wecom_api_base,
+        "v2/get_auth_info",
+        suite_token,
+        body,
+        &[permanent_code],
+    )
+}
+
+pub fn parse_auth_info(
+    status: u16,
+    body: &str,
+    sensitive: &[String],
+) -> Result<AuthInfo, UpstreamFailure> {
+    let json = parse_answer(status, body, sensitive)?;
+    let agents = json["auth_info"]["agent"]
+        .as_array()
+        .map(|agents| {
+            agents
+                .iter()
+                .filter_map(|agent| {
+                    Some(Agent {
+                        agentid: agent["agentid"].as_u64()?,
+                        name: agent["name"].as_str().unwrap_or_default().to_owned(),
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    if agents.is_empty() {
+        return Err(UpstreamFailure::BadResponse {
+            detail: "auth_info.agent lists no application".into(),
+        });
+    }
+    Ok(AuthInfo {
+        corp_name: json["auth_corp_info"]["corp_name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        agents,
+    })
+}
+
 /// Where each token call's answer has its token (its lifetime is in `expires_in`).
 pub const SUITE_TOKEN_FIELD: &str = "suite_access_token";
 pub const PROVIDER_TOKEN_FIELD: &str = "provider_access_token";
@@ -166,6 +219,8 @@ pub enum SuiteEvent {
     Authorized { code: String, created_at: u64 },
     /// A corporation withdrew its authorization (`cancel_auth`).
     Cancelled { corpid: String, created_at: u64 },
+    /// A corporation changed what it authorized (`change_auth`): its auth info is read again.
+    AuthChanged { corpid: String },
     /// Anything else (authorizations and the like): acknowledged, not acted on here.
     Other { info_type: String },
 }
@@ -193,6 +248,9 @@ pub fn parse_suite_event(message: &str, suite_id: &str) -> Result<SuiteEvent, Pu
         "cancel_auth" => SuiteEvent::Cancelled {
             corpid: field("AuthCorpId").ok_or(PushError::Malformed("no AuthCorpId"))?,
             created_at,
+        },
+        "change_auth" => SuiteEvent::AuthChanged {
+            corpid: field("AuthCorpId").ok_or(PushError::Malformed("no AuthCorpId"))?,
         },
         _ => SuiteEvent::Other { info_type },
     })
@@ -297,6 +355,38 @@ mod tests {
             "https://q/cgi-bin/service/get_corp_token?suite_access_token=S%20T"
         );
         assert_eq!(request.sensitive, ["PC", "S T"]);
+    }
+
+    #[test]
+    fn an_auth_info_answer_lists_the_apps_and_a_change_names_the_corporation() {
+        let answer = r#"{"errcode":0,"errmsg":"ok",
+            "auth_corp_info":{"corpid":"wxCorpAbc","corp_name":"Acme"},
+            "auth_info":{"agent":[{"agentid":1000002,"name":"Desk","privilege":{"level":1}}]}}"#;
+        let info = parse_auth_info(200, answer, &[]).unwrap();
+        assert_eq!(info.corp_name, "Acme");
+        let desk = Agent {
+            agentid: 1_000_002,
+            name: "Desk".into(),
+        };
+        assert_eq!(info.agents, [desk]);
+        let no_agent = r#"{"errcode":0,"auth_corp_info":{"corpid":"c"},"auth_info":{}}"#;
+        assert!(parse_auth_info(200, no_agent, &[]).is_err());
+        let request = auth_info_request("https://q", "S", "wxCorpAbc", "PC");
+        assert_eq!(
+            request.url,
+            "https://q/cgi-bin/service/v2/get_auth_info?suite_access_token=S"
+        );
+        assert_eq!(request.sensitive, ["PC", "S"]);
+        let change =
+            "<xml><SuiteId><![CDATA[wwsuite01]]></SuiteId><InfoType><![CDATA[change_auth]]>\
+             </InfoType><TimeStamp>1403610513</TimeStamp><AuthCorpId><![CDATA[wxCorpAbc]]>\
+             </AuthCorpId></xml>";
+        assert_eq!(
+            parse_suite_event(change, "wwsuite01"),
+            Ok(SuiteEvent::AuthChanged {
+                corpid: "wxCorpAbc".into()
+            })
+        );
     }
 
     #[test]

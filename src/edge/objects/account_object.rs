@@ -277,6 +277,7 @@ impl AccountTokenObject {
                 .corp_withdrawn(&corpid, created_at)
                 .await
                 .map(Value::Bool),
+            Op::AuthChanged => ctx.auth_changed().await.map(|()| Value::Null),
             Op::Status => Ok(ctx.status()),
         };
         // Whatever the call did (a failure too), the alarm is set for when something next

@@ -53,6 +53,8 @@ pub(crate) enum Op {
         corpid: String,
         created_at: u64,
     },
+    /// A WeCom corporation: it changed what it authorized (`change_auth`).
+    AuthChanged,
     /// An authorizer: whether a push of this CreateTime comes after what was acted on.
     Admits {
         push: AuthorizationPush,
@@ -172,6 +174,11 @@ pub async fn corp_withdrawn(
         created_at,
     };
     decode(ask(env, suite_id, op).await?).await
+}
+
+/// Tells a corporation's object to read its auth info again (`change_auth`).
+pub async fn auth_changed(env: &Env, corp_id: &str) -> Result<(), AppError> {
+    decode(ask(env, corp_id, Op::AuthChanged).await?).await
 }
 
 pub async fn authorize(

@@ -201,10 +201,12 @@ impl AccountCtx {
     }
 
     /// The cron visit: the token, then every ticket someone read in the last day (and a
-    /// suite's authorization codes still waiting for their exchange).
+    /// suite's authorization codes still waiting for their exchange, a corporation's auth
+    /// info still unread).
     pub async fn cron(&self) -> Value {
         let visit = self.visit(&Trigger::Cron).await;
         self.exchange_auth_codes().await;
+        self.refresh_auth_info().await;
         visit
     }
 
@@ -240,6 +242,7 @@ impl AccountCtx {
         }
         let visit = self.visit(&Trigger::Alarm).await;
         self.watch_quotas().await;
+        self.refresh_auth_info().await;
         let pending = CredentialKind::ALL
             .iter()
             .any(|which| self.state.kv_pending(*which));

@@ -137,6 +137,17 @@ async fn events(request: &Request, env: &Env, suite_id: &str) -> Result<Response
         SuiteEvent::Cancelled { corpid, created_at } => {
             cancel(env, &suite.account.id, &corpid, created_at).await?;
         }
+        SuiteEvent::AuthChanged { corpid } => {
+            // Marked by the corporation's object before `success`; read after it. A
+            // corporation this server does not know (yet) has nothing to read again.
+            let id = corp_account_id(&suite.account.id, &corpid);
+            let known = match object_client::auth_changed(env, &id).await {
+                Ok(()) => true,
+                Err(e) if e.status() == 404 => false,
+                Err(e) => return Err(e),
+            };
+            log_event(json!({ "event": "wecom_auth_changed", "account": id, "known": known }));
+        }
         SuiteEvent::Other { info_type } => {
             let info_type: String = info_type.chars().take(64).collect();
             log_event(json!({

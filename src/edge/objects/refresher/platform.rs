@@ -508,6 +508,10 @@ impl AccountCtx {
                     "kept"
                 };
                 entry["permanent_code"] = json!(state);
+                // What it authorized: the `agentid` of the suite's app in it, its name.
+                let info = platform.auth_info.as_ref();
+                entry["corp_name"] = json!(info.map(|i| &i.corp_name));
+                entry["agents"] = json!(info.map(|i| &i.agents));
             }
             _ => {}
         }

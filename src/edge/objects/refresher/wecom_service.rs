@@ -13,6 +13,7 @@ use crate::edge::objects::wecom_corps;
 use crate::error::{wechat_codes, AppError, UpstreamFailure};
 use crate::policy::accounts::TokenApi;
 use crate::policy::ledger::CredentialKind;
+use crate::policy::platform::AuthInfo;
 use crate::policy::refresh::Trigger;
 use crate::policy::wecom_provider::{
     admit_authorization, admit_withdrawal, suite_of, take_auth_code, usable_suite_ticket,
@@ -21,6 +22,9 @@ use crate::wechat::api::Issued;
 use crate::wechat::platform::PlatformRequest;
 use crate::wechat::wecom_service as protocol;
 use serde_json::json;
+
+/// How long a corporation's auth info that could not be read waits before it is asked again.
+const AUTH_INFO_RETRY_SECS: u64 = 600;
 
 /// WeCom's "this suite_access_token is not (or no longer) valid".
 fn suite_token_rejected(failure: &UpstreamFailure) -> bool {
@@ -83,31 +87,15 @@ impl AccountCtx {
             }
             PlatformGrant::Corp {
                 suite_id,
-                mut suite_token,
+                suite_token,
             } => {
-                let mut healed = false;
-                loop {
+                let call = |suite_token: String| async move {
                     let request = protocol::corp_token_request(base, &suite_token, appid, secret);
-                    let outcome = self
-                        .service_call(trigger, &request, protocol::CORP_TOKEN_FIELD)
-                        .await;
-                    match &outcome.0 {
-                        Err(failure) if suite_token_rejected(failure) && !healed => {
-                            healed = true;
-                            let stale = Trigger::Rejected {
-                                stale_token: suite_token.clone(),
-                            };
-                            match object_client::access_token(&self.env, &suite_id, stale)
-                                .await
-                                .ok()
-                            {
-                                Some(fresh) if fresh != suite_token => suite_token = fresh,
-                                _ => return outcome,
-                            }
-                        }
-                        _ => return outcome,
-                    }
-                }
+                    self.service_call(trigger, &request, protocol::CORP_TOKEN_FIELD)
+                        .await
+                };
+                self.healing_suite_token(&suite_id, suite_token, |o| o.0.as_ref().err(), call)
+                    .await
             }
             _ => {
                 let request = protocol::provider_token_request(base, appid, secret);
@@ -115,6 +103,111 @@ impl AccountCtx {
                     .await
             }
         }
+    }
+
+    /// A corporation's call made with its suite's token: a token WeCom refuses is replaced
+    /// once (for everyone), and the call sent again.
+    async fn healing_suite_token<R, Call, Sent>(
+        &self,
+        suite_id: &str,
+        mut suite_token: String,
+        failure_of: impl Fn(&R) -> Option<&UpstreamFailure>,
+        call: Call,
+    ) -> R
+    where
+        Call: Fn(String) -> Sent,
+        Sent: std::future::Future<Output = R>,
+    {
+        let mut healed = false;
+        loop {
+            let outcome = call(suite_token.clone()).await;
+            if healed || !failure_of(&outcome).is_some_and(suite_token_rejected) {
+                return outcome;
+            }
+            healed = true;
+            let stale = Trigger::Rejected {
+                stale_token: suite_token.clone(),
+            };
+            match object_client::access_token(&self.env, suite_id, stale).await {
+                Ok(fresh) if fresh != suite_token => suite_token = fresh,
+                _ => return outcome,
+            }
+        }
+    }
+
+    /// A corporation: what it authorized (`v2/get_auth_info`: its name and the suite's app
+    /// in it, whose `agentid` its calls name), read once it is registered and again after a
+    /// `change_auth`. A read that fails is tried again by a later cron visit or alarm, at
+    /// most every [`AUTH_INFO_RETRY_SECS`]; none while its permanent code is refused.
+    pub(super) async fn refresh_auth_info(&self) {
+        if self.account.api != TokenApi::WeComCorp || self.automatic_blocked() {
+            return;
+        }
+        let now = now_secs();
+        {
+            let platform = self.state.platform.borrow();
+            let wanted = platform.auth_info.is_none() || platform.auth_info_stale;
+            let tried_lately = platform
+                .auth_info_tried_at
+                .is_some_and(|at| now < at + AUTH_INFO_RETRY_SECS);
+            if !wanted || tried_lately {
+                return;
+            }
+        }
+        self.state.platform.borrow_mut().auth_info_tried_at = Some(now);
+        let outcome = self.read_auth_info().await;
+        if let Ok(info) = &outcome {
+            let mut platform = self.state.platform.borrow_mut();
+            platform.auth_info = Some(info.clone());
+            platform.auth_info_stale = false;
+        }
+        self.persist(None).await;
+        log_event(json!({
+            "event": "wecom_auth_info",
+            "account": self.account.id,
+            "agents": outcome.as_ref().ok().map(|info| info.agents.len()),
+            "outcome": outcome.as_ref().map_or_else(|e| e.code().to_owned(), |_| "ok".into()),
+        }));
+    }
+
+    async fn read_auth_info(&self) -> Result<AuthInfo, AppError> {
+        let Some(PlatformGrant::Corp {
+            suite_id,
+            suite_token,
+        }) = self.wecom_service_grant().await?
+        else {
+            return Err(AppError::Internal("not a corporation".into()));
+        };
+        let base = &self.settings.wecom_api_base;
+        let (corpid, permanent_code) = (&self.account.appid, &self.account.secret);
+        let budget_ms = self.settings.upstream_timeout_ms;
+        let call = |suite_token: String| async move {
+            let request = protocol::auth_info_request(base, &suite_token, corpid, permanent_code);
+            let (status, body) =
+                upstream::platform_call(&self.settings, &request, budget_ms).await?;
+            protocol::parse_auth_info(status, &body, &request.sensitive)
+        };
+        self.healing_suite_token(&suite_id, suite_token, |o| o.as_ref().err(), call)
+            .await
+            .map_err(AppError::Upstream)
+    }
+
+    /// A corporation's `change_auth`: its auth info is read again, after WeCom's `success`.
+    /// The mark is stored first, so that a lost read is tried again.
+    pub async fn auth_changed(&self) -> Result<(), AppError> {
+        if self.account.api != TokenApi::WeComCorp {
+            return Err(AppError::BadRequest("not a WeCom corporation".into()));
+        }
+        {
+            let mut platform = self.state.platform.borrow_mut();
+            platform.auth_info_stale = true;
+            platform.auth_info_tried_at = None;
+        }
+        self.persist_checked(None).await?;
+        let ctx = self.clone();
+        self.object
+            .wait_until(async move { ctx.refresh_auth_info().await });
+        Ok(())
     }
 
     async fn service_call(
