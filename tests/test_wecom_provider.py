@@ -296,6 +296,39 @@ class TestCorporations:
         # Never a permanent code in the log.
         assert not any(code in worker.log() for code in wecom.issued_permanent)
 
+    def test_a_permanent_code_whose_registration_failed_is_kept_for_the_cron(
+            self, provider_worker, fake):
+        # The registry fails the first registration of each run of the worker.
+        worker = provider_worker(TEST_FAIL_REGISTRY_PUTS="1")
+        wecom = fake.wecom_provider
+        push_ticket(worker, fake)
+        code = wecom.authorize_corp(SUITE_ID, CORPID)
+        install = wecom.auth_message(SUITE_ID, "create_auth", code=code)
+        assert push(worker, fake, SUITE_ID, install).text == "success"
+
+        def attempts():
+            return [(e["outcome"] == "ok", e["kept_before"])
+                    for e in worker.events("wecom_corp_authorized")]
+        assert wait_for(lambda: attempts() == [(False, False)], 15), attempts()
+        assert_error(worker.request("GET", f"/token?account={CORP}"), 404, "unknown_account")
+        # WeCom gave the permanent code once; it is kept, sealed, across a restart, and the
+        # cron registers the corporation with it (the restarted registry fails once more).
+        worker.restart()
+        worker.run_cron()
+        assert wait_for(lambda: attempts() == [(False, False), (False, True)], 15), attempts()
+        worker.run_cron()
+        assert wait_for(lambda: attempts() == [(False, False), (False, True), (True, True)],
+                        15), attempts()
+        reply = worker.request("GET", f"/token?account={CORP}")
+        assert reply.status == 200, reply.text
+        assert wecom.is_valid(reply.json["access_token"], CORPID)
+        assert wecom.exchanges == 1, "the code was exchanged once"
+        # Registered: no longer kept, so a later cron registers nothing again.
+        worker.run_cron()
+        time.sleep(1)
+        assert len(attempts()) == 3
+        assert not any(secret in worker.log() for secret in wecom.issued_permanent)
+
     def test_a_withdrawal_removes_the_corporation_and_a_late_one_nothing(self, provider_worker,
                                                                          fake):
         worker = provider_worker()

@@ -200,6 +200,11 @@ pub struct PlatformState {
     /// push is not exchanged twice.
     #[serde(default)]
     pub recent_codes: Vec<String>,
+    /// A WeCom suite: permanent codes WeCom gave (sealed for their corporation's account id)
+    /// whose corporation is not registered yet: kept until it is, or until a withdrawal
+    /// pushed after them makes them moot.
+    #[serde(default)]
+    pub exchanged: Vec<ExchangedCode>,
     /// A WeCom corporation: what it authorized (WeCom's auth info), and whether a
     /// `change_auth` asks for it again.
     #[serde(default)]
@@ -222,6 +227,15 @@ impl std::fmt::Debug for PendingCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "PendingCode([code], {})", self.created_at)
     }
+}
+
+/// A corporation's permanent code, sealed, waiting for its registration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExchangedCode {
+    pub corpid: String,
+    pub sealed_permanent_code: String,
+    /// The TimeStamp of the push whose code it was exchanged for.
+    pub created_at: u64,
 }
 
 /// What a WeCom suite's object knows of one corporation's pushes.

@@ -11,6 +11,9 @@
 //!   registry), as if every alarm were lost; the cron and reads are then the only triggers.
 //! - `TEST_FAIL_ERASES="1"`: the first erase(s) of an object's state fail, as a Durable
 //!   Object call can, leaving a removal half done for its retry to finish.
+//! - `TEST_FAIL_REGISTRY_PUTS="1"`: the first registration(s) the registry is asked to store
+//!   fail, as a Durable Object call can (a WeCom corporation's registration after its
+//!   permanent code came).
 //! - `TEST_ALERT_PACE="<gather>,<window>"`: the alert outbox's gathering and window in
 //!   seconds (10 and 60 in production), so that a test sees a digest's pacing in seconds.
 //! - `TEST_LOG_OBJECT_REQUESTS="1"`: every Durable Object request the worker makes is logged
@@ -36,6 +39,7 @@ struct Faults {
     one_write_per_sec: bool,
     no_due_alarms: bool,
     failing_erases: u64,
+    failing_registry_puts: u64,
     log_object_requests: bool,
     alert_pace: Option<Pace>,
     /// `object:op` pairs whose requests stall.
@@ -49,6 +53,8 @@ thread_local! {
     static WRITES: RefCell<HashMap<String, (u64, u64)>> = RefCell::default();
     /// Erases attempted in this isolate.
     static ERASES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Registrations the registry was asked to store in this isolate.
+    static REGISTRY_PUTS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 fn faults(env: &Env) -> Rc<Faults> {
@@ -67,6 +73,9 @@ fn faults(env: &Env) -> Rc<Faults> {
         let one_write_per_sec = lookup("TEST_KV_ONE_WRITE_PER_SEC").is_some_and(|v| v == "1");
         let no_due_alarms = lookup("TEST_NO_DUE_ALARMS").is_some_and(|v| v == "1");
         let failing_erases = lookup("TEST_FAIL_ERASES")
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        let failing_registry_puts = lookup("TEST_FAIL_REGISTRY_PUTS")
             .and_then(|n| n.trim().parse().ok())
             .unwrap_or(0);
         let log_object_requests = lookup("TEST_LOG_OBJECT_REQUESTS").is_some_and(|v| v == "1");
@@ -91,6 +100,7 @@ fn faults(env: &Env) -> Rc<Faults> {
             one_write_per_sec,
             no_due_alarms,
             failing_erases,
+            failing_registry_puts,
         })
     })
 }
@@ -133,14 +143,32 @@ pub async fn stall(env: &Env, object: &str, op: impl FnOnce() -> String) {
 /// An injected failure for this erase of an object's state, if the test variables ask for one.
 pub fn erase(env: &Env) -> worker::Result<()> {
     let failing = faults(env).failing_erases;
-    let attempt = ERASES.with(|count| {
+    first_ones_fail(&ERASES, failing, "an erase (TEST_FAIL_ERASES)")
+}
+
+/// An injected failure for this registration the registry stores, if the test variables ask.
+pub fn registry_put(env: &Env) -> worker::Result<()> {
+    let failing = faults(env).failing_registry_puts;
+    first_ones_fail(
+        &REGISTRY_PUTS,
+        failing,
+        "a registration (TEST_FAIL_REGISTRY_PUTS)",
+    )
+}
+
+fn first_ones_fail(
+    attempts: &'static std::thread::LocalKey<std::cell::Cell<u64>>,
+    failing: u64,
+    what: &str,
+) -> worker::Result<()> {
+    let attempt = attempts.with(|count| {
         count.set(count.get() + 1);
         count.get()
     });
     match attempt <= failing {
-        true => Err(worker::Error::RustError(
-            "injected failure of an erase (TEST_FAIL_ERASES)".into(),
-        )),
+        true => Err(worker::Error::RustError(format!(
+            "injected failure of {what}"
+        ))),
         false => Ok(()),
     }
 }

@@ -273,10 +273,9 @@ impl AccountTokenObject {
                 ctx.authorize(code, created_at).await.map(|()| Value::Null)
             }
             Op::Adopt { refresh_token } => ctx.adopt(refresh_token).await.map(|()| Value::Null),
-            Op::CorpWithdrawn { corpid, created_at } => ctx
-                .corp_withdrawn(&corpid, created_at)
-                .await
-                .map(Value::Bool),
+            Op::CorpWithdrawn { corpid, created_at } => {
+                ctx.corp_withdrawn(&corpid, created_at).await
+            }
             Op::AuthChanged => ctx.auth_changed().await.map(|()| Value::Null),
             Op::Status => Ok(ctx.status()),
         };

@@ -47,8 +47,8 @@ pub(crate) enum Op {
         #[serde(default)]
         withdrawn_at: Option<u64>,
     },
-    /// A WeCom suite: a corporation's withdrawal, pushed at `created_at`; whether it is to
-    /// be removed.
+    /// A WeCom suite: a corporation's withdrawal, pushed at `created_at`, acted on in
+    /// WeCom's order.
     CorpWithdrawn {
         corpid: String,
         created_at: u64,
@@ -161,14 +161,15 @@ pub async fn verify_ticket(
     decode(ask(env, component_id, op).await?).await
 }
 
-/// Tells a suite's object that a corporation withdrew (`cancel_auth` of `created_at`): whether
-/// the corporation is to be removed (false: an authorization pushed after it stands).
+/// Tells a suite's object that a corporation withdrew (`cancel_auth` of `created_at`); it
+/// removes the corporation unless an authorization pushed after it stands:
+/// `{in_order, removed}`.
 pub async fn corp_withdrawn(
     env: &Env,
     suite_id: &str,
     corpid: &str,
     created_at: u64,
-) -> Result<bool, AppError> {
+) -> Result<Value, AppError> {
     let op = Op::CorpWithdrawn {
         corpid: corpid.to_owned(),
         created_at,

@@ -7,8 +7,7 @@ use crate::edge::objects::directory;
 use crate::edge::objects::object_client;
 use crate::edge::objects::reader;
 use crate::edge::objects::registry;
-use crate::error::{AppError, UpstreamFailure};
-use crate::policy::accounts::is_identifier;
+use crate::error::AppError;
 use crate::policy::config::Settings;
 use crate::policy::registry::Registered;
 use crate::policy::sealing::NONCE_BYTES;
@@ -16,18 +15,14 @@ use crate::policy::wecom_provider::corp_account;
 use crate::wechat::wecom_service::Authorized;
 use worker::Env;
 
-/// Registers (or, with a new permanent code, re-registers) the corporation; its id.
+/// Registers (or, with a new permanent code, re-registers) the corporation; its id. Its
+/// corpid is one the suite's object checked.
 pub async fn register(
     env: &Env,
     settings: &Settings,
     suite_id: &str,
     authorized: &Authorized,
 ) -> Result<String, AppError> {
-    if !is_identifier(&authorized.corpid) {
-        return Err(AppError::Upstream(UpstreamFailure::BadResponse {
-            detail: "auth_corp_info.corpid is not letters, digits, '_' and '-'".into(),
-        }));
-    }
     let account = corp_account(suite_id, &authorized.corpid, &authorized.permanent_code);
     if settings.accounts.iter().any(|a| a.id == account.id) {
         return Err(AppError::Conflict(format!(

@@ -9,11 +9,8 @@ use crate::edge::adapters::respond;
 use crate::edge::adapters::runtime::{self, log_event, now_secs};
 use crate::edge::objects::object_client;
 use crate::edge::objects::reader::read;
-use crate::edge::objects::registry;
-use crate::edge::objects::removal;
 use crate::edge::routes::access;
 use crate::error::AppError;
-use crate::policy::accounts::AccountKind;
 use crate::policy::auth::Route;
 use crate::policy::config::{AccountName, Settings};
 use crate::policy::platform::MAX_PUSH_BYTES;
@@ -159,28 +156,18 @@ async fn events(request: &Request, env: &Env, suite_id: &str) -> Result<Response
 }
 
 /// A corporation withdrew its authorization: its account, tokens and permanent code go. The
-/// suite's object decides the order, atomically with what it acted on: a withdrawal older
-/// than the authorization it would undo (WeCom's late retry) changes nothing, and an
-/// authorization pushed before it never registers the corporation again. One already done is
-/// finished again (a removal that failed half-way).
+/// suite's object decides the order and removes it, one step with its registrations (see
+/// `corp_withdrawn`), before WeCom hears `success`.
 async fn cancel(env: &Env, suite_id: &str, corpid: &str, created_at: u64) -> Result<(), AppError> {
-    let id = corp_account_id(suite_id, corpid);
     let created_at = if created_at == 0 {
         now_secs()
     } else {
         created_at
     };
-    let in_order = object_client::corp_withdrawn(env, suite_id, corpid, created_at).await?;
-    let operators = registry::get(env, &id)
-        .await?
-        .is_some_and(|e| e.kind != AccountKind::WeComCorp.name());
-    let removed = match in_order && !operators {
-        true => removal::remove(env, &id, None).await?.is_some(),
-        false => false,
-    };
+    let done = object_client::corp_withdrawn(env, suite_id, corpid, created_at).await?;
     log_event(json!({
-        "event": "wecom_corp_cancelled", "account": id, "removed": removed,
-        "out_of_order": !in_order,
+        "event": "wecom_corp_cancelled", "account": corp_account_id(suite_id, corpid),
+        "removed": done["removed"], "out_of_order": done["in_order"] == false,
     }));
     Ok(())
 }

@@ -91,6 +91,9 @@ pub struct AccountState {
     pub(super) report_wanted: Cell<Option<Option<u64>>>,
     /// What the platform's component or an authorizer keeps besides its credentials.
     pub(super) platform: RefCell<PlatformState>,
+    /// A WeCom suite: held while one of its corporations is registered or removed, so that a
+    /// withdrawal and a newer authorization of the same corporation never interleave.
+    pub(super) corp_changes: futures_util::lock::Mutex<()>,
     /// The account was erased or its registration replaced: whatever is still under way on
     /// this state writes nothing (storage, KV, alarm) from now on.
     pub(super) retired: Cell<bool>,

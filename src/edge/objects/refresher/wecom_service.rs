@@ -8,20 +8,23 @@ use super::{AccountCtx, Acquired};
 use crate::edge::adapters::runtime::{self, log_event, now_secs};
 use crate::edge::adapters::upstream;
 use crate::edge::objects::object_client;
+use crate::edge::objects::registry;
 use crate::edge::objects::removal;
 use crate::edge::objects::wecom_corps;
 use crate::error::{wechat_codes, AppError, UpstreamFailure};
-use crate::policy::accounts::TokenApi;
+use crate::policy::accounts::{is_identifier, AccountKind, TokenApi};
 use crate::policy::ledger::CredentialKind;
-use crate::policy::platform::AuthInfo;
+use crate::policy::platform::{AuthInfo, ExchangedCode};
 use crate::policy::refresh::Trigger;
+use crate::policy::sealing::NONCE_BYTES;
 use crate::policy::wecom_provider::{
-    admit_authorization, admit_withdrawal, suite_of, take_auth_code, usable_suite_ticket,
+    admit_authorization, admit_withdrawal, corp_account_id, suite_of, take_auth_code,
+    usable_suite_ticket,
 };
 use crate::wechat::api::Issued;
 use crate::wechat::platform::PlatformRequest;
 use crate::wechat::wecom_service as protocol;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// How long a corporation's auth info that could not be read waits before it is asked again.
 const AUTH_INFO_RETRY_SECS: u64 = 600;
@@ -269,6 +272,7 @@ impl AccountCtx {
     /// (no suite token, or one WeCom rejects), it goes back. Waiting codes are tried again
     /// with the next ticket and by the cron.
     pub(super) async fn exchange_auth_codes(&self) {
+        self.register_kept_codes().await;
         let mut healed = false;
         loop {
             if self.state.platform.borrow().auth_codes.is_empty() {
@@ -314,25 +318,107 @@ impl AccountCtx {
                 }
             }
             let outcome = match answer {
-                Ok(authorized) => self.register_in_order(&authorized, code.created_at).await,
+                Ok(authorized) => self.keep_and_register(authorized, code.created_at).await,
                 Err(failure) => Err(AppError::Upstream(failure)),
             };
-            log_event(json!({
-                "event": "wecom_corp_authorized",
-                "suite": self.account.id,
-                "account": outcome.as_ref().ok(),
-                "outcome": outcome.as_ref().map_or_else(|e| e.code().to_owned(), |_| "ok".into()),
-            }));
+            self.log_authorized(&outcome, false);
         }
     }
 
+    fn log_authorized(&self, outcome: &Result<String, AppError>, kept_before: bool) {
+        log_event(json!({
+            "event": "wecom_corp_authorized",
+            "suite": self.account.id,
+            "account": outcome.as_ref().ok(),
+            "outcome": outcome.as_ref().map_or_else(|e| e.code().to_owned(), |_| "ok".into()),
+            "kept_before": kept_before,
+        }));
+    }
+
+    /// WeCom gives a permanent code once: it is kept, sealed, in the suite's storage until its
+    /// corporation is registered, so that a registration that fails (the registry out of
+    /// reach) is tried again by the cron rather than lost.
+    async fn keep_and_register(
+        &self,
+        authorized: protocol::Authorized,
+        created_at: u64,
+    ) -> Result<String, AppError> {
+        if !is_identifier(&authorized.corpid) {
+            return Err(AppError::Upstream(UpstreamFailure::BadResponse {
+                detail: "auth_corp_info.corpid is not letters, digits, '_' and '-'".into(),
+            }));
+        }
+        let id = corp_account_id(&self.account.id, &authorized.corpid);
+        let nonce = runtime::random_bytes::<NONCE_BYTES>();
+        let sealed = runtime::key_ring(&self.env)?.seal(&id, &authorized.permanent_code, nonce);
+        self.state
+            .platform
+            .borrow_mut()
+            .exchanged
+            .push(ExchangedCode {
+                corpid: authorized.corpid.clone(),
+                sealed_permanent_code: sealed,
+                created_at,
+            });
+        self.persist(None).await;
+        self.register_kept(&authorized, created_at).await
+    }
+
+    /// The kept codes whose registration failed before, registered again (the cron's run).
+    async fn register_kept_codes(&self) {
+        let kept = self.state.platform.borrow().exchanged.clone();
+        if kept.is_empty() {
+            return;
+        }
+        let ring = match runtime::key_ring(&self.env) {
+            Ok(ring) => ring,
+            Err(e) => return self.log_authorized(&Err(e), true),
+        };
+        for entry in kept {
+            let id = corp_account_id(&self.account.id, &entry.corpid);
+            let outcome = match ring.open(&id, &entry.sealed_permanent_code) {
+                Ok(permanent_code) => {
+                    let corpid = entry.corpid.clone();
+                    let authorized = protocol::Authorized {
+                        corpid,
+                        permanent_code,
+                    };
+                    self.register_kept(&authorized, entry.created_at).await
+                }
+                Err(e) => Err(e),
+            };
+            self.log_authorized(&outcome, true);
+        }
+    }
+
+    /// Registers a kept code's corporation; the code leaves the suite's storage unless the
+    /// failure is one a later try may not meet (5xx).
+    async fn register_kept(
+        &self,
+        authorized: &protocol::Authorized,
+        created_at: u64,
+    ) -> Result<String, AppError> {
+        let outcome = self.register_in_order(authorized, created_at).await;
+        let try_again = outcome.as_ref().is_err_and(|e| e.status() >= 500);
+        if !try_again {
+            let mut platform = self.state.platform.borrow_mut();
+            platform
+                .exchanged
+                .retain(|e| (e.corpid.as_str(), e.created_at) != (&authorized.corpid, created_at));
+        }
+        self.persist(None).await;
+        outcome
+    }
+
     /// Registers the corporation unless a withdrawal pushed after this authorization came
-    /// first (the code waited for its exchange meanwhile).
+    /// first (the code waited for its exchange meanwhile). A withdrawal of the same
+    /// corporation waits until the registration is done, and the other way round.
     async fn register_in_order(
         &self,
         authorized: &protocol::Authorized,
         created_at: u64,
     ) -> Result<String, AppError> {
+        let _changing = self.state.corp_changes.lock().await;
         let corpid = &authorized.corpid;
         if !admit_authorization(&mut self.state.platform.borrow_mut(), corpid, created_at) {
             return Err(AppError::Conflict(
@@ -340,41 +426,31 @@ impl AccountCtx {
             ));
         }
         self.persist(None).await;
-        let id =
-            wecom_corps::register(&self.env, &self.settings, &self.account.id, authorized).await?;
-        // A withdrawal decided while the registration was under way found nothing to remove.
-        let withdrawn = self
-            .state
-            .platform
-            .borrow()
-            .corp_pushes
-            .get(corpid)
-            .copied();
-        if withdrawn
-            .and_then(|p| p.withdrawn_at)
-            .is_some_and(|at| at >= created_at)
-        {
-            removal::remove(&self.env, &id, None).await?;
-            return Err(AppError::Conflict(
-                "withdrawn while it was being registered: removed".into(),
-            ));
-        }
-        Ok(id)
+        wecom_corps::register(&self.env, &self.settings, &self.account.id, authorized).await
     }
 
-    /// A corporation's `cancel_auth` pushed at `created_at`: whether it comes after the
-    /// authorization acted on (then the corporation is to be removed, and an authorization
-    /// pushed before it never registers it again). Stored before the answer.
-    pub async fn corp_withdrawn(&self, corpid: &str, created_at: u64) -> Result<bool, AppError> {
+    /// A corporation's `cancel_auth` pushed at `created_at`, in WeCom's order: one older than
+    /// the authorization acted on (a late retry) changes nothing; otherwise it is stored
+    /// (before the answer: an authorization pushed before it never registers the corporation
+    /// again) and the corporation's account, tokens and permanent code go. One already done is
+    /// finished again (a removal that failed half-way); an account of that id an operator
+    /// registered is left alone.
+    pub async fn corp_withdrawn(&self, corpid: &str, created_at: u64) -> Result<Value, AppError> {
+        let _changing = self.state.corp_changes.lock().await;
         let before = self.state.platform.borrow().corp_pushes.clone();
         if !admit_withdrawal(&mut self.state.platform.borrow_mut(), corpid, created_at) {
-            return Ok(false);
+            return Ok(json!({ "in_order": false, "removed": false }));
         }
         if let Err(e) = self.persist_checked(None).await {
             self.state.platform.borrow_mut().corp_pushes = before;
             return Err(e);
         }
-        Ok(true)
+        let id = corp_account_id(&self.account.id, corpid);
+        let operators = registry::get(&self.env, &id)
+            .await?
+            .is_some_and(|e| e.kind != AccountKind::WeComCorp.name());
+        let removed = !operators && removal::remove(&self.env, &id, None).await?.is_some();
+        Ok(json!({ "in_order": true, "removed": removed }))
     }
 
     async fn send_code(

@@ -73,6 +73,7 @@ impl AccountRegistry {
         let sql = self.sql()?;
         match op {
             Op::Put { entry } => {
+                faults::registry_put(&self.env).map_err(|e| runtime::internal("registry", e))?;
                 let _held = self.writes.lock().await;
                 let mut stored = tables::put(&sql, entry)?;
                 stored.published = self.publish_stored(&sql, &stored).await;
