@@ -11,6 +11,7 @@ import pytest
 from fake_wecom_provider import DK_SUITE_ID, PROVIDER_CORPID, SUITE_ID
 from harness import wait_for
 from test_admin import KEY_A
+from test_alerts import alert_vars, receiver  # noqa: F401 (the webhook fixture)
 from test_api import assert_error
 
 # Encrypted corpids are case-sensitive: kept as WeCom gives them.
@@ -215,6 +216,23 @@ def test_status_shows_suites_with_their_tickets_age_and_the_provider(provider_wo
     assert 119 <= ages()[SUITE_ID] <= 130, ages()
 
 
+def test_a_stale_suite_ticket_alerts_at_the_webhook_and_a_fresh_one_recovers(
+        provider_worker, fake, receiver):
+    worker = provider_worker(**alert_vars(receiver))
+    wecom = fake.wecom_provider
+    # 25 minutes old: still usable (30), but WeCom's pushes every ten have stopped coming.
+    push_ticket(worker, fake, timestamp=int(time.time()) - 25 * 60)
+    assert wait_for(lambda: ("suite_ticket_stale", "started") in receiver.states(), 15), \
+        receiver.states()
+    stale = next(b for b in receiver.bodies() if b["condition"] == "suite_ticket_stale")
+    assert stale["account"] == SUITE_ID and f"/wecom/suites/{SUITE_ID}/events" in stale["text"]
+    push_ticket(worker, fake)
+    assert wait_for(lambda: ("suite_ticket_stale", "recovered") in receiver.states(), 15), \
+        receiver.states()
+    text = json.dumps(receiver.bodies())
+    assert not any(secret in text for secret in [*wecom.all_secrets, *wecom.tickets])
+
+
 def test_a_bad_suite_configuration_is_named(start_worker, fake):
     suites = json.loads(fake.wecom_provider.worker_vars()["WECOM_SUITES"])
     suites[0]["encoding_aes_key"] = "short"
@@ -328,6 +346,30 @@ class TestCorporations:
         time.sleep(1)
         assert len(attempts()) == 3
         assert not any(secret in worker.log() for secret in wecom.issued_permanent)
+
+    def test_a_push_that_could_not_be_stored_is_answered_5xx_and_its_retry_taken(
+            self, provider_worker, fake):
+        # The first two storage writes of pushed messages fail.
+        worker = provider_worker(TEST_FAIL_PUSH_STORES="2")
+        wecom = fake.wecom_provider
+        ticket, timestamp = wecom.new_ticket(SUITE_ID)
+        ticket_push = wecom.ticket_message(SUITE_ID, ticket, timestamp)
+        code = wecom.authorize_corp(SUITE_ID, CORPID)
+        install = wecom.auth_message(SUITE_ID, "create_auth", code=code)
+        # Not stored: not `success`, so WeCom pushes again; nothing is kept meanwhile.
+        for message in (install, ticket_push):
+            failed = push(worker, fake, SUITE_ID, message)
+            assert failed.status >= 500 and failed.text != "success", failed.text
+        assert_error(suite_token(worker), 503, "no_suite_ticket")
+        assert worker.events("suite_ticket_received") == []
+        assert wecom.calls("get_suite_token") == 0
+        # WeCom's retries of the same two pushes are stored, and acted on once.
+        for message in (install, ticket_push):
+            assert push(worker, fake, SUITE_ID, message).text == "success"
+        assert wait_for(lambda: worker.request("GET", f"/token?account={CORP}").status == 200,
+                        15)
+        assert wecom.exchanges == 1
+        assert [e["stored"] for e in worker.events("wecom_auth_code_received")] == [True]
 
     def test_a_withdrawal_removes_the_corporation_and_a_late_one_nothing(self, provider_worker,
                                                                          fake):

@@ -7,13 +7,14 @@
 use crate::error::AppError;
 
 /// Every switch the worker reads (`edge::faults`).
-pub const TEST_SWITCHES: [&str; 9] = [
+pub const TEST_SWITCHES: [&str; 10] = [
     "TEST_ALERT_PACE",
     "TEST_FAIL_KV_WRITES",
     "TEST_KV_ONE_WRITE_PER_SEC",
     "TEST_NO_DUE_ALARMS",
     "TEST_FAIL_ERASES",
     "TEST_FAIL_REGISTRY_PUTS",
+    "TEST_FAIL_PUSH_STORES",
     "TEST_LOG_OBJECT_REQUESTS",
     "TEST_STALL_OBJECTS",
     "TEST_QUOTA_WATCH_SECS",

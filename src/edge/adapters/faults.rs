@@ -14,6 +14,9 @@
 //! - `TEST_FAIL_REGISTRY_PUTS="1"`: the first registration(s) the registry is asked to store
 //!   fail, as a Durable Object call can (a WeCom corporation's registration after its
 //!   permanent code came).
+//! - `TEST_FAIL_PUSH_STORES="1"`: the first storage write(s) of a pushed message (a ticket, an
+//!   authorization code, a withdrawal) fail, as a Durable Object's storage can: the push is
+//!   answered 5xx and its retry taken afresh.
 //! - `TEST_ALERT_PACE="<gather>,<window>"`: the alert outbox's gathering and window in
 //!   seconds (10 and 60 in production), so that a test sees a digest's pacing in seconds.
 //! - `TEST_LOG_OBJECT_REQUESTS="1"`: every Durable Object request the worker makes is logged
@@ -40,6 +43,7 @@ struct Faults {
     no_due_alarms: bool,
     failing_erases: u64,
     failing_registry_puts: u64,
+    failing_push_stores: u64,
     log_object_requests: bool,
     alert_pace: Option<Pace>,
     /// `object:op` pairs whose requests stall.
@@ -55,6 +59,8 @@ thread_local! {
     static ERASES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     /// Registrations the registry was asked to store in this isolate.
     static REGISTRY_PUTS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Pushed messages stored by objects in this isolate.
+    static PUSH_STORES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 fn faults(env: &Env) -> Rc<Faults> {
@@ -76,6 +82,9 @@ fn faults(env: &Env) -> Rc<Faults> {
             .and_then(|n| n.trim().parse().ok())
             .unwrap_or(0);
         let failing_registry_puts = lookup("TEST_FAIL_REGISTRY_PUTS")
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        let failing_push_stores = lookup("TEST_FAIL_PUSH_STORES")
             .and_then(|n| n.trim().parse().ok())
             .unwrap_or(0);
         let log_object_requests = lookup("TEST_LOG_OBJECT_REQUESTS").is_some_and(|v| v == "1");
@@ -101,6 +110,7 @@ fn faults(env: &Env) -> Rc<Faults> {
             no_due_alarms,
             failing_erases,
             failing_registry_puts,
+            failing_push_stores,
         })
     })
 }
@@ -153,6 +163,16 @@ pub fn registry_put(env: &Env) -> worker::Result<()> {
         &REGISTRY_PUTS,
         failing,
         "a registration (TEST_FAIL_REGISTRY_PUTS)",
+    )
+}
+
+/// An injected failure for this store of a pushed message, if the test variables ask.
+pub fn push_store(env: &Env) -> worker::Result<()> {
+    let failing = faults(env).failing_push_stores;
+    first_ones_fail(
+        &PUSH_STORES,
+        failing,
+        "a push's storage write (TEST_FAIL_PUSH_STORES)",
     )
 }
 

@@ -169,6 +169,12 @@ fn advice(condition: Condition, account: &str, failure: Option<&UpstreamFailure>
              WeChat's clear_quota, POST /admin/accounts/{account}/reset."
         ),
         Condition::VerifyTicketStale => AppError::NoVerifyTicket.message(),
+        Condition::SuiteTicketStale => format!(
+            "WeCom pushes a suite_ticket every ten minutes to the suite's 指令回调URL, which \
+             must be https://<this worker>/wecom/suites/{account}/events, with WECOM_SUITES' \
+             token and encoding_aes_key equal to the suite's; a push can be asked for in the \
+             provider's admin (刷新Ticket). Each ticket works 30 minutes from its TimeStamp."
+        ),
         Condition::QuotaLow => format!(
             "a watched API has less than QUOTA_LOW_PERCENT of its daily calls left: GET \
              /status?account={account} shows watched_quotas; POST \

@@ -356,6 +356,7 @@ impl AccountCtx {
         } else {
             created_at
         };
+        let before = self.state.platform.borrow().verify_ticket.clone();
         let newer = {
             let mut platform = self.state.platform.borrow_mut();
             // The same ticket again is a retry or a replay: it changes nothing (its window
@@ -377,8 +378,11 @@ impl AccountCtx {
             TokenApi::WeComSuite => "suite_ticket_received",
             _ => "verify_ticket_received",
         };
-        log_event(json!({ "event": event, "account": self.account.id, "stored": newer }));
+        let log = |stored: bool| {
+            log_event(json!({ "event": event, "account": self.account.id, "stored": stored }));
+        };
         if !newer {
+            log(false);
             return Ok(());
         }
         // A failure for want of a ticket is over: the token is fetched at once, not after
@@ -395,7 +399,12 @@ impl AccountCtx {
                 token.last_attempt = None;
             }
         }
-        self.persist_checked(Some(CredentialKind::Token)).await?;
+        if let Err(e) = self.persist_push(Some(CredentialKind::Token)).await {
+            // Not stored: the push's retry is taken afresh.
+            self.state.platform.borrow_mut().verify_ticket = before;
+            return Err(e);
+        }
+        log(true);
         let usable = self
             .state
             .token
@@ -420,6 +429,7 @@ impl AccountCtx {
             return self.receive_auth_code(code, created_at).await;
         }
         let code_fingerprint = fingerprint(&code);
+        let before = self.state.platform.borrow().clone();
         {
             let mut platform = self.state.platform.borrow_mut();
             // WeChat's retry of a push already stored: its code is taken, or spent.
@@ -430,7 +440,11 @@ impl AccountCtx {
             platform.last_code_fingerprint = Some(code_fingerprint);
             platform.authorization_pushed_at = Some(created_at);
         }
-        self.persist_checked(None).await?;
+        // Not stored: WeChat's retry is taken afresh.
+        if let Err(e) = self.persist_push(None).await {
+            *self.state.platform.borrow_mut() = before;
+            return Err(e);
+        }
         let ctx = self.clone();
         self.object.wait_until(async move {
             // A refresh already under way does not carry this code: then once more.

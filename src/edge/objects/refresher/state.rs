@@ -7,6 +7,7 @@
 
 use super::flight::Flight;
 use super::AccountCtx;
+use crate::edge::adapters::faults;
 use crate::edge::adapters::runtime;
 use crate::error::AppError;
 use crate::policy::ledger::{AccountLedger, CredentialKind, CredentialState, Usage};
@@ -305,8 +306,15 @@ impl AccountCtx {
         }
     }
 
-    /// [`AccountCtx::persist`] for what must be stored before it is acknowledged (a pushed
-    /// verify ticket, an authorization code): the failure is the caller's.
+    /// What WeChat or WeCom pushed (a ticket, a code, a withdrawal), stored before it is
+    /// acknowledged: a failure is the caller's, who answers 5xx so that the push comes again.
+    pub(super) async fn persist_push(&self, which: Option<CredentialKind>) -> Result<(), AppError> {
+        faults::push_store(&self.env).map_err(|e| runtime::internal("storage", e))?;
+        self.persist_checked(which).await
+    }
+
+    /// [`AccountCtx::persist`] for what must be stored before it goes on (a code out of
+    /// storage before it is sent): the failure is the caller's.
     pub(super) async fn persist_checked(
         &self,
         which: Option<CredentialKind>,

@@ -206,7 +206,7 @@ impl AccountCtx {
             platform.auth_info_stale = true;
             platform.auth_info_tried_at = None;
         }
-        self.persist_checked(None).await?;
+        self.persist_push(None).await?;
         let ctx = self.clone();
         self.object
             .wait_until(async move { ctx.refresh_auth_info().await });
@@ -251,7 +251,7 @@ impl AccountCtx {
             );
             return Ok(());
         }
-        if let Err(e) = self.persist_checked(None).await {
+        if let Err(e) = self.persist_push(None).await {
             let mut platform = self.state.platform.borrow_mut();
             platform.auth_codes = before.auth_codes;
             platform.recent_codes = before.recent_codes;
@@ -441,7 +441,7 @@ impl AccountCtx {
         if !admit_withdrawal(&mut self.state.platform.borrow_mut(), corpid, created_at) {
             return Ok(json!({ "in_order": false, "removed": false }));
         }
-        if let Err(e) = self.persist_checked(None).await {
+        if let Err(e) = self.persist_push(None).await {
             self.state.platform.borrow_mut().corp_pushes = before;
             return Err(e);
         }
