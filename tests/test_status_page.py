@@ -175,6 +175,29 @@ def test_the_page_shows_tickets_errors_and_the_platform(start_worker, fake, brow
     screenshot(browser, "status-page-platform.png")
 
 
+def test_the_page_shows_a_wecom_suite_and_a_corporation_it_serves(start_worker, fake, browser):
+    from test_admin import KEY_A
+    from test_wecom_provider import CORP, CORPID, SUITE_ID, authorize, push_ticket
+
+    worker = start_worker(WECOM_API_BASE=fake.base_url, ACCOUNTS_ENCRYPTION_KEY=KEY_A,
+                          **fake.wecom_provider.worker_vars())
+    push_ticket(worker, fake)
+    authorize(worker, fake)
+    assert wait_for(lambda: worker.events("wecom_auth_info"), 15)
+    browser.get(worker.base_url + "/")
+    enter_key(browser, CLIENT_KEY)
+
+    def card(account):
+        return dict(shown(browser)).get(account, "")
+    assert wait_for(lambda: "agentid" in card(CORP), 15), shown(browser)
+    agentid = fake.wecom_provider.agentid(CORPID)
+    assert "permanent code" in card(CORP) and "kept" in card(CORP)
+    assert f"Fake Corp · Fake App (agentid {agentid})" in card(CORP)
+    assert "suite ticket" in card(SUITE_ID) and "0 min old" in card(SUITE_ID)
+    page = " ".join(text for _, text in shown(browser))
+    assert not any(secret in page for secret in fake.wecom_provider.all_secrets)
+
+
 def test_the_page_polls_every_30_s_only_while_visible_and_stops_after_an_error(
         start_worker, fake, browser):
     worker = start_worker(**several(fake))
