@@ -405,20 +405,35 @@ impl AppError {
         }
     }
 
+    /// What WeChat answered, when this error is WeChat's (or an object's answer carrying it).
+    fn wechat_failure(&self) -> Option<&UpstreamFailure> {
+        match self {
+            Self::Upstream(failure)
+            | Self::NoValidToken {
+                last_failure: Some(failure),
+                ..
+            } => Some(failure),
+            _ => None,
+        }
+    }
+
+    /// WeChat's request id behind this error, for a log line (`GET /diagnostics/rid`).
+    pub fn rid(&self) -> Option<&str> {
+        match self {
+            Self::Relayed { body, .. } => body["wechat_rid"].as_str(),
+            _ => self.wechat_failure().and_then(UpstreamFailure::rid),
+        }
+    }
+
     /// `{"error","message"}` plus `wechat_errcode`/`wechat_errmsg` when WeChat said something.
     pub fn body(&self) -> Value {
         if let Self::Relayed { body, .. } = self {
             return body.clone();
         }
         let mut body = json!({ "error": self.code(), "message": self.message() });
-        let wechat = match self {
-            Self::Upstream(failure) => failure.wechat_fields(),
-            Self::NoValidToken {
-                last_failure: Some(failure),
-                ..
-            } => failure.wechat_fields(),
-            _ => None,
-        };
+        let wechat = self
+            .wechat_failure()
+            .and_then(UpstreamFailure::wechat_fields);
         if let Some((errcode, errmsg)) = wechat {
             body["wechat_errcode"] = json!(errcode);
             body["wechat_errmsg"] = json!(errmsg);

@@ -52,6 +52,8 @@ class FakeOpenApi:
             self.clear_calls: list[dict] = []  # each clear request, secrets masked
             self.quota_calls = 0
             self.rid_calls = 0
+            # Every request as it came, refused ones too: its path, token and appid.
+            self.requests: list[dict] = []
             self._cleared_at: dict[str, tuple[int, int]] = {}  # appid -> counts at its clear
 
     # What the fake's other answers do.
@@ -76,6 +78,9 @@ class FakeOpenApi:
             body = json.loads(raw or b"{}")
         except ValueError:
             return _json({"errcode": 47001, "errmsg": "data format error"})
+        with self._lock:
+            self.requests.append({"path": path, "access_token": query.get("access_token", ""),
+                                  "appid": body.get("appid") or body.get("component_appid")})
         if path == "/cgi-bin/clear_quota/v2":
             return self._clear(body.get("appid"), body.get("appsecret"), component=False)
         if path == "/cgi-bin/component/clear_quota/v2":

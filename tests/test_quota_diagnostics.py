@@ -233,3 +233,14 @@ def test_an_authorizer_asks_with_its_own_token_and_is_cleared_by_the_platform(st
     assert fake.openapi.clear_calls == [{"appid": AUTHORIZER, "component": True},
                                         {"appid": fake.platform.appid, "component": True}]
     assert fake.openapi.used(AUTHORIZER, SEND) == 0, "WeChat cleared the authorizer's count"
+
+
+def test_a_refresh_that_wechat_refuses_in_the_background_logs_its_rid(start_worker, fake):
+    worker = start_worker()
+    fake.mode = "ip_not_whitelisted"
+    line = worker.run_cron()[0]
+    assert line["outcome"] == "wechat_error", line
+    # The rid WeChat appended to its errmsg (the call's own line has it), to look it up by.
+    assert wait_for(lambda: [e for e in worker.events("upstream_call") if e["wechat_rid"]], 10)
+    rids = [e["wechat_rid"] for e in worker.events("upstream_call")]
+    assert line["wechat_rid"] and line["wechat_rid"] == rids[-1], (line, rids)

@@ -293,8 +293,11 @@ class TestCorporations:
         assert wait_for(lambda: shown() == ("Fake Corp", [{"agentid": agentid,
                                                            "name": "Fake App"}]), 15), shown()
         assert wecom.auth_info_calls == 1
+        # Kept in the corporation's storage: read once, not at every visit, nor after a restart.
+        worker.restart()
         worker.run_cron()
-        assert wecom.auth_info_calls == 1, "read once, not at every visit"
+        assert shown()[0] == "Fake Corp"
+        assert wecom.auth_info_calls == 1
         # The administrator changes the app; WeCom says so with change_auth.
         wecom.change_app(CORPID, "Renamed App")
         change = wecom.auth_message(SUITE_ID, "change_auth", corpid=CORPID)
@@ -472,6 +475,31 @@ class TestCorporations:
                      "bad_request")
         assert_error(worker.request("GET", f"/ticket?account={SUITE_ID}&type=jsapi"), 400,
                      "bad_request")
+
+    def test_wechats_quota_rid_and_clear_apis_are_never_asked_for_wecom_accounts(
+            self, provider_worker, fake):
+        admin = "admin-key-wecom-0123456789abcdef"
+        worker = provider_worker(ADMIN_KEYS=admin, QUOTA_WATCH_PATHS="/cgi-bin/message/send",
+                                 TEST_QUOTA_WATCH_SECS="1")
+        push_ticket(worker, fake)
+        authorize(worker, fake)
+        for account in (SUITE_ID, CORP, "wecom_provider"):
+            for path in (f"/quota?account={account}&path=/cgi-bin/message/send",
+                         f"/diagnostics/rid?account={account}&rid=6620d1f0-1a2b"):
+                body = assert_error(worker.request("GET", path), 400, "bad_request")
+                assert "WeCom" in body["message"]
+            cleared = worker.request("POST", f"/admin/accounts/{account}/clear-quota", key=admin)
+            assert cleared.status in (400, 404), cleared.text
+        worker.run_cron()
+        time.sleep(2)  # past TEST_QUOTA_WATCH_SECS: a watched account would have asked
+        wecom_tokens = set(fake.wecom_provider.tokens)
+        wecom_ids = {SUITE_ID, CORPID, PROVIDER_CORPID}
+        sent = [r for r in fake.openapi.requests
+                if r["access_token"] in wecom_tokens or r["appid"] in wecom_ids]
+        assert sent == [], "no WeCom credential went to WeChat"
+        # The official account beside them is watched: the check above could see a call.
+        assert any(r["path"] == "/cgi-bin/openapi/quota/get" for r in fake.openapi.requests)
+
 
 class TestGateway:
     def test_a_suites_and_a_corporations_calls_carry_their_own_tokens(self, provider_worker,

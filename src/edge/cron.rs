@@ -79,9 +79,14 @@ async fn finish_removal(env: &Env, account_id: &str, deleted_at: u64) {
 }
 
 async fn visit(env: &Env, account_id: &str) {
-    let summary = object_client::cron(env, account_id).await.unwrap_or_else(|e| {
-        json!({ "token": { "status": e.status(), "outcome": e.code(), "message": e.message() } })
-    });
+    let summary = object_client::cron(env, account_id)
+        .await
+        .unwrap_or_else(|e| {
+            json!({ "token": {
+            "status": e.status(), "outcome": e.code(), "message": e.message(),
+            "wechat_rid": e.rid(),
+        } })
+        });
     let token = &summary["token"];
     let tickets = summary.get("tickets").cloned().unwrap_or(json!({}));
     let failed = |outcome: &Value| outcome["status"] != json!(200);
@@ -91,6 +96,7 @@ async fn visit(env: &Env, account_id: &str) {
         "status": token["status"],
         "outcome": token["outcome"],
         "message": token.get("message"),
+        "wechat_rid": token.get("wechat_rid"),
         "tickets": tickets,
     });
     let any_ticket_failed = tickets.as_object().is_some_and(|t| t.values().any(failed));

@@ -35,6 +35,15 @@ pub enum AccountKind {
 }
 
 impl AccountKind {
+    /// A WeCom account of any kind: WeCom's API, limits and errors, never WeChat's (no
+    /// openapi quota, rid lookup or quota clear).
+    pub fn is_wecom(self) -> bool {
+        matches!(
+            self,
+            Self::WeCom | Self::WeComSuite | Self::WeComProvider | Self::WeComCorp
+        )
+    }
+
     /// The kinds an operator configures (`WECHAT_ACCOUNTS`, the admin API).
     pub fn parse(name: &str) -> Option<Self> {
         [Self::OfficialAccount, Self::MiniProgram, Self::WeCom]
@@ -131,9 +140,10 @@ impl TokenApi {
     }
 
     /// Whether the account's object keeps a `PlatformState` in its storage: the platform's
-    /// (verify ticket, refresh token) and a WeCom suite's (suite ticket, pending codes).
+    /// (verify ticket, refresh token), a WeCom suite's (suite ticket, pending codes) and a
+    /// WeCom corporation's (its auth info).
     pub fn keeps_platform_state(self) -> bool {
-        self.through_platform() || self == Self::WeComSuite
+        self.through_platform() || matches!(self, Self::WeComSuite | Self::WeComCorp)
     }
 
     /// Whether the token is one of a WeCom service provider's (WeCom's API, not WeChat's).

@@ -99,7 +99,10 @@ pub async fn read<R: Readable>(
         let (env, id) = (env.clone(), account.id.clone());
         ctx.wait_until(async move {
             if let Err(e) = R::ask(&env, &id, kind, Trigger::Background).await {
-                log_error(json!({ "event": "background_refresh_failed", "account": id, "message": e.message() }));
+                log_error(json!({
+                    "event": "background_refresh_failed", "account": id, "message": e.message(),
+                    "wechat_rid": e.rid(),
+                }));
             }
         });
     }

@@ -580,6 +580,9 @@ fn outcome_summary<R>(outcome: Result<Acquired<R>, AppError>) -> Value {
         Ok(Acquired::Refreshed(_)) => json!({ "status": 200, "outcome": "refreshed" }),
         Ok(Acquired::Served(_)) => json!({ "status": 200, "outcome": "served" }),
         Ok(Acquired::Skipped) => json!({ "status": 200, "outcome": "skipped" }),
-        Err(e) => json!({ "status": e.status(), "outcome": e.code(), "message": e.message() }),
+        Err(e) => json!({
+            "status": e.status(), "outcome": e.code(), "message": e.message(),
+            "wechat_rid": e.rid(),
+        }),
     }
 }

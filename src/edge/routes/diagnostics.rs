@@ -10,7 +10,7 @@ use crate::edge::adapters::upstream;
 use crate::edge::objects::reader::{with_healing, Healed};
 use crate::edge::routes::access::{self, account_name};
 use crate::error::{wechat_codes, AppError, UpstreamFailure};
-use crate::policy::accounts::{Account, AccountKind};
+use crate::policy::accounts::Account;
 use crate::policy::auth::Route;
 use crate::policy::config::Settings;
 use crate::policy::refresh::Trigger;
@@ -66,13 +66,14 @@ pub async fn rid(request: &Request, env: &Env, ctx: &Context) -> Result<Response
     Ok(respond::json(200, &answer))
 }
 
-/// WeCom has neither API: its limits are its own.
+/// WeCom has neither API: its limits are its own (and its tokens are never sent to WeChat).
+/// The platform's component asks with its component_access_token, as WeChat documents.
 fn metered(account: &Account) -> Result<(), AppError> {
-    match account.kind {
-        AccountKind::WeCom => Err(AppError::BadRequest(
+    match account.kind.is_wecom() {
+        true => Err(AppError::BadRequest(
             "WeCom accounts have no quota or rid lookup at WeChat".into(),
         )),
-        _ => Ok(()),
+        false => Ok(()),
     }
 }
 

@@ -241,3 +241,14 @@ fn a_registered_account_takes_its_id_from_the_path_and_fails_as_a_bad_request() 
         }
     }
 }
+
+#[test]
+fn every_wecom_kind_is_wecom_and_no_wechat_kind_is() {
+    use AccountKind::*;
+    for kind in [WeCom, WeComSuite, WeComProvider, WeComCorp] {
+        assert!(kind.is_wecom(), "{kind:?}");
+    }
+    for kind in [OfficialAccount, MiniProgram, Component, Authorizer] {
+        assert!(!kind.is_wecom(), "{kind:?}");
+    }
+}

@@ -8,7 +8,7 @@ use crate::edge::adapters::kv_cache;
 use crate::edge::adapters::runtime;
 use crate::edge::adapters::upstream;
 use crate::error::{wechat_codes, AppError, UpstreamFailure};
-use crate::policy::accounts::{AccountKind, TokenApi};
+use crate::policy::accounts::TokenApi;
 use crate::policy::ledger::{CredentialKind, CredentialState, Usage};
 use crate::policy::platform::{AuthorizationPush, PlatformState};
 use crate::policy::quota;
@@ -47,7 +47,8 @@ impl AccountCtx {
             TokenApi::Authorizer => Some(self.settings.component_account()?),
             _ => None,
         };
-        if self.account.kind == AccountKind::WeCom {
+        // Never a WeCom secret to WeChat.
+        if self.account.kind.is_wecom() {
             return Err(AppError::BadRequest(
                 "WeCom has no quota clear; WeCom's limits reset on their own".into(),
             ));

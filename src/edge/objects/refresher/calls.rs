@@ -207,6 +207,7 @@ impl AccountCtx {
                             "account": self.account.id,
                             "credential": which.name(),
                             "outcome": refused.code(),
+                            "wechat_rid": refused.rid(),
                         }));
                         None
                     }

@@ -338,6 +338,7 @@ impl AccountCtx {
             "event": "verify_ticket_push_requested",
             "account": self.account.id,
             "outcome": outcome.as_ref().map_or_else(|e| AppError::Upstream(e.clone()).code().to_owned(), |_| "ok".into()),
+            "wechat_rid": outcome.as_ref().err().and_then(UpstreamFailure::rid),
         }));
     }
 
@@ -457,6 +458,7 @@ impl AccountCtx {
                         "event": "authorizer_authorized",
                         "account": ctx.account.id,
                         "outcome": exchanged.as_ref().map_or_else(|e| e.code().to_owned(), |_| "ok".into()),
+                        "wechat_rid": exchanged.as_ref().err().and_then(AppError::rid),
                     }));
                     return;
                 }

@@ -7,7 +7,7 @@ use crate::edge::adapters::faults;
 use crate::edge::adapters::runtime::{log_error, log_event, now_secs};
 use crate::edge::adapters::upstream;
 use crate::error::{AppError, UpstreamFailure};
-use crate::policy::accounts::{AccountKind, TokenApi};
+use crate::policy::accounts::TokenApi;
 use crate::policy::token::Credential;
 use crate::policy::watch::{Watch, WatchedQuota, WATCH_INTERVAL_SECS};
 use crate::wechat::openapi;
@@ -19,7 +19,7 @@ impl AccountCtx {
     /// no such API).
     fn watches(&self) -> bool {
         !self.settings.quota_watch_paths.is_empty()
-            && self.account.kind != AccountKind::WeCom
+            && !self.account.kind.is_wecom()
             && self.account.api != TokenApi::Component
     }
 

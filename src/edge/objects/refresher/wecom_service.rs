@@ -170,6 +170,7 @@ impl AccountCtx {
             "account": self.account.id,
             "agents": outcome.as_ref().ok().map(|info| info.agents.len()),
             "outcome": outcome.as_ref().map_or_else(|e| e.code().to_owned(), |_| "ok".into()),
+            "wechat_rid": outcome.as_ref().err().and_then(AppError::rid),
         }));
     }
 
@@ -331,6 +332,7 @@ impl AccountCtx {
             "suite": self.account.id,
             "account": outcome.as_ref().ok(),
             "outcome": outcome.as_ref().map_or_else(|e| e.code().to_owned(), |_| "ok".into()),
+            "wechat_rid": outcome.as_ref().err().and_then(AppError::rid),
             "kept_before": kept_before,
         }));
     }
