@@ -440,7 +440,8 @@ class TestCorporations:
         reply = push(worker, fake, SUITE_ID,
                      wecom.auth_message(SUITE_ID, "create_auth", code=code))
         assert reply.text == "success"
-        assert wait_for(lambda: len(worker.events("wecom_corp_authorized")) == 2, 15)
+        assert wait_for(lambda: len(worker.events("wecom_corp_authorized")) == 2, 15), \
+            "\n".join(worker.log().splitlines()[-60:])
         assert wecom.exchanges == 2
         entry = worker.request("GET", f"/status?account={CORP}").json["accounts"][0]
         assert entry["auto_refresh"] == "on" and entry["permanent_code"] == "kept", entry

@@ -1,6 +1,5 @@
 //! Registering a corporation that authorized a WeCom suite: an account of kind `wecom_corp`
-//! (id `<suite_id>.<corpid>`), its permanent code sealed in the registry as an appsecret is,
-//! its first token fetched at once.
+//! (id `<suite_id>.<corpid>`), its permanent code sealed in the registry as an appsecret is.
 
 use crate::edge::adapters::runtime::{self, now_secs};
 use crate::edge::objects::directory;
@@ -50,7 +49,5 @@ pub async fn register(
         reader::forget_account(&account.id);
         object_client::forget(env, &account.id).await?;
     }
-    // Its first token now, and its alarm set; a failure is the account's to report.
-    let _ = object_client::cron(env, &account.id).await;
     Ok(account.id)
 }

@@ -320,9 +320,12 @@ impl AccountCtx {
             }
             let outcome = match answer {
                 Ok(authorized) => self.keep_and_register(authorized, code.created_at).await,
-                Err(failure) => Err(AppError::Upstream(failure)),
+                Err(failure) => Some(Err(AppError::Upstream(failure))),
             };
-            self.log_authorized(&outcome, false);
+            // None: a cron's run registered the kept code first, and logged it.
+            if let Some(outcome) = outcome {
+                self.log_authorized(&outcome, false);
+            }
         }
     }
 
@@ -339,20 +342,24 @@ impl AccountCtx {
 
     /// WeCom gives a permanent code once: it is kept, sealed, in the suite's storage until its
     /// corporation is registered, so that a registration that fails (the registry out of
-    /// reach) is tried again by the cron rather than lost.
+    /// reach) is tried again by the cron rather than lost. None: as for [`Self::register_kept`].
     async fn keep_and_register(
         &self,
         authorized: protocol::Authorized,
         created_at: u64,
-    ) -> Result<String, AppError> {
+    ) -> Option<Result<String, AppError>> {
         if !is_identifier(&authorized.corpid) {
-            return Err(AppError::Upstream(UpstreamFailure::BadResponse {
+            return Some(Err(AppError::Upstream(UpstreamFailure::BadResponse {
                 detail: "auth_corp_info.corpid is not letters, digits, '_' and '-'".into(),
-            }));
+            })));
         }
         let id = corp_account_id(&self.account.id, &authorized.corpid);
         let nonce = runtime::random_bytes::<NONCE_BYTES>();
-        let sealed = runtime::key_ring(&self.env)?.seal(&id, &authorized.permanent_code, nonce);
+        let ring = match runtime::key_ring(&self.env) {
+            Ok(ring) => ring,
+            Err(e) => return Some(Err(e)),
+        };
+        let sealed = ring.seal(&id, &authorized.permanent_code, nonce);
         self.state
             .platform
             .borrow_mut()
@@ -385,7 +392,10 @@ impl AccountCtx {
                         corpid,
                         permanent_code,
                     };
-                    self.register_kept(&authorized, entry.created_at).await
+                    match self.register_kept(&authorized, entry.created_at).await {
+                        Some(outcome) => outcome,
+                        None => continue, // registered meanwhile by the run that kept it
+                    }
                 }
                 Err(e) => Err(e),
             };
@@ -393,42 +403,53 @@ impl AccountCtx {
         }
     }
 
-    /// Registers a kept code's corporation; the code leaves the suite's storage unless the
-    /// failure is one a later try may not meet (5xx).
+    /// Registers a kept code's corporation unless a withdrawal pushed after its authorization
+    /// came first (the code waited for its exchange meanwhile); None if the code is no longer
+    /// kept (another run registered it). The code leaves the suite's storage unless the
+    /// failure is one a later try may not meet (5xx). One corporation at a time: a withdrawal
+    /// of the same corporation waits until the registration is done, and the other way round.
     async fn register_kept(
         &self,
         authorized: &protocol::Authorized,
         created_at: u64,
-    ) -> Result<String, AppError> {
-        let outcome = self.register_in_order(authorized, created_at).await;
-        let try_again = outcome.as_ref().is_err_and(|e| e.status() >= 500);
-        if !try_again {
-            let mut platform = self.state.platform.borrow_mut();
-            platform
-                .exchanged
-                .retain(|e| (e.corpid.as_str(), e.created_at) != (&authorized.corpid, created_at));
+    ) -> Option<Result<String, AppError>> {
+        let outcome = {
+            let _changing = self.state.corp_changes.lock().await;
+            let corpid = &authorized.corpid;
+            let is_this =
+                |e: &ExchangedCode| (e.corpid.as_str(), e.created_at) == (corpid, created_at);
+            if !self.state.platform.borrow().exchanged.iter().any(is_this) {
+                return None;
+            }
+            let admitted =
+                admit_authorization(&mut self.state.platform.borrow_mut(), corpid, created_at);
+            let outcome = match admitted {
+                true => {
+                    self.persist(None).await;
+                    let suite = &self.account.id;
+                    wecom_corps::register(&self.env, &self.settings, suite, authorized).await
+                }
+                false => Err(AppError::Conflict(
+                    "withdrawn after this authorization was pushed: not registered".into(),
+                )),
+            };
+            if !outcome.as_ref().is_err_and(|e| e.status() >= 500) {
+                let is_not_this = |e: &ExchangedCode| !is_this(e);
+                self.state
+                    .platform
+                    .borrow_mut()
+                    .exchanged
+                    .retain(is_not_this);
+            }
+            self.persist(None).await;
+            outcome
+        };
+        // Its first token, its auth info and its alarm, once the registration is done; a
+        // failure is the corporation's to report.
+        if let Ok(id) = &outcome {
+            let _ = object_client::cron(&self.env, id).await;
         }
-        self.persist(None).await;
-        outcome
-    }
-
-    /// Registers the corporation unless a withdrawal pushed after this authorization came
-    /// first (the code waited for its exchange meanwhile). A withdrawal of the same
-    /// corporation waits until the registration is done, and the other way round.
-    async fn register_in_order(
-        &self,
-        authorized: &protocol::Authorized,
-        created_at: u64,
-    ) -> Result<String, AppError> {
-        let _changing = self.state.corp_changes.lock().await;
-        let corpid = &authorized.corpid;
-        if !admit_authorization(&mut self.state.platform.borrow_mut(), corpid, created_at) {
-            return Err(AppError::Conflict(
-                "withdrawn after this authorization was pushed: not registered".into(),
-            ));
-        }
-        self.persist(None).await;
-        wecom_corps::register(&self.env, &self.settings, &self.account.id, authorized).await
+        Some(outcome)
     }
 
     /// A corporation's `cancel_auth` pushed at `created_at`, in WeCom's order: one older than
