@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from harness import CLIENT_KEY, wait_for
 from setups import SCOPED_KEY, SECOND, several
+from test_alerts import alert_vars, receiver  # noqa: F401 (the webhook fixture)
 from test_api import assert_error
 
 ADMIN_KEY = "admin-key-for-metrics-0123456789abcdef"
@@ -180,3 +181,47 @@ def test_a_failed_kv_write_is_counted_and_the_count_outlives_a_restart(start_wor
     live = worker.request("GET", f"/status?account={fake.appid}").json["accounts"][0]
     assert "reported_at" not in live, "asked of the object itself, loaded from its storage"
     assert live["counters"]["kv_write_failures"] >= counted, live["counters"]
+
+
+def test_every_family_of_a_busy_server_is_read_back_and_passes_promtool(start_worker, fake,
+                                                                        receiver):
+    """A ticket, a forced stable_token refresh, an alert and a watched quota: every family
+    has samples, Prometheus's parser reads them, and promtool finds nothing to fix."""
+    worker = start_worker(**several(fake, QUOTA_WATCH_PATHS="/cgi-bin/message/custom/send",
+                                    TEST_QUOTA_WATCH_SECS="1",
+                                    **alert_vars(receiver, ALERT_AFTER_SECS="0")))
+    main = {"account": fake.appid}
+    assert worker.request("GET", "/ticket?type=jsapi").status == 200
+    shop = worker.request("GET", "/token?account=shop").json["access_token"]
+    forced = worker.request("POST", "/token/refresh?account=shop",
+                            body=json.dumps({"stale_token": shop}))
+    assert forced.status == 200, forced.text
+    fake.modes[SECOND[0]] = "ip_not_whitelisted"
+    assert_error(worker.request("GET", "/token?account=second"), 502, "wechat_error")
+    assert wait_for(lambda: ("ip_refused", "started") in receiver.states(), 15)
+
+    def ready():
+        text, families = scrape(worker)
+        has = (samples(families, "alert_active", account="second", condition="ip_refused")
+               and samples(families, "watched_quota_daily_limit", **main))
+        return (text, families) if has else None
+    assert wait_for(ready, 20), scrape(worker)[0]
+    text, families = ready()
+    path = {"path": "/cgi-bin/message/custom/send"}
+    assert value(families, "watched_quota_daily_limit", **main, **path) > 0
+    assert value(families, "watched_quota_used", **main, **path) >= 0
+    assert 7000 < value(families, "ticket_expires_in_seconds", ticket="jsapi", **main) <= 7200
+    assert value(families, "forced_refreshes_today", account="shop") == 1
+    assert value(families, "alert_active", account="second", condition="ip_refused") == 1
+    # Every account family has a sample (pushed tickets aside: no platform here).
+    for family in ("token_expires_in_seconds", "ticket_expires_in_seconds", "refreshes",
+                   "upstream_calls", "upstream_calls_today", "explicit_refreshes_today",
+                   "forced_refreshes_today", "daily_quota", "alert_active", "kv_write_failures",
+                   "quota_clears_left", "account_state", "watched_quota_used",
+                   "watched_quota_daily_limit", "accounts"):
+        assert families[PREFIX + family].samples, family
+    if shutil.which("promtool"):
+        checked = subprocess.run(["promtool", "check", "metrics"], input=text, text=True,
+                                 capture_output=True, timeout=30)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert checked.stdout.strip() == "" and checked.stderr.strip() == "", checked

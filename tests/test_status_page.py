@@ -14,6 +14,7 @@ import pytest
 
 from harness import CLIENT_KEY, REPO, wait_for
 from setups import SECOND, several
+from test_alerts import receiver  # noqa: F401 (the webhook fixture)
 
 ARTIFACTS = REPO / "test-artifacts"
 
@@ -233,9 +234,12 @@ def test_the_page_polls_every_30_s_only_while_visible_and_stops_after_an_error(
     assert not browser.find_element("id", "retry").is_displayed()
 
 
-def test_the_summary_the_filter_and_each_cards_last_day(start_worker, fake, browser):
+def test_the_summary_the_filter_and_each_cards_last_day(start_worker, fake, browser, receiver):
+    # 3 of 10 used leaves 70%: under QUOTA_LOW_PERCENT=80, the healthy main account is under
+    # the quota_low alert.
     worker = start_worker(**several(fake, QUOTA_WATCH_PATHS="/cgi-bin/message/custom/send",
-                                    TEST_QUOTA_WATCH_SECS="2"))
+                                    TEST_QUOTA_WATCH_SECS="2", QUOTA_LOW_PERCENT="80",
+                                    ALERT_WEBHOOK_URL=receiver.url, ALERT_FORMAT="json"))
     assert worker.get_token().status == 200
     assert worker.request("GET", "/token?account=shop").status == 200
     fake.modes[SECOND[0]] = "busy"
@@ -252,12 +256,19 @@ def test_the_summary_the_filter_and_each_cards_last_day(start_worker, fake, brow
         return entry.get("watched_quotas", {}).get("/cgi-bin/message/custom/send", {}).get("used")
     # The main account's object asks for its watched quota on its alarm.
     assert wait_for(lambda: watched_use() == 3, 10), watched_use()
+
+    def alerts():
+        accounts = worker.request("GET", "/status").json["accounts"]
+        return {e["account"]: e.get("alerts", []) for e in accounts}
+    assert wait_for(lambda: "quota_low" in alerts()[fake.appid], 10), alerts()
+    active = sum(len(a) for a in alerts().values())
     browser.get(worker.base_url + "/")
     enter_key(browser, CLIENT_KEY)
     assert wait_for(lambda: len(shown(browser)) == 4, 10), text_of(browser, "notice")
     summary = text_of(browser, "summary")
     assert "2 healthy" in summary and "1 refreshing" in summary and "1 failing" in summary, summary
     assert "0 paused" in summary and "0 blocked" in summary
+    assert f"{active} alert{'s' if active != 1 else ''} active" in summary, (summary, alerts())
     # Each reporting card draws its last day: one bar an hour with calls; failures in red.
     bars = browser.execute_script("""
         return Object.fromEntries([...document.querySelectorAll('#accounts .card')].map(c => [
@@ -282,10 +293,10 @@ def test_the_summary_the_filter_and_each_cards_last_day(start_worker, fake, brow
         "dd.quota svg.spark rect.used`)].map(r => Number(r.getAttribute('height')))", fake.appid)
     assert used_bars[-1:] == [7], used_bars  # round(3 / 10 * 24)
     screenshot(browser, "status-page.png")
-    # Only what needs attention: the healthy cards hide.
+    # Only what needs attention: the healthy cards hide, unless under an alert.
     browser.find_element("id", "attention").click()
     visible = browser.execute_script(
         "return [...document.querySelectorAll('#accounts .card')].filter(c => !c.hidden)"
         ".map(c => c.dataset.account)")
-    assert sorted(visible) == ["corp-app", "second"], visible
+    assert sorted(visible) == sorted([fake.appid, "corp-app", "second"]), visible
     screenshot(browser, "status-page-attention.png")
