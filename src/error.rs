@@ -130,6 +130,14 @@ impl UpstreamFailure {
     }
 }
 
+/// A log line's `outcome`: `ok`, or the error's code.
+pub fn outcome_code<T>(result: &Result<T, AppError>) -> &str {
+    match result {
+        Ok(_) => "ok",
+        Err(e) => e.code(),
+    }
+}
+
 /// Which limit a refresh ran into.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TooSoonReason {

@@ -220,8 +220,9 @@ def test_every_family_of_a_busy_server_is_read_back_and_passes_promtool(start_wo
                    "quota_clears_left", "account_state", "watched_quota_used",
                    "watched_quota_daily_limit", "accounts"):
         assert families[PREFIX + family].samples, family
-    if shutil.which("promtool"):
-        checked = subprocess.run(["promtool", "check", "metrics"], input=text, text=True,
-                                 capture_output=True, timeout=30)
-        assert checked.returncode == 0, checked.stdout + checked.stderr
-        assert checked.stdout.strip() == "" and checked.stderr.strip() == "", checked
+    if shutil.which("promtool") is None:
+        pytest.skip("read back with Prometheus's parser; promtool is not installed")
+    checked = subprocess.run(["promtool", "check", "metrics"], input=text, text=True,
+                             capture_output=True, timeout=30)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.strip() == "" and checked.stderr.strip() == "", checked

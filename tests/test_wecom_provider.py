@@ -43,6 +43,12 @@ def push_ticket(worker, fake, suite_id=SUITE_ID, timestamp=None, ticket=None):
     return ticket
 
 
+def cron_all(worker):
+    """Fires the cron and waits until it has visited every account."""
+    accounts = len(worker.request("GET", "/status").json["accounts"])
+    return worker.run_cron(lines=accounts)
+
+
 def suite_token(worker, suite_id=SUITE_ID):
     return worker.request("GET", f"/wecom/suites/{suite_id}/token")
 
@@ -295,7 +301,7 @@ class TestCorporations:
         assert wecom.auth_info_calls == 1
         # Kept in the corporation's storage: read once, not at every visit, nor after a restart.
         worker.restart()
-        worker.run_cron()
+        cron_all(worker)
         assert shown()[0] == "Fake Corp"
         assert wecom.auth_info_calls == 1
         # The administrator changes the app; WeCom says so with change_auth.
@@ -335,9 +341,9 @@ class TestCorporations:
         # WeCom gave the permanent code once; it is kept, sealed, across a restart, and the
         # cron registers the corporation with it (the restarted registry fails once more).
         worker.restart()
-        worker.run_cron()
+        cron_all(worker)
         assert wait_for(lambda: attempts() == [(False, False), (False, True)], 15), attempts()
-        worker.run_cron()
+        cron_all(worker)
         assert wait_for(lambda: attempts() == [(False, False), (False, True), (True, True)],
                         15), attempts()
         reply = worker.request("GET", f"/token?account={CORP}")
@@ -345,8 +351,7 @@ class TestCorporations:
         assert wecom.is_valid(reply.json["access_token"], CORPID)
         assert wecom.exchanges == 1, "the code was exchanged once"
         # Registered: no longer kept, so a later cron registers nothing again.
-        worker.run_cron()
-        time.sleep(1)
+        cron_all(worker)
         assert len(attempts()) == 3
         assert not any(secret in worker.log() for secret in wecom.issued_permanent)
 
@@ -440,13 +445,16 @@ class TestCorporations:
         reply = push(worker, fake, SUITE_ID,
                      wecom.auth_message(SUITE_ID, "create_auth", code=code))
         assert reply.text == "success"
-        assert wait_for(lambda: len(worker.events("wecom_corp_authorized")) == 2, 15), \
-            "\n".join(worker.log().splitlines()[-60:])
+        assert wait_for(lambda: len(worker.events("wecom_corp_authorized")) == 2, 15)
         assert wecom.exchanges == 2
         entry = worker.request("GET", f"/status?account={CORP}").json["accounts"][0]
         assert entry["auto_refresh"] == "on" and entry["permanent_code"] == "kept", entry
         reply = worker.request("POST", f"/token/refresh?account={CORP}")
         assert reply.status == 200 and wecom.is_valid(reply.json["access_token"], CORPID)
+        # Registered with the new code once, and what it authorized read again with it.
+        cron_all(worker)
+        assert [e["kept_before"] for e in worker.events("wecom_corp_authorized")] == [False] * 2
+        assert wait_for(lambda: wecom.auth_info_calls == 2, 10), wecom.auth_info_calls
 
 
     def test_a_reset_permanent_code_replaces_the_old_one(self, provider_worker, fake):
@@ -491,15 +499,18 @@ class TestCorporations:
                 assert "WeCom" in body["message"]
             cleared = worker.request("POST", f"/admin/accounts/{account}/clear-quota", key=admin)
             assert cleared.status in (400, 404), cleared.text
-        worker.run_cron()
-        time.sleep(2)  # past TEST_QUOTA_WATCH_SECS: a watched account would have asked
+        cron_all(worker)
+
+        def watch_rounds():
+            return sum(1 for r in fake.openapi.requests if r["path"] == "/cgi-bin/openapi/quota/get")
+        # The official account beside them is watched every second: two of its rounds have
+        # passed, in which a watched WeCom account would have asked too.
+        assert wait_for(lambda: watch_rounds() >= 2, 15), fake.openapi.requests
         wecom_tokens = set(fake.wecom_provider.tokens)
         wecom_ids = {SUITE_ID, CORPID, PROVIDER_CORPID}
         sent = [r for r in fake.openapi.requests
                 if r["access_token"] in wecom_tokens or r["appid"] in wecom_ids]
         assert sent == [], "no WeCom credential went to WeChat"
-        # The official account beside them is watched: the check above could see a call.
-        assert any(r["path"] == "/cgi-bin/openapi/quota/get" for r in fake.openapi.requests)
 
 
 class TestGateway:

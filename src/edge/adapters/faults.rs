@@ -78,15 +78,15 @@ fn faults(env: &Env) -> Rc<Faults> {
         });
         let one_write_per_sec = lookup("TEST_KV_ONE_WRITE_PER_SEC").is_some_and(|v| v == "1");
         let no_due_alarms = lookup("TEST_NO_DUE_ALARMS").is_some_and(|v| v == "1");
-        let failing_erases = lookup("TEST_FAIL_ERASES")
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or(0);
-        let failing_registry_puts = lookup("TEST_FAIL_REGISTRY_PUTS")
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or(0);
-        let failing_push_stores = lookup("TEST_FAIL_PUSH_STORES")
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or(0);
+        // How many of the first ones fail.
+        let count = |name| {
+            lookup(name)
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        let failing_erases = count("TEST_FAIL_ERASES");
+        let failing_registry_puts = count("TEST_FAIL_REGISTRY_PUTS");
+        let failing_push_stores = count("TEST_FAIL_PUSH_STORES");
         let log_object_requests = lookup("TEST_LOG_OBJECT_REQUESTS").is_some_and(|v| v == "1");
         let alert_pace = lookup("TEST_ALERT_PACE").and_then(|spec| {
             let (gather, window) = spec.trim().split_once(',')?;

@@ -18,6 +18,8 @@ mod kv_sync;
 mod platform;
 mod state;
 mod watch;
+mod wecom_auth_info;
+mod wecom_corps;
 mod wecom_service;
 
 use crate::edge::adapters::faults;

@@ -66,8 +66,8 @@ pub async fn rid(request: &Request, env: &Env, ctx: &Context) -> Result<Response
     Ok(respond::json(200, &answer))
 }
 
-/// WeCom has neither API: its limits are its own (and its tokens are never sent to WeChat).
-/// The platform's component asks with its component_access_token, as WeChat documents.
+/// Refuses WeCom accounts of every kind: WeCom has neither API, its limits are its own, and
+/// its tokens are never sent to WeChat.
 fn metered(account: &Account) -> Result<(), AppError> {
     match account.kind.is_wecom() {
         true => Err(AppError::BadRequest(

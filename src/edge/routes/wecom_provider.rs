@@ -122,13 +122,8 @@ async fn events(request: &Request, env: &Env, suite_id: &str) -> Result<Response
             object_client::verify_ticket(env, &suite.account.id, ticket, created_at).await?;
         }
         SuiteEvent::Authorized { code, created_at } => {
-            // Stored by the suite's object before WeCom hears `success`; exchanged after. A
-            // push without its TimeStamp counts as sent now.
-            let created_at = if created_at == 0 {
-                now_secs()
-            } else {
-                created_at
-            };
+            // Stored by the suite's object before WeCom hears `success`; exchanged after.
+            let created_at = sent_at(created_at);
             object_client::authorize(env, &suite.account.id, code, created_at).await?;
         }
         SuiteEvent::Cancelled { corpid, created_at } => {
@@ -138,9 +133,10 @@ async fn events(request: &Request, env: &Env, suite_id: &str) -> Result<Response
             // Marked by the corporation's object before `success`; read after it. A
             // corporation this server does not know (yet) has nothing to read again.
             let id = corp_account_id(&suite.account.id, &corpid);
+            // 404: no such account; 400: an account of that id that is not a corporation.
             let known = match object_client::auth_changed(env, &id).await {
                 Ok(()) => true,
-                Err(e) if e.status() == 404 => false,
+                Err(e) if matches!(e.status(), 400 | 404) => false,
                 Err(e) => return Err(e),
             };
             log_event(json!({ "event": "wecom_auth_changed", "account": id, "known": known }));
@@ -159,17 +155,21 @@ async fn events(request: &Request, env: &Env, suite_id: &str) -> Result<Response
 /// suite's object decides the order and removes it, one step with its registrations (see
 /// `corp_withdrawn`), before WeCom hears `success`.
 async fn cancel(env: &Env, suite_id: &str, corpid: &str, created_at: u64) -> Result<(), AppError> {
-    let created_at = if created_at == 0 {
-        now_secs()
-    } else {
-        created_at
-    };
+    let created_at = sent_at(created_at);
     let done = object_client::corp_withdrawn(env, suite_id, corpid, created_at).await?;
     log_event(json!({
         "event": "wecom_corp_cancelled", "account": corp_account_id(suite_id, corpid),
         "removed": done["removed"], "out_of_order": done["in_order"] == false,
     }));
     Ok(())
+}
+
+/// A push's TimeStamp; one without it counts as sent now.
+fn sent_at(created_at: u64) -> u64 {
+    match created_at {
+        0 => now_secs(),
+        at => at,
+    }
 }
 
 /// `GET /wecom/suites/{suite_id}/token`, `GET /wecom/provider/token`: the token, as `/token`

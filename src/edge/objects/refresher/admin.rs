@@ -7,7 +7,7 @@ use crate::edge::adapters::faults;
 use crate::edge::adapters::kv_cache;
 use crate::edge::adapters::runtime;
 use crate::edge::adapters::upstream;
-use crate::error::{wechat_codes, AppError, UpstreamFailure};
+use crate::error::{outcome_code, wechat_codes, AppError, UpstreamFailure};
 use crate::policy::accounts::TokenApi;
 use crate::policy::ledger::{CredentialKind, CredentialState, Usage};
 use crate::policy::platform::{AuthorizationPush, PlatformState};
@@ -89,7 +89,7 @@ impl AccountCtx {
         let left = self.state.ledger.borrow().quota_clears.left(now);
         runtime::log_event(json!({
             "event": "quota_clear", "account": self.account.id,
-            "outcome": result.as_ref().map_or_else(|e| e.code(), |()| "ok"),
+            "outcome": outcome_code(&result),
             "clears_left_this_month": left, "wechat_rid": rid,
         }));
         match result {

@@ -12,7 +12,7 @@ use super::AccountCtx;
 use crate::edge::adapters::runtime::{log_event, now_secs};
 use crate::edge::adapters::upstream;
 use crate::edge::objects::object_client;
-use crate::error::{wechat_codes, AppError, UpstreamFailure};
+use crate::error::{outcome_code, wechat_codes, AppError, UpstreamFailure};
 use crate::policy::accounts::TokenApi;
 use crate::policy::fingerprint::fingerprint;
 use crate::policy::ledger::CredentialKind;
@@ -457,7 +457,7 @@ impl AccountCtx {
                     log_event(json!({
                         "event": "authorizer_authorized",
                         "account": ctx.account.id,
-                        "outcome": exchanged.as_ref().map_or_else(|e| e.code().to_owned(), |_| "ok".into()),
+                        "outcome": outcome_code(&exchanged),
                         "wechat_rid": exchanged.as_ref().err().and_then(AppError::rid),
                     }));
                     return;

@@ -90,8 +90,14 @@ pub struct AccountState {
     /// A report under way, and the due time of one asked for meanwhile.
     pub(super) reporting: Cell<bool>,
     pub(super) report_wanted: Cell<Option<Option<u64>>>,
-    /// What the platform's component or an authorizer keeps besides its credentials.
+    /// What the platform's component, an authorizer, a WeCom suite or a WeCom corporation
+    /// keeps besides its credentials.
     pub(super) platform: RefCell<PlatformState>,
+    /// A WeCom suite: the kept permanent codes (corpid, TimeStamp) a run is registering now.
+    pub(super) registering: RefCell<Vec<(String, u64)>>,
+    /// A WeCom corporation: `change_auth`s taken, so that an older read of its auth info
+    /// never overwrites a newer one.
+    pub(super) auth_info_asks: Cell<u64>,
     /// A WeCom suite: held while one of its corporations is registered or removed, so that a
     /// withdrawal and a newer authorization of the same corporation never interleave.
     pub(super) corp_changes: futures_util::lock::Mutex<()>,
