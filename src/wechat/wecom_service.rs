@@ -90,9 +90,10 @@ pub fn parse_permanent_code(
     }
 }
 
-/// `get_corp_token`: a corporation's token, with the suite's token and its permanent code.
-pub fn corp_token_request(
+/// A call about one corporation, made with the suite's token and its permanent code.
+fn for_corporation(
     wecom_api_base: &str,
+    endpoint: &str,
     suite_token: &str,
     corpid: &str,
     permanent_code: &str,
@@ -100,10 +101,27 @@ pub fn corp_token_request(
     let body = json!({ "auth_corpid": corpid, "permanent_code": permanent_code });
     with_suite_token(
         wecom_api_base,
-        "get_corp_token",
+        endpoint,
         suite_token,
         body,
         &[permanent_code],
+    )
+}
+
+/// `get_corp_token`: a corporation's token, with the suite's token and its permanent code.
+pub fn corp_token_request(
+    wecom_api_base: &str,
+    suite_token: &str,
+    corpid: &str,
+    permanent_code: &str,
+) -> PlatformRequest {
+    let endpoint = "get_corp_token";
+    for_corporation(
+        wecom_api_base,
+        endpoint,
+        suite_token,
+        corpid,
+        permanent_code,
     )
 }
 
@@ -115,13 +133,13 @@ pub fn auth_info_request(
     corpid: &str,
     permanent_code: &str,
 ) -> PlatformRequest {
-    let body = json!({ "auth_corpid": corpid, "permanent_code": permanent_code });
-    with_suite_token(
+    let endpoint = "v2/get_auth_info";
+    for_corporation(
         wecom_api_base,
-        "v2/get_auth_info",
+        endpoint,
         suite_token,
-        body,
-        &[permanent_code],
+        corpid,
+        permanent_code,
     )
 }
 
