@@ -430,7 +430,14 @@ impl AccountCtx {
             return self.receive_auth_code(code, created_at).await;
         }
         let code_fingerprint = fingerprint(&code);
-        let before = self.state.platform.borrow().clone();
+        let before = {
+            let platform = self.state.platform.borrow();
+            (
+                platform.authorization_code.clone(),
+                platform.last_code_fingerprint.clone(),
+                platform.authorization_pushed_at,
+            )
+        };
         {
             let mut platform = self.state.platform.borrow_mut();
             // WeChat's retry of a push already stored: its code is taken, or spent.
@@ -443,7 +450,12 @@ impl AccountCtx {
         }
         // Not stored: WeChat's retry is taken afresh.
         if let Err(e) = self.persist_push(None).await {
-            *self.state.platform.borrow_mut() = before;
+            let mut platform = self.state.platform.borrow_mut();
+            (
+                platform.authorization_code,
+                platform.last_code_fingerprint,
+                platform.authorization_pushed_at,
+            ) = before;
             return Err(e);
         }
         let ctx = self.clone();
