@@ -355,6 +355,23 @@ class TestCorporations:
         assert len(attempts()) == 3
         assert not any(secret in worker.log() for secret in wecom.issued_permanent)
 
+    def test_a_withdrawal_drops_a_kept_permanent_code(self, provider_worker, fake):
+        worker = provider_worker(TEST_FAIL_REGISTRY_PUTS="1")
+        wecom = fake.wecom_provider
+        push_ticket(worker, fake)
+        code = wecom.authorize_corp(SUITE_ID, CORPID)
+        install = wecom.auth_message(SUITE_ID, "create_auth", code=code,
+                                     timestamp=int(time.time()) - 5)
+        assert push(worker, fake, SUITE_ID, install).text == "success"
+        assert wait_for(lambda: [e["outcome"] for e in worker.events("wecom_corp_authorized")]
+                        == ["internal_error"], 15), worker.events("wecom_corp_authorized")
+        # Withdrawn before the cron's retry: the kept code goes with it.
+        cancel = wecom.auth_message(SUITE_ID, "cancel_auth", corpid=CORPID)
+        assert push(worker, fake, SUITE_ID, cancel).text == "success"
+        cron_all(worker)
+        assert len(worker.events("wecom_corp_authorized")) == 1, "nothing left to register"
+        assert_error(worker.request("GET", f"/token?account={CORP}"), 404, "unknown_account")
+
     def test_a_push_that_could_not_be_stored_is_answered_5xx_and_its_retry_taken(
             self, provider_worker, fake):
         # The first two storage writes of pushed messages fail.
@@ -433,6 +450,7 @@ class TestCorporations:
         wecom = fake.wecom_provider
         push_ticket(worker, fake)
         authorize(worker, fake)
+        assert wait_for(lambda: wecom.auth_info_calls == 1, 10)
         wecom.revoke(CORPID)
         reply = worker.request("POST", f"/token/refresh?account={CORP}")
         body = assert_error(reply, 502, "wechat_error")
@@ -440,7 +458,9 @@ class TestCorporations:
         entry = worker.request("GET", f"/status?account={CORP}").json["accounts"][0]
         assert entry["auto_refresh"] != "on", entry
         assert entry["permanent_code"] == "refused"
-        # A new authorization brings a new permanent code, and automatic refreshes back.
+        # A new authorization brings a new permanent code, and automatic refreshes back (and
+        # the app as it is now).
+        wecom.change_app(CORPID, "Reinstalled App")
         code = wecom.authorize_corp(SUITE_ID, CORPID)
         reply = push(worker, fake, SUITE_ID,
                      wecom.auth_message(SUITE_ID, "create_auth", code=code))
@@ -455,6 +475,11 @@ class TestCorporations:
         cron_all(worker)
         assert [e["kept_before"] for e in worker.events("wecom_corp_authorized")] == [False] * 2
         assert wait_for(lambda: wecom.auth_info_calls == 2, 10), wecom.auth_info_calls
+
+        def app_names():
+            entry = worker.request("GET", f"/status?account={CORP}").json["accounts"][0]
+            return [agent["name"] for agent in entry["agents"] or []]
+        assert wait_for(lambda: app_names() == ["Reinstalled App"], 10), app_names()
 
 
     def test_a_reset_permanent_code_replaces_the_old_one(self, provider_worker, fake):
@@ -503,9 +528,10 @@ class TestCorporations:
 
         def watch_rounds():
             return sum(1 for r in fake.openapi.requests if r["path"] == "/cgi-bin/openapi/quota/get")
-        # The official account beside them is watched every second: two of its rounds have
-        # passed, in which a watched WeCom account would have asked too.
-        assert wait_for(lambda: watch_rounds() >= 2, 15), fake.openapi.requests
+        # The official account beside them is watched every second: two more of its rounds
+        # pass, in which a watched WeCom account would have asked too.
+        base = watch_rounds()
+        assert wait_for(lambda: watch_rounds() >= base + 2, 15), fake.openapi.requests
         wecom_tokens = set(fake.wecom_provider.tokens)
         wecom_ids = {SUITE_ID, CORPID, PROVIDER_CORPID}
         sent = [r for r in fake.openapi.requests

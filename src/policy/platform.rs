@@ -209,6 +209,10 @@ pub struct PlatformState {
     /// `change_auth` asks for it again.
     #[serde(default)]
     pub auth_info: Option<AuthInfo>,
+    /// The fingerprint of the permanent code the auth info was read with: a new code (a new
+    /// installation) reads it again.
+    #[serde(default)]
+    pub auth_info_code: Option<String>,
     #[serde(default)]
     pub auth_info_stale: bool,
     #[serde(default)]

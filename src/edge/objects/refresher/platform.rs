@@ -450,12 +450,16 @@ impl AccountCtx {
         }
         // Not stored: WeChat's retry is taken afresh.
         if let Err(e) = self.persist_push(None).await {
+            // Undone unless a refresh took the code meanwhile (then it is spent, and WeChat's
+            // retry must find it known).
             let mut platform = self.state.platform.borrow_mut();
-            (
-                platform.authorization_code,
-                platform.last_code_fingerprint,
-                platform.authorization_pushed_at,
-            ) = before;
+            if platform.authorization_code.as_deref() == Some(code.as_str()) {
+                (
+                    platform.authorization_code,
+                    platform.last_code_fingerprint,
+                    platform.authorization_pushed_at,
+                ) = before;
+            }
             return Err(e);
         }
         let ctx = self.clone();

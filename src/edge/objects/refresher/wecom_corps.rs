@@ -42,10 +42,18 @@ impl AccountCtx {
             return Ok(());
         }
         if let Err(e) = self.persist_push(None).await {
-            let seen = fingerprint(&code);
+            // Undone unless a run took the code for its exchange meanwhile (then it is spent,
+            // and WeCom's retry must find it known).
             let mut platform = self.state.platform.borrow_mut();
-            platform.auth_codes.retain(|pending| pending.code != code);
-            platform.recent_codes.retain(|recent| *recent != seen);
+            if platform
+                .auth_codes
+                .iter()
+                .any(|pending| pending.code == code)
+            {
+                let seen = fingerprint(&code);
+                platform.auth_codes.retain(|pending| pending.code != code);
+                platform.recent_codes.retain(|recent| *recent != seen);
+            }
             return Err(e);
         }
         log_event(
@@ -164,7 +172,12 @@ impl AccountCtx {
         }
         let outcome = self.register_kept(&authorized, created_at).await;
         self.state.registering.borrow_mut().retain(|r| *r != kept);
-        outcome.unwrap_or_else(|| Err(AppError::Conflict("registered by another run".into())))
+        // None: a withdrawal dropped the kept code while this run waited for the lock.
+        outcome.unwrap_or_else(|| {
+            Err(AppError::Conflict(
+                "withdrawn before it was registered".into(),
+            ))
+        })
     }
 
     /// The kept codes a failed registration left, registered again (at the start of each
@@ -240,11 +253,9 @@ impl AccountCtx {
             self.persist(None).await;
             registered
         };
-        // Once the lock is released: its auth info read afresh (a new permanent code may come
-        // with a new app), then its first token and its alarm. A failure is the
-        // corporation's to report.
+        // Once the lock is released: its first token, its auth info (read again with each new
+        // permanent code) and its alarm. A failure is the corporation's to report.
         if let Ok(id) = &registered {
-            let _ = object_client::auth_changed(&self.env, id).await;
             let _ = object_client::cron(&self.env, id).await;
         }
         Some(registered)
@@ -276,8 +287,14 @@ impl AccountCtx {
             };
             return Err(e);
         }
-        // Kept codes pushed before the withdrawal will never register: they go now.
-        let moot = |e: &ExchangedCode| e.corpid == corpid && e.created_at < created_at;
+        // Kept codes pushed before the withdrawal will never register: they go now (so does
+        // one of the same second already acted on, whose registration failed).
+        let acted_on = before.and_then(|p| p.authorized_at);
+        let moot = |e: &ExchangedCode| {
+            e.corpid == corpid
+                && (e.created_at < created_at
+                    || (e.created_at == created_at && acted_on == Some(created_at)))
+        };
         self.state
             .platform
             .borrow_mut()
