@@ -99,6 +99,18 @@ pub async fn access_token(
         .ok_or_else(|| AppError::Internal(format!("{account_id} answered no token")))
 }
 
+/// Another account's token, replaced (once, for every caller) because `stale` was refused:
+/// the new one, or None when its object kept `stale` or could not answer.
+pub async fn replacement_token(env: &Env, account_id: &str, stale: &str) -> Option<String> {
+    let trigger = Trigger::Rejected {
+        stale_token: stale.to_owned(),
+    };
+    access_token(env, account_id, trigger)
+        .await
+        .ok()
+        .filter(|fresh| fresh != stale)
+}
+
 pub async fn ticket(
     env: &Env,
     account_id: &str,

@@ -191,17 +191,16 @@ impl AccountCtx {
                     match errcode {
                         Some(code) if wechat_codes::is_token_rejected(code) && !healed => {
                             healed = true;
-                            let stale = Trigger::Rejected {
-                                stale_token: component_token.clone(),
-                            };
-                            match object_client::token(&self.env, &component_id, stale).await {
-                                Ok(fresh) => match fresh.record() {
-                                    Some(record) if record.access_token != component_token => {
-                                        component_token = record.access_token;
-                                    }
-                                    _ => return outcome,
-                                },
-                                Err(_) => return outcome,
+                            let env = &self.env;
+                            match object_client::replacement_token(
+                                env,
+                                &component_id,
+                                &component_token,
+                            )
+                            .await
+                            {
+                                Some(fresh) => component_token = fresh,
+                                None => return outcome,
                             }
                         }
                         // At most hourly, however many clients read a dead authorizer.

@@ -117,12 +117,9 @@ impl AccountCtx {
                 return outcome;
             }
             healed = true;
-            let stale = Trigger::Rejected {
-                stale_token: suite_token.clone(),
-            };
-            match object_client::access_token(&self.env, suite_id, stale).await {
-                Ok(fresh) if fresh != suite_token => suite_token = fresh,
-                _ => return outcome,
+            match object_client::replacement_token(&self.env, suite_id, &suite_token).await {
+                Some(fresh) => suite_token = fresh,
+                None => return outcome,
             }
         }
     }
