@@ -1,7 +1,7 @@
 //! The worker's HTTP entry point: which route, which method, and each route's handler.
 
-use crate::edge::adapters::request::{self, param, query};
-use crate::edge::adapters::respond;
+use crate::edge::adapters::request::{self, param, query, Incoming};
+use crate::edge::adapters::respond::{self, Answer};
 use crate::edge::adapters::runtime::{self, now_secs};
 use crate::edge::objects::object_client;
 use crate::edge::objects::reader::{read, refresh};
@@ -27,34 +27,41 @@ use crate::policy::token::TokenRecord;
 use crate::wechat::jssdk;
 use serde_json::json;
 use std::rc::Rc;
-use worker::{event, Context, Env, Method, Request, Response};
+use worker::{event, web_sys, Context, Env, Method, Request, Response};
 
 /// The only route a browser may call (with `CORS_ALLOW_ORIGINS`): it never returns a raw
 /// token or ticket.
 const BROWSER_ROUTE: &str = "/jssdk/signature";
 
 #[event(fetch)]
-async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+async fn fetch(raw: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
     console_error_panic_hook::set_once();
-    let cors = match request.path() == BROWSER_ROUTE {
+    let incoming = Incoming::new(raw);
+    let cors = match incoming.path() == BROWSER_ROUTE {
         true => {
-            let origin = request.headers().get("origin").ok().flatten();
+            let origin = incoming.header("origin");
             requests::cors_headers(origin.as_deref(), &runtime::cors_origins(&env))
         }
         false => None,
     };
-    let head = request.method() == Method::Head;
-    let response = if request.method() == Method::Options && cors.is_some() {
-        respond::empty(204)
+    let method = incoming.method();
+    let answer = if method == Method::Options && cors.is_some() {
+        Answer::Own(respond::empty(204))
     } else {
-        respond::result(route(request, &env, &ctx).await)
+        route(&incoming, &env, &ctx)
+            .await
+            .unwrap_or_else(|e| Answer::Own(respond::error(&e)))
     };
-    Ok(respond::finish(response, cors.as_deref(), head))
+    Ok(respond::finish(
+        answer,
+        cors.as_deref(),
+        method == Method::Head,
+    ))
 }
 
-async fn route(request: Request, env: &Env, ctx: &Context) -> Result<Response, AppError> {
+async fn route(incoming: &Incoming, env: &Env, ctx: &Context) -> Result<Answer, AppError> {
     // HEAD is answered as GET; `respond::finish` drops the body.
-    let method = match request.method() {
+    let method = match incoming.method() {
         Method::Head => Method::Get,
         other => other,
     };
@@ -67,46 +74,48 @@ async fn route(request: Request, env: &Env, ctx: &Context) -> Result<Response, A
             Err(AppError::MethodNotAllowed { allow: "GET, HEAD" })
         }
     };
-    let path = request.path();
-    match path.as_str() {
+    // Only this server's own routes take worker's wrapper of the request, never the gateway.
+    let request = || incoming.request();
+    let path = incoming.path();
+    let own = match path {
         "/healthz" => allow(Method::Get).map(|()| respond::json(200, &json!({ "ok": true }))),
         "/" => allow(Method::Get).map(|()| status_page::page()),
         "/token" => {
             allow(Method::Get)?;
-            get_token(&request, env, ctx).await
+            get_token(request(), env, ctx).await
         }
         "/token/refresh" => {
             allow(Method::Post)?;
-            refresh_token(&request, env).await
+            refresh_token(request(), env).await
         }
         "/ticket" => {
             allow(Method::Get)?;
-            get_ticket(&request, env, ctx).await
+            get_ticket(request(), env, ctx).await
         }
         BROWSER_ROUTE => {
             allow(Method::Get)?;
-            get_signature(&request, env, ctx).await
+            get_signature(request(), env, ctx).await
         }
         "/status" => {
             allow(Method::Get)?;
-            get_status(&request, env).await
+            get_status(request(), env).await
         }
         "/metrics" => {
             allow(Method::Get)?;
-            get_metrics(&request, env).await
+            get_metrics(request(), env).await
         }
         "/quota" => {
             allow(Method::Get)?;
-            diagnostics::quota(&request, env, ctx).await
+            diagnostics::quota(request(), env, ctx).await
         }
         "/diagnostics/rid" => {
             allow(Method::Get)?;
-            diagnostics::rid(&request, env, ctx).await
+            diagnostics::rid(request(), env, ctx).await
         }
         "/cgi-bin/token" | "/cgi-bin/gettoken" | "/cgi-bin/ticket/getticket" => {
             allow(Method::Get)?;
-            let pairs = query(&request)?;
-            Ok(compat::answer(&path, &pairs, "", env, ctx).await)
+            let pairs = query(request())?;
+            Ok(compat::answer(path, &pairs, "", env, ctx).await)
         }
         "/cgi-bin/stable_token"
         | "/cgi-bin/component/api_component_token"
@@ -116,35 +125,43 @@ async fn route(request: Request, env: &Env, ctx: &Context) -> Result<Response, A
         | "/cgi-bin/service/get_corp_token" => {
             allow(Method::Post)?;
             // The client key is in the body: read it (bounded) before authenticating.
-            let body = match path.as_str() {
-                "/cgi-bin/stable_token" => request::read(&request).await?,
-                _ => request::read_untyped(&request).await?,
+            let body = match path {
+                "/cgi-bin/stable_token" => request::read(request()).await?,
+                _ => request::read_untyped(request()).await?,
             };
-            let pairs = query(&request)?;
-            Ok(compat::answer(&path, &pairs, &body, env, ctx).await)
+            let pairs = query(request())?;
+            Ok(compat::answer(path, &pairs, &body, env, ctx).await)
         }
         wecom if wecom.starts_with("/wecom/") => {
-            wecom_provider::route(&request, method, &wecom["/wecom".len()..], env, ctx).await
+            wecom_provider::route(request(), method, &wecom["/wecom".len()..], env, ctx).await
         }
         component if component.starts_with("/component/") => {
-            platform::route(&request, method, &component["/component".len()..], env, ctx).await
+            platform::route(
+                request(),
+                method,
+                &component["/component".len()..],
+                env,
+                ctx,
+            )
+            .await
         }
         "/admin/component/authorizers/sync" => {
-            access::authenticate_admin(env, &request).await?;
+            access::authenticate_admin(env, request()).await?;
             allow(Method::Post)?;
-            platform::sync_authorizers(&request, env, ctx).await
+            platform::sync_authorizers(request(), env, ctx).await
         }
         "/admin/reseal" => {
-            access::authenticate_admin(env, &request).await?;
+            access::authenticate_admin(env, request()).await?;
             allow(Method::Post)?;
-            admin::reseal(&request, env).await
+            admin::reseal(request(), env).await
         }
         admin if admin == "/admin/accounts" || admin.starts_with("/admin/accounts/") => {
-            admin::route(&request, method, &admin["/admin/accounts".len()..], env).await
+            admin::route(request(), method, &admin["/admin/accounts".len()..], env).await
         }
         keyed if keyed.starts_with("/gateway/") => {
             allow_gateway(&method)?;
-            gateway::keyed(&request, &keyed["/gateway".len()..], env, ctx).await
+            let answer = gateway::keyed(incoming, &keyed["/gateway".len()..], env, ctx).await?;
+            return Ok(Answer::PassedOn(answer));
         }
         other => {
             // Anything else under WeChat's API families goes through the gateway as it is.
@@ -157,9 +174,11 @@ async fn route(request: Request, env: &Env, ctx: &Context) -> Result<Response, A
                 return Err(AppError::NotFound);
             }
             allow_gateway(&method)?;
-            Ok(gateway::pass_through(&request, other, env, ctx).await)
+            let answer = gateway::pass_through(incoming, other, env, ctx).await;
+            return Ok(Answer::PassedOn(answer));
         }
-    }
+    };
+    own.map(Answer::Own)
 }
 
 /// The gateway forwards GET and POST, WeChat's only methods.

@@ -28,6 +28,18 @@ pub fn passive_refresh_body(body: &str) -> Result<Option<String>, AppError> {
     }
 }
 
+/// The path of a URL as the runtime serializes it (WHATWG, special scheme): from the first `/`
+/// after the host to the query, percent-encoding kept. That serialization always has a path,
+/// in which `?` and `#` are encoded, so nothing needs parsing again.
+pub fn path_of_url(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |at| at + 3);
+    let Some(start) = url[after_scheme..].find('/') else {
+        return "/";
+    };
+    let path = &url[after_scheme + start..];
+    &path[..path.find(['?', '#']).unwrap_or(path.len())]
+}
+
 /// Larger request bodies are refused (413): no request of this API needs more.
 pub const MAX_BODY_BYTES: usize = 8 * 1024;
 
@@ -92,6 +104,27 @@ pub fn cors_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_is_read_off_the_serialized_url_as_it_is() {
+        let cases = [
+            ("https://edge.example/token?account=a", "/token"),
+            (
+                "http://127.0.0.1:8787/gateway/cgi-bin/user/info",
+                "/gateway/cgi-bin/user/info",
+            ),
+            (
+                "https://edge.example/cgi-bin/compone%6Et/x?y=1#z",
+                "/cgi-bin/compone%6Et/x",
+            ),
+            ("https://edge.example/a/b/#frag", "/a/b/"),
+            ("https://edge.example", "/"),
+            ("https://edge.example/", "/"),
+        ];
+        for (url, path) in cases {
+            assert_eq!(path_of_url(url), path, "{url}");
+        }
+    }
 
     #[test]
     fn an_empty_body_names_no_token() {

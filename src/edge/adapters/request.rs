@@ -4,26 +4,84 @@
 
 use crate::error::AppError;
 use crate::policy::requests::{self, MAX_BODY_BYTES};
+use std::cell::OnceCell;
 use worker::js_sys::{Reflect, Uint8Array};
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::web_sys::ReadableStreamDefaultReader;
-use worker::Request;
+use worker::web_sys::{self, ReadableStream, ReadableStreamDefaultReader};
+use worker::{Method, Request};
 
 /// Past the limit, this much more is read and thrown away before giving up on the body: a
 /// body left half-read breaks the connection's next request in `wrangler dev`'s proxy, and
 /// reading (not keeping) a few more chunks costs little.
 const DISCARD_MAX_BYTES: usize = 1 << 20;
 
+/// A request as the runtime hands it in, wrapped in worker's `Request` only when a route asks
+/// for one: the wrapper reads `request.cf`, an object the runtime builds on demand and the
+/// gateway never needs.
+pub struct Incoming {
+    raw: web_sys::Request,
+    method: Method,
+    url: String,
+    path: String,
+    wrapped: OnceCell<Request>,
+}
+
+impl Incoming {
+    pub fn new(raw: web_sys::Request) -> Self {
+        let url = raw.url();
+        let path = requests::path_of_url(&url).to_owned();
+        Self {
+            method: Method::from(raw.method()),
+            raw,
+            url,
+            path,
+            wrapped: OnceCell::new(),
+        }
+    }
+
+    /// The path, as the runtime serialized it (percent-encoding kept).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn method(&self) -> Method {
+        self.method.clone()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.raw.headers().get(name).ok().flatten()
+    }
+
+    /// The query's name/value pairs.
+    pub fn query(&self) -> Vec<(String, String)> {
+        pairs_of_url(&self.url)
+    }
+
+    pub fn body(&self) -> Option<ReadableStream> {
+        self.raw.body()
+    }
+
+    /// The request as the routes that need worker's wrapper take it.
+    pub fn request(&self) -> &Request {
+        // `Clone::clone` shares the one JavaScript object; `Request::clone` would copy its body.
+        let raw = || Clone::clone(&self.raw);
+        self.wrapped.get_or_init(|| Request::from(raw()))
+    }
+}
+
 /// The query's name/value pairs.
 pub fn query(request: &Request) -> Result<Vec<(String, String)>, AppError> {
-    // The runtime's URL is already parsed and serialized: its query is what follows the first
-    // `?` (a `#` never reaches a server), without parsing the whole URL again.
-    let url = request.inner().url();
+    Ok(pairs_of_url(&request.inner().url()))
+}
+
+/// The runtime's URL is already parsed and serialized: its query is what follows the first
+/// `?` (a `#` never reaches a server), without parsing the whole URL again.
+fn pairs_of_url(url: &str) -> Vec<(String, String)> {
     let query = url.split_once('?').map_or("", |(_, query)| query);
-    Ok(form_urlencoded::parse(query.as_bytes())
+    form_urlencoded::parse(query.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect())
+        .collect()
 }
 
 /// The key of `Authorization: Bearer <key>`, if the request has one.

@@ -45,7 +45,11 @@ fn own(status: u16, content_type: &str, body: Vec<u8>) -> Response {
 /// Its body stays in the runtime's memory (held or streaming), never copied into the worker's.
 /// It comes from WeChat but is served from this origin, the status page's: a browser must
 /// neither sniff it into HTML nor run anything in it.
-pub fn passed_on(status: u16, kept_headers: &[(&str, String)], body: Option<Body>) -> Response {
+pub fn passed_on(
+    status: u16,
+    kept_headers: &[(&str, String)],
+    body: Option<Body>,
+) -> web_sys::Response {
     let headers = Headers::new();
     for (name, value) in kept_headers {
         let _ = headers.set(name, value);
@@ -67,13 +71,13 @@ pub fn passed_on(status: u16, kept_headers: &[(&str, String)], body: Option<Body
         }
         _ => web_sys::Response::new_with_opt_str_and_init(None, &init),
     };
-    match answer {
-        Ok(answer) => answer.into(),
-        Err(e) => error(&runtime::internal(
+    answer.unwrap_or_else(|e| {
+        let why = runtime::internal(
             "the answer could not be built",
             e.as_string().unwrap_or_default(),
-        )),
-    }
+        );
+        error(&why).into()
+    })
 }
 
 /// The one place an [`AppError`] becomes an HTTP response.
@@ -103,14 +107,26 @@ pub fn empty(status: u16) -> Response {
         .with_status(status)
 }
 
+/// What a route answers: one of the server's own answers, or one passed on as the runtime
+/// built it (the gateway's, which never goes through worker's `Response`: converting it
+/// there and back would build it twice).
+pub enum Answer {
+    Own(Response),
+    PassedOn(web_sys::Response),
+}
+
 /// Adds the CORS headers (when the origin is allowed), and drops the body of a HEAD answer.
-pub fn finish(response: Response, cors: Option<&[(&str, String)]>, head: bool) -> Response {
+pub fn finish(answer: Answer, cors: Option<&[(&str, String)]>, head: bool) -> web_sys::Response {
+    let response = match answer {
+        Answer::PassedOn(raw) if head => empty(raw.status()).with_headers(Headers(raw.headers())),
+        Answer::PassedOn(raw) => return raw,
+        Answer::Own(response) if head => {
+            empty(response.status_code()).with_headers(response.headers().clone())
+        }
+        Answer::Own(response) => response,
+    };
     for (name, value) in cors.unwrap_or_default() {
         let _ = response.headers().set(name, value);
     }
-    if !head {
-        return response;
-    }
-    let headers = response.headers().clone();
-    empty(response.status_code()).with_headers(headers)
+    response.into()
 }

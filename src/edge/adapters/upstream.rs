@@ -270,23 +270,28 @@ async fn exchange(
         let status = response.status();
         let answer = response.headers();
         let header = |name| answer.get(name).ok().flatten();
-        let marked = answer.has(EGRESS_REFUSED_HEADER).unwrap_or(false);
+        // Asked only where it can matter: every header read is a call into the runtime.
+        let marked = status == 403 && answer.has(EGRESS_REFUSED_HEADER).unwrap_or(false);
         refused_by_relay(status, marked, egress)?;
         if gateway::is_redirect(status) {
             return Err(UpstreamFailure::Redirect { status });
         }
-        let answer_headers = gateway::PASSED_BACK_ANSWER_HEADERS
+        let answer_headers: Vec<(&'static str, String)> = gateway::PASSED_BACK_ANSWER_HEADERS
             .iter()
             .filter_map(|name| Some((*name, header(name)?)))
             .collect();
         let declared_len = header("content-length").and_then(|n| n.parse().ok());
         // A compressed answer's declared length is not what reading it yields.
         let length_known = declared_len.is_some() && header("content-encoding").is_none();
-        let content_type = header("content-type");
+        // Content-Type is one of the headers passed back: read once.
+        let content_type = answer_headers
+            .iter()
+            .find(|(name, _)| *name == "content-type")
+            .map(|(_, value)| value.as_str());
         let read = match reading {
             Reading::Whole => true,
-            Reading::Inspect => gateway::inspects_answer(content_type.as_deref(), declared_len),
-            Reading::Redact => !gateway::is_file(content_type.as_deref()),
+            Reading::Inspect => gateway::inspects_answer(content_type, declared_len),
+            Reading::Redact => !gateway::is_file(content_type),
         };
         let peek_limit = match reading {
             Reading::Redact => gateway::MAX_REDACTED_BYTES,

@@ -14,9 +14,9 @@
 //! Over 400 lines: the two ways in share the call's construction, its heal, the refresh
 //! tokens taken out of platform answers and the one log line; apart, each would repeat them.
 
-use crate::edge::adapters::request::{param, query};
+use crate::edge::adapters::request::{param, Incoming};
 use crate::edge::adapters::respond;
-use crate::edge::adapters::runtime::{self, log_error, log_event, now_millis};
+use crate::edge::adapters::runtime::{self, log_error, log_record, now_millis};
 use crate::edge::adapters::streams::{self, Body};
 use crate::edge::adapters::tally;
 use crate::edge::adapters::upstream::{self, Forwarded};
@@ -31,9 +31,10 @@ use crate::policy::config::{AccountName, Settings};
 use crate::policy::gateway::{self, CallCredential};
 use crate::policy::refresh::Trigger;
 use crate::policy::token::TokenRecord;
+use serde::Serialize;
 use serde_json::json;
 use worker::js_sys::Uint8Array;
-use worker::{Context, Env, Method, Request, Response};
+use worker::{web_sys, Context, Env, Method};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -69,13 +70,13 @@ impl Call {
     /// token is the client's and stays, and so does the `appid` a platform's login names on
     /// the pass-through.
     async fn of(
-        request: &Request,
+        incoming: &Incoming,
         kind: AccountKind,
         path: &str,
         pairs: Vec<(String, String)>,
         mode: Mode,
     ) -> Result<Self, AppError> {
-        let method = match request.method() {
+        let method = match incoming.method() {
             // Answered as a GET without its body: WeChat's API knows GET and POST only.
             Method::Head => Method::Get,
             method => method,
@@ -91,8 +92,8 @@ impl Call {
             method,
             path,
             query: pairs.into_iter().filter(|(k, _)| !used(k)).collect(),
-            headers: forwarded_headers(request),
-            body: read_body(request).await?,
+            headers: forwarded_headers(incoming),
+            body: read_body(incoming).await?,
             credential,
         })
     }
@@ -119,34 +120,39 @@ const CREDENTIAL_PARAMETERS: [&str; 7] = [
 
 /// `/gateway/<path>`: the client key names the account; the edge adds the credential.
 pub async fn keyed(
-    request: &Request,
+    incoming: &Incoming,
     path: &str,
     env: &Env,
     ctx: &Context,
-) -> Result<Response, AppError> {
-    let pairs = query(request)?;
-    let header = request.headers().get("authorization").ok().flatten();
+) -> Result<web_sys::Response, AppError> {
+    let pairs = incoming.query();
+    let header = incoming.header("authorization");
     let key = header.as_deref().and_then(bearer_token);
     let (grant, settings) = access::authenticate(env, key, Route::Gateway).await?;
     gateway::check_path(path, &settings.gateway_prefixes)?;
     gateway::check_server_only_path(path)?;
     let account = access::account(env, &grant, &settings, account_name(&pairs)?).await?;
-    let call = Call::of(request, account.kind, path, pairs, Mode::Keyed).await?;
+    let call = Call::of(incoming, account.kind, path, pairs, Mode::Keyed).await?;
     let answer = forward(env, ctx, &settings, &account, call, Mode::Keyed).await?;
     Ok(answer.into_response())
 }
 
 /// A WeChat path with the caller's own `access_token` (one this server issued) or, for login
 /// and OAuth, `appid` and `secret=<client key>`. Always answers; errors in WeChat's shape.
-pub async fn pass_through(request: &Request, path: &str, env: &Env, ctx: &Context) -> Response {
-    match pass_through_call(request, path, env, ctx).await {
+pub async fn pass_through(
+    incoming: &Incoming,
+    path: &str,
+    env: &Env,
+    ctx: &Context,
+) -> web_sys::Response {
+    match pass_through_call(incoming, path, env, ctx).await {
         Ok(answer) => answer.into_response(),
-        Err(error) => respond::json(200, &wechat_shape(&error.body())),
+        Err(error) => respond::json(200, &wechat_shape(&error.body())).into(),
     }
 }
 
 async fn pass_through_call(
-    request: &Request,
+    incoming: &Incoming,
     path: &str,
     env: &Env,
     ctx: &Context,
@@ -154,7 +160,7 @@ async fn pass_through_call(
     let settings = runtime::settings(env)?;
     gateway::check_path(path, &settings.gateway_prefixes)?;
     gateway::check_server_only_path(path)?;
-    let pairs = query(request)?;
+    let pairs = incoming.query();
     let credential = gateway::call_credential(path);
     let account = match credential {
         CallCredential::AppSecret => {
@@ -201,7 +207,7 @@ async fn pass_through_call(
             }
         }
     };
-    let call = Call::of(request, account.kind, path, pairs, Mode::PassThrough).await?;
+    let call = Call::of(incoming, account.kind, path, pairs, Mode::PassThrough).await?;
     forward(env, ctx, &settings, &account, call, Mode::PassThrough).await
 }
 
@@ -213,26 +219,23 @@ fn token_refused() -> UpstreamFailure {
     }
 }
 
-fn forwarded_headers(request: &Request) -> Vec<(String, String)> {
+fn forwarded_headers(incoming: &Incoming) -> Vec<(String, String)> {
     gateway::FORWARDED_REQUEST_HEADERS
         .iter()
-        .filter_map(|name| {
-            let value = request.headers().get(name).ok().flatten()?;
-            Some(((*name).to_owned(), value))
-        })
+        .filter_map(|name| Some(((*name).to_owned(), incoming.header(name)?)))
         .collect()
 }
 
 /// The body, kept if it ends within [`gateway::MAX_KEPT_BODY_BYTES`]; a larger one (declared
 /// or found so) streams on as it comes.
-async fn read_body(request: &Request) -> Result<Option<Body>, AppError> {
-    if request.method() == Method::Get || request.method() == Method::Head {
+async fn read_body(incoming: &Incoming) -> Result<Option<Body>, AppError> {
+    if matches!(incoming.method(), Method::Get | Method::Head) {
         return Ok(None);
     }
-    let Some(stream) = request.inner().body() else {
+    let Some(stream) = incoming.body() else {
         return Ok(None);
     };
-    let declared = request.headers().get("content-length").ok().flatten();
+    let declared = incoming.header("content-length");
     let declared_len = declared.and_then(|n| n.parse::<usize>().ok());
     if declared_len.is_some_and(|n| n > gateway::MAX_KEPT_BODY_BYTES) {
         // Handed on untouched, so that its length goes upstream with it.
@@ -265,45 +268,50 @@ async fn forward(
         Ok(sent) => (
             sent.answer.status,
             sent.answer.errcode,
-            sent.answer.rid.clone(),
+            sent.answer.rid.as_deref(),
             sent.retried,
-            sent.heal_refused.clone(),
+            sent.heal_refused.as_deref(),
             None,
         ),
-        Err(e) => (
-            e.status(),
-            None,
-            None,
-            false,
-            None,
-            Some(e.code().to_owned()),
-        ),
+        Err(e) => (e.status(), None, None, false, None, Some(e.code())),
     };
-    let mut line = json!({
-        "event": "gateway_call",
-        "account": account.id,
-        "method": call.method.to_string(),
-        "path": call.path,
-        "mode": mode.name(),
-        "status": status,
-        "errcode": errcode,
-        "retried": retried,
-        "duration_ms": now_millis().saturating_sub(started_ms),
+    log_record(&CallLine {
+        event: "gateway_call",
+        account: &account.id,
+        method: call.method.as_ref(),
+        path: &call.path,
+        mode: mode.name(),
+        status,
+        errcode,
+        retried,
+        duration_ms: now_millis().saturating_sub(started_ms),
+        edge_error,
+        heal_refused,
+        wechat_rid: rid,
     });
-    // Only when there is something to say: a log line costs by its length too.
-    let extras = [
-        ("edge_error", edge_error),
-        ("heal_refused", heal_refused),
-        ("wechat_rid", rid),
-    ];
-    for (name, value) in extras {
-        if let Some(value) = value {
-            line[name] = json!(value);
-        }
-    }
-    log_event(line);
     count_call(env, ctx, status);
     outcome.map(|sent| sent.answer)
+}
+
+/// The one log line of a gateway call. The last three only when there is something to say:
+/// a log line costs by its length too.
+#[derive(Serialize)]
+struct CallLine<'a> {
+    event: &'static str,
+    account: &'a str,
+    method: &'a str,
+    path: &'a str,
+    mode: &'static str,
+    status: u16,
+    errcode: Option<i64>,
+    retried: bool,
+    duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    edge_error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    heal_refused: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wechat_rid: Option<&'a str>,
 }
 
 /// Counts the call by its status class (`gateway_calls:2xx`) for `/metrics`; the isolate
@@ -510,7 +518,7 @@ fn upstream_url(
 }
 
 impl Forwarded {
-    fn into_response(self) -> Response {
+    fn into_response(self) -> web_sys::Response {
         respond::passed_on(self.status, &self.headers, self.body)
     }
 }
