@@ -83,6 +83,10 @@ class FakeWeChat:
         self.latency_ms = 0  # added to every answer, to widen race windows in tests
         self.slow_ms = 3000
         self.lost_ms = 6000
+        # An API call's answer held back `stall_secs`: "headers" (nothing sent yet) or "body"
+        # (the headers and half the body sent): a WeChat that stops answering half-way.
+        self.api_stall: str | None = None
+        self.stall_secs = 6.0
         self.grace_secs = 300  # how long a replaced classic or WeCom token keeps working
         self._lock = threading.Lock()
         self._serial = itertools.count(1)
@@ -179,6 +183,8 @@ class FakeWeChat:
             self.grace_secs = 300
             self.lost_ms = 6000
             self.slow_ms = 3000
+            self.api_stall = None
+            self.stall_secs = 6.0
             self.api_calls = 0
             self.api_rejected.clear()
             self.api_requests.clear()
@@ -654,6 +660,7 @@ class FakeWeChat:
                         fake._in_flight_by[account] -= 1
 
             def _record_api(self, body_bytes: int = 0) -> None:
+                self._stalling = fake.api_stall
                 url = _routed(self.path)
                 query = {k: v[0] for k, v in parse_qs(url.query).items()}
                 token = query.get("access_token") or query.get("component_access_token") or ""
@@ -686,6 +693,10 @@ class FakeWeChat:
                 if fake.rids and content_type.startswith("application/json") and isinstance(body, str):
                     body = self._with_rid(body)
                 data = body.encode() if isinstance(body, str) else body
+                stalling = getattr(self, "_stalling", None)
+                self._stalling = None
+                if stalling == "headers":
+                    time.sleep(fake.stall_secs)
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 for name, value in {**fake.answer_headers, **(extra_headers or {})}.items():
@@ -698,6 +709,11 @@ class FakeWeChat:
                     self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 try:
+                    if stalling == "body":
+                        self.wfile.write(data[:len(data) // 2])
+                        self.wfile.flush()
+                        time.sleep(fake.stall_secs)
+                        data = data[len(data) // 2:]
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the worker gave up (timeout test)

@@ -578,3 +578,41 @@ class TestStreaming:
         listing = json.loads(answer)
         assert len(answer) > 64 * 1024 and listing["count"] == fake.followers
         assert next_gateway_event(worker, seen, "/cgi-bin/user/get")["errcode"] is None
+
+
+class TestBudget:
+    """A call is answered within UPSTREAM_TIMEOUT_MS (2.5 s here) when WeChat stops answering,
+    before its headers or half-way through a body the gateway reads; an answer handed on as
+    it comes is not cut off by that budget."""
+
+    @pytest.mark.parametrize("stall", ["headers", "body"])
+    def test_an_answer_that_stops_coming_is_answered_within_the_budget(
+            self, worker, fake, stall):
+        token = worker.request("GET", "/token?account=second").json["access_token"]
+        fake.api_stall, fake.stall_secs = stall, 8
+        seen = len(worker.events("gateway_call"))
+        started = time.monotonic()
+        keyed = worker.request("GET", "/gateway/cgi-bin/user/info?openid=o1&account=second")
+        keyed_secs = time.monotonic() - started
+        assert_error(keyed, 504, "upstream_timeout")
+        assert 2.4 < keyed_secs < 6, keyed_secs
+        line = next_gateway_event(worker, seen, "/cgi-bin/user/info")
+        assert line["edge_error"] == "upstream_timeout" and line["status"] == 504
+        started = time.monotonic()
+        passed = worker.request(
+            "GET", f"/cgi-bin/user/info?openid=o2&access_token={token}", key=None)
+        passed_secs = time.monotonic() - started
+        assert passed.status == 200 and passed.json["errcode"] == -1, passed.text
+        assert 2.4 < passed_secs < 6, passed_secs
+        assert len(fake.api_requests) == 2, "each call went out once"
+
+    def test_a_download_handed_on_is_not_cut_off_by_the_budget(self, worker, fake):
+        picture = os.urandom(300 * 1024)
+        fake.media["budget-picture"] = picture
+        fake.api_stall, fake.stall_secs = "body", 4
+        started = time.monotonic()
+        status, headers, data = raw_call(
+            worker, "GET", "/gateway/cgi-bin/media/get?account=second&media_id=budget-picture")
+        assert time.monotonic() - started > 3.5, "the second half came after the budget"
+        assert status == 200 and headers["content-type"] == "image/jpeg"
+        assert data == picture
