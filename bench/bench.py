@@ -7,8 +7,10 @@ nothing (the targets are read off the report).
 The gateway rows: a keyed gateway call (`GET /gateway/cgi-bin/user/info`) and the same call
 passed through with the token the server issued (`GET /cgi-bin/user/info?access_token=…`),
 against a minimal JavaScript pass-through worker (bench/passthrough) with and without the one
-log line per call the gateway writes, all forwarding to nginx answering fixed JSON (a Python
-fake would be the bottleneck of all).
+log line per call the gateway writes, and against the least a workers-rs gateway can do
+(bench/floor with `UPSTREAM`: forward, read the answer, pass it back with the gateway's headers,
+log the line), all forwarding to nginx answering fixed JSON (a Python fake would be the
+bottleneck of all).
 
 `--scale N` runs the scale run instead (bench/scale.py).
 
@@ -217,6 +219,8 @@ def main() -> None:
                                        js_path, False)
             logged = Worker({"UPSTREAM": upstream, "LOG_LINE": "1"}, config=js_config).start()
             runs["JS pass-through + log line"] = (logged, js_path, False)
+            rust = Worker({"UPSTREAM": upstream}, config=REPO / "bench/floor/wrangler.toml").start()
+            runs["Rust pass-through + log line"] = (rust, js_path, False)
         results: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
         for worker, path, auth in runs.values():  # warm every isolate up
             run_wrk(worker, path, args.connections, 2, auth)
@@ -267,8 +271,11 @@ def main() -> None:
             ratio(f"`GET /token` ÷ {floor}", median["hot GET /token"], median[floor])
     if "JS pass-through" in median:
         for name in [n for n in median if "gateway GET" in n]:
-            for js in ("JS pass-through", "JS pass-through + log line"):
-                ratio(f"{name} ÷ {js}", median[name], median[js])
+            for floor in ("JS pass-through", "JS pass-through + log line",
+                          "Rust pass-through + log line"):
+                ratio(f"{name} ÷ {floor}", median[name], median[floor])
+        ratio("Rust pass-through + log line ÷ JS pass-through + log line",
+              median["Rust pass-through + log line"], median["JS pass-through + log line"])
     print()
     print(f"Upstream calls during the hot runs: {hot_calls} (one first fetch per server build)")
     if burst:
