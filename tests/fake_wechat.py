@@ -697,6 +697,12 @@ class FakeWeChat:
                 self._stalling = None
                 if stalling == "headers":
                     time.sleep(fake.stall_secs)
+                try:
+                    self._send_now(status, content_type, data, extra_headers, stalling)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the worker gave up (timeout test)
+
+            def _send_now(self, status, content_type, data, extra_headers, stalling) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 for name, value in {**fake.answer_headers, **(extra_headers or {})}.items():
@@ -708,15 +714,12 @@ class FakeWeChat:
                 else:
                     self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                try:
-                    if stalling == "body":
-                        self.wfile.write(data[:len(data) // 2])
-                        self.wfile.flush()
-                        time.sleep(fake.stall_secs)
-                        data = data[len(data) // 2:]
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the worker gave up (timeout test)
+                if stalling == "body":
+                    self.wfile.write(data[:len(data) // 2])
+                    self.wfile.flush()
+                    time.sleep(fake.stall_secs)
+                    data = data[len(data) // 2:]
+                self.wfile.write(data)
 
             def _with_rid(self, body: str) -> str:
                 """An error's errmsg ends in a rid, as WeChat's do; the call is kept for

@@ -317,8 +317,11 @@ def test_an_answer_passes_back_no_header_but_what_its_body_is(worker, fake):
 
 
 def test_a_head_request_is_sent_upstream_as_a_get(worker, fake):
-    status, _, body = raw_call(worker, "HEAD", "/gateway/cgi-bin/user/info?openid=o9")
+    status, headers, body = raw_call(worker, "HEAD", "/gateway/cgi-bin/user/info?openid=o9")
     assert status == 200 and body == b""
+    assert headers["content-type"].startswith("application/json")
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["content-security-policy"] == "sandbox"
     assert [r["method"] for r in fake.api_requests] == ["GET"]
 
 

@@ -65,8 +65,8 @@ impl Incoming {
     /// The request as the routes that need worker's wrapper take it.
     pub fn request(&self) -> &Request {
         // `Clone::clone` shares the one JavaScript object; `Request::clone` would copy its body.
-        let raw = || Clone::clone(&self.raw);
-        self.wrapped.get_or_init(|| Request::from(raw()))
+        self.wrapped
+            .get_or_init(|| Request::from(Clone::clone(&self.raw)))
     }
 }
 

@@ -117,16 +117,18 @@ pub enum Answer {
 
 /// Adds the CORS headers (when the origin is allowed), and drops the body of a HEAD answer.
 pub fn finish(answer: Answer, cors: Option<&[(&str, String)]>, head: bool) -> web_sys::Response {
-    let response = match answer {
-        Answer::PassedOn(raw) if head => empty(raw.status()).with_headers(Headers(raw.headers())),
-        Answer::PassedOn(raw) => return raw,
-        Answer::Own(response) if head => {
-            empty(response.status_code()).with_headers(response.headers().clone())
-        }
-        Answer::Own(response) => response,
+    let answer: web_sys::Response = match answer {
+        Answer::PassedOn(raw) if head => empty(raw.status())
+            .with_headers(Headers(raw.headers()))
+            .into(),
+        Answer::PassedOn(raw) => raw,
+        Answer::Own(own) if head => empty(own.status_code())
+            .with_headers(own.headers().clone())
+            .into(),
+        Answer::Own(own) => own.into(),
     };
     for (name, value) in cors.unwrap_or_default() {
-        let _ = response.headers().set(name, value);
+        let _ = answer.headers().set(name, value);
     }
-    response.into()
+    answer
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 use std::rc::Rc;
 
-use worker::{console_error, js_sys, Env};
+use worker::{js_sys, Env};
 
 /// Binding names in wrangler.toml.
 pub const KV_BINDING: &str = "TOKENS";
@@ -101,20 +101,22 @@ pub fn log_record(fields: &impl Serialize) {
     }
 }
 
-// Logged from a microtask of its own, right after the current step of the request: with an
-// inspector attached (`wrangler dev`), every console call captures the caller's stack, and a
-// wasm future's stack is deep. There, a JavaScript worker logging 40 frames deeper spent 7 %
-// more CPU per call, and the gateway's line logged so costs its call about 2 % less
-// (docs/benchmark.md).
+pub fn log_error(fields: Value) {
+    error_from_a_microtask(&fields.to_string());
+}
+
+// Lines are written from a microtask of their own, right after the current step of the
+// request, events and errors alike (so they keep their order): with an inspector attached
+// (`wrangler dev`), every console call captures the caller's stack, and a wasm future's stack
+// is deep. There, a JavaScript worker logging from 40 frames deeper spent 7 % more CPU per
+// call (docs/benchmark.md).
 #[wasm_bindgen::prelude::wasm_bindgen(inline_js = "
 export function log_from_a_microtask(line) { queueMicrotask(() => console.log(line)); }
+export function error_from_a_microtask(line) { queueMicrotask(() => console.error(line)); }
 ")]
 extern "C" {
     fn log_from_a_microtask(line: &str);
-}
-
-pub fn log_error(fields: Value) {
-    console_error!("{fields}");
+    fn error_from_a_microtask(line: &str);
 }
 
 pub fn internal(what: &str, error: impl std::fmt::Display) -> AppError {

@@ -98,14 +98,15 @@ fn egress(settings: &Settings) -> Option<&str> {
 /// as WeChat's.
 const EGRESS_REFUSED_HEADER: &str = "x-egress-refused";
 
-/// The relay's refusal of the key, told apart from WeChat's own statuses.
+/// The relay's refusal of the key, told apart from WeChat's own statuses. `marked` reads the
+/// relay's mark, only for a 403: every header read is a call into the runtime.
 fn refused_by_relay(
     status: u16,
-    marked: bool,
+    marked: impl FnOnce() -> bool,
     egress: Option<&str>,
 ) -> Result<(), UpstreamFailure> {
-    match (status, marked, egress) {
-        (403, true, Some(_)) => Err(UpstreamFailure::EgressRefused),
+    match (status, egress) {
+        (403, Some(_)) if marked() => Err(UpstreamFailure::EgressRefused),
         _ => Ok(()),
     }
 }
@@ -270,8 +271,7 @@ async fn exchange(
         let status = response.status();
         let answer = response.headers();
         let header = |name| answer.get(name).ok().flatten();
-        // Asked only where it can matter: every header read is a call into the runtime.
-        let marked = status == 403 && answer.has(EGRESS_REFUSED_HEADER).unwrap_or(false);
+        let marked = || answer.has(EGRESS_REFUSED_HEADER).unwrap_or(false);
         refused_by_relay(status, marked, egress)?;
         if gateway::is_redirect(status) {
             return Err(UpstreamFailure::Redirect { status });
