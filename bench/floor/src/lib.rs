@@ -7,12 +7,13 @@
 //!   floor for the gateway rows: the path and query forwarded to `UPSTREAM` with one allowed
 //!   header, the answer read whole (as the gateway reads a small answer for its errcode) and
 //!   passed back with its content type and the gateway's three fixed headers, and one JSON log
-//!   line, as the JavaScript pass-through with its log line writes.
+//!   line, as the JavaScript pass-through with its log line writes, written from a microtask
+//!   as the server writes its lines (see `runtime::log_record` in the server).
 
 use worker::js_sys::{self, Uint8Array};
 use worker::wasm_bindgen::JsCast;
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::{console_log, event, web_sys, Context, Date, Env, Headers, Request, Response, Result};
+use worker::{event, web_sys, Context, Env, Headers, Request, Response, Result};
 
 #[event(fetch)]
 async fn fetch(raw: web_sys::Request, env: Env, _ctx: Context) -> Result<web_sys::Response> {
@@ -31,7 +32,7 @@ fn constant(_request: Request, env: &Env) -> Result<Response> {
 }
 
 async fn pass_through(raw: web_sys::Request, upstream: &str) -> Result<web_sys::Response> {
-    let started = Date::now().as_millis();
+    let started = js_sys::Date::now();
     let url = raw.url();
     let after_host = url.find("://").map_or(0, |at| at + 3);
     let path_and_query = &url[after_host + url[after_host..].find('/').unwrap_or(0)..];
@@ -65,11 +66,18 @@ async fn pass_through(raw: web_sys::Request, upstream: &str) -> Result<web_sys::
     out.set_headers(&kept);
     let response = web_sys::Response::new_with_opt_buffer_source_and_init(Some(&body), &out)?;
     let errcode = errcode.map_or("null".to_owned(), |code: i64| code.to_string());
-    console_log!(
+    log_from_a_microtask(&format!(
         "{{\"event\":\"gateway_call\",\"account\":\"bench\",\"method\":\"{method}\",\
          \"path\":\"{path}\",\"mode\":\"keyed\",\"status\":{status},\"errcode\":{errcode},\
          \"retried\":false,\"duration_ms\":{}}}",
-        Date::now().as_millis().saturating_sub(started)
-    );
+        (js_sys::Date::now() - started) as u64
+    ));
     Ok(response)
+}
+
+#[wasm_bindgen::prelude::wasm_bindgen(inline_js = "
+export function log_from_a_microtask(line) { queueMicrotask(() => console.log(line)); }
+")]
+extern "C" {
+    fn log_from_a_microtask(line: &str);
 }
