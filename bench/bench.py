@@ -15,7 +15,11 @@ bottleneck of all).
 `--scale N` runs the scale run instead (bench/scale.py).
 
 `--contender NAME=PATH/wrangler.toml` adds another build of the server to the same run (for
-example an earlier commit, checked out and built elsewhere), with the same settings."""
+example an earlier commit, checked out and built elsewhere), with the same settings: its hot
+`GET /token` and both its gateway rows.
+
+The ratios between rows come twice: of the medians, and taken within each round (median and
+range over the rounds), which a machine whose speed drifts between rounds moves less."""
 
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import gzip
 import json
 import os
 import platform
+import random
 import re
 import shutil
 import signal
@@ -148,6 +153,15 @@ def to_ms(value: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
 
 
+def interval(values: list[float], resamples: int = 2000) -> str:
+    """A 95 % interval for the median of `values` (percentile bootstrap, fixed seed: a rerun on
+    the same figures prints the same interval)."""
+    draw = random.Random(0)
+    medians = sorted(statistics.median(draw.choices(values, k=len(values)))
+                     for _ in range(resamples))
+    return f"{medians[int(resamples * 0.025)]:.2f}–{medians[int(resamples * 0.975) - 1]:.2f}"
+
+
 def cold_burst(fake: FakeWeChat, requests: int) -> tuple[int, int]:
     """Upstream calls, and non-200 answers, for `requests` concurrent reads of a cold account."""
     fake.reset()
@@ -213,6 +227,7 @@ def main() -> None:
             for name, config in contenders:
                 other = Worker(gateway_vars, config=Path(config).resolve()).start()
                 runs[f"{name}: gateway GET (keyed)"] = (other, keyed_path, True)
+                runs[f"{name}: gateway GET (pass-through)"] = (other, passed_path, False)
             js_path = "/cgi-bin/user/info?openid=o&access_token=x"
             js_config = REPO / "bench/passthrough/wrangler.toml"
             runs["JS pass-through"] = (Worker({"UPSTREAM": upstream}, config=js_config).start(),
@@ -225,7 +240,11 @@ def main() -> None:
         for worker, path, auth in runs.values():  # warm every isolate up
             run_wrk(worker, path, args.connections, 2, auth)
         for round_number in range(1, args.rounds + 1):
-            for name, (worker, path, auth) in runs.items():
+            # Each round starts one row later, so that no row always holds the same place in a
+            # round: a machine that slows down within rounds would otherwise favour one row.
+            order = list(runs.items())
+            shift = (round_number - 1) % len(order)
+            for name, (worker, path, auth) in order[shift:] + order[:shift]:
                 result = run_wrk(worker, path, args.connections, args.seconds, auth)
                 results[name].append(result)
                 print(f"round {round_number} {name:28} {result['rps']:7.0f} req/s  "
@@ -262,20 +281,36 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|")
     for name, m in median.items():
         print(f"| {name} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {m['cpu_us']:.0f} |")
+    print()
+    print("Ratios of the medians above; then the same ratio taken within each round (the two rows "
+          "ran minutes apart at most, so a machine that slows down between rounds moves both): "
+          "its median over the rounds, a 95 % interval for that median (bootstrap over the "
+          "rounds), and the range.")
+    print()
+    print("| | requests/s | p50 ms | p99 ms | workerd CPU µs/request "
+          "| per round: CPU | per round: requests/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+
     def ratio(label, a, b):
-        print(f"| {label} | {a['rps'] / b['rps']:.2f}x | {a['p50'] / b['p50']:.2f}x "
-              f"| {a['p99'] / b['p99']:.2f}x | {a['cpu_us'] / b['cpu_us']:.2f}x |")
+        m, n = median[a], median[b]
+        per_round = {k: [x[k] / y[k] for x, y in zip(results[a], results[b])]
+                     for k in ("cpu_us", "rps")}
+        spread = {k: f"{statistics.median(v):.2f}x [{interval(v)}] ({min(v):.2f}–{max(v):.2f})"
+                  for k, v in per_round.items()}
+        print(f"| {label} | {m['rps'] / n['rps']:.2f}x | {m['p50'] / n['p50']:.2f}x "
+              f"| {m['p99'] / n['p99']:.2f}x | {m['cpu_us'] / n['cpu_us']:.2f}x "
+              f"| {spread['cpu_us']} | {spread['rps']} |")
 
     if "hot GET /token" in median:
         for floor in ("Rust floor", "JS floor"):
-            ratio(f"`GET /token` ÷ {floor}", median["hot GET /token"], median[floor])
+            ratio(f"`GET /token` ÷ {floor}", "hot GET /token", floor)
     if "JS pass-through" in median:
         for name in [n for n in median if "gateway GET" in n]:
             for floor in ("JS pass-through", "JS pass-through + log line",
                           "Rust pass-through + log line"):
-                ratio(f"{name} ÷ {floor}", median[name], median[floor])
+                ratio(f"{name} ÷ {floor}", name, floor)
         ratio("Rust pass-through + log line ÷ JS pass-through + log line",
-              median["Rust pass-through + log line"], median["JS pass-through + log line"])
+              "Rust pass-through + log line", "JS pass-through + log line")
     print()
     print(f"Upstream calls during the hot runs: {hot_calls} (one first fetch per server build)")
     if burst:
