@@ -1,8 +1,8 @@
 """The benchmark (scripts/bench): hot GET /token against two floors, a constant-response
 workers-rs worker (bench/floor) and a constant-response JavaScript worker (bench/baseline), all in
-wrangler dev and driven by wrk, alternating, several rounds; the workerd processes' CPU time per
-request, read from /proc; a 1000-request cold burst; the wasm's size. Prints a report; asserts
-nothing (the targets are read off the report).
+wrangler dev and driven by wrk, several rounds, each in its own order; the workerd processes' CPU
+time per request, read from /proc; a 1000-request cold burst; the wasm's size. Prints a report;
+asserts nothing (the targets are read off the report).
 
 The gateway rows: a keyed gateway call (`GET /gateway/cgi-bin/user/info`) and the same call
 passed through with the token the server issued (`GET /cgi-bin/user/info?access_token=…`),
@@ -18,8 +18,8 @@ bottleneck of all).
 example an earlier commit, checked out and built elsewhere), with the same settings: its hot
 `GET /token` and both its gateway rows.
 
-The ratios between rows come twice: of the medians, and taken within each round (median and
-range over the rounds), which a machine whose speed drifts between rounds moves less."""
+The ratios between rows come twice: of the medians, and, for CPU and requests per second, taken
+within each round (docs/benchmark.md says why)."""
 
 from __future__ import annotations
 
@@ -155,7 +155,9 @@ def to_ms(value: str) -> float:
 
 def interval(values: list[float], resamples: int = 2000) -> str:
     """A 95 % interval for the median of `values` (percentile bootstrap, fixed seed: a rerun on
-    the same figures prints the same interval)."""
+    the same figures prints the same interval); "–" for fewer than 10, too few to mean much."""
+    if len(values) < 10:
+        return "–"
     draw = random.Random(0)
     medians = sorted(statistics.median(draw.choices(values, k=len(values)))
                      for _ in range(resamples))
@@ -240,11 +242,12 @@ def main() -> None:
         for worker, path, auth in runs.values():  # warm every isolate up
             run_wrk(worker, path, args.connections, 2, auth)
         for round_number in range(1, args.rounds + 1):
-            # Each round starts one row later, so that no row always holds the same place in a
-            # round: a machine that slows down within rounds would otherwise favour one row.
+            # A new order each round (seeded: a rerun runs the same orders), so that no row
+            # always runs before another: a machine that slows down within a round would
+            # otherwise favour one of the two.
             order = list(runs.items())
-            shift = (round_number - 1) % len(order)
-            for name, (worker, path, auth) in order[shift:] + order[:shift]:
+            random.Random(round_number).shuffle(order)
+            for name, (worker, path, auth) in order:
                 result = run_wrk(worker, path, args.connections, args.seconds, auth)
                 results[name].append(result)
                 print(f"round {round_number} {name:28} {result['rps']:7.0f} req/s  "
@@ -274,7 +277,7 @@ def main() -> None:
     print()
     print(f"Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}")
     print(f"wrk: {args.connections} connections, {args.seconds} s per run, {args.rounds} rounds "
-          "alternating; medians. CPU: the workerd processes' user+system time over the run, "
+          "in shuffled order; medians. CPU: the workerd processes' user+system time over the run, "
           "per request.")
     print()
     print("| | requests/s | p50 ms | p99 ms | workerd CPU µs/request |")
@@ -282,10 +285,8 @@ def main() -> None:
     for name, m in median.items():
         print(f"| {name} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {m['cpu_us']:.0f} |")
     print()
-    print("Ratios of the medians above; then the same ratio taken within each round (the two rows "
-          "ran minutes apart at most, so a machine that slows down between rounds moves both): "
-          "its median over the rounds, a 95 % interval for that median (bootstrap over the "
-          "rounds), and the range.")
+    print("Ratios of the medians above; then per round: the ratio taken within each round, its "
+          "median over the rounds [a 95 % interval for that median, from 10 rounds] (range).")
     print()
     print("| | requests/s | p50 ms | p99 ms | workerd CPU µs/request "
           "| per round: CPU | per round: requests/s |")
@@ -309,8 +310,12 @@ def main() -> None:
             for floor in ("JS pass-through", "JS pass-through + log line",
                           "Rust pass-through + log line"):
                 ratio(f"{name} ÷ {floor}", name, floor)
+        ratio("gateway GET (keyed) ÷ gateway GET (pass-through)",
+              "gateway GET (keyed)", "gateway GET (pass-through)")
         ratio("Rust pass-through + log line ÷ JS pass-through + log line",
               "Rust pass-through + log line", "JS pass-through + log line")
+        ratio("JS pass-through ÷ JS pass-through + log line",
+              "JS pass-through", "JS pass-through + log line")
     print()
     print(f"Upstream calls during the hot runs: {hot_calls} (one first fetch per server build)")
     if burst:
