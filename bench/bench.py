@@ -286,7 +286,8 @@ def main() -> None:
         print(f"| {name} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {m['cpu_us']:.0f} |")
     print()
     print("Ratios of the medians above; then per round: the ratio taken within each round, its "
-          "median over the rounds [a 95 % interval for that median, from 10 rounds] (range).")
+          "median over the rounds [a 95 % interval for that median, printed for 10 rounds or more] "
+          "(range).")
     print()
     print("| | requests/s | p50 ms | p99 ms | workerd CPU µs/request "
           "| per round: CPU | per round: requests/s |")
